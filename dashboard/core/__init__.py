@@ -1,0 +1,1 @@
+"""Pure clinical core: no Streamlit, no Plotly. Works on whole cohorts with pandas."""

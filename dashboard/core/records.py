@@ -1,0 +1,415 @@
+"""Reading and validating a records folder or workbook (records format v1).
+
+Every problem is collected, not just the first, as a row of a report naming file, line, column, value and
+what was expected. Records are only returned when there is no error: invalid input is never half-used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
+from dashboard.core.schema import (
+    BOOLEAN_TEXT,
+    EXPECTED_BY_KIND,
+    FILES,
+    LUMBAR_SEGMENTS,
+    STRENGTH,
+    FileSpec,
+    value_schemas,
+)
+
+ISSUE_COLUMNS = ["severity", "file", "line", "column", "value", "message"]
+MAX_VALUE_CHARS = 60
+
+
+class RecordsError(Exception):
+    """Input that cannot be used; carries the full report."""
+
+    def __init__(self, report: ValidationReport):
+        super().__init__("\n".join(report.error_lines()))
+        self.report = report
+
+
+@dataclass
+class ValidationReport:
+    """All errors and warnings of one input, one row each."""
+
+    issues: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ISSUE_COLUMNS))
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        return self.issues[self.issues["severity"] == "error"]
+
+    @property
+    def warnings(self) -> pd.DataFrame:
+        return self.issues[self.issues["severity"] == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return self.errors.empty
+
+    def error_lines(self) -> list[str]:
+        return _format_lines(self.errors)
+
+    def warning_lines(self) -> list[str]:
+        return _format_lines(self.warnings)
+
+
+def _format_lines(issues: pd.DataFrame) -> list[str]:
+    lines = []
+    for row in issues.itertuples(index=False):
+        where = row.file if pd.isna(row.line) else f"{row.file}:{int(row.line)}"
+        column = "" if pd.isna(row.column) or not row.column else f" {row.column}:"
+        value = "" if pd.isna(row.value) else f" '{row.value}'"
+        lines.append(f"{where}:{column}{value} {row.message}")
+    return lines
+
+
+@dataclass
+class Records:
+    """Typed, validated records: one frame per file, columns as in the format, extra columns kept."""
+
+    patients: pd.DataFrame
+    surgeries: pd.DataFrame
+    strength: pd.DataFrame
+    visits: pd.DataFrame
+    extra_columns: dict[str, list[str]] = field(default_factory=dict)
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {"patients": self.patients, "surgeries": self.surgeries, "strength": self.strength,
+                "visits": self.visits}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read_raw(path: str | Path) -> tuple[dict[str, pd.DataFrame | None], dict[str, str]]:
+    """Read a records folder or .xlsx workbook as text, blank cells as missing.
+
+    Returns the frames by file name (None where the file is absent) and the label each file has in
+    messages ('strength.csv' in a folder, 'book.xlsx[strength]' in a workbook).
+    """
+    path = Path(path)
+    if path.is_dir():
+        frames = {spec.name: _read_csv(path / spec.name) for spec in FILES}
+        return frames, {spec.name: spec.name for spec in FILES}
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        return _read_workbook(path)
+    if path.suffix.lower() == ".csv" and path.exists():
+        raise ValueError(f"{path}: give the folder that holds the records files, not one CSV file")
+    raise FileNotFoundError(f"{path}: not a records folder or an .xlsx workbook")
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    if path.stat().st_size == 0:
+        return pd.DataFrame()
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow",
+                        encoding="utf-8")
+    return _normalise_headers(frame)
+
+
+def _read_workbook(path: Path) -> tuple[dict[str, pd.DataFrame | None], dict[str, str]]:
+    sheets = pd.read_excel(path, sheet_name=None, dtype=str, keep_default_na=False, na_values=[""],
+                           engine="openpyxl")
+    by_name = {name.strip().lower().removesuffix(".csv"): frame for name, frame in sheets.items()}
+    frames, labels = {}, {}
+    for spec in FILES:
+        frame = by_name.get(spec.stem)
+        if frame is not None:
+            # Excel date cells arrive as 'YYYY-MM-DD 00:00:00'; the format wants the date alone.
+            frame = frame.apply(lambda s: s.str.replace(r"^(\d{4}-\d{2}-\d{2}) 00:00:00$", r"\1", regex=True))
+            frame = _normalise_headers(frame)
+        frames[spec.name] = frame
+        labels[spec.name] = f"{path.name}[{spec.stem}]"
+    return frames, labels
+
+
+def _normalise_headers(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    for column in frame.columns:
+        frame[column] = frame[column].str.strip().replace("", pd.NA)
+    return frame
+
+
+# ------------------------------------------------------------------------------------------- validation
+class _Collector:
+    def __init__(self) -> None:
+        self.parts: list[pd.DataFrame] = []
+
+    def add(self, severity: str, file: str, lines, column, values, message) -> None:
+        part = pd.DataFrame({"line": lines, "value": values}) if not np.isscalar(lines) else pd.DataFrame(
+            {"line": [lines], "value": [values]})
+        if part.empty:
+            return
+        part["value"] = part["value"].map(_shown_value)
+        part.insert(0, "severity", severity)
+        part.insert(1, "file", file)
+        part.insert(3, "column", column)
+        part["message"] = message
+        self.parts.append(part[ISSUE_COLUMNS])
+
+    def report(self) -> ValidationReport:
+        if not self.parts:
+            return ValidationReport()
+        issues = pd.concat(self.parts, ignore_index=True)
+        order = {spec.name: i for i, spec in enumerate(FILES)}
+        issues["_file_order"] = issues["file"].map(lambda f: next(
+            (i for name, i in order.items() if f.endswith(name) or f.endswith(f"[{name[:-4]}]")), 99))
+        issues = issues.sort_values(["_file_order", "line", "column"], na_position="first", kind="stable")
+        return ValidationReport(issues.drop(columns="_file_order").reset_index(drop=True))
+
+
+def _shown_value(value) -> object:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return pd.NA
+    text = str(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _lines(index: pd.Index) -> np.ndarray:
+    """Line numbers in the file: the header is line 1, the first record line 2."""
+    return np.asarray(index) + 2
+
+
+def _via_uniques(raw: pd.Series, parse: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """Apply a parser to the distinct values only: a cohort has few distinct dates and codes."""
+    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    parsed = parse(pd.Series(uniques, dtype="string"))
+    result = parsed.take(np.where(codes >= 0, codes, 0)).reset_index(drop=True)
+    result[codes < 0] = pd.NA if parsed.dtype.kind not in "fM" else np.nan
+    result.index = raw.index
+    return result
+
+
+def _parse_date(raw: pd.Series) -> pd.Series:
+    return pd.to_datetime(raw, format="%Y-%m-%d", errors="coerce")
+
+
+def _parse_boolean(raw: pd.Series) -> pd.Series:
+    return raw.str.lower().map(BOOLEAN_TEXT).astype("boolean")
+
+
+def _parse_integer(raw: pd.Series) -> pd.Series:
+    number = pd.to_numeric(raw, errors="coerce")
+    whole = number.where(np.isfinite(number) & (number == np.round(number)))
+    return whole.astype("Float64").astype("Int64")
+
+
+def _parse_number(raw: pd.Series) -> pd.Series:
+    number = pd.to_numeric(raw, errors="coerce").astype(float)
+    return number.where(np.isfinite(number))
+
+
+def _parse_levels(raw: pd.Series) -> pd.Series:
+    def one(text: str) -> str | None:
+        parts = [p.strip().upper() for p in str(text).split(";") if p.strip()]
+        if not parts or any(p not in LUMBAR_SEGMENTS for p in parts):
+            return None
+        return ";".join(sorted(set(parts), key=LUMBAR_SEGMENTS.index))
+
+    return raw.map(one, na_action="ignore").astype("string")
+
+
+PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
+    "date": _parse_date,
+    "boolean": _parse_boolean,
+    "integer": _parse_integer,
+    "number": _parse_number,
+    "mrc": parse_mrc,
+    "levels": _parse_levels,
+}
+
+
+def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector) -> pd.DataFrame:
+    """Type every column of one file; report values that do not parse and required values missing."""
+    typed = pd.DataFrame(index=raw.index)
+    for column in spec.columns:
+        if column.name not in raw.columns:
+            absent = pd.Series(pd.NA, index=raw.index, dtype="string")
+            typed[column.name] = absent if column.kind == "text" else PARSERS[column.kind](absent)
+            continue
+        text = raw[column.name]
+        if column.kind == "text":
+            typed[column.name] = text.astype("string")
+        else:
+            parsed = _via_uniques(text, PARSERS[column.kind])
+            bad = text.notna() & parsed.isna()
+            out.add("error", label, _lines(raw.index[bad]), column.name, text[bad].to_numpy(),
+                    f"is not {EXPECTED_BY_KIND[column.kind]}")
+            typed[column.name] = parsed
+        if column.required:
+            missing = text.isna()
+            out.add("error", label, _lines(raw.index[missing]), column.name, None, "is missing (required)")
+    extras = [c for c in raw.columns if c not in {col.name for col in spec.columns}]
+    for name in extras:
+        typed[name] = raw[name].astype("string")
+    return typed
+
+
+def _check_values(spec: FileSpec, typed: pd.DataFrame, label: str, schema: pa.DataFrameSchema,
+                  out: _Collector) -> None:
+    try:
+        schema.validate(typed, lazy=True)
+    except pa.errors.SchemaErrors as failure:
+        cases = failure.failure_cases
+        cases = cases[cases["check"] != "not_nullable"]  # required values are reported by the parser
+        for (column, message), group in cases.groupby(["column", "check"], sort=False):
+            index = group["index"].astype(int).to_numpy()
+            out.add("error", label, index + 2, column, group["failure_case"].to_numpy(), message)
+
+
+def validate(path: str | Path, today: date | None = None) -> tuple[Records | None, ValidationReport]:
+    """Read and validate a records folder or workbook; records only when there is no error."""
+    try:
+        raw, labels = read_raw(path)
+    except (OSError, ValueError) as problem:
+        out = _Collector()
+        out.add("error", str(path), pd.NA, "", None, _plain_reason(problem))
+        return None, out.report()
+    return validate_frames(raw, labels, today)
+
+
+def _plain_reason(problem: Exception) -> str:
+    text = str(problem)
+    return text.split(": ", 1)[1] if ": " in text and isinstance(problem, (FileNotFoundError, ValueError)) \
+        else f"cannot be read ({type(problem).__name__}: {text})"
+
+
+def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
+                    today: date | None = None) -> tuple[Records | None, ValidationReport]:
+    """Validate frames of text (as read from files or typed into a form)."""
+    today = today or date.today()
+    out = _Collector()
+    schemas = value_schemas(today)
+    typed: dict[str, pd.DataFrame] = {}
+    extras: dict[str, list[str]] = {}
+    for spec in FILES:
+        label = labels.get(spec.name, spec.name)
+        frame = raw.get(spec.name)
+        if frame is None:
+            if spec.required:
+                out.add("error", label, pd.NA, "", None, "is missing (required file)")
+            frame = pd.DataFrame(columns=[c.name for c in spec.columns], dtype="string")
+        duplicated_headers = frame.columns[frame.columns.duplicated()].unique()
+        for name in duplicated_headers:
+            out.add("error", label, 1, name, None, "appears twice in the header")
+        frame = frame.loc[:, ~frame.columns.duplicated()]
+        for column in spec.columns:
+            if column.required and column.name not in frame.columns and raw.get(spec.name) is not None:
+                out.add("error", label, 1, column.name, None, "is missing (required column)")
+        known = {c.name for c in spec.columns}
+        extras[spec.stem] = [c for c in frame.columns if c not in known]
+        for name in extras[spec.stem]:
+            out.add("warning", label, 1, name, None, "is not a column of the format; kept as an extra column")
+        typed[spec.name] = _parse_file(spec, frame, label, out)
+        _check_values(spec, typed[spec.name], label, schemas[spec.name], out)
+    _check_across_files(typed, labels, today, out)
+    report = out.report()
+    if not report.ok:
+        return None, report
+    strength = typed["strength.csv"]
+    strength = strength[~strength.duplicated(list(STRENGTH.key))]  # identical repeats: warned, kept once
+    records = Records(
+        patients=typed["patients.csv"].reset_index(drop=True),
+        surgeries=typed["surgeries.csv"].reset_index(drop=True),
+        strength=strength.reset_index(drop=True),
+        visits=typed["visits.csv"].reset_index(drop=True),
+        extra_columns=extras,
+    )
+    return records, report
+
+
+def _check_across_files(typed: dict[str, pd.DataFrame], labels: dict[str, str], today: date,
+                        out: _Collector) -> None:
+    label = {name: labels.get(name, name) for name in typed}
+    patients, surgeries = typed["patients.csv"], typed["surgeries.csv"]
+    strength, visits = typed["strength.csv"], typed["visits.csv"]
+
+    _check_duplicates(patients, ["patient_id"], label["patients.csv"], out,
+                      "is a duplicate patient_id (first on line {first})")
+    _check_duplicates(surgeries, ["patient_id", "surgery_date"], label["surgeries.csv"], out,
+                      "is a second operation for this patient on the same date (first on line {first})",
+                      shown="surgery_date")
+    _check_duplicates(visits, ["patient_id", "visit_date"], label["visits.csv"], out,
+                      "is a second visit for this patient on the same date (first on line {first})",
+                      shown="visit_date")
+    _check_strength_repeats(strength, label["strength.csv"], out)
+
+    known = set(patients["patient_id"].dropna())
+    for name, frame in (("surgeries.csv", surgeries), ("strength.csv", strength), ("visits.csv", visits)):
+        unknown = frame["patient_id"].notna() & ~frame["patient_id"].isin(known)
+        out.add("error", label[name], _lines(frame.index[unknown]), "patient_id",
+                frame.loc[unknown, "patient_id"].to_numpy(), "is not a patient in patients.csv")
+
+    limit = pd.Timestamp(today)
+    for name, column in (("surgeries.csv", "surgery_date"), ("surgeries.csv", "deficit_onset_date"),
+                         ("strength.csv", "exam_date"), ("visits.csv", "visit_date")):
+        frame = typed[name]
+        future = frame[column] > limit
+        out.add("error", label[name], _lines(frame.index[future]), column,
+                frame.loc[future, column].dt.strftime("%Y-%m-%d").to_numpy(),
+                f"is in the future (today is {today.isoformat()})")
+
+    late_onset = surgeries["deficit_onset_date"] > surgeries["surgery_date"]
+    out.add("error", label["surgeries.csv"], _lines(surgeries.index[late_onset]), "deficit_onset_date",
+            surgeries.loc[late_onset, "deficit_onset_date"].dt.strftime("%Y-%m-%d").to_numpy(),
+            "is after the surgery_date of the same row")
+
+    operated = set(surgeries["patient_id"].dropna())
+    orphan = strength["patient_id"].isin(known) & ~strength["patient_id"].isin(operated) & \
+        strength["exam_date"].notna()
+    out.add("error", label["strength.csv"], _lines(strength.index[orphan]), "exam_date",
+            strength.loc[orphan, "exam_date"].dt.strftime("%Y-%m-%d").to_numpy(),
+            "has no operation before or after it (the patient has no row in surgeries.csv)")
+
+
+def _check_duplicates(frame: pd.DataFrame, key: list[str], label: str, out: _Collector, message: str,
+                      shown: str | None = None) -> None:
+    complete = frame[key].notna().all(axis=1)
+    repeated = frame[complete & frame.duplicated(key, keep=False)]
+    if repeated.empty:
+        return
+    first_line = repeated.groupby(key, sort=False)[key[0]].transform(lambda s: s.index.min() + 2)
+    later = repeated.index != (first_line.to_numpy() - 2)
+    rows = repeated[later]
+    firsts = first_line[later].astype(int)
+    for first, group in rows.groupby(firsts.to_numpy()):
+        values = group[shown or key[0]]
+        if values.dtype.kind == "M":
+            values = values.dt.strftime("%Y-%m-%d")
+        out.add("error", label, _lines(group.index), shown or key[0], values.to_numpy(),
+                message.format(first=first))
+
+
+def _check_strength_repeats(strength: pd.DataFrame, label: str, out: _Collector) -> None:
+    """The same muscle, side and exam twice: an error when the grades differ, a warning when equal."""
+    key = list(STRENGTH.key)
+    complete = strength[key].notna().all(axis=1) & strength["mrc"].notna()
+    repeated = strength[complete & strength.duplicated(key, keep=False)]
+    if repeated.empty:
+        return
+    first_index = repeated.groupby(key, sort=False)["mrc"].transform(lambda s: s.index.min())
+    later = repeated[repeated.index != first_index.to_numpy()]
+    first_grade = strength.loc[first_index[later.index], "mrc"].to_numpy()
+    first_lines = first_index[later.index].to_numpy() + 2
+    differs = ~np.isclose(later["mrc"].to_numpy(), first_grade)
+    for severity, mask, text in (("error", differs, "conflicts with line {line}, which grades the same muscle, "
+                                  "side and exam {grade}"),
+                                 ("warning", ~differs, "repeats line {line} (same grade); kept once")):
+        for line, grade, index, value in zip(first_lines[mask], first_grade[mask], later.index[mask],
+                                             later["mrc"].to_numpy()[mask]):
+            out.add(severity, label, index + 2, "mrc", format_mrc(value),
+                    text.format(line=line, grade=format_mrc(grade)))
+
+
+def root_of(muscles: pd.Series) -> pd.Series:
+    """Nerve root of each muscle code."""
+    return muscles.map(MUSCLE_ROOTS)
