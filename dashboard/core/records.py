@@ -405,7 +405,7 @@ def _check_strength_repeats(strength: pd.DataFrame, label: str, out: _Collector)
                                   "side and exam {grade}"),
                                  ("warning", ~differs, "repeats line {line} (same grade); kept once")):
         for line, grade, index, value in zip(first_lines[mask], first_grade[mask], later.index[mask],
-                                             later["mrc"].to_numpy()[mask]):
+                                             later["mrc"].to_numpy()[mask], strict=True):
             out.add(severity, label, index + 2, "mrc", format_mrc(value),
                     text.format(line=line, grade=format_mrc(grade)))
 

@@ -1,0 +1,134 @@
+"""The cohort assessment that `assess` prints and the app shows: index operation, muscles, prompts.
+
+Everything is computed from what was known on the assessment day (`as_of`): later rows are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from dashboard.core.curves import Reference, load_reference, patient_factors
+from dashboard.core.records import Records
+from dashboard.core.trajectory import index_surgeries, muscle_trajectories
+
+URGENCY_ORDER = {"emergency": 0, "urgent": 1, "routine": 2}
+
+
+@dataclass
+class Assessment:
+    """Assessment of a cohort on one day: one frame per level of detail."""
+
+    as_of: date
+    patients: pd.DataFrame  # one row per patient: index operation, days since it, factors
+    muscles: pd.DataFrame  # one row per patient×muscle×side (trajectory.MUSCLE_COLUMNS)
+    prompts: pd.DataFrame  # one row per imaging prompt (checklist.PROMPT_COLUMNS)
+    visits: pd.DataFrame  # visits known on the day, with day since the index operation
+    reference: Reference
+
+
+def known_on(records: Records, as_of: date) -> Records:
+    """The records as they stood on `as_of`: everything dated later is left out."""
+    limit = pd.Timestamp(as_of)
+    return Records(
+        patients=records.patients,
+        surgeries=records.surgeries[records.surgeries["surgery_date"] <= limit],
+        strength=records.strength[records.strength["exam_date"] <= limit],
+        visits=records.visits[records.visits["visit_date"] <= limit],
+        extra_columns=records.extra_columns,
+    )
+
+
+def assess(records: Records, as_of: date | None = None, reference: Reference | None = None,
+           rules=None) -> Assessment:
+    """Assess every patient of a cohort as of one day."""
+    from dashboard.core import checklist  # noqa: PLC0415 — the checklist builds on this module's frames
+
+    as_of = as_of or date.today()
+    reference = reference or load_reference()
+    known = known_on(records, as_of)
+    index_ops = index_surgeries(known.surgeries)
+    factors = patient_factors(known.patients, index_ops)
+    muscles = muscle_trajectories(known.strength, index_ops, factors, reference)
+
+    patients = known.patients.merge(index_ops, on="patient_id", how="left", suffixes=("", "_surgery"))
+    patients = patients.merge(factors[["patient_id", "age", "deficit_days"]], on="patient_id", how="left")
+    patients["days_since_surgery"] = (pd.Timestamp(as_of) - patients["surgery_date"]).dt.days.astype("Int64")
+    surgery_date = index_ops.set_index("patient_id")["surgery_date"]
+    visits = known.visits.assign(
+        day=(known.visits["visit_date"] - known.visits["patient_id"].map(surgery_date)).dt.days.astype("Int64"))
+
+    prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules())
+    patients = _sort_by_urgency(patients, prompts)
+    return Assessment(as_of, patients, muscles, prompts, visits, reference)
+
+
+def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
+    rank = prompts["urgency"].map(URGENCY_ORDER).groupby(prompts["patient_id"]).min()
+    patients = patients.assign(top_urgency_rank=patients["patient_id"].map(rank).fillna(len(URGENCY_ORDER)))
+    patients["top_urgency"] = patients["top_urgency_rank"].map({v: k for k, v in URGENCY_ORDER.items()})
+    return patients.sort_values(["top_urgency_rank", "patient_id"], kind="stable").reset_index(drop=True)
+
+
+def _iso(value) -> str | None:
+    return None if pd.isna(value) else pd.Timestamp(value).date().isoformat()
+
+
+def _number(value, digits: int = 2) -> float | None:
+    return None if value is None or pd.isna(value) else round(float(value), digits)
+
+
+def to_json_dict(assessment: Assessment) -> dict:
+    """The assessment in the output format of shared/spec/assessment.md (plus documented extensions)."""
+    muscles = assessment.muscles.copy()
+    muscles["_root_order"] = muscles["muscle"].map({m: i for i, m in enumerate(
+        ["hip_flexion", "knee_extension", "ankle_dorsiflexion", "great_toe_extension", "ankle_plantarflexion"])})
+    muscles = muscles.sort_values(["patient_id", "_root_order", "side"])
+    muscles_by_patient = {pid: group for pid, group in muscles.groupby("patient_id", sort=False)}
+    prompts_by_patient = {pid: group for pid, group in assessment.prompts.groupby("patient_id", sort=False)}
+    out = []
+    for patient in assessment.patients.itertuples(index=False):
+        out.append({
+            "patient_id": patient.patient_id,
+            "index_surgery": None if pd.isna(patient.surgery_date) else {
+                "date": _iso(patient.surgery_date),
+                "procedure": patient.procedure,
+                "levels": str(patient.levels).split(";"),
+                "instrumented": bool(patient.instrumented),
+            },
+            "days_since_surgery": None if pd.isna(patient.days_since_surgery) else int(patient.days_since_surgery),
+            "muscles": [_muscle_json(m) for m in muscles_by_patient.get(patient.patient_id, muscles.iloc[:0])
+                        .itertuples(index=False)],
+            "prompts": [_prompt_json(p) for p in prompts_by_patient.get(patient.patient_id,
+                                                                         assessment.prompts.iloc[:0])
+                        .itertuples(index=False)],
+        })
+    return {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id,
+            "patients": out}
+
+
+def _muscle_json(m) -> dict:
+    return {
+        "muscle": m.muscle, "root": m.root, "side": m.side,
+        "baseline_mrc": _number(m.baseline_mrc), "latest_mrc": _number(m.latest_mrc),
+        "latest_date": _iso(m.latest_date),
+        "expected_mrc": _number(m.expected_mrc, 1), "expected_low": _number(m.expected_low, 1),
+        "expected_high": _number(m.expected_high, 1),
+        "status": m.status,
+        "curve": None if m.curve_group is None or pd.isna(m.curve_group) else m.curve_group,
+    }
+
+
+def _prompt_json(p) -> dict:
+    return {
+        "rule_id": p.rule_id, "category": p.category, "modality": p.modality, "urgency": p.urgency,
+        "summary": p.summary, "evidence": list(p.evidence), "source": p.source,
+    }
+
+
+def status_counts(muscles: pd.DataFrame) -> pd.Series:
+    """How many muscle-sides have each status (for the clinic overview)."""
+    return muscles["status"].value_counts().reindex(np.unique(muscles["status"]), fill_value=0)
