@@ -145,8 +145,10 @@ class _Collector:
         self.parts: list[pd.DataFrame] = []
 
     def add(self, severity: str, file: str, lines, column, values, message) -> None:
-        part = pd.DataFrame({"line": lines, "value": values}) if not np.isscalar(lines) else pd.DataFrame(
-            {"line": [lines], "value": [values]})
+        if isinstance(lines, (np.ndarray, list, pd.Index)):
+            part = pd.DataFrame({"line": np.asarray(lines, dtype=float), "value": values})
+        else:
+            part = pd.DataFrame({"line": [lines], "value": [values]}, dtype=object)
         if part.empty:
             return
         part["value"] = part["value"].map(_shown_value)
@@ -182,6 +184,8 @@ def _lines(index: pd.Index) -> np.ndarray:
 def _via_uniques(raw: pd.Series, parse: Callable[[pd.Series], pd.Series]) -> pd.Series:
     """Apply a parser to the distinct values only: a cohort has few distinct dates and codes."""
     codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    if len(uniques) == 0:
+        return parse(raw.astype("string"))
     parsed = parse(pd.Series(uniques, dtype="string"))
     result = parsed.take(np.where(codes >= 0, codes, 0)).reset_index(drop=True)
     result[codes < 0] = pd.NA if parsed.dtype.kind not in "fM" else np.nan
@@ -254,8 +258,9 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector) 
     return typed
 
 
-def _check_values(spec: FileSpec, typed: pd.DataFrame, label: str, schema: pa.DataFrameSchema,
+def _check_values(raw: pd.DataFrame, typed: pd.DataFrame, label: str, schema: pa.DataFrameSchema,
                   out: _Collector) -> None:
+    """Codes and ranges (pandera); messages show the value as written in the file."""
     try:
         schema.validate(typed, lazy=True)
     except pa.errors.SchemaErrors as failure:
@@ -263,7 +268,7 @@ def _check_values(spec: FileSpec, typed: pd.DataFrame, label: str, schema: pa.Da
         cases = cases[cases["check"] != "not_nullable"]  # required values are reported by the parser
         for (column, message), group in cases.groupby(["column", "check"], sort=False):
             index = group["index"].astype(int).to_numpy()
-            out.add("error", label, index + 2, column, group["failure_case"].to_numpy(), message)
+            out.add("error", label, index + 2, column, raw.loc[index, column].to_numpy(), message)
 
 
 def validate(path: str | Path, today: date | None = None) -> tuple[Records | None, ValidationReport]:
@@ -310,7 +315,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         for name in extras[spec.stem]:
             out.add("warning", label, 1, name, None, "is not a column of the format; kept as an extra column")
         typed[spec.name] = _parse_file(spec, frame, label, out)
-        _check_values(spec, typed[spec.name], label, schemas[spec.name], out)
+        _check_values(frame, typed[spec.name], label, schemas[spec.name], out)
     _check_across_files(typed, labels, today, out)
     report = out.report()
     if not report.ok:
