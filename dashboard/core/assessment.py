@@ -57,9 +57,8 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
     patients = known.patients.merge(index_ops, on="patient_id", how="left", suffixes=("", "_surgery"))
     patients = patients.merge(factors[["patient_id", "age", "deficit_days"]], on="patient_id", how="left")
     patients["days_since_surgery"] = (pd.Timestamp(as_of) - patients["surgery_date"]).dt.days.astype("Int64")
-    surgery_date = index_ops.set_index("patient_id")["surgery_date"]
-    visits = known.visits.assign(
-        day=(known.visits["visit_date"] - known.visits["patient_id"].map(surgery_date)).dt.days.astype("Int64"))
+    visits = known.visits.merge(index_ops[["patient_id", "surgery_date"]], on="patient_id", how="left")
+    visits["day"] = (visits["visit_date"] - visits.pop("surgery_date")).dt.days.astype("Int64")
 
     prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules())
     patients = _sort_by_urgency(patients, prompts)

@@ -255,6 +255,8 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
     fired = []
     for order, rule in enumerate(rules.rules):
         frame = frames[rule.scope]
+        if frame.empty:
+            continue
         if rule.scope == "muscle_visit":
             near = (frame["visit_date"] - frame["latest_date"]).dt.days.abs() <= rule.window_days
             frame = frame[near.fillna(False).to_numpy(dtype=bool)]

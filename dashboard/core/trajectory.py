@@ -15,6 +15,7 @@ from dashboard.core.grades import MUSCLE_ROOTS, MUSCLES, SIDES
 STATUSES = ("new_deficit", "deteriorating", "behind", "on_track", "recovered", "no_deficit", "no_baseline",
             "insufficient_data")
 
+_EMPTY_DTYPES = {"_mrc": float, "date": "datetime64[s]", "_day": float, "_low": float, "high": float}
 MUSCLE_COLUMNS = [
     "patient_id", "muscle", "root", "side", "baseline_mrc", "baseline_date", "first_post_mrc", "first_post_date",
     "best_prior_mrc", "best_prior_date", "latest_mrc", "latest_date", "latest_day", "expected_mrc",
@@ -48,6 +49,9 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
     """
     surgery_date = index_ops.set_index("patient_id")["surgery_date"]
     exams = strength[strength["patient_id"].isin(surgery_date.index)]
+    if exams.empty:
+        return pd.DataFrame({column: pd.Series(dtype=_EMPTY_DTYPES.get(column[-4:], object))
+                             for column in MUSCLE_COLUMNS})
     exams = exams.assign(surgery_date=exams["patient_id"].map(surgery_date))
     patient_code, patient_ids = pd.factorize(exams["patient_id"])
     muscle_code = pd.Categorical(exams["muscle"], categories=MUSCLES).codes
@@ -66,6 +70,9 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
     keys = np.unique(exams["key"].to_numpy())
     out = pd.DataFrame(index=pd.Index(keys, name="key"))
     out = out.join(baseline).join(first).join(best).join(latest)
+    for column in ("baseline", "first_post", "best_prior", "latest"):
+        out[f"{column}_mrc"] = out[f"{column}_mrc"].astype(float)
+        out[f"{column}_date"] = pd.to_datetime(out[f"{column}_date"])
     out["patient_id"] = patient_ids[(keys // 10)].to_numpy() if len(keys) else []
     out["muscle"] = np.asarray(MUSCLES, dtype=object)[(keys % 10) // 2]
     out["side"] = np.asarray(SIDES, dtype=object)[keys % 2]

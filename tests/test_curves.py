@@ -1,0 +1,82 @@
+"""Expected recovery curves: sane by construction, and every parameter sourced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from dashboard.core.curves import (
+    PUBLISHED_REFERENCE,
+    ReferenceError,
+    curve_table,
+    expected_band,
+    load_reference,
+)
+
+REFERENCE = load_reference()
+DAYS = np.arange(0, 1096)
+FACTOR_CASES = [{}, {"diabetes": True}, {"age": 75.0}, {"deficit_days": 120.0},
+                {"diabetes": True, "age": 80.0, "deficit_days": 400.0}]
+
+
+@pytest.mark.parametrize("baseline", [0.0, 1.0, 2.0, 3.0, 11 / 3, 4.0, 13 / 3, 14 / 3])
+@pytest.mark.parametrize("factors", FACTOR_CASES)
+def test_curves_are_bounded_start_at_baseline_rise_and_hold_the_expected_value(baseline, factors):
+    curve = curve_table(baseline, factors, REFERENCE, DAYS)
+    for column in ("expected_mrc", "expected_low", "expected_high"):
+        values = curve[column].to_numpy()
+        assert values[0] == pytest.approx(baseline)
+        assert ((values >= 0) & (values <= 5)).all()
+        assert (np.diff(values) >= -1e-12).all(), f"{column} falls"
+    assert (curve["expected_low"] <= curve["expected_mrc"] + 1e-12).all()
+    assert (curve["expected_mrc"] <= curve["expected_high"] + 1e-12).all()
+
+
+def test_band_opens_from_the_baseline_then_narrows_as_fast_recoverers_reach_normal():
+    curve = curve_table(2.0, {}, REFERENCE, np.array([0, 14, 42, 90, 365, 730]))
+    width = (curve["expected_high"] - curve["expected_low"]).to_numpy()
+    assert width[0] == 0 and 0 < width[1] < width[2] < width[3]
+    mild = curve_table(4.0, {}, REFERENCE, np.array([42, 365]))
+    mild_width = (mild["expected_high"] - mild["expected_low"]).to_numpy()
+    assert mild_width[1] < mild_width[0]  # the 90th percentile has reached 5 while the 10th still rises
+
+
+def test_severity_and_modifiers_slow_recovery():
+    at_90_days = {b: curve_table(b, {}, REFERENCE, np.array([90]))["expected_mrc"].iloc[0] for b in (1.0, 3.0, 4.0)}
+    recovered_share = {b: (v - b) / (5 - b) for b, v in at_90_days.items()}
+    assert recovered_share[1.0] < recovered_share[3.0] < recovered_share[4.0]
+    plain = curve_table(3.0, {}, REFERENCE, np.array([180]))["expected_mrc"].iloc[0]
+    for factors in FACTOR_CASES[1:]:
+        assert curve_table(3.0, factors, REFERENCE, np.array([180]))["expected_mrc"].iloc[0] < plain
+
+
+def test_normal_baseline_has_no_curve_and_unknown_factors_change_nothing():
+    factors = pd.DataFrame({"deficit_days": [None, None], "diabetes": [None, None], "age": [None, None]})
+    band = expected_band([5.0, 3.0], [100, 100], factors, REFERENCE)
+    assert pd.isna(band.loc[0, "curve_group"]) and band.loc[1, "curve_group"] == "moderate"
+    assert np.isnan(band.loc[0, "expected_mrc"])
+    assert band.loc[1, "expected_mrc"] == curve_table(3.0, {}, REFERENCE, np.array([100]))["expected_mrc"].iloc[0]
+
+
+def test_every_group_and_modifier_cites_a_listed_source():
+    assert set(REFERENCE.groups["id"]) == {"complete", "severe", "moderate", "mild"}
+    for cited in [*REFERENCE.groups["sources"], *REFERENCE.modifiers["sources"]]:
+        assert cited and all(source["key"] in REFERENCE.sources and source["figure"] for source in cited)
+    for source in REFERENCE.sources.values():
+        assert source["citation"] and source["url"]
+
+
+def test_a_bad_reference_file_names_the_group_and_field(tmp_path):
+    raw = yaml.safe_load(PUBLISHED_REFERENCE.read_text())
+    raw["groups"][1]["rmax"]["p10"] = 0.9
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ReferenceError, match="group 'severe': rmax must satisfy p10 <= median <= p90"):
+        load_reference(bad)
+    raw = yaml.safe_load(PUBLISHED_REFERENCE.read_text())
+    raw["groups"][0]["sources"] = []
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ReferenceError, match="group 'complete': every parameter needs a source"):
+        load_reference(bad)
