@@ -1,0 +1,176 @@
+"""Imaging checklist: each rule fires on its own scenario with its evidence, and stays silent otherwise."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import yaml
+from builders import exams, make_records, patient, surgery, visit
+
+from dashboard.core.assessment import assess
+from dashboard.core.catalogue import CATALOGUE_PATH, render_catalogue
+from dashboard.core.checklist import RULES_PATH, RulesError, load_rules
+
+AS_OF = date(2026, 11, 1)
+DF, EHL, KNEE = "ankle_dorsiflexion", "great_toe_extension", "knee_extension"
+NORMAL_RECOVERY = {-3: "3", 14: "3", 42: "4-", 90: "4+", 180: "5"}
+
+
+def prompts_for(strength: list[dict], visits: list[dict] | None = None, instrumented: str = "yes",
+                as_of: date = AS_OF, levels: str = "L4-L5"):
+    records = make_records([patient("P1")], [surgery("P1", instrumented=instrumented, levels=levels)], strength,
+                           visits)
+    return assess(records, as_of=as_of).prompts
+
+
+def fired(prompts) -> list[str]:
+    return prompts["rule_id"].tolist()
+
+
+def test_normal_recovery_fires_nothing():
+    visits = [visit("P1", d, leg_pain_nrs=str(p), back_pain_nrs="3", radicular_pain="no", fever="no",
+                    calf_swelling="no", saddle_anesthesia="no") for d, p in ((14, 4), (42, 2), (90, 1), (180, 1))]
+    assert fired(prompts_for(exams("P1", DF, "R", NORMAL_RECOVERY), visits)) == []
+
+
+def test_cauda_equina_signs_fire_an_emergency_mri_with_the_finding_and_date():
+    prompts = prompts_for(exams("P1", DF, "R", NORMAL_RECOVERY),
+                          [visit("P1", 20, saddle_anesthesia="yes", urinary_retention="yes")])
+    row = prompts.iloc[0]
+    assert (row.rule_id, row.category, row.modality, row.urgency) == ("red-cauda-equina", "red_flag", "mri",
+                                                                      "emergency")
+    assert row.evidence == ["2026-01-30 (day 20) saddle_anesthesia, urinary_retention: yes"]
+    assert "ACR Appropriateness Criteria" in row.source
+
+
+def test_a_red_flag_that_resolved_at_a_later_visit_no_longer_fires():
+    visits = [visit("P1", 20, saddle_anesthesia="yes"), visit("P1", 40, saddle_anesthesia="no")]
+    assert fired(prompts_for(exams("P1", DF, "R", NORMAL_RECOVERY), visits)) == []
+
+
+def test_weakness_progressing_in_the_first_days_is_a_hematoma_emergency():
+    prompts = prompts_for(exams("P1", EHL, "L", {-1: "4", 1: "4", 3: "2"}), as_of=date(2026, 1, 13))
+    assert fired(prompts)[0] == "red-epidural-hematoma"
+    assert prompts.iloc[0].evidence == ["2026-01-13 (day 3) great_toe_extension L 2 after 4 on 2026-01-11"]
+
+
+def test_infection_fires_on_fever_drainage_or_a_second_crp_rise():
+    crp = [visit("P1", 3, crp_mg_l="120"), visit("P1", 7, crp_mg_l="40"), visit("P1", 12, crp_mg_l="95",
+                                                                                 fever="yes")]
+    prompts = prompts_for(exams("P1", DF, "R", {-3: "3", 2: "3"}), crp, as_of=date(2026, 1, 23))
+    row = prompts.iloc[0]
+    assert (row.rule_id, row.modality, row.urgency) == ("red-infection", "mri_contrast", "emergency")
+    assert row.evidence == [
+        "2026-01-22 (day 12) fever, crp_rise_from_nadir",
+        "2026-01-22 fever yes, wound drainage missing, CRP 95 mg/L (rise from lowest after day 3: 55)",
+    ]
+    falling = [visit("P1", 3, crp_mg_l="120"), visit("P1", 7, crp_mg_l="40"), visit("P1", 12, crp_mg_l="15")]
+    assert fired(prompts_for(exams("P1", DF, "R", {-3: "3", 2: "3"}), falling, as_of=date(2026, 1, 23))) == []
+
+
+def test_calf_swelling_asks_for_a_venous_duplex_not_a_spine_scan():
+    prompts = prompts_for(exams("P1", DF, "R", NORMAL_RECOVERY), [visit("P1", 21, calf_swelling="yes")])
+    assert prompts[["rule_id", "modality"]].values.tolist() == [["red-venous-thrombosis", "venous_duplex"]]
+
+
+def test_new_deficit_after_instrumentation_asks_for_ct_and_not_without_instrumentation():
+    strength = exams("P1", EHL, "L", {-3: "5", 1: "3", 14: "3", 42: "3"})
+    prompts = prompts_for(strength)
+    assert fired(prompts) == ["hardware-new-deficit-instrumented"]
+    assert prompts.iloc[0].evidence == ["2026-02-21 (day 42) great_toe_extension L (L5) 3; baseline 5 on 2026-01-07"]
+    assert fired(prompts_for(strength, instrumented="no")) == []
+
+
+def test_late_hardware_findings():
+    prompts = prompts_for(exams("P1", DF, "R", NORMAL_RECOVERY),
+                          [visit("P1", 90, back_pain_nrs="1"), visit("P1", 270, rod_fracture="yes", back_pain_nrs="6"),
+                           visit("P1", 290, back_pain_nrs="6")])
+    assert fired(prompts) == ["hardware-failure-radiograph", "hardware-pseudarthrosis-pain"]
+    assert prompts.iloc[0].evidence == ["2026-10-07 (day 270) rod_fracture: yes; back pain 6/10"]
+    assert prompts.iloc[1].evidence == ["2026-10-27 (day 290) back pain 6/10, up 5 from its lowest since the "
+                                        "operation"]
+
+
+def test_screw_lucency_alone_is_routine_ct():
+    prompts = prompts_for(exams("P1", DF, "R", NORMAL_RECOVERY), [visit("P1", 200, screw_lucency="yes")])
+    assert prompts[["rule_id", "urgency"]].values.tolist() == [["hardware-screw-loosening", "routine"]]
+
+
+def test_plateau_below_the_band_asks_for_routine_mri():
+    prompts = prompts_for(exams("P1", DF, "R", {-3: "3", 14: "3", 42: "3", 90: "3", 180: "3"}))
+    assert prompts[["rule_id", "modality", "urgency"]].values.tolist() == [["compression-behind-expected", "mri",
+                                                                            "routine"]]
+    assert prompts.iloc[0].evidence[0].startswith("2026-07-09 (day 180) ankle_dorsiflexion R 3, below the expected")
+
+
+def test_recurrent_weakness_with_radicular_pain_after_recovery_suggests_fibrosis_and_compression():
+    prompts = prompts_for(exams("P1", DF, "R", {-3: "3", 42: "4+", 120: "3"}),
+                          [visit("P1", 120, radicular_pain="yes", leg_pain_nrs="7")])
+    assert sorted(fired(prompts)) == ["compression-recurrent-weakness", "fibrosis-recurrent-radicular"]
+    fibrosis = prompts.set_index("rule_id").loc["fibrosis-recurrent-radicular"]
+    assert (fibrosis.modality, fibrosis.urgency) == ("mri_contrast", "urgent")
+    assert fibrosis.evidence == ["2026-05-10 ankle_dorsiflexion R 3 after 4+ on 2026-02-21",
+                                 "2026-05-10 radicular_pain: yes"]
+
+
+def test_radicular_pain_is_required_and_unknown_pain_is_not_assumed():
+    strength = exams("P1", DF, "R", {-3: "3", 42: "4+", 120: "3"})
+    assert "fibrosis-recurrent-radicular" not in fired(prompts_for(strength, [visit("P1", 120, leg_pain_nrs="7")]))
+
+
+def test_adjacent_level_weakness_months_after_fusion():
+    strength = exams("P1", DF, "R", NORMAL_RECOVERY) + exams("P1", KNEE, "L", {-3: "5", 90: "5", 280: "3"})
+    prompts = prompts_for(strength, levels="L4-L5;L5-S1")
+    assert fired(prompts) == ["compression-adjacent-level"]
+    assert "knee_extension L (L3) 3" in prompts.iloc[0].evidence[0]
+
+
+def test_red_flags_sort_first_and_patients_sort_by_their_most_urgent_prompt():
+    records = make_records(
+        [patient("A"), patient("B"), patient("C")],
+        [surgery("A"), surgery("B"), surgery("C")],
+        exams("A", DF, "R", {-3: "3", 14: "3", 42: "3", 90: "3", 180: "3"})
+        + exams("B", DF, "R", {-3: "3", 14: "3", 42: "3", 90: "3", 180: "3"})
+        + exams("C", DF, "R", NORMAL_RECOVERY),
+        [visit("B", 180, calf_swelling="yes")],
+    )
+    result = assess(records, as_of=AS_OF)
+    assert result.patients["patient_id"].tolist() == ["B", "A", "C"]
+    assert result.prompts[result.prompts.patient_id == "B"]["category"].tolist() == ["red_flag", "compression"]
+
+
+def test_as_of_changes_what_fires():
+    strength = exams("P1", DF, "R", {-3: "3", 42: "4+", 120: "3"})
+    visits = [visit("P1", 120, radicular_pain="yes")]
+    assert fired(prompts_for(strength, visits, as_of=date(2026, 3, 1))) == []
+    assert "fibrosis-recurrent-radicular" in fired(prompts_for(strength, visits, as_of=AS_OF))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r["rules"][0].update(modality="pet"),
+     "rule 'red-cauda-equina': field 'modality': 'pet' is not one of mri, mri_contrast"),
+    (lambda r: r["rules"][1].update(urgency="soon"),
+     "rule 'red-epidural-hematoma': field 'urgency': 'soon' is not one of emergency, urgent, routine"),
+    (lambda r: r["rules"][2]["when"].append({"field": "temperature", "ge": 38}),
+     "rule 'red-infection': field 'when': 'temperature' is not a field of scope 'visit'"),
+    (lambda r: r["rules"][3].update(source="nobody-2020"),
+     "rule 'red-venous-thrombosis': field 'source': 'nobody-2020' is not in the file's 'sources'"),
+    (lambda r: r["rules"][4].pop("summary"), "rule 'hardware-new-deficit-instrumented': field 'summary': is missing"),
+    (lambda r: r["rules"][5].update(id="red-cauda-equina"), "rule 'red-cauda-equina': field 'id': appears twice"),
+    (lambda r: r["rules"][6].update(evidence="{visit_date} {pulse}"),
+     "rule 'hardware-screw-loosening': field 'evidence': '{pulse}' is not a field of scope 'visit'"),
+])
+def test_a_bad_rules_file_names_the_rule_and_field(tmp_path, change, message):
+    raw = yaml.safe_load(RULES_PATH.read_text())
+    change(raw)
+    bad = tmp_path / "rules.yaml"
+    bad.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(RulesError) as failure:
+        load_rules(bad)
+    assert message in str(failure.value)
+
+
+def test_the_rule_catalogue_is_generated_from_the_rules_file():
+    assert CATALOGUE_PATH.read_text(encoding="utf-8") == render_catalogue(load_rules()), \
+        "docs/rule-catalogue.md is stale: run python -m dashboard rules-doc"
