@@ -28,6 +28,7 @@ class Assessment:
     prompts: pd.DataFrame  # one row per imaging prompt (checklist.PROMPT_COLUMNS)
     visits: pd.DataFrame  # visits known on the day, with day since the index operation
     reference: Reference
+    records: Records  # what was known on the day (for per-patient detail)
 
 
 def known_on(records: Records, as_of: date) -> Records:
@@ -62,7 +63,7 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
 
     prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules())
     patients = _sort_by_urgency(patients, prompts)
-    return Assessment(as_of, patients, muscles, prompts, visits, reference)
+    return Assessment(as_of, patients, muscles, prompts, visits, reference, known)
 
 
 def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,30 @@
+"""Colours and labels shared by every page, chart and report (Okabe–Ito palette: safe for colour-blind
+readers and legible on a projector). Presentation only: no clinical logic here."""
+
+from __future__ import annotations
+
+URGENCY_COLOURS = {"emergency": "#D55E00", "urgent": "#E69F00", "routine": "#0072B2"}
+URGENCY_LABELS = {"emergency": "Emergency — same day", "urgent": "Urgent — within days",
+                  "routine": "Routine — next planned review"}
+URGENCY_ICONS = {"emergency": "🟥", "urgent": "🟧", "routine": "🟦"}
+STATUS_COLOURS = {
+    "new_deficit": "#D55E00", "deteriorating": "#D55E00", "behind": "#E69F00", "on_track": "#009E73",
+    "recovered": "#009E73", "no_deficit": "#009E73", "no_baseline": "#6E6E6E", "insufficient_data": "#6E6E6E",
+}
+STATUS_LABELS = {
+    "new_deficit": "New deficit", "deteriorating": "Deteriorating", "behind": "Behind expected",
+    "on_track": "On track", "recovered": "Recovered", "no_deficit": "No deficit", "no_baseline": "No baseline",
+    "insufficient_data": "Insufficient data",
+}
+MODALITY_LABELS = {
+    "mri": "MRI lumbar spine", "mri_contrast": "MRI lumbar spine with and without gadolinium",
+    "ct": "CT lumbar spine (thin-slice, metal-artefact reduction)", "ct_myelography": "CT myelography",
+    "radiograph": "Radiographs", "flexion_extension_radiograph": "Flexion-extension radiographs",
+    "venous_duplex": "Venous duplex ultrasound of the leg",
+}
+CATEGORY_LABELS = {"red_flag": "Red flag", "compression": "Compression", "fibrosis": "Fibrosis",
+                   "hardware": "Hardware"}
+BAND_FILL = "rgba(86, 180, 233, 0.25)"  # sky blue
+EXPECTED_LINE = "#0072B2"
+MEASURED = "#000000"
+BASELINE = "#CC79A7"
