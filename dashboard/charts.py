@@ -77,7 +77,8 @@ def strength_figure(view: PatientView, large: bool = False) -> go.Figure:
             label = STATUS_LABELS.get(status.iloc[0], status.iloc[0]) if not status.empty else "Not examined"
             colour = STATUS_COLOURS.get(status.iloc[0], "#6E6E6E") if not status.empty else "#6E6E6E"
             axis = "" if (r, c) == (1, 1) else str((r - 1) * 2 + c)
-            figure.add_annotation(x=0.02, y=0.06, xref=f"x{axis} domain", yref=f"y{axis} domain", text=f"<b>{label}</b>",
+            figure.add_annotation(x=0.02, y=0.06, xref=f"x{axis} domain", yref=f"y{axis} domain",
+                                  text=f"<b>{label}</b>",
                                   showarrow=False, xanchor="left", yanchor="bottom",
                                   font=dict(color=colour, size=16 if large else 13),
                                   bgcolor="rgba(255,255,255,0.85)")
@@ -128,16 +129,16 @@ def timeline_figure(view: PatientView) -> go.Figure:
     """Operations, examinations, visits and findings on one time axis."""
     lanes = []
     exam_days = view.exams.drop_duplicates("exam_date")
-    lanes.append(("Strength exam", exam_days["day"], exam_days["exam_date"], "circle", "#000000"))
-    lanes.append(("Visit", view.visits["day"], view.visits["visit_date"], "square", "#0072B2"))
+    lanes.append(("Strength exam", exam_days["day"], "circle", "#000000"))
+    lanes.append(("Visit", view.visits["day"], "square", "#0072B2"))
     finding_columns = ["radicular_pain", "saddle_anesthesia", "urinary_retention", "fecal_incontinence", "fever",
                        "wound_drainage", "calf_swelling", "screw_lucency", "implant_migration", "rod_fracture",
                        "numbness"]
     present = [c for c in finding_columns if c in view.visits]
     findings = view.visits[view.visits[present].fillna(False).astype(bool).any(axis=1)] if present else view.visits[:0]
-    lanes.append(("Finding", findings["day"], findings["visit_date"], "x", "#D55E00"))
+    lanes.append(("Finding", findings["day"], "x", "#D55E00"))
     figure = go.Figure()
-    for name, days, dates, symbol, colour in lanes:
+    for name, days, symbol, colour in lanes:
         texts = []
         if name == "Finding":
             for _, visit in findings.iterrows():

@@ -142,3 +142,16 @@ def _curve_sources(muscles: pd.DataFrame, assessment: Assessment) -> pd.DataFram
 def muscle_title(muscle: str, side: str) -> str:
     """Panel title: 'L4 Ankle dorsiflexion (tibialis anterior) — right'."""
     return f"{MUSCLE_ROOTS[muscle]} {MUSCLE_LABELS[muscle]} — {'left' if side == 'L' else 'right'}"
+
+
+class ExamIndex:
+    """One patient's exams in constant time on a large cohort: rows sorted once by patient."""
+
+    def __init__(self, strength: pd.DataFrame):
+        self._sorted = strength.sort_values(["patient_id", "exam_date"], kind="stable").reset_index(drop=True)
+        self._ids = self._sorted["patient_id"].to_numpy(dtype=object)
+
+    def exams(self, patient_id: str) -> pd.DataFrame:
+        start = np.searchsorted(self._ids, patient_id, side="left")
+        stop = np.searchsorted(self._ids, patient_id, side="right")
+        return self._sorted.iloc[start:stop]

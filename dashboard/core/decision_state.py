@@ -1,0 +1,33 @@
+"""Which prompts a clinician has already decided on, and which are new.
+
+A decision holds for the evidence it was made on: when a prompt's evidence changes (new exam, new
+finding), its fingerprint changes and the prompt comes back as new, with the earlier decision shown.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+DECISION_LABELS = {"ordered": "Imaging ordered", "already_done": "Already done",
+                   "not_indicated": "Not indicated", "deferred": "Deferred"}
+STATE_COLUMNS = ["decision", "decision_reason", "decided_by", "decided_at", "decision_current"]
+
+
+def with_decisions(prompts: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """Prompts with the latest decision per patient and rule, and whether it was made on this evidence.
+
+    `decisions` holds the decision in force per patient and rule (store.latest_decisions).
+    """
+    latest = decisions.rename(columns={"reason": "decision_reason", "clinician": "decided_by",
+                                       "evidence_hash": "decided_hash"})
+    merged = prompts.merge(
+        latest[["patient_id", "rule_id", "decided_hash", "decision", "decision_reason", "decided_by", "decided_at"]],
+        on=["patient_id", "rule_id"], how="left")
+    merged["decision_current"] = (merged["decided_hash"] == merged["evidence_hash"]).fillna(False).astype(bool)
+    return merged.drop(columns="decided_hash")
+
+
+def open_prompts(prompts_with_decisions: pd.DataFrame) -> pd.DataFrame:
+    """Prompts with no decision on their current evidence (deferred ones stay open)."""
+    frame = prompts_with_decisions
+    return frame[~frame["decision_current"] | (frame["decision"] == "deferred")]

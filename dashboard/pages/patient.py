@@ -1,0 +1,76 @@
+"""Patient: header, strength against the expected band, PROMs, timeline and the imaging checklist."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.charts import prom_figure, strength_figure, timeline_figure
+from dashboard.core.grades import format_mrc
+from dashboard.core.patient_view import patient_view
+from dashboard.theme import STATUS_LABELS
+from dashboard.ui import data
+from dashboard.ui.widgets import checklist_panel, urgency_badge
+
+cohort = data.cohort()
+assessment = cohort.assessment
+ids = assessment.patients.loc[assessment.patients["surgery_date"].notna(), "patient_id"].tolist()
+if not ids:
+    st.info("No patient in follow-up yet: import records on the Import page.")
+    st.stop()
+current = st.session_state.get("patient_id")
+patient_id = st.selectbox("Patient", ids, index=ids.index(current) if current in ids else 0,
+                          help="Sorted by the most urgent prompt")
+st.session_state["patient_id"] = patient_id
+view = patient_view(assessment, patient_id, cohort.exam_index.exams(patient_id))
+prompts = data.prompts_with_decisions(assessment)
+prompts = prompts[prompts["patient_id"] == patient_id].reset_index(drop=True)
+h = view.header
+
+
+def shown(value, suffix: str = "") -> str:
+    if value is None:
+        return "not recorded"
+    if isinstance(value, bool) or str(value) in ("True", "False"):
+        return "yes" if bool(value) else "no"
+    return f"{value}{suffix}"
+
+
+st.markdown(f"## {patient_id} &nbsp; {urgency_badge(h['top_urgency'])}", unsafe_allow_html=True)
+cols = st.columns(6)
+cols[0].metric("Age", shown(h["age"]))
+cols[1].metric("Sex", shown(h["sex"]))
+cols[2].metric("Days since operation", shown(h["days_since_surgery"]))
+cols[3].metric("Procedure", shown(h["procedure"]))
+cols[4].metric("Levels", shown(h["levels"]).replace(";", ", "))
+cols[5].metric("Instrumented", shown(h["instrumented"]))
+st.caption(f"Operation {h['surgery_date']:%d %b %Y} · surgeon {shown(h['surgeon'])} · revision "
+           f"{shown(h['revision'])} · diabetes {shown(h['diabetes'])} · smoker {shown(h['smoker'])} · "
+           f"weakness for {shown(h['deficit_days'], ' days')} before the operation")
+for note in view.missing:
+    st.warning(note, icon="⚠️")
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.plotly_chart(strength_figure(view), width="stretch", key="strength")
+    table = view.muscles.assign(
+        status=view.muscles["status"].map(STATUS_LABELS),
+        baseline=view.muscles["baseline_mrc"].map(format_mrc), latest=view.muscles["latest_mrc"].map(format_mrc),
+        expected=[("—" if pd.isna(e) else f"{e:.1f} ({lo:.1f}–{hi:.1f})") for e, lo, hi in
+                  zip(view.muscles["expected_mrc"], view.muscles["expected_low"], view.muscles["expected_high"],
+                      strict=True)],
+        latest_date=view.muscles["latest_date"].dt.strftime("%Y-%m-%d"),
+    )[["root", "label", "side", "baseline", "latest", "latest_date", "expected", "status"]]
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "root": "Root", "label": "Muscle", "side": "Side", "baseline": "Pre-op", "latest": "Latest",
+        "latest_date": "Latest exam", "expected": "Expected (band)", "status": "Status"})
+    with st.expander("Where the expected curves come from"):
+        st.caption(f"Reference: {assessment.reference.title} ({assessment.reference.kind}, "
+                   f"{assessment.reference.reference_id})")
+        st.dataframe(view.curve_sources, hide_index=True, width="stretch",
+                     column_config={"url": st.column_config.LinkColumn("Link")})
+    st.plotly_chart(prom_figure(view), width="stretch", key="proms")
+    st.plotly_chart(timeline_figure(view), width="stretch", key="timeline")
+with right:
+    st.subheader("Imaging checklist")
+    checklist_panel(prompts, clinician=st.session_state.get("user_name"))
