@@ -21,8 +21,10 @@ from dashboard.cli import main
 from dashboard.core.assessment import assess
 from dashboard.core.calibration import (
     CalibrationError,
+    GroupFit,
     calibrate_reference,
     fit_quantile_curve,
+    fit_warnings,
     observations,
 )
 from dashboard.core.curves import load_reference
@@ -292,3 +294,12 @@ def test_quantile_fit_recovers_an_exact_curve_with_modifiers():
     assert rmax == pytest.approx(0.7, abs=0.01)
     assert tau == pytest.approx(60, rel=0.03)
 
+
+
+def test_parameters_on_a_bound_are_flagged(calibrated):
+    out, report, _ = calibrated
+    provenance = yaml.safe_load(out.read_text())["provenance"]["groups"]
+    assert all(provenance[g]["warnings"] == [] for g in ("severe", "moderate", "mild")), report
+    assert "check before use" not in report
+    degenerate = GroupFit(0.1, 0.5, 0.9, 1.0, 40.0, 40.0)
+    assert fit_warnings(degenerate) == ["tau.fast at its lower bound (1 day)", "tau.slow equals tau.median"]

@@ -515,6 +515,7 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
             "muscle_sides_left_out": dict(left_out),
             "groups": {e["id"]: {
                 "parameters": "fitted" if e["id"] in fitted else "published",
+                "warnings": fit_warnings(fitted[e["id"]]) if e["id"] in fitted else [],
                 "n_patients": e["n_patients"],
                 "n_exams": e["n_exams"],
                 "coverage": _rounded(e["coverage"]),
@@ -527,6 +528,18 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
         "status": raw["status"],
         "sources": sources,
     }
+
+
+def fit_warnings(fit: GroupFit) -> list[str]:
+    """Parameters that ended on a bound: the data did not pin them down (few or inconsistent exams)."""
+    checks = [
+        (fit.tau_fast <= TAU_BOUNDS[0], f"tau.fast at its lower bound ({TAU_BOUNDS[0]:g} day)"),
+        (fit.tau_slow >= TAU_BOUNDS[1], f"tau.slow at its upper bound ({TAU_BOUNDS[1]:g} days)"),
+        (fit.tau_fast == fit.tau_median, "tau.fast equals tau.median"),
+        (fit.rmax_p10 > 0 and fit.tau_slow == fit.tau_median, "tau.slow equals tau.median"),
+        (fit.rmax_median in (0.0, 1.0), f"rmax.median at {fit.rmax_median:g}"),
+    ]
+    return [text for hit, text in checks if hit]
 
 
 def _percent(share: float | None) -> str:
@@ -568,4 +581,8 @@ def _report(out_path: Path, reference_id: str, source_name: str, summary: list[d
     left = [f"  {n} {why}" for why, n in left_out.items() if n]
     if left:
         lines += ["muscle-sides left out:", *left]
+    warnings = [f"  {group_id}: {'; '.join(fit_warnings(fit))}" for group_id, fit in fitted.items()
+                if fit_warnings(fit)]
+    if warnings:
+        lines += ["check before use (parameters on a bound are not determined by the data):", *warnings]
     return "\n".join(lines)
