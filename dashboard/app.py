@@ -13,17 +13,17 @@ import streamlit as st  # noqa: E402
 
 from dashboard.ui.widgets import sidebar_settings  # noqa: E402
 
-st.set_page_config(page_title="Spine Recovery Dashboard", page_icon="🩺", layout="wide")
+st.set_page_config(page_title="Spine Recovery Dashboard", page_icon=":material/monitor_heart:", layout="wide")
 
 PAGES = {
     "Follow-up": [
-        st.Page("pages/clinic.py", title="Clinic", icon="📋", default=True),
-        st.Page("pages/patient.py", title="Patient", icon="🧍"),
-        st.Page("pages/add_exam.py", title="Add exam / visit", icon="✍️"),
+        st.Page("pages/clinic.py", title="Clinic", icon=":material/groups:", default=True),
+        st.Page("pages/patient.py", title="Patient", icon=":material/person:"),
+        st.Page("pages/add_exam.py", title="Add exam / visit", icon=":material/edit_note:"),
     ],
     "Data and reference": [
-        st.Page("pages/import_records.py", title="Import", icon="📥"),
-        st.Page("pages/reference.py", title="Reference curves", icon="📈"),
+        st.Page("pages/import_records.py", title="Import", icon=":material/upload_file:"),
+        st.Page("pages/reference.py", title="Reference curves", icon=":material/show_chart:"),
     ],
 }
 

@@ -10,9 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.core.grades import MUSCLES, SIDES, format_mrc
-from dashboard.core.patient_view import PatientView, muscle_title
-from dashboard.theme import BAND_FILL, BASELINE, EXPECTED_LINE, MEASURED, STATUS_COLOURS, STATUS_LABELS
+from dashboard.core.grades import MUSCLE_ROOTS, MUSCLES, SIDES, format_mrc
+from dashboard.core.patient_view import PatientView
+from dashboard.theme import BAND_FILL, BASELINE, EXPECTED_LINE, MEASURED, MUSCLE_SHORT, STATUS_COLOURS, STATUS_LABELS
 
 WEEK = 7.0
 WEEK_TICKS = [-4, 0, 2, 6, 13, 26, 52, 78, 104]
@@ -25,10 +25,23 @@ def _band_polygon(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate([curve["expected_high"].to_numpy(), curve["expected_low"].to_numpy()[::-1]]))
 
 
-def strength_figure(view: PatientView, large: bool = False) -> go.Figure:
-    """Small multiples: one panel per examined muscle and side, measured grades against the band."""
+def panel_title(muscle: str, side: str) -> str:
+    """'L4 Ankle dorsiflexion — left': short enough for two panels side by side on a projector."""
+    return f"{MUSCLE_ROOTS[muscle]} {MUSCLE_SHORT[muscle]} — {'left' if side == 'L' else 'right'}"
+
+
+def muscles_with_weakness(view: PatientView) -> list[str]:
+    """Muscles graded below normal on either side at any exam: the panels worth a surgeon's time."""
+    weak = set(view.exams.loc[view.exams["mrc"] < 5, "muscle"])
+    return [m for m in MUSCLES if m in weak]
+
+
+def strength_figure(view: PatientView, large: bool = False, show_all: bool = False) -> go.Figure:
+    """Small multiples: one row per muscle (weak ones unless show_all), left and right, against the band."""
     examined = [m for m in MUSCLES if m in set(view.muscles["muscle"])] or list(MUSCLES[2:])
-    titles = [muscle_title(m, s) for m in examined for s in SIDES]
+    if not show_all:
+        examined = muscles_with_weakness(view) or examined
+    titles = [panel_title(m, s) for m in examined for s in SIDES]
     figure = make_subplots(rows=len(examined), cols=2, shared_xaxes=True, shared_yaxes=True,
                            subplot_titles=titles, vertical_spacing=0.06 if len(examined) > 3 else 0.1,
                            horizontal_spacing=0.04)
@@ -88,11 +101,11 @@ def strength_figure(view: PatientView, large: bool = False) -> go.Figure:
     figure.update_xaxes(title_text="Weeks since the operation", row=len(examined))
     for r in range(1, len(examined) + 1):
         figure.update_yaxes(title_text="MRC", row=r, col=1)
-    height = (260 if large else 210) * len(examined) + 150
+    height = (260 if large else 210) * len(examined) + 190
     figure.update_layout(
-        height=height, margin=dict(l=60, r=20, t=120, b=60),
+        height=height, margin=dict(l=60, r=20, t=70, b=140),
         font={**FONT, "size": 18 if large else FONT["size"]}, plot_bgcolor="white",
-        legend=dict(orientation="h", yref="container", yanchor="top", y=1 - 48 / height, x=0),
+        legend=dict(orientation="h", yref="container", yanchor="bottom", y=8 / height, x=0),
         title=dict(text="Strength against the expected recovery band", x=0, yref="container", yanchor="top",
                    y=1 - 10 / height, font=dict(size=20 if large else 17)),
     )

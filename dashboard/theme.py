@@ -6,7 +6,8 @@ from __future__ import annotations
 URGENCY_COLOURS = {"emergency": "#D55E00", "urgent": "#E69F00", "routine": "#0072B2"}
 URGENCY_LABELS = {"emergency": "Emergency — same day", "urgent": "Urgent — within days",
                   "routine": "Routine — next planned review"}
-URGENCY_ICONS = {"emergency": "🟥", "urgent": "🟧", "routine": "🟦"}
+URGENCY_ICONS = {"emergency": ":material/emergency:", "urgent": ":material/priority_high:",
+                 "routine": ":material/schedule:"}
 STATUS_COLOURS = {
     "new_deficit": "#D55E00", "deteriorating": "#D55E00", "behind": "#E69F00", "on_track": "#009E73",
     "recovered": "#009E73", "no_deficit": "#009E73", "no_baseline": "#6E6E6E", "insufficient_data": "#6E6E6E",
@@ -16,6 +17,9 @@ STATUS_LABELS = {
     "on_track": "On track", "recovered": "Recovered", "no_deficit": "No deficit", "no_baseline": "No baseline",
     "insufficient_data": "Insufficient data",
 }
+MUSCLE_SHORT = {"hip_flexion": "Hip flexion", "knee_extension": "Knee extension",
+                "ankle_dorsiflexion": "Ankle dorsiflexion", "great_toe_extension": "Great-toe extension",
+                "ankle_plantarflexion": "Plantar flexion"}
 MODALITY_LABELS = {
     "mri": "MRI lumbar spine", "mri_contrast": "MRI lumbar spine with and without gadolinium",
     "ct": "CT lumbar spine (thin-slice, metal-artefact reduction)", "ct_myelography": "CT myelography",

@@ -229,8 +229,8 @@ def _shown(frame: pd.DataFrame, field: str) -> pd.Series:
         return column.dt.strftime("%Y-%m-%d").fillna("missing")
     if str(column.dtype) == "boolean":
         return column.map({True: "yes", False: "no"}).fillna("missing").astype(object)
-    if column.dtype.kind == "f":
-        return column.map(lambda v: "missing" if pd.isna(v) else f"{v:g}")
+    if column.dtype.kind == "f" or str(column.dtype) == "Float64":
+        return column.map(lambda v: "missing" if pd.isna(v) else f"{round(float(v), 1):g}")
     return column.astype(object).where(column.notna(), "missing").astype(str)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from dashboard.core.assessment import Assessment
 from dashboard.core.curves import FACTORS, curve_table
-from dashboard.core.grades import MUSCLE_LABELS, MUSCLE_ROOTS, MUSCLES, SIDES
+from dashboard.core.grades import MUSCLE_LABELS, MUSCLES, SIDES
 
 CURVE_DAYS_MIN = 730
 
@@ -137,11 +137,6 @@ def _curve_sources(muscles: pd.DataFrame, assessment: Assessment) -> pd.DataFram
                          "citation": reference.sources[source["key"]]["citation"],
                          "url": reference.sources[source["key"]].get("url", "")})
     return pd.DataFrame(rows, columns=["group", "label", "confidence", "figure", "citation", "url"])
-
-
-def muscle_title(muscle: str, side: str) -> str:
-    """Panel title: 'L4 Ankle dorsiflexion (tibialis anterior) — right'."""
-    return f"{MUSCLE_ROOTS[muscle]} {MUSCLE_LABELS[muscle]} — {'left' if side == 'L' else 'right'}"
 
 
 class ExamIndex:

@@ -22,7 +22,7 @@ columns = st.columns(5)
 for column, urgency in zip(columns, ("emergency", "urgent", "routine"), strict=False):
     column.metric(f"{URGENCY_ICONS[urgency]} {URGENCY_LABELS[urgency]}", int(counts.get(urgency, 0)),
                   help="Patients whose most urgent open prompt has this urgency")
-columns[3].metric("🟩 No open prompt", int(table["urgency"].isna().sum()))
+columns[3].metric(":material/check_circle: No open prompt", int(table["urgency"].isna().sum()))
 columns[4].metric("Prompts decided", int(table["decided_prompts"].sum()))
 
 with st.expander("Muscle-side statuses across the cohort"):
@@ -50,7 +50,7 @@ if only_open:
     shown = shown[shown["open_prompts"] > 0]
 
 display = shown.assign(
-    urgency=shown["urgency"].map(lambda u: f"{URGENCY_ICONS[u]} {u}" if isinstance(u, str) else "—"),
+    urgency=shown["urgency"].map(URGENCY_LABELS).fillna("—"),
     worst_status=shown["worst_status"].map(STATUS_LABELS).fillna("not examined"),
     weeks=(shown["days_since_surgery"] / 7).round(1),
 )[["patient_id", "urgency", "open_prompts", "prompt_summary", "worst_status", "weeks", "procedure", "levels",

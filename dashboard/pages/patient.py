@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.charts import prom_figure, strength_figure, timeline_figure
+from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure, timeline_figure
 from dashboard.core.grades import format_mrc
 from dashboard.core.patient_view import patient_view
 from dashboard.theme import STATUS_LABELS
@@ -18,10 +18,11 @@ ids = assessment.patients.loc[assessment.patients["surgery_date"].notna(), "pati
 if not ids:
     st.info("No patient in follow-up yet: import records on the Import page.")
     st.stop()
-current = st.session_state.get("patient_id")
+current = st.query_params.get("patient") or st.session_state.get("patient_id")
 patient_id = st.selectbox("Patient", ids, index=ids.index(current) if current in ids else 0,
                           help="Sorted by the most urgent prompt")
 st.session_state["patient_id"] = patient_id
+st.query_params["patient"] = patient_id  # a link to this page opens this patient
 view = patient_view(assessment, patient_id, cohort.exam_index.exams(patient_id))
 prompts = data.prompts_with_decisions(assessment)
 prompts = prompts[prompts["patient_id"] == patient_id].reset_index(drop=True)
@@ -37,22 +38,26 @@ def shown(value, suffix: str = "") -> str:
 
 
 st.markdown(f"## {patient_id} &nbsp; {urgency_badge(h['top_urgency'])}", unsafe_allow_html=True)
-cols = st.columns(6)
+cols = st.columns(5)
 cols[0].metric("Age", shown(h["age"]))
 cols[1].metric("Sex", shown(h["sex"]))
 cols[2].metric("Days since operation", shown(h["days_since_surgery"]))
-cols[3].metric("Procedure", shown(h["procedure"]))
-cols[4].metric("Levels", shown(h["levels"]).replace(";", ", "))
-cols[5].metric("Instrumented", shown(h["instrumented"]))
-st.caption(f"Operation {h['surgery_date']:%d %b %Y} · surgeon {shown(h['surgeon'])} · revision "
+cols[3].metric("Levels", shown(h["levels"]).replace(";", ", "))
+cols[4].metric("Instrumented", shown(h["instrumented"]))
+st.markdown(f"**{shown(h['procedure'])}** on {h['surgery_date']:%d %b %Y}")
+st.caption(f"Surgeon {shown(h['surgeon'])} · revision "
            f"{shown(h['revision'])} · diabetes {shown(h['diabetes'])} · smoker {shown(h['smoker'])} · "
-           f"weakness for {shown(h['deficit_days'], ' days')} before the operation")
+           + ("duration of weakness before the operation not recorded" if h["deficit_days"] is None
+              else f"weakness for {h['deficit_days']:.0f} days before the operation"))
 for note in view.missing:
     st.warning(note, icon="⚠️")
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    st.plotly_chart(strength_figure(view), width="stretch", key="strength")
+    hidden = sorted(set(view.muscles["muscle"]) - set(muscles_with_weakness(view)))
+    show_all = st.toggle("Show every examined muscle", value=False,
+                         help="By default only muscles graded below 5 at some exam are drawn.") if hidden else True
+    st.plotly_chart(strength_figure(view, show_all=show_all), width="stretch", key="strength")
     table = view.muscles.assign(
         status=view.muscles["status"].map(STATUS_LABELS),
         baseline=view.muscles["baseline_mrc"].map(format_mrc), latest=view.muscles["latest_mrc"].map(format_mrc),

@@ -1,0 +1,300 @@
+"""Importing validated records into the store: one transaction, natural keys, counts per file.
+
+Each file is bulk-loaded into a temporary staging table (executemany on SQLite, COPY on PostgreSQL) and
+merged with set-based SQL: one UPDATE for rows whose key exists with other values, one INSERT … SELECT for
+new keys. Per-row Python or ORM objects would take minutes for a 1.6-million-row strength file; this takes
+seconds. A re-import of the same data therefore adds nothing, and a changed value is overwritten by the
+file and counted as updated. Rows the store has and the file lacks are kept (an import never deletes).
+
+Nothing here logs row contents: files carry names, MRNs and free-text notes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Index,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+
+from dashboard.core.records import Records
+from dashboard.core.schema import FILES, FileSpec
+from dashboard.store.models import RECORD_TABLES, Import
+
+log = logging.getLogger(__name__)
+
+EXTRA = "extra"
+SPEC_BY_FRAME: dict[str, FileSpec] = {spec.stem: spec for spec in FILES}
+
+
+class StoreImportError(RuntimeError):
+    """An import the database refused; nothing was stored. The message never carries row values."""
+
+
+@dataclass(frozen=True)
+class FileCounts:
+    """What one file did to the store."""
+
+    inserted: int = 0
+    unchanged: int = 0
+    updated: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.unchanged + self.updated
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """Outcome of a successful import, per file ('patients', 'surgeries', 'strength', 'visits')."""
+
+    import_id: int
+    source_name: str
+    counts: dict[str, FileCounts] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def inserted(self) -> int:
+        return sum(c.inserted for c in self.counts.values())
+
+    @property
+    def unchanged(self) -> int:
+        return sum(c.unchanged for c in self.counts.values())
+
+    @property
+    def updated(self) -> int:
+        return sum(c.updated for c in self.counts.values())
+
+    def summary(self) -> str:
+        """One line for the import page (counts only, no values)."""
+        return "; ".join(f"{name}: {c.inserted} new, {c.updated} updated, {c.unchanged} unchanged"
+                         for name, c in self.counts.items())
+
+
+def source_basename(source_name: str) -> str:
+    """Base name of an uploaded file or folder, whatever the client's path separator."""
+    parts = [p for p in re.split(r"[\\/]", source_name.strip()) if p]
+    return parts[-1] if parts else "unnamed"
+
+
+def guess_source_kind(source_name: str) -> str:
+    """'workbook' for Excel files, else 'folder' (a records folder of CSV files)."""
+    return "workbook" if source_basename(source_name).lower().endswith((".xlsx", ".xlsm")) else "folder"
+
+
+def import_records(engine: Engine, records: Records, source_name: str, user: str | None = None, *,
+                   source_kind: str | None = None) -> ImportResult:
+    """Store validated records atomically: all four files or nothing, with the import logged.
+
+    A failed attempt rolls everything back and is then logged in `imports` as failed (without values),
+    so the import history shows what was tried.
+    """
+    name = source_basename(source_name)
+    kind = source_kind or guess_source_kind(source_name)
+    started_at = datetime.now(UTC)
+    clock = time.perf_counter()
+    frames = records.frames()
+    try:
+        with engine.begin() as conn:
+            import_id = conn.execute(insert(Import.__table__).values(
+                started_at=started_at, source_name=name, source_kind=kind, user_name=user, status="running",
+            )).inserted_primary_key[0]
+            counts: dict[str, FileCounts] = {}
+            for stem, table in RECORD_TABLES.items():  # patients first: the others refer to them
+                counts[stem] = _merge_file(conn, table, SPEC_BY_FRAME[stem], frames[stem], import_id)
+            conn.execute(update(Import.__table__).where(Import.__table__.c.id == import_id).values(
+                finished_at=datetime.now(UTC), status="succeeded", **_count_columns(counts)))
+    except Exception as problem:
+        driver_error = _driver_error(engine, problem)
+        reason = _safe_reason(problem, driver_error)
+        log.warning("import failed after %.1f s (%s); nothing was stored", time.perf_counter() - clock, reason)
+        _log_failed_import(engine, started_at, name, kind, user, reason)
+        if driver_error is not None:
+            # The driver's message can quote a whole row (PostgreSQL: "Failing row contains …").
+            raise StoreImportError(f"the database refused the import: {reason}") from None
+        raise
+    result = ImportResult(import_id=import_id, source_name=name, counts=counts,
+                          seconds=time.perf_counter() - clock)
+    log.info("import %d stored in %.1f s: %s", import_id, result.seconds, result.summary())
+    return result
+
+
+def _count_columns(counts: dict[str, FileCounts]) -> dict[str, int]:
+    return {f"{stem}_{what}": getattr(c, what) for stem, c in counts.items()
+            for what in ("inserted", "unchanged", "updated")}
+
+
+def _driver_error(engine: Engine, problem: BaseException) -> BaseException | None:
+    """The database driver's exception behind a failure, if it is one (wrapped by SQLAlchemy or raw, as
+    from COPY on the driver's own cursor)."""
+    if isinstance(problem, DBAPIError):
+        return problem.orig or problem
+    if isinstance(problem, engine.dialect.loaded_dbapi.Error):
+        return problem
+    return None
+
+
+def _safe_reason(problem: BaseException, driver_error: BaseException | None) -> str:
+    """Exception type and, for database errors, the constraint involved; never a value."""
+    if driver_error is None:
+        return type(problem).__name__
+    name = type(driver_error).__name__
+    diag = getattr(driver_error, "diag", None)  # psycopg: structured, value-free fields
+    if diag is not None:
+        detail = " ".join(filter(None, (diag.table_name, diag.column_name, diag.constraint_name)))
+        return f"{name} {detail or diag.sqlstate or ''}".strip()
+    text = str(driver_error)  # sqlite3: 'UNIQUE constraint failed: t.c' — names only, no values
+    return f"{name}: {text}" if "constraint failed" in text else name
+
+
+def _log_failed_import(engine: Engine, started_at: datetime, name: str, kind: str, user: str | None,
+                       reason: str) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(Import.__table__).values(
+                started_at=started_at, finished_at=datetime.now(UTC), source_name=name, source_kind=kind,
+                user_name=user, status="failed", error=reason[:500]))
+    except Exception as problem:  # the original failure matters more than its log entry
+        log.warning("could not log the failed import (%s)", type(problem).__name__)
+
+
+# ------------------------------------------------------------------------------------------- merging
+def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFrame, import_id: int) -> FileCounts:
+    """Upsert one file by its natural key and count what happened."""
+    if frame.empty:
+        return FileCounts()
+    key = list(spec.key)
+    values = [c.name for c in spec.columns if c.name not in spec.key] + [EXTRA]
+    columns = key + values
+    rows = _rows(frame, spec)
+    if conn.dialect.name == "sqlite" and conn.execute(select(table.c.id).limit(1)).first() is None:
+        # First load of this table: nothing to compare with, so skip the staging table (half the time).
+        # Not on PostgreSQL, where COPY into a constrained table is slower than staging + INSERT … SELECT.
+        _bulk_insert(conn, table.name, columns, rows, import_id)
+        return FileCounts(inserted=len(rows))
+    staging = _staging_table(conn, table, columns)
+    staging.create(conn)
+    _bulk_insert(conn, staging.name, columns, rows)
+    Index(f"ix_{staging.name}_key", *(staging.c[k] for k in key), unique=True).create(conn)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {staging.name}")  # temp tables get no autovacuum statistics
+
+    same_key = and_(*(table.c[k] == staging.c[k] for k in key))
+    differs = or_(*(_comparable(table.c[v]).is_distinct_from(_comparable(staging.c[v])) for v in values))
+    is_new = ~exists().where(same_key)
+    found = table.c.id.is_not(None)
+    inserted, updated = conn.execute(  # one pass over the file's rows for both counts
+        select(func.count().filter(~found), func.count().filter(and_(found, differs)))
+        .select_from(staging.outerjoin(table, same_key))).one()
+    if updated:
+        conn.execute(update(table).where(same_key, differs)
+                     .values({**{v: staging.c[v] for v in values}, "import_id": import_id}))
+    if inserted:
+        conn.execute(insert(table).from_select(
+            [*columns, "import_id"],
+            select(*(staging.c[c] for c in columns), literal(import_id)).where(is_new)))
+    staging.drop(conn)
+    return FileCounts(inserted=inserted, updated=updated, unchanged=len(frame) - inserted - updated)
+
+
+def _comparable(column):  # noqa: ANN001, ANN202 - SQL expression in, SQL expression out
+    """JSON has no equality operator on PostgreSQL: compare its text (key order as the file had it)."""
+    return cast(column, Text) if column.name == EXTRA else column
+
+
+def _staging_table(conn: Connection, table: Table, columns: Sequence[str]) -> Table:
+    name = f"staging_{table.name}"
+    schema = "pg_temp" if conn.dialect.name == "postgresql" else "temp"
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {schema}.{name}")  # a leftover on this pooled connection
+    return Table(name, MetaData(), *(Column(c, table.c[c].type) for c in columns),
+                 prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+
+
+def _bulk_insert(conn: Connection, table_name: str, columns: Sequence[str], rows: list[tuple],
+                 import_id: int | None = None) -> None:
+    """Bulk-load rows by the fastest path the driver has (COPY on PostgreSQL, executemany on SQLite).
+
+    With `import_id`, every row also gets that import_id (for loading a table's first rows directly).
+    """
+    quote = conn.dialect.identifier_preparer.quote
+    names = [quote(c) for c in columns] + (["import_id"] if import_id is not None else [])
+    if conn.dialect.name == "postgresql":
+        suffix = (import_id,) if import_id is not None else ()
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            with cursor.copy(f"COPY {quote(table_name)} ({', '.join(names)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row + suffix)
+        finally:
+            cursor.close()
+    elif conn.dialect.name == "sqlite":
+        marks = ["?"] * len(columns) + ([str(int(import_id))] if import_id is not None else [])
+        conn.exec_driver_sql(
+            f"INSERT INTO {quote(table_name)} ({', '.join(names)}) VALUES ({', '.join(marks)})", rows)
+    else:
+        raise NotImplementedError(f"bulk import is implemented for SQLite and PostgreSQL, not {conn.dialect.name}")
+
+
+# ----------------------------------------------------------------------------------- frame → rows
+def _rows(frame: pd.DataFrame, spec: FileSpec) -> list[tuple]:
+    """Plain Python tuples (str, int, float, bool, ISO date text, JSON text or None), key columns first."""
+    key = list(spec.key)
+    ordered = key + [c.name for c in spec.columns if c.name not in spec.key]
+    kinds = {c.name: c.kind for c in spec.columns}
+    columns = [_python_values(frame[name], kinds[name]) if name in frame.columns else [None] * len(frame)
+               for name in ordered]
+    columns.append(_extra_json(frame, [c for c in frame.columns if c not in kinds]))
+    return list(zip(*columns, strict=True))
+
+
+#: How one distinct, non-missing value of each kind is handed to the driver.
+_TO_PYTHON = {
+    "date": lambda value: value.strftime("%Y-%m-%d"),
+    "number": float,
+    "mrc": float,
+    "integer": int,
+    "boolean": bool,
+}
+
+
+def _python_values(series: pd.Series, kind: str) -> list[Any]:
+    """Convert distinct values only (a cohort has a few hundred dates and codes for a million rows)."""
+    convert = _TO_PYTHON.get(kind, str)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    converted = np.empty(len(uniques) + 1, dtype=object)
+    converted[:-1] = [convert(value) for value in uniques]
+    converted[-1] = None
+    return converted[np.where(codes >= 0, codes, len(uniques))].tolist()
+
+
+def _extra_json(frame: pd.DataFrame, extras: Iterable[str]) -> list[str | None]:
+    """Extra columns as one JSON object per row (nulls kept, so the set of columns survives)."""
+    extras = list(extras)
+    if not extras or frame.empty:
+        return [None] * len(frame)
+    text = frame[extras].astype(object).to_json(orient="records", lines=True, force_ascii=False)
+    return [line for line in text.split("\n") if line]  # JSON escapes newlines inside values
