@@ -11,23 +11,36 @@ if str(ROOT) not in sys.path:  # streamlit puts only this file's folder on the p
 
 import streamlit as st  # noqa: E402
 
+from dashboard.ui.auth import current_role  # noqa: E402
 from dashboard.ui.widgets import sidebar_settings  # noqa: E402
 
 st.set_page_config(page_title="Spine Recovery Dashboard", page_icon=":material/monitor_heart:", layout="wide")
 
-PAGES = {
+# Each page with the roles that may open it; the entry point shows a user only their pages.
+PAGES: dict[str, list[tuple[st.Page, tuple[str, ...]]]] = {
     "Follow-up": [
-        st.Page("pages/clinic.py", title="Clinic", icon=":material/groups:", default=True),
-        st.Page("pages/patient.py", title="Patient", icon=":material/person:"),
-        st.Page("pages/add_exam.py", title="Add exam / visit", icon=":material/edit_note:"),
+        (st.Page("pages/clinic.py", title="Clinic", icon=":material/groups:", default=True), ("surgeon",)),
+        (st.Page("pages/patient.py", title="Patient", icon=":material/person:"), ("surgeon",)),
+        (st.Page("pages/add_exam.py", title="Add exam / visit", icon=":material/edit_note:"), ("surgeon",)),
+    ],
+    "Conference": [
+        (st.Page("pages/conference.py", title="Case conference", icon=":material/co_present:",
+                 default=False), ("surgeon", "conference")),
     ],
     "Data and reference": [
-        st.Page("pages/import_records.py", title="Import", icon=":material/upload_file:"),
-        st.Page("pages/reference.py", title="Reference curves", icon=":material/show_chart:"),
+        (st.Page("pages/import_records.py", title="Import", icon=":material/upload_file:"), ("surgeon", "admin")),
+        (st.Page("pages/reference.py", title="Reference curves", icon=":material/show_chart:"),
+         ("surgeon", "conference", "admin")),
     ],
 }
 
-navigation = st.navigation(PAGES)
+
+def pages_for(role: str) -> dict[str, list[st.Page]]:
+    visible = {group: [page for page, roles in pages if role in roles] for group, pages in PAGES.items()}
+    return {group: pages for group, pages in visible.items() if pages}
+
+
+navigation = st.navigation(pages_for(current_role()))
 sidebar_settings()
 st.sidebar.caption("Decision support only: the clinician decides. Suggestions name their rule, evidence and "
                    "source.")
