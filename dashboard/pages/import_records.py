@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import streamlit as st
 
-from dashboard.core.records import validate
-from dashboard.core.schema import FILES
 from dashboard.store import import_history, import_records
 from dashboard.ui import data
-
-MAX_UPLOAD_MB = 200
+from dashboard.ui.uploads import MAX_UPLOAD_MB, UploadRejected, check_uploads
 
 st.title("Import records")
 st.caption("Records format v1: patients.csv, surgeries.csv, strength.csv and optional visits.csv — or one .xlsx "
@@ -21,41 +15,27 @@ uploads = st.file_uploader("Records files", type=["csv", "xlsx"], accept_multipl
                            help=f"Up to {MAX_UPLOAD_MB} MB in all.")
 
 if uploads:
-    total = sum(u.size for u in uploads)
-    books = [u for u in uploads if u.name.lower().endswith(".xlsx")]
-    if total > MAX_UPLOAD_MB * 1024 * 1024:
-        st.error(f"The files add up to {total / 1024 / 1024:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+    try:
+        checked = check_uploads([(u.name, u.getvalue()) for u in uploads])
+    except UploadRejected as problem:
+        st.error(str(problem))
         st.stop()
-    if books and len(uploads) > 1:
-        st.error("Upload either one workbook or the CSV files, not both.")
-        st.stop()
-    known = {spec.name for spec in FILES}
-    unknown = [u.name for u in uploads if not books and u.name.lower() not in known]
-    if unknown:
-        st.error(f"Not a records file: {', '.join(unknown)}. Expected {', '.join(sorted(known))}.")
-        st.stop()
-    with tempfile.TemporaryDirectory() as folder:
-        for upload in uploads:
-            (Path(folder) / upload.name.lower()).write_bytes(upload.getvalue())
-        target = Path(folder) / books[0].name.lower() if books else Path(folder)
-        records, report = validate(target)
-    source = books[0].name if books else ", ".join(sorted(u.name for u in uploads))
+    report = checked.report
     if report.issues.empty:
         st.success("No problems found.")
     else:
         st.subheader("Validation report")
-        errors, warnings = len(report.errors), len(report.warnings)
-        st.markdown(f"**{errors} error(s), {warnings} warning(s)**")
+        st.markdown(f"**{len(report.errors)} error(s), {len(report.warnings)} warning(s)**")
         st.dataframe(report.issues, hide_index=True, width="stretch", column_config={
             "severity": "Severity", "file": "File", "line": st.column_config.NumberColumn("Line", format="%d"),
             "column": "Column", "value": "Value", "message": "Problem"})
-    if records is None:
+    if checked.records is None:
         st.error("Nothing will be stored until every error is corrected.")
     else:
-        counts = ", ".join(f"{len(frame)} {name}" for name, frame in records.frames().items())
+        counts = ", ".join(f"{len(frame)} {name}" for name, frame in checked.records.frames().items())
         st.info(f"Ready to import: {counts}.")
         if st.button("Import into the store", type="primary"):
-            result = import_records(data.engine(), records, source_name=source,
+            result = import_records(data.engine(), checked.records, source_name=checked.source_name,
                                     user=st.session_state.get("user_name"))
             data.clear_caches()
             st.success(f"Imported ({result.summary()}).")
