@@ -40,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
 from dashboard.core.records import Records
 from dashboard.core.schema import FILES, FileSpec
@@ -191,9 +192,8 @@ def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFr
     values = [c.name for c in spec.columns if c.name not in spec.key] + [EXTRA]
     columns = key + values
     rows = _rows(frame, spec)
-    if conn.dialect.name == "sqlite" and conn.execute(select(table.c.id).limit(1)).first() is None:
+    if conn.execute(select(table.c.id).limit(1)).first() is None:
         # First load of this table: nothing to compare with, so skip the staging table (half the time).
-        # Not on PostgreSQL, where COPY into a constrained table is slower than staging + INSERT … SELECT.
         _bulk_insert(conn, table.name, columns, rows, import_id)
         return FileCounts(inserted=len(rows))
     staging = _staging_table(conn, table, columns)
@@ -221,7 +221,7 @@ def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFr
     return FileCounts(inserted=inserted, updated=updated, unchanged=len(frame) - inserted - updated)
 
 
-def _comparable(column):  # noqa: ANN001, ANN202 - SQL expression in, SQL expression out
+def _comparable(column: ColumnElement[Any]) -> ColumnElement[Any]:
     """JSON has no equality operator on PostgreSQL: compare its text (key order as the file had it)."""
     return cast(column, Text) if column.name == EXTRA else column
 
