@@ -179,31 +179,44 @@ def _rule_mask(frame: pd.DataFrame, rule: Rule) -> np.ndarray:
 def _visit_frame(patients: pd.DataFrame, visits: pd.DataFrame) -> pd.DataFrame:
     """Visits after the index operation, with changes since earlier visits of the same patient."""
     frame = visits[visits["day"].notna() & (visits["day"] >= 0)].sort_values(["patient_id", "visit_date"])
-    by_patient = frame.groupby("patient_id", sort=False)
+    patient = pd.Series(pd.factorize(frame["patient_id"])[0], index=frame.index)
     # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
     crp_after_peak = frame["crp_mg_l"].where(frame["day"] >= 3)
-    nadir = crp_after_peak.groupby(frame["patient_id"]).transform(lambda s: s.cummin().shift(1))
     frame = frame.assign(
-        crp_rise_from_nadir=crp_after_peak - nadir,
-        back_pain_rise=frame["back_pain_nrs"] - by_patient["back_pain_nrs"].transform(
-            lambda s: s.cummin().shift(1)),
-        leg_pain_rise=frame["leg_pain_nrs"] - by_patient["leg_pain_nrs"].transform(lambda s: s.cummin().shift(1)),
+        crp_rise_from_nadir=crp_after_peak - _lowest_before(crp_after_peak, patient),
+        back_pain_rise=frame["back_pain_nrs"] - _lowest_before(frame["back_pain_nrs"], patient),
+        leg_pain_rise=frame["leg_pain_nrs"] - _lowest_before(frame["leg_pain_nrs"], patient),
+        is_latest_visit=~frame.duplicated("patient_id", keep="last"),
     )
-    frame = frame.assign(is_latest_visit=~frame.duplicated("patient_id", keep="last"))
     frame = frame.merge(patients[["patient_id", *PATIENT_FIELDS]], on="patient_id", how="inner")
     return frame.assign(days_ago=frame["days_since_surgery"] - frame["day"])
 
 
+def _lowest_before(values: pd.Series, patient: pd.Series) -> pd.Series:
+    """The lowest earlier value of the same patient (rows sorted by date), NaN when there is none."""
+    running = values.groupby(patient).cummin()
+    running = running.groupby(patient).ffill()
+    return running.groupby(patient).shift(1)
+
+
 def _muscle_frame(patients: pd.DataFrame, muscles: pd.DataFrame) -> pd.DataFrame:
     frame = muscles.merge(patients[["patient_id", *PATIENT_FIELDS]], on="patient_id", how="inner")
-    operated_roots = frame["levels"].fillna("").map(
-        lambda levels: {root for seg in levels.split(";") if seg for root in SEGMENT_ROOTS.get(seg, ())})
     return frame.assign(
         drop_from_best=frame["best_prior_mrc"] - frame["latest_mrc"],
         drop_from_first=frame["first_post_mrc"] - frame["latest_mrc"],
         gain_before_drop=frame["best_prior_mrc"] - frame["baseline_mrc"],
-        root_at_operated_level=[root in roots for root, roots in zip(frame["root"], operated_roots, strict=True)],
+        root_at_operated_level=_root_at_levels(frame["root"], frame["levels"]),
     )
+
+
+def _root_at_levels(roots: pd.Series, levels: pd.Series) -> np.ndarray:
+    """Whether each root exits or traverses at one of the operated segments (computed per distinct pair)."""
+    root_codes, root_values = pd.factorize(roots)
+    level_codes, level_values = pd.factorize(levels.fillna(""))
+    table = np.array([[root in {r for seg in str(lv).split(";") if seg for r in SEGMENT_ROOTS.get(seg, ())}
+                       for root in root_values] for lv in level_values], dtype=bool).reshape(
+        len(level_values), len(root_values))
+    return table[level_codes, root_codes] if len(roots) else np.zeros(0, dtype=bool)
 
 
 def _render(frame: pd.DataFrame, template: str) -> pd.Series:
@@ -249,17 +262,12 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
     visit_frame = _visit_frame(patients, visits)
     muscle_frame = _muscle_frame(patients, muscles)
     frames = {"visit": visit_frame, "muscle": muscle_frame}
-    if any(rule.scope == "muscle_visit" for rule in rules.rules):
-        frames["muscle_visit"] = muscle_frame.merge(visit_frame.drop(columns=list(PATIENT_FIELDS)),
-                                                    on="patient_id", how="inner")
     fired = []
     for order, rule in enumerate(rules.rules):
-        frame = frames[rule.scope]
+        frame = frames[rule.scope] if rule.scope != "muscle_visit" else _muscle_visit_frame(
+            muscle_frame, visit_frame, rule)
         if frame.empty:
             continue
-        if rule.scope == "muscle_visit":
-            near = (frame["visit_date"] - frame["latest_date"]).dt.days.abs() <= rule.window_days
-            frame = frame[near.fillna(False).to_numpy(dtype=bool)]
         hits = frame[_rule_mask(frame, rule)]
         if hits.empty:
             continue
@@ -282,6 +290,17 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
     prompts["_red"] = prompts["category"] != "red_flag"
     prompts = prompts.sort_values(["patient_id", "_red", "_urgency", "_order"], kind="stable")
     return prompts[PROMPT_COLUMNS].reset_index(drop=True)
+
+
+def _muscle_visit_frame(muscles: pd.DataFrame, visits: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """Trajectories joined to visits near their latest exam; muscle conditions first, so the join stays small."""
+    on_muscle = [c for c in rule.conditions if c["field"] not in VISIT_FIELDS]
+    candidates = muscles
+    for condition in on_muscle:
+        candidates = candidates[_mask(candidates, condition)]
+    joined = candidates.merge(visits.drop(columns=list(PATIENT_FIELDS)), on="patient_id", how="inner")
+    near = (joined["visit_date"] - joined["latest_date"]).dt.days.abs() <= rule.window_days
+    return joined[near.fillna(False).to_numpy(dtype=bool)]
 
 
 def evidence_hash(evidence: list[str]) -> str:
