@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+import pandera.pandas as pandera
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
 from dashboard.core.schema import (
@@ -133,10 +135,14 @@ def _read_workbook(path: Path) -> tuple[dict[str, pd.DataFrame | None], dict[str
 
 
 def _normalise_headers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lower-case, trimmed headers; values are trimmed where they are parsed (see _clean)."""
     frame.columns = [str(c).strip().lower() for c in frame.columns]
-    for column in frame.columns:
-        frame[column] = frame[column].str.strip().replace("", pd.NA)
     return frame
+
+
+def _clean(text: pd.Series) -> pd.Series:
+    """Trim blanks; a cell of only blanks is missing."""
+    return text.astype("string").str.strip().replace("", pd.NA)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -176,21 +182,59 @@ def _shown_value(value) -> object:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
+def _isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
+    """Membership test on Arrow strings in C (pandas' isin loops in Python over a set of strings)."""
+    value_set = pa.array(allowed.dropna().astype(str).unique().tolist(), type=pa.string())
+    found = pc.is_in(pa.array(values.astype("string").array), value_set=value_set)
+    return found.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Codes (-1 for missing) and distinct values; Arrow's dictionary encoding is several times faster
+    than pandas' hash table on text columns."""
+    if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
+        encoded = pa.chunked_array(pa.array(values.astype("string").array)).dictionary_encode().combine_chunks()
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return codes, pd.Series(encoded.dictionary.to_pandas(), dtype="string")
+    codes, uniques = pd.factorize(values)
+    return codes, pd.Series(uniques)
+
+
+def _row_keys(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """One int64 per row identifying its natural key, so duplicate checks hash integers, not strings."""
+    key = np.zeros(len(frame), dtype=np.int64)
+    for column in columns:
+        values = frame[column]
+        if values.dtype.kind == "M":  # dates: days since 1970, +1 so that missing (NaT) is 0
+            days = values.to_numpy(dtype="datetime64[D]").astype(np.int64)
+            codes, size = np.where(values.isna().to_numpy(), -1, days - days.min(initial=0)), 400_000
+        else:
+            codes, uniques = _factorize(values)
+            size = len(uniques)
+        key = key * (size + 1) + (codes + 1)
+    return key
+
+
 def _lines(index: pd.Index) -> np.ndarray:
     """Line numbers in the file: the header is line 1, the first record line 2."""
     return np.asarray(index) + 2
 
 
-def _via_uniques(raw: pd.Series, parse: Callable[[pd.Series], pd.Series]) -> pd.Series:
-    """Apply a parser to the distinct values only: a cohort has few distinct dates and codes."""
-    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
-    if len(uniques) == 0:
-        return parse(raw.astype("string"))
-    parsed = parse(pd.Series(uniques, dtype="string"))
+def _via_uniques(raw: pd.Series, parse: Callable[[pd.Series], pd.Series]) -> tuple[pd.Series, np.ndarray]:
+    """Trim and parse the distinct values only (a cohort has few distinct dates and codes).
+
+    Returns the parsed values and where the cell is missing (blank or only spaces).
+    """
+    codes, uniques = _factorize(raw)
+    cleaned = _clean(uniques)
+    parsed = parse(cleaned) if len(uniques) else parse(raw.astype("string"))
+    if not len(uniques):
+        return parsed, np.ones(len(raw), dtype=bool)
     result = parsed.take(np.where(codes >= 0, codes, 0)).reset_index(drop=True)
-    result[codes < 0] = pd.NA if parsed.dtype.kind not in "fM" else np.nan
+    missing = (codes < 0) | cleaned.isna().to_numpy()[np.where(codes >= 0, codes, 0)]
+    result[missing] = pd.NA if parsed.dtype.kind not in "fM" else np.nan
     result.index = raw.index
-    return result
+    return result, missing
 
 
 def _parse_date(raw: pd.Series) -> pd.Series:
@@ -223,6 +267,7 @@ def _parse_levels(raw: pd.Series) -> pd.Series:
 
 
 PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
+    "code": lambda text: text,
     "date": _parse_date,
     "boolean": _parse_boolean,
     "integer": _parse_integer,
@@ -238,32 +283,32 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector) 
     for column in spec.columns:
         if column.name not in raw.columns:
             absent = pd.Series(pd.NA, index=raw.index, dtype="string")
-            typed[column.name] = absent if column.kind == "text" else PARSERS[column.kind](absent)
+            typed[column.name] = absent if column.kind in ("text", "code") else PARSERS[column.kind](absent)
             continue
         text = raw[column.name]
         if column.kind == "text":
-            typed[column.name] = text.astype("string")
+            typed[column.name] = _clean(text)
+            missing = typed[column.name].isna().to_numpy()
         else:
-            parsed = _via_uniques(text, PARSERS[column.kind])
-            bad = text.notna() & parsed.isna()
+            parsed, missing = _via_uniques(text, PARSERS[column.kind])
+            bad = ~missing & parsed.isna().to_numpy()
             out.add("error", label, _lines(raw.index[bad]), column.name, text[bad].to_numpy(),
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
             typed[column.name] = parsed
         if column.required:
-            missing = text.isna()
             out.add("error", label, _lines(raw.index[missing]), column.name, None, "is missing (required)")
     extras = [c for c in raw.columns if c not in {col.name for col in spec.columns}]
     for name in extras:
-        typed[name] = raw[name].astype("string")
+        typed[name] = _clean(raw[name])
     return typed
 
 
-def _check_values(raw: pd.DataFrame, typed: pd.DataFrame, label: str, schema: pa.DataFrameSchema,
+def _check_values(raw: pd.DataFrame, typed: pd.DataFrame, label: str, schema: pandera.DataFrameSchema,
                   out: _Collector) -> None:
     """Codes and ranges (pandera); messages show the value as written in the file."""
     try:
         schema.validate(typed, lazy=True)
-    except pa.errors.SchemaErrors as failure:
+    except pandera.errors.SchemaErrors as failure:
         cases = failure.failure_cases
         cases = cases[cases["check"] != "not_nullable"]  # required values are reported by the parser
         for (column, message), group in cases.groupby(["column", "check"], sort=False):
@@ -316,12 +361,14 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
             out.add("warning", label, 1, name, None, "is not a column of the format; kept as an extra column")
         typed[spec.name] = _parse_file(spec, frame, label, out)
         _check_values(frame, typed[spec.name], label, schemas[spec.name], out)
-    _check_across_files(typed, labels, today, out)
+    strength_key = _row_keys(typed["strength.csv"], list(STRENGTH.key))
+    _check_across_files(typed, labels, today, out, strength_key)
     report = out.report()
     if not report.ok:
         return None, report
     strength = typed["strength.csv"]
-    strength = strength[~strength.duplicated(list(STRENGTH.key))]  # identical repeats: warned, kept once
+    repeat = pd.Series(strength_key).duplicated().to_numpy()
+    strength = strength[~repeat]  # identical repeats: warned, kept once
     records = Records(
         patients=typed["patients.csv"].reset_index(drop=True),
         surgeries=typed["surgeries.csv"].reset_index(drop=True),
@@ -333,7 +380,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
 
 
 def _check_across_files(typed: dict[str, pd.DataFrame], labels: dict[str, str], today: date,
-                        out: _Collector) -> None:
+                        out: _Collector, strength_key: np.ndarray) -> None:
     label = {name: labels.get(name, name) for name in typed}
     patients, surgeries = typed["patients.csv"], typed["surgeries.csv"]
     strength, visits = typed["strength.csv"], typed["visits.csv"]
@@ -346,11 +393,10 @@ def _check_across_files(typed: dict[str, pd.DataFrame], labels: dict[str, str], 
     _check_duplicates(visits, ["patient_id", "visit_date"], label["visits.csv"], out,
                       "is a second visit for this patient on the same date (first on line {first})",
                       shown="visit_date")
-    _check_strength_repeats(strength, label["strength.csv"], out)
+    _check_strength_repeats(strength, label["strength.csv"], out, strength_key)
 
-    known = set(patients["patient_id"].dropna())
     for name, frame in (("surgeries.csv", surgeries), ("strength.csv", strength), ("visits.csv", visits)):
-        unknown = frame["patient_id"].notna() & ~frame["patient_id"].isin(known)
+        unknown = frame["patient_id"].notna() & ~_isin(frame["patient_id"], patients["patient_id"])
         out.add("error", label[name], _lines(frame.index[unknown]), "patient_id",
                 frame.loc[unknown, "patient_id"].to_numpy(), "is not a patient in patients.csv")
 
@@ -368,9 +414,8 @@ def _check_across_files(typed: dict[str, pd.DataFrame], labels: dict[str, str], 
             surgeries.loc[late_onset, "deficit_onset_date"].dt.strftime("%Y-%m-%d").to_numpy(),
             "is after the surgery_date of the same row")
 
-    operated = set(surgeries["patient_id"].dropna())
-    orphan = strength["patient_id"].isin(known) & ~strength["patient_id"].isin(operated) & \
-        strength["exam_date"].notna()
+    orphan = _isin(strength["patient_id"], patients["patient_id"]) & \
+        ~_isin(strength["patient_id"], surgeries["patient_id"]) & strength["exam_date"].notna()
     out.add("error", label["strength.csv"], _lines(strength.index[orphan]), "exam_date",
             strength.loc[orphan, "exam_date"].dt.strftime("%Y-%m-%d").to_numpy(),
             "has no operation before or after it (the patient has no row in surgeries.csv)")
@@ -379,7 +424,7 @@ def _check_across_files(typed: dict[str, pd.DataFrame], labels: dict[str, str], 
 def _check_duplicates(frame: pd.DataFrame, key: list[str], label: str, out: _Collector, message: str,
                       shown: str | None = None) -> None:
     complete = frame[key].notna().all(axis=1)
-    repeated = frame[complete & frame.duplicated(key, keep=False)]
+    repeated = frame[complete & pd.Series(_row_keys(frame, key), index=frame.index).duplicated(keep=False)]
     if repeated.empty:
         return
     first_line = repeated.groupby(key, sort=False)[key[0]].transform(lambda s: s.index.min() + 2)
@@ -394,11 +439,11 @@ def _check_duplicates(frame: pd.DataFrame, key: list[str], label: str, out: _Col
                 message.format(first=first))
 
 
-def _check_strength_repeats(strength: pd.DataFrame, label: str, out: _Collector) -> None:
+def _check_strength_repeats(strength: pd.DataFrame, label: str, out: _Collector, row_key: np.ndarray) -> None:
     """The same muscle, side and exam twice: an error when the grades differ, a warning when equal."""
     key = list(STRENGTH.key)
     complete = strength[key].notna().all(axis=1) & strength["mrc"].notna()
-    repeated = strength[complete & strength.duplicated(key, keep=False)]
+    repeated = strength[complete & pd.Series(row_key, index=strength.index).duplicated(keep=False)]
     if repeated.empty:
         return
     first_index = repeated.groupby(key, sort=False)["mrc"].transform(lambda s: s.index.min())

@@ -22,7 +22,7 @@ BOOLEAN_TEXT: dict[str, bool] = {
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # text | date | boolean | integer | number | mrc | levels
+    kind: str  # text | code | date | boolean | integer | number | mrc | levels
     required: bool = False
     identifying: bool = False
 
@@ -49,7 +49,7 @@ PATIENTS = FileSpec(
         Column("name", "text", identifying=True),
         Column("mrn", "text", identifying=True),
         Column("birth_year", "integer"),
-        Column("sex", "text"),
+        Column("sex", "code"),
         Column("diabetes", "boolean"),
         Column("smoker", "boolean"),
         Column("surgeon", "text"),
@@ -74,8 +74,8 @@ STRENGTH = FileSpec(
     (
         Column("patient_id", "text", required=True),
         Column("exam_date", "date", required=True),
-        Column("muscle", "text", required=True),
-        Column("side", "text", required=True),
+        Column("muscle", "code", required=True),
+        Column("side", "code", required=True),
         Column("mrc", "mrc", required=True),
     ),
     key=("patient_id", "exam_date", "muscle", "side"),
@@ -103,6 +103,7 @@ IDENTIFYING_COLUMNS: frozenset[str] = frozenset(c.name for f in FILES for c in f
 
 #: What a value of each kind must look like, for messages.
 EXPECTED_BY_KIND = {
+    "code": "a code",
     "date": "a date YYYY-MM-DD",
     "boolean": "a boolean (yes/no, true/false, y/n, 1/0)",
     "integer": "a whole number",
