@@ -5,6 +5,9 @@ Time runs in weeks since the index operation, so the same figures serve identifi
 
 from __future__ import annotations
 
+import functools
+import json
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -36,15 +39,34 @@ def muscles_with_weakness(view: PatientView) -> list[str]:
     return [m for m in MUSCLES if m in weak]
 
 
+@functools.lru_cache(maxsize=8)
+def _grid_layout(n_rows: int) -> str:
+    """The layout of an n×2 grid with shared axes, made once by make_subplots and reused (as JSON)."""
+    grid = make_subplots(rows=n_rows, cols=2, shared_xaxes=True, shared_yaxes=True,
+                         subplot_titles=[f"title-{i}" for i in range(n_rows * 2)],
+                         vertical_spacing=0.06 if n_rows > 3 else 0.1, horizontal_spacing=0.04)
+    return json.dumps(grid.to_dict()["layout"])
+
+
+def _axis(r: int, c: int) -> str:
+    """Axis suffix of panel (row, col) in a two-column grid: '' for the first, then 2, 3, …"""
+    index = (r - 1) * 2 + c
+    return "" if index == 1 else str(index)
+
+
 def strength_figure(view: PatientView, large: bool = False, show_all: bool = False) -> go.Figure:
-    """Small multiples: one row per muscle (weak ones unless show_all), left and right, against the band."""
+    """Small multiples: one row per muscle (weak ones unless show_all), left and right, against the band.
+
+    The figure is assembled as a plain specification and validated by plotly once at the end: building
+    it trace by trace cost a quarter of a second per patient, too slow for a two-minute clinic review.
+    """
     examined = [m for m in MUSCLES if m in set(view.muscles["muscle"])] or list(MUSCLES[2:])
     if not show_all:
         examined = muscles_with_weakness(view) or examined
-    titles = [panel_title(m, s) for m in examined for s in SIDES]
-    figure = make_subplots(rows=len(examined), cols=2, shared_xaxes=True, shared_yaxes=True,
-                           subplot_titles=titles, vertical_spacing=0.06 if len(examined) > 3 else 0.1,
-                           horizontal_spacing=0.04)
+    layout = json.loads(_grid_layout(len(examined)))
+    titles = iter(panel_title(m, s) for m in examined for s in SIDES)
+    for annotation in layout["annotations"]:
+        annotation["text"] = next(titles)
     max_week = max(26.0, (view.exams["day"].max() / WEEK + 4) if view.exams["day"].notna().any() else 26.0)
     legend_shown: set[str] = set()
 
@@ -53,63 +75,69 @@ def strength_figure(view: PatientView, large: bool = False, show_all: bool = Fal
         legend_shown.add(name)
         return first
 
+    traces, annotations, shapes = [], [], []
     for r, muscle in enumerate(examined, start=1):
         for c, side in enumerate(SIDES, start=1):
-            figure.add_trace(go.Scatter(x=[None], y=[None], showlegend=False, hoverinfo="skip"), row=r, col=c)
+            axis = _axis(r, c)
+            on_axes = {"xaxis": f"x{axis}", "yaxis": f"y{axis}", "type": "scatter"}
+            traces.append({**on_axes, "x": [None], "y": [None], "showlegend": False, "hoverinfo": "skip"})
             curve = view.curves[(view.curves["muscle"] == muscle) & (view.curves["side"] == side)]
             curve = curve[curve["day"] <= max_week * WEEK]
             if not curve.empty:
                 x, y = _band_polygon(curve)
-                figure.add_trace(go.Scatter(
-                    x=x, y=y, fill="toself", fillcolor=BAND_FILL, line=dict(width=0), hoverinfo="skip",
-                    name="Expected band (10th–90th percentile)", legendgroup="band",
-                    showlegend=legend("band")), row=r, col=c)
-                figure.add_trace(go.Scatter(
-                    x=curve["day"] / WEEK, y=curve["expected_mrc"], mode="lines",
-                    line=dict(color=EXPECTED_LINE, dash="dash", width=2), name="Expected (median)",
-                    legendgroup="expected", showlegend=legend("expected"),
-                    hovertemplate="week %{x:.0f}: expected %{y:.1f}<extra></extra>"), row=r, col=c)
+                traces.append({**on_axes, "x": x, "y": y, "fill": "toself", "fillcolor": BAND_FILL,
+                               "line": {"width": 0}, "hoverinfo": "skip", "mode": "lines",
+                               "name": "Expected band (10th–90th percentile)", "legendgroup": "band",
+                               "showlegend": legend("band")})
+                traces.append({**on_axes, "x": (curve["day"] / WEEK).to_numpy(), "y": curve["expected_mrc"].to_numpy(),
+                               "mode": "lines", "line": {"color": EXPECTED_LINE, "dash": "dash", "width": 2},
+                               "name": "Expected (median)", "legendgroup": "expected",
+                               "showlegend": legend("expected"),
+                               "hovertemplate": "week %{x:.0f}: expected %{y:.1f}<extra></extra>"})
             exams = view.exams[(view.exams["muscle"] == muscle) & (view.exams["side"] == side)]
             pre, post = exams[exams["day"] < 0], exams[exams["day"] >= 0]
             if not pre.empty:
-                figure.add_trace(go.Scatter(
-                    x=pre["day"] / WEEK, y=pre["mrc"], mode="markers",
-                    marker=dict(symbol="diamond", size=13 if large else 10, color=BASELINE,
-                                line=dict(color="black", width=1)),
-                    name="Pre-operative grade", legendgroup="pre", showlegend=legend("pre"),
-                    text=[format_mrc(v) for v in pre["mrc"]],
-                    hovertemplate="pre-op week %{x:.0f}: MRC %{text}<extra></extra>"), row=r, col=c)
+                traces.append({**on_axes, "x": (pre["day"] / WEEK).to_numpy(), "y": pre["mrc"].to_numpy(),
+                               "mode": "markers", "marker": {"symbol": "diamond", "size": 13 if large else 10,
+                                                             "color": BASELINE,
+                                                             "line": {"color": "black", "width": 1}},
+                               "name": "Pre-operative grade", "legendgroup": "pre", "showlegend": legend("pre"),
+                               "text": [format_mrc(v) for v in pre["mrc"]],
+                               "hovertemplate": "pre-op week %{x:.0f}: MRC %{text}<extra></extra>"})
             if not post.empty:
-                figure.add_trace(go.Scatter(
-                    x=post["day"] / WEEK, y=post["mrc"], mode="lines+markers",
-                    line=dict(color=MEASURED, width=2.5), marker=dict(size=11 if large else 8, color=MEASURED),
-                    name="Measured grade", legendgroup="measured", showlegend=legend("measured"),
-                    text=[format_mrc(v) for v in post["mrc"]],
-                    hovertemplate="week %{x:.0f}: MRC %{text}<extra></extra>"), row=r, col=c)
+                traces.append({**on_axes, "x": (post["day"] / WEEK).to_numpy(), "y": post["mrc"].to_numpy(),
+                               "mode": "lines+markers", "line": {"color": MEASURED, "width": 2.5},
+                               "marker": {"size": 11 if large else 8, "color": MEASURED},
+                               "name": "Measured grade", "legendgroup": "measured",
+                               "showlegend": legend("measured"), "text": [format_mrc(v) for v in post["mrc"]],
+                               "hovertemplate": "week %{x:.0f}: MRC %{text}<extra></extra>"})
             status = view.muscles[(view.muscles["muscle"] == muscle) & (view.muscles["side"] == side)]["status"]
             label = STATUS_LABELS.get(status.iloc[0], status.iloc[0]) if not status.empty else "Not examined"
             colour = STATUS_COLOURS.get(status.iloc[0], "#6E6E6E") if not status.empty else "#6E6E6E"
-            axis = "" if (r, c) == (1, 1) else str((r - 1) * 2 + c)
-            figure.add_annotation(x=0.02, y=0.06, xref=f"x{axis} domain", yref=f"y{axis} domain",
-                                  text=f"<b>{label}</b>",
-                                  showarrow=False, xanchor="left", yanchor="bottom",
-                                  font=dict(color=colour, size=16 if large else 13),
-                                  bgcolor="rgba(255,255,255,0.85)")
-    figure.add_vline(x=0, line=dict(color="#6E6E6E", width=1, dash="dot"))
-    figure.update_yaxes(range=[-0.2, 5.3], tickvals=[0, 1, 2, 3, 4, 5], gridcolor="#E5E5E5")
-    figure.update_xaxes(range=[-4.5, max_week], tickvals=WEEK_TICKS, gridcolor="#E5E5E5")
-    figure.update_xaxes(title_text="Weeks since the operation", row=len(examined))
+            annotations.append({"x": 0.02, "y": 0.06, "xref": f"x{axis} domain", "yref": f"y{axis} domain",
+                                "text": f"<b>{label}</b>", "showarrow": False, "xanchor": "left",
+                                "yanchor": "bottom", "font": {"color": colour, "size": 16 if large else 13},
+                                "bgcolor": "rgba(255,255,255,0.85)"})
+            shapes.append({"type": "line", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "xref": f"x{axis}",
+                           "yref": f"y{axis} domain", "line": {"color": "#6E6E6E", "width": 1, "dash": "dot"}})
     for r in range(1, len(examined) + 1):
-        figure.update_yaxes(title_text="MRC", row=r, col=1)
+        for c in (1, 2):
+            axis = _axis(r, c)
+            layout[f"xaxis{axis}"].update(range=[-4.5, max_week], tickvals=WEEK_TICKS, gridcolor="#E5E5E5")
+            layout[f"yaxis{axis}"].update(range=[-0.2, 5.3], tickvals=[0, 1, 2, 3, 4, 5], gridcolor="#E5E5E5")
+        layout[f"yaxis{_axis(r, 1)}"]["title"] = {"text": "MRC"}
+    for c in (1, 2):
+        layout[f"xaxis{_axis(len(examined), c)}"]["title"] = {"text": "Weeks since the operation"}
     height = (260 if large else 210) * len(examined) + 190
-    figure.update_layout(
-        height=height, margin=dict(l=60, r=20, t=70, b=140),
+    layout.update(
+        annotations=[*layout["annotations"], *annotations], shapes=shapes,
+        height=height, margin={"l": 60, "r": 20, "t": 70, "b": 140},
         font={**FONT, "size": 18 if large else FONT["size"]}, plot_bgcolor="white",
-        legend=dict(orientation="h", yref="container", yanchor="bottom", y=8 / height, x=0),
-        title=dict(text="Strength against the expected recovery band", x=0, yref="container", yanchor="top",
-                   y=1 - 10 / height, font=dict(size=20 if large else 17)),
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 8 / height, "x": 0},
+        title={"text": "Strength against the expected recovery band", "x": 0, "yref": "container",
+               "yanchor": "top", "y": 1 - 10 / height, "font": {"size": 20 if large else 17}},
     )
-    return figure
+    return go.Figure({"data": traces, "layout": layout}, skip_invalid=True)
 
 
 def prom_figure(view: PatientView, large: bool = False) -> go.Figure:

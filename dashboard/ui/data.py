@@ -80,8 +80,9 @@ def prompts_with_decisions(assessment: Assessment) -> pd.DataFrame:
     return with_decisions(assessment.prompts, latest_decisions(engine()))
 
 
+@st.cache_data(ttl=60, show_spinner=False)
 def reference_files() -> dict[str, str]:
-    """Published and calibrated reference files, by title."""
+    """Published and calibrated reference files, by title (re-read at most once a minute)."""
     files = {}
     for path in sorted({*REFERENCE_DIR.glob("*.yaml"), *CALIBRATED_DIR.glob("*.yaml")}):
         try:
