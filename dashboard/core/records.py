@@ -6,6 +6,9 @@ what was expected. Records are only returned when there is no error: invalid inp
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -14,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pandera.pandas as pandera
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from dashboard.core import limits
+from dashboard.core.fast import factorize, isin
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
 from dashboard.core.schema import (
     BOOLEAN_TEXT,
@@ -111,16 +114,91 @@ def read_raw(path: str | Path) -> tuple[dict[str, pd.DataFrame | None], dict[str
 def _read_csv(path: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    _check_size(path.name, size)
+    if size == 0:
         return pd.DataFrame()
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow",
-                        encoding="utf-8")
+    content = path.read_bytes()
+    _check_text(path.name, content)
+    try:
+        frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow",
+                            encoding="utf-8")
+    except Exception as problem:  # pyarrow/pandas parse errors: a message naming the file, not a traceback
+        raise RecordsFileError(path.name, _csv_problem(content, problem)) from None
     return _normalise_headers(frame)
 
 
+class RecordsFileError(ValueError):
+    """A file that cannot be read as records text at all: names the file and says what to do."""
+
+    def __init__(self, file: str, message: str) -> None:
+        super().__init__(f"{file}: {message}")
+        self.file = file
+        self.message = message
+
+
+SAVE_AS_UTF8 = "save it as UTF-8 (in Excel: 'CSV UTF-8 (comma delimited)')"
+_WIDE_BOMS = {b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe\x00\x00": "UTF-32", b"\xff\xfe": "UTF-16",
+              b"\xfe\xff": "UTF-16"}
+
+
+def _check_size(name: str, size: int) -> None:
+    limit = limits.max_file_bytes()
+    if size > limit:
+        raise RecordsFileError(name, f"is {size / limits.MB:,.1f} MB; the limit is {limit // limits.MB} MB per file "
+                                     f"(setting {limits.MAX_UPLOAD_MB_ENV})")
+
+
+def _check_text(name: str, content: bytes) -> None:
+    """Records files are UTF-8 text: say which encoding problem a file has, and where, before parsing."""
+    for bom, encoding in _WIDE_BOMS.items():
+        if content.startswith(bom):
+            raise RecordsFileError(name, f"is {encoding} text, not UTF-8: {SAVE_AS_UTF8}")
+    if content.startswith(b"PK\x03\x04"):
+        raise RecordsFileError(name, "is a zip file (an .xlsx workbook?), not CSV text: upload a workbook as .xlsx")
+    if b"\x00" in content:
+        line = content.count(b"\n", 0, content.index(b"\x00")) + 1
+        raise RecordsFileError(name, f"is not a text file (a NUL byte on line {line}: binary data, or UTF-16 text "
+                                     f"without a byte-order mark?): {SAVE_AS_UTF8}")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view, step = memoryview(content), 1 << 22
+    for start in range(0, len(content), step):  # in slices: no second copy of a large file in memory
+        try:
+            decoder.decode(view[start:start + step], final=start + step >= len(content))
+        except UnicodeDecodeError as problem:
+            offset = start + problem.start
+            line = content.count(b"\n", 0, offset) + 1
+            raise RecordsFileError(name, f"is not UTF-8 text (line {line} has the byte 0x{content[offset]:02X}, as "
+                                         f"in Latin-1 or Windows-1252 'é'): {SAVE_AS_UTF8}") from None
+
+
+def _csv_problem(content: bytes, problem: Exception) -> str:
+    """What is wrong with a file the CSV parser refused, with the line when the row lengths differ."""
+    text = str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
+    if "No columns to parse" in text:
+        return "has no header line (the first line must name the columns)"
+    reader = csv.reader(io.StringIO(content.decode("utf-8-sig"), newline=""))
+    try:
+        header = next(reader, [])
+        for row in reader:
+            if row and len(row) != len(header):
+                return (f"line {reader.line_num} has {len(row)} values but the header has {len(header)} columns "
+                        "(a value with a comma or a line break must be in double quotes)")
+    except csv.Error as failure:
+        return f"cannot be read as CSV near line {reader.line_num} ({failure})"
+    return f"cannot be read as CSV ({text[:120]})"
+
+
 def _read_workbook(path: Path) -> tuple[dict[str, pd.DataFrame | None], dict[str, str]]:
-    sheets = pd.read_excel(path, sheet_name=None, dtype=str, keep_default_na=False, na_values=[""],
-                           engine="openpyxl")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such workbook")
+    _check_size(path.name, path.stat().st_size)
+    try:
+        sheets = pd.read_excel(path, sheet_name=None, dtype=str, keep_default_na=False, na_values=[""],
+                               engine="openpyxl")
+    except Exception as problem:  # zipfile, openpyxl and XML errors on a damaged or renamed file
+        raise RecordsFileError(path.name, f"cannot be read as an .xlsx workbook ({type(problem).__name__}): save it "
+                                          "again from Excel as .xlsx, or upload the CSV files") from None
     by_name = {name.strip().lower().removesuffix(".csv"): frame for name, frame in sheets.items()}
     frames, labels = {}, {}
     for spec in FILES:
@@ -182,24 +260,6 @@ def _shown_value(value) -> object:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
-def _isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
-    """Membership test on Arrow strings in C (pandas' isin loops in Python over a set of strings)."""
-    value_set = pa.array(allowed.dropna().astype(str).unique().tolist(), type=pa.string())
-    found = pc.is_in(pa.array(values.astype("string").array), value_set=value_set)
-    return found.fill_null(False).to_numpy(zero_copy_only=False)
-
-
-def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """Codes (-1 for missing) and distinct values; Arrow's dictionary encoding is several times faster
-    than pandas' hash table on text columns."""
-    if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
-        encoded = pa.chunked_array(pa.array(values.astype("string").array)).dictionary_encode().combine_chunks()
-        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return codes, pd.Series(encoded.dictionary.to_pandas(), dtype="string")
-    codes, uniques = pd.factorize(values)
-    return codes, pd.Series(uniques)
-
-
 def _row_keys(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """One int64 per row identifying its natural key, so duplicate checks hash integers, not strings."""
     key = np.zeros(len(frame), dtype=np.int64)
@@ -209,7 +269,7 @@ def _row_keys(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
             days = values.to_numpy(dtype="datetime64[D]").astype(np.int64)
             codes, size = np.where(values.isna().to_numpy(), -1, days - days.min(initial=0)), 400_000
         else:
-            codes, uniques = _factorize(values)
+            codes, uniques = factorize(values)
             size = len(uniques)
         key = key * (size + 1) + (codes + 1)
     return key
@@ -225,7 +285,7 @@ def _via_uniques(raw: pd.Series, parse: Callable[[pd.Series], pd.Series]) -> tup
 
     Returns the parsed values and where the cell is missing (blank or only spaces).
     """
-    codes, uniques = _factorize(raw)
+    codes, uniques = factorize(raw)
     cleaned = _clean(uniques)
     parsed = parse(cleaned) if len(uniques) else parse(raw.astype("string"))
     if not len(uniques):
@@ -320,11 +380,23 @@ def validate(path: str | Path, today: date | None = None) -> tuple[Records | Non
     """Read and validate a records folder or workbook; records only when there is no error."""
     try:
         raw, labels = read_raw(path)
-    except (OSError, ValueError) as problem:
+    except Exception as problem:  # every reading problem is a report row, never a traceback
         out = _Collector()
-        out.add("error", str(path), pd.NA, "", None, _plain_reason(problem))
+        if isinstance(problem, RecordsFileError):
+            out.add("error", problem.file, pd.NA, "", None, problem.message)
+        else:
+            out.add("error", str(path), pd.NA, "", None, _plain_reason(problem))
         return None, out.report()
-    return validate_frames(raw, labels, today)
+    try:
+        return validate_frames(raw, labels, today)
+    except Exception as problem:  # a bug on unforeseen input: still a report (the fuzz tests look for these)
+        out = _Collector()
+        out.add("error", Path(path).name, pd.NA, "", None, f"{INTERNAL_ERROR} ({type(problem).__name__})")
+        return None, out.report()
+
+
+#: Shown when validation itself failed on some input; the fuzz tests assert it never appears.
+INTERNAL_ERROR = "could not be validated because of an internal error; nothing was stored — please report it"
 
 
 def _plain_reason(problem: Exception) -> str:
@@ -396,7 +468,7 @@ def _check_across_files(typed: dict[str, pd.DataFrame], labels: dict[str, str], 
     _check_strength_repeats(strength, label["strength.csv"], out, strength_key)
 
     for name, frame in (("surgeries.csv", surgeries), ("strength.csv", strength), ("visits.csv", visits)):
-        unknown = frame["patient_id"].notna() & ~_isin(frame["patient_id"], patients["patient_id"])
+        unknown = frame["patient_id"].notna() & ~isin(frame["patient_id"], patients["patient_id"])
         out.add("error", label[name], _lines(frame.index[unknown]), "patient_id",
                 frame.loc[unknown, "patient_id"].to_numpy(), "is not a patient in patients.csv")
 
@@ -414,8 +486,8 @@ def _check_across_files(typed: dict[str, pd.DataFrame], labels: dict[str, str], 
             surgeries.loc[late_onset, "deficit_onset_date"].dt.strftime("%Y-%m-%d").to_numpy(),
             "is after the surgery_date of the same row")
 
-    orphan = _isin(strength["patient_id"], patients["patient_id"]) & \
-        ~_isin(strength["patient_id"], surgeries["patient_id"]) & strength["exam_date"].notna()
+    orphan = isin(strength["patient_id"], patients["patient_id"]) & \
+        ~isin(strength["patient_id"], surgeries["patient_id"]) & strength["exam_date"].notna()
     out.add("error", label["strength.csv"], _lines(strength.index[orphan]), "exam_date",
             strength.loc[orphan, "exam_date"].dt.strftime("%Y-%m-%d").to_numpy(),
             "has no operation before or after it (the patient has no row in surgeries.csv)")

@@ -1,0 +1,43 @@
+"""Vectorised helpers for Arrow-backed text columns (pandas 3 strings).
+
+pandas' hash tables on Arrow strings are several times slower than Arrow's own kernels on a million-row
+cohort; these helpers go through pyarrow and hand back numpy integer codes that the core groups on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def factorize(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Integer codes (-1 where missing) and the distinct values, in order of first appearance."""
+    if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
+        encoded = pa.chunked_array(pa.array(values.astype("string").array)).dictionary_encode().combine_chunks()
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return codes, pd.Series(encoded.dictionary.to_pandas(), dtype="string")
+    codes, uniques = pd.factorize(values)
+    return codes.astype(np.int64), pd.Series(uniques)
+
+
+def codes_in(values: pd.Series, categories: pd.Index | list | tuple) -> np.ndarray:
+    """Position of each value in `categories` (-1 where absent or missing), computed per distinct value."""
+    codes, uniques = factorize(values)
+    positions = pd.Index(categories).get_indexer(uniques.astype(object))
+    return np.where(codes >= 0, positions[np.maximum(codes, 0)] if len(positions) else -1, -1)
+
+
+def isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
+    """Membership test in C (pandas' isin on Arrow strings loops in Python)."""
+    value_set = pa.array(allowed.dropna().astype(str).unique().tolist(), type=pa.string())
+    found = pc.is_in(pa.array(values.astype("string").array), value_set=value_set)
+    return found.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def days(dates: pd.Series) -> np.ndarray:
+    """Dates as whole days since 1970 (float, NaN where missing), for arithmetic on plain arrays."""
+    out = dates.to_numpy(dtype="datetime64[D]").astype(np.int64).astype(float)
+    out[dates.isna().to_numpy()] = np.nan
+    return out
