@@ -273,14 +273,11 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
             continue
         if rule.any_of:
             hits = hits.assign(_finding=_findings(hits, rule))
-        lines = [_render(hits, template) for template in rule.evidence]
-        evidence = pd.concat(lines, axis=1).agg(list, axis=1) if len(lines) > 1 else lines[0].map(lambda s: [s])
-        grouped = evidence.groupby(hits["patient_id"].to_numpy(), sort=False).agg(
-            lambda rows: list(dict.fromkeys(line for row in rows for line in row)))
+        patients, evidence = _evidence_by_patient(hits, rule)
         fired.append(pd.DataFrame({
-            "patient_id": grouped.index, "rule_id": rule.id, "category": rule.category,
+            "patient_id": patients, "rule_id": rule.id, "category": rule.category,
             "modality": rule.modality, "urgency": rule.urgency, "summary": rule.summary,
-            "evidence": grouped.to_numpy(), "source": rules.source_text(rule), "_order": order,
+            "evidence": evidence, "source": rules.source_text(rule), "_order": order,
         }))
     if not fired:
         return pd.DataFrame(columns=PROMPT_COLUMNS)
@@ -290,6 +287,21 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
     prompts["_red"] = prompts["category"] != "red_flag"
     prompts = prompts.sort_values(["patient_id", "_red", "_urgency", "_order"], kind="stable")
     return prompts[PROMPT_COLUMNS].reset_index(drop=True)
+
+
+def _evidence_by_patient(hits: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, list[list[str]]]:
+    """Each patient's evidence lines, in row order then template order, each line once."""
+    long = pd.DataFrame({
+        "patient_id": np.tile(hits["patient_id"].to_numpy(dtype=object), len(rule.evidence)),
+        "row": np.tile(np.arange(len(hits)), len(rule.evidence)),
+        "template": np.repeat(np.arange(len(rule.evidence)), len(hits)),
+        "line": np.concatenate([_render(hits, t).to_numpy(dtype=object) for t in rule.evidence]),
+    })
+    long["patient"] = pd.factorize(long["patient_id"])[0]
+    long = long.sort_values(["patient", "row", "template"], kind="stable").drop_duplicates(["patient", "line"])
+    starts = np.flatnonzero(np.r_[True, long["patient"].to_numpy()[1:] != long["patient"].to_numpy()[:-1]])
+    lines = np.split(long["line"].to_numpy(dtype=object), starts[1:])
+    return long["patient_id"].to_numpy()[starts], [list(chunk) for chunk in lines]
 
 
 def _muscle_visit_frame(muscles: pd.DataFrame, visits: pd.DataFrame, rule: Rule) -> pd.DataFrame:
