@@ -90,3 +90,15 @@ def test_demo_is_deterministic(tmp_path):
     assert main(["demo", str(tmp_path / "b"), "--patients", "50", "--seed", "3"]) == 0
     for name in ("patients.csv", "surgeries.csv", "strength.csv", "visits.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_assess_store_streams_chunks_and_equals_assess_on_files(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert main(["import", str(DEMO), "--database", url]) == 0
+    capsys.readouterr()
+    assert main(["assess", str(DEMO), "--as-of", ANCHOR, "--format", "json"]) == 0
+    from_files = json.loads(capsys.readouterr().out)
+    assert main(["assess-store", "--database", url, "--as-of", ANCHOR, "--chunk-patients", "37"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == from_files
+    assert "assessed 200 patients" in captured.err

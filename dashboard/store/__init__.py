@@ -13,7 +13,7 @@ from dashboard.store.db import (
 )
 from dashboard.store.decisions import decision_history, latest_decisions, record_decision
 from dashboard.store.importer import FileCounts, ImportResult, StoreImportError, import_records
-from dashboard.store.loader import import_history, load_records
+from dashboard.store.loader import import_history, load_records, patient_chunks
 from dashboard.store.models import DECISIONS
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "import_records",
     "latest_decisions",
     "load_records",
+    "patient_chunks",
     "record_decision",
     "upgrade_to_head",
 ]

@@ -7,6 +7,7 @@ data exactly as on a freshly validated file.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -23,27 +24,49 @@ from dashboard.store.models import RECORD_TABLES, Import
 DATED_BY = {"surgeries": "surgery_date", "strength": "exam_date", "visits": "visit_date"}
 
 
-def load_records(engine: Engine, as_of: date | None = None) -> Records:
+def load_records(engine: Engine, as_of: date | None = None,
+                 patient_range: tuple[str, str] | None = None) -> Records:
     """All stored records as typed frames; with `as_of`, rows dated after that day are left out.
 
     `as_of` answers "what was known on that day" the way `assess --as-of` does: by the dates in the
     records (operations, examinations and visits after it are ignored), not by import time.
+    `patient_range` (first, last patient_id, inclusive) loads one chunk of patients (see patient_chunks).
     """
     frames: dict[str, pd.DataFrame] = {}
     extras: dict[str, list[str]] = {}
     with engine.connect() as conn:
         for stem, table in RECORD_TABLES.items():
-            frames[stem], extras[stem] = _load_table(conn, table, SPEC_BY_FRAME[stem], as_of, DATED_BY.get(stem))
+            frames[stem], extras[stem] = _load_table(conn, table, SPEC_BY_FRAME[stem], as_of, DATED_BY.get(stem),
+                                                     patient_range)
     return Records(patients=frames["patients"], surgeries=frames["surgeries"], strength=frames["strength"],
                    visits=frames["visits"], extra_columns=extras)
 
 
+def patient_chunks(engine: Engine, size: int) -> Iterator[tuple[str, str]]:
+    """Consecutive ranges of at most `size` patient ids, found by keyset paging on the primary key, so
+    that a batch over millions of patients never holds more than one chunk."""
+    table = RECORD_TABLES["patients"]
+    last: str | None = None
+    with engine.connect() as conn:
+        while True:
+            query = select(table.c.patient_id).order_by(table.c.patient_id).limit(size)
+            if last is not None:
+                query = query.where(table.c.patient_id > last)
+            ids = conn.execute(query).scalars().all()
+            if not ids:
+                return
+            yield ids[0], ids[-1]
+            last = ids[-1]
+
+
 def _load_table(conn: Connection, table: Table, spec: FileSpec, as_of: date | None,
-                dated_by: str | None) -> tuple[pd.DataFrame, list[str]]:
+                dated_by: str | None, patient_range: tuple[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     names = [c.name for c in spec.columns]
     query = select(*(table.c[n] for n in names), table.c[EXTRA]).order_by(*(table.c[k] for k in spec.key))
     if as_of is not None and dated_by is not None:
         query = query.where(table.c[dated_by] <= as_of)
+    if patient_range is not None:
+        query = query.where(table.c.patient_id.between(*patient_range))
     result = conn.execute(query)
     try:
         # Raw driver rows: SQLAlchemy's per-value processing would cost more than the rest of the load.
