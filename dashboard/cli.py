@@ -112,6 +112,30 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import_fhir(args: argparse.Namespace) -> int:
+    from dashboard.interop.commands import import_fhir
+
+    return import_fhir(args)
+
+
+def cmd_export_fhir(args: argparse.Namespace) -> int:
+    from dashboard.interop.commands import export_fhir
+
+    return export_fhir(args)
+
+
+def cmd_import_redcap(args: argparse.Namespace) -> int:
+    from dashboard.interop.commands import import_redcap
+
+    return import_redcap(args)
+
+
+def cmd_serve_cds(args: argparse.Namespace) -> int:
+    from dashboard.interop.commands import serve_cds
+
+    return serve_cds(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +172,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
     p.add_argument("--user", default=None)
     p.set_defaults(run=cmd_import)
+
+    db_help = "database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)"
+    p = commands.add_parser("import-fhir", help="validate and store a FHIR R4 Bundle (docs/interoperability.md)")
+    p.add_argument("bundle")
+    p.add_argument("--database", default=None, help=db_help)
+    p.add_argument("--user", default=None)
+    p.set_defaults(run=cmd_import_fhir)
+
+    p = commands.add_parser("export-fhir", help="write stored patients as a FHIR R4 Bundle")
+    p.add_argument("out")
+    p.add_argument("--patient", action="append", default=None, help="a patient_id (repeatable; default: all)")
+    p.add_argument("--identified", action="store_true", help="include names, MRNs, notes and extra columns")
+    p.add_argument("--database", default=None, help=db_help)
+    p.set_defaults(run=cmd_export_fhir)
+
+    p = commands.add_parser("import-redcap", help="validate and store a REDCap CSV export through a mapping")
+    p.add_argument("export")
+    p.add_argument("--mapping", required=True, help="mapping file (example: data/redcap/mapping.yaml)")
+    p.add_argument("--database", default=None, help=db_help)
+    p.add_argument("--user", default=None)
+    p.set_defaults(run=cmd_import_redcap)
+
+    p = commands.add_parser("serve-cds", help="run the CDS Hooks service (patient-view)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--database", default=None, help=db_help)
+    p.add_argument("--as-of", type=_date, default=None, help="assess as of this day (default: today)")
+    p.set_defaults(run=cmd_serve_cds)
     return parser
 
 

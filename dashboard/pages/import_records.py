@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.interop.uploads import IMPORT_SOURCES, RECORDS_FILES, check_interop_uploads, interop_uploader
 from dashboard.store import import_history, import_records
 from dashboard.ui import data
 from dashboard.ui.uploads import MAX_UPLOAD_MB, UploadRejected, check_uploads
@@ -11,12 +12,17 @@ from dashboard.ui.uploads import MAX_UPLOAD_MB, UploadRejected, check_uploads
 st.title("Import records")
 st.caption("Records format v1: patients.csv, surgeries.csv, strength.csv and optional visits.csv — or one .xlsx "
            "workbook with a sheet per file. An import with any error stores nothing.")
-uploads = st.file_uploader("Records files", type=["csv", "xlsx"], accept_multiple_files=True,
-                           help=f"Up to {MAX_UPLOAD_MB} MB in all.")
+source_kind = st.radio("Import from", IMPORT_SOURCES, horizontal=True)
+if source_kind == RECORDS_FILES:
+    uploads = st.file_uploader("Records files", type=["csv", "xlsx"], accept_multiple_files=True,
+                               help=f"Up to {MAX_UPLOAD_MB} MB in all.")
+else:  # FHIR Bundle or REDCap export: converted, then validated exactly like records files
+    uploads = interop_uploader(source_kind)
 
 if uploads:
     try:
-        checked = check_uploads([(u.name, u.getvalue()) for u in uploads])
+        files = [(u.name, u.getvalue()) for u in uploads]
+        checked = check_uploads(files) if source_kind == RECORDS_FILES else check_interop_uploads(source_kind, files)
     except UploadRejected as problem:
         st.error(str(problem))
         st.stop()
@@ -36,7 +42,8 @@ if uploads:
         st.info(f"Ready to import: {counts}.")
         if st.button("Import into the store", type="primary"):
             result = import_records(data.engine(), checked.records, source_name=checked.source_name,
-                                    user=st.session_state.get("user_name"))
+                                    user=st.session_state.get("user_name"),
+                                    source_kind=getattr(checked, "source_kind", None))
             data.clear_caches()
             st.success(f"Imported ({result.summary()}).")
 

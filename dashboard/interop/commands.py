@@ -1,0 +1,88 @@
+"""The command-line side of interoperability (`import-fhir`, `export-fhir`, `import-redcap`, `serve-cds`).
+
+Same contract as the other commands (shared/spec/assessment.md): exit status 2 and every error on
+standard error for invalid input, and nothing stored from it. Only counts and messages are printed,
+never row values beyond what a validation message quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dashboard.core.records import Records, ValidationReport
+
+EXIT_OK, EXIT_INVALID = 0, 2
+
+
+def print_report(report: ValidationReport) -> None:
+    """Warnings and errors on standard error, in the records format's message form."""
+    for line in report.warning_lines():
+        print(f"warning: {line}", file=sys.stderr)
+    for line in report.error_lines():
+        print(line, file=sys.stderr)
+    if not report.ok:
+        print(f"{len(report.errors)} error(s): nothing was stored.", file=sys.stderr)
+
+
+def _store(records: Records, args: argparse.Namespace, source: str, kind: str) -> int:
+    from dashboard.store import get_engine, import_records  # noqa: PLC0415
+
+    result = import_records(get_engine(args.database), records, source_name=source, user=args.user,
+                            source_kind=kind)
+    print(f"imported {source}: {result.summary()}", file=sys.stderr)
+    return EXIT_OK
+
+
+def import_fhir(args: argparse.Namespace) -> int:
+    """Validate a FHIR R4 Bundle like a records folder and store it (all or nothing)."""
+    from dashboard.interop.fhir import read_bundle  # noqa: PLC0415
+
+    records, report = read_bundle(args.bundle)
+    print_report(report)
+    if records is None:
+        return EXIT_INVALID
+    return _store(records, args, Path(args.bundle).name, "fhir")
+
+
+def export_fhir(args: argparse.Namespace) -> int:
+    """Write stored patients (all, or those named) as a FHIR R4 Bundle."""
+    from dashboard.interop.fhir import write_bundle  # noqa: PLC0415
+    from dashboard.store import get_engine, load_records  # noqa: PLC0415
+
+    records = load_records(get_engine(args.database))
+    try:
+        path = write_bundle(records, args.out, args.patient or None, identified=args.identified)
+    except KeyError as problem:
+        print(f"{problem.args[0]}: nothing was written.", file=sys.stderr)
+        return EXIT_INVALID
+    count = len(args.patient) if args.patient else len(records.patients)
+    what = "identified" if args.identified else "pseudonymous (no names, MRNs, notes or extra columns)"
+    print(f"wrote {count} patient(s) to {path}, {what}", file=sys.stderr)
+    return EXIT_OK
+
+
+def import_redcap(args: argparse.Namespace) -> int:
+    """Read a REDCap flat CSV export through a mapping file, validate and store it (all or nothing)."""
+    from dashboard.interop.redcap import MappingError, load_mapping, read_export  # noqa: PLC0415
+
+    try:
+        mapping = load_mapping(args.mapping)
+    except MappingError as problem:
+        print(problem, file=sys.stderr)
+        print("the mapping cannot be used: nothing was stored.", file=sys.stderr)
+        return EXIT_INVALID
+    records, report = read_export(args.export, mapping)
+    print_report(report)
+    if records is None:
+        return EXIT_INVALID
+    return _store(records, args, Path(args.export).name, "redcap")
+
+
+def serve_cds(args: argparse.Namespace) -> int:
+    """Run the CDS Hooks service until interrupted."""
+    from dashboard.interop.cds_hooks import serve  # noqa: PLC0415
+
+    serve(args.host, args.port, args.database, args.as_of)
+    return EXIT_OK

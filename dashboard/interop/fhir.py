@@ -1,0 +1,672 @@
+"""FHIR R4 Bundles ↔ records: import a Bundle into the records format, export records as a Bundle.
+
+Parsing and structural validation use `fhir.resources.R4B` (pydantic v2), one resource at a time so a
+bad resource is reported with its Bundle entry. Coded values that library does not check (statuses,
+gender, our own code systems) are checked here. The resources are then turned into the records text
+frames and validated by `validate_frames`, so a Bundle meets exactly the checks of a CSV import; messages
+name the entry ('bundle.json[entry 12 Observation/abc]') instead of a CSV line.
+
+Identifying data: names and MRNs travel only in Patient.name and Patient.identifier, visit notes only in
+a 'visit-note' Observation, and all three (with extra columns of unknown content) only when an identified
+export is asked for. Nothing here logs resource contents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections import Counter
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.bundle import Bundle
+from pydantic import ValidationError
+
+from dashboard.core.grades import MRC_TOKENS, MUSCLE_LABELS
+from dashboard.core.records import Records, ValidationReport
+from dashboard.interop import codes as C
+from dashboard.interop.frames import FrameBuilder
+
+log = logging.getLogger(__name__)
+
+BUNDLE_TYPES = ("document", "message", "transaction", "transaction-response", "batch", "batch-response",
+                "history", "searchset", "collection")
+STATUSES = {
+    "Observation": ("registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error",
+                    "unknown"),
+    "Procedure": ("preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error",
+                  "unknown"),
+    "Encounter": ("planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
+                  "entered-in-error", "unknown"),
+}
+#: Statuses that say the thing did not happen (or was recorded in error): such resources are left out.
+NOT_HAPPENED = {
+    "Observation": {"cancelled", "entered-in-error"},
+    "Procedure": {"preparation", "not-done", "entered-in-error"},
+    "Encounter": {"planned", "cancelled", "entered-in-error"},
+}
+GENDERS = ("male", "female", "other", "unknown")
+USED_TYPES = ("Patient", "Procedure", "Observation", "Encounter")
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+_NAMESPACE = uuid.UUID("5f0e7c1e-3b1c-4c55-9a7e-2f43a1a6c9d1")  # fullUrls: stable across exports
+
+
+# ================================================================================================ import
+def read_bundle(path: str | Path, today: date | None = None) -> tuple[Records | None, ValidationReport]:
+    """Read and validate a Bundle file; records only when there is no error."""
+    path = Path(path)
+    builder = FrameBuilder(path.name)
+    try:
+        text = path.read_bytes()
+    except OSError as problem:
+        builder.error(path.name, None, None, f"cannot be read ({type(problem).__name__})")
+        return builder.validate(today)
+    return bundle_to_records(text, path.name, today)
+
+
+def bundle_to_records(data: bytes | str | dict, source: str = "bundle.json",
+                      today: date | None = None) -> tuple[Records | None, ValidationReport]:
+    """Convert a Bundle (JSON text or parsed) to records, validated like a records folder."""
+    builder = FrameBuilder(source)
+    if not isinstance(data, dict):
+        try:
+            data = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as problem:
+            builder.error(source, None, None, f"is not JSON ({problem})")
+            return builder.validate(today)
+    _BundleReader(builder, source).read(data)
+    records, report = builder.validate(today)
+    log.info("FHIR Bundle read: %d error(s), %d warning(s)", len(report.errors), len(report.warnings))
+    return records, report
+
+
+class _BundleReader:
+    """One pass over a Bundle: resources validated per entry, then converted to records rows."""
+
+    def __init__(self, builder: FrameBuilder, source: str) -> None:
+        self.out = builder
+        self.source = source
+        self.patients: dict[str, tuple[str, int]] = {}  # reference form → (patient_id, patients row)
+        self.encounters: dict[str, tuple[str | None, str | None]] = {}  # reference → (patient_id, date)
+        self.visits: dict[tuple[str, str], int] = {}  # (patient_id, visit_date) → visits row
+        self.ignored: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------------------------ structure
+    def read(self, data: Any) -> None:
+        if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+            kind = data.get("resourceType") if isinstance(data, dict) else type(data).__name__
+            self.out.error(self.source, "resourceType", kind, "is not a Bundle (expected resourceType 'Bundle')")
+            return
+        entries = data.get("entry") or []
+        shell = {**data, "entry": [{k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+                                   for e in entries] if isinstance(entries, list) else entries}
+        try:
+            Bundle.model_validate(shell)
+        except ValidationError as problem:
+            self._report_invalid(self.source, "Bundle", problem)
+            return
+        if data.get("type") not in BUNDLE_TYPES:
+            self.out.error(self.source, "type", data.get("type"), f"is not a Bundle type ({', '.join(BUNDLE_TYPES)})")
+        resources = []
+        for index, entry in enumerate(entries):
+            parsed = self._parse_entry(index, entry)
+            if parsed is not None:
+                resources.append(parsed)
+        by_type: dict[str, list] = {name: [] for name in USED_TYPES}
+        for label, full_url, resource in resources:
+            by_type[resource.get_resource_type()].append((label, full_url, resource))
+        for args in by_type["Patient"]:
+            self._patient(*args)
+        for args in by_type["Encounter"]:
+            self._encounter(*args)
+        for args in by_type["Procedure"]:
+            self._procedure(*args)
+        for args in by_type["Observation"]:
+            self._observation(*args)
+        if not by_type["Patient"] and not self.out.issues:
+            self.out.error(self.source, None, None, "holds no Patient: there is nothing to import")
+        for what, count in sorted(self.ignored.items()):
+            self.out.warning(self.source, None, None, f"{count} {what}: not records data; ignored")
+
+    def _parse_entry(self, index: int, entry: Any) -> tuple[str, str | None, Any] | None:
+        raw = entry.get("resource") if isinstance(entry, dict) else None
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if not isinstance(raw, dict):
+            return None  # e.g. a batch-response entry without a resource: nothing to read
+        kind = raw.get("resourceType")
+        label = self._label(index, kind, raw.get("id"), full_url)
+        if not isinstance(kind, str) or not kind:
+            self.out.error(label, "resourceType", None, "is missing: every resource needs its type")
+            return None
+        try:
+            model = get_fhir_model_class(kind)
+        except (ValueError, KeyError):
+            self.out.error(label, "resourceType", kind, "is not a FHIR R4 resource type")
+            return None
+        if kind not in USED_TYPES:
+            self.ignored[f"{kind} resource(s)"] += 1
+            return None
+        try:
+            resource = model.model_validate(raw)
+        except ValidationError as problem:
+            self._report_invalid(label, kind, problem)
+            return None
+        status = getattr(resource, "status", None)
+        if kind in STATUSES and status not in STATUSES[kind]:
+            article = "an" if kind[0] in "AEIOU" else "a"
+            self.out.error(label, "status", status, f"is not {article} {kind} status ({', '.join(STATUSES[kind])})")
+            return None
+        if kind in NOT_HAPPENED and status in NOT_HAPPENED[kind]:
+            self.out.warning(label, "status", status, "means it did not happen or was recorded in error; left out")
+            return None
+        return label, full_url, resource
+
+    def _label(self, index: int, kind: object, resource_id: object, full_url: object) -> str:
+        if isinstance(kind, str) and isinstance(resource_id, str):
+            return f"{self.source}[entry {index} {kind}/{resource_id}]"
+        if isinstance(full_url, str):
+            return f"{self.source}[entry {index} {full_url}]"
+        return f"{self.source}[entry {index}{' ' + kind if isinstance(kind, str) else ''}]"
+
+    def _report_invalid(self, label: str, kind: str, problem: ValidationError) -> None:
+        for error in problem.errors():
+            path = ".".join(str(part) for part in error["loc"])
+            value = error.get("input")
+            shown = value if isinstance(value, (str, int, float, bool)) else None
+            if error["type"] == "extra_forbidden":
+                message = f"is not an element of {kind} in FHIR R4"
+            elif error["type"] == "missing":
+                message = f"is missing (required by FHIR {kind})"
+            else:
+                message = f"is not valid FHIR: {error['msg']}"
+            self.out.error(label, path, shown, message)
+
+    # ---------------------------------------------------------------------------------- references
+    def _subject(self, label: str, resource: Any, element: str = "subject") -> str | None:
+        """The records patient_id a resource's subject points to; errors when it points nowhere."""
+        reference = getattr(resource, element, None)
+        target = reference.reference if reference is not None else None
+        if not target:
+            self.out.error(label, element, None, "is missing: cannot tell which patient this is about")
+            return None
+        found = self.patients.get(target)
+        if found is None:
+            match = _PATIENT_REFERENCE.search(target)
+            found = self.patients.get(f"Patient/{match.group(1)}") if match else None
+        if found is None:
+            self.out.error(label, element, target, "is not a Patient in this Bundle")
+            return None
+        return found[0]
+
+    # ----------------------------------------------------------------------------------- resources
+    def _patient(self, label: str, full_url: str | None, patient: Any) -> None:
+        patient_id = _identifier(patient, C.ID_PATIENT) or patient.id
+        if not patient_id:
+            self.out.error(label, "identifier", None,
+                           f"has no patient id: give an identifier with system {C.ID_PATIENT} or a Patient.id")
+            return
+        if patient.gender is not None and patient.gender not in GENDERS:
+            self.out.error(label, "gender", patient.gender, f"is not an administrative gender ({', '.join(GENDERS)})")
+        birth = _text(patient.birthDate)
+        values = {
+            "patient_id": patient_id,
+            "name": _name(patient),
+            "mrn": _mrn(patient),
+            "birth_year": birth[:4] if birth and re.match(r"^\d{4}", birth) else birth,
+            "sex": C.SEX_BY_GENDER.get(patient.gender, patient.gender) if patient.gender else None,
+            "surgeon": _extension_value(patient, C.EXT_SURGEON),
+            **_extra_columns(patient),
+        }
+        row = self.out.add_row("patients.csv", values, label)
+        for key in filter(None, (full_url, f"Patient/{patient.id}" if patient.id else None)):
+            self.patients[key] = (patient_id, row)
+
+    def _encounter(self, label: str, full_url: str | None, encounter: Any) -> None:
+        patient_id = self._subject(label, encounter)
+        day = _text(encounter.period.start) if encounter.period is not None else None
+        for key in filter(None, (full_url, f"Encounter/{encounter.id}" if encounter.id else None)):
+            self.encounters[key] = (patient_id, day)
+        if patient_id is None:
+            return
+        if day is None:
+            self.out.error(label, "period.start", None, "is missing: a visit needs its date")
+            return
+        self._visit_row(patient_id, day, label, _extra_columns(encounter))
+
+    def _procedure(self, label: str, full_url: str | None, procedure: Any) -> None:
+        patient_id = self._subject(label, procedure)
+        if patient_id is None:
+            return
+        performed = procedure.performedDateTime
+        if performed is None and procedure.performedPeriod is not None:
+            performed = procedure.performedPeriod.start
+        levels = []
+        for site in procedure.bodySite or []:
+            code = _code_in(site, C.CS_LUMBAR_SEGMENT) or _any_code(site)
+            if code:
+                levels.append(code)
+        code = procedure.code
+        name = None
+        if code is not None:
+            name = code.text or next((c.display or c.code for c in code.coding or [] if c.display or c.code), None)
+        values = {
+            "patient_id": patient_id,
+            "surgery_date": _text(performed),
+            "procedure": name,
+            "levels": ";".join(levels) or None,
+            "instrumented": _yes_no(_extension_value(procedure, C.EXT_INSTRUMENTED)),
+            "revision": _yes_no(_extension_value(procedure, C.EXT_REVISION)),
+            "deficit_onset_date": _text(_extension_value(procedure, C.EXT_DEFICIT_ONSET)),
+            **_extra_columns(procedure),
+        }
+        self.out.add_row("surgeries.csv", values, label)
+
+    def _observation(self, label: str, full_url: str | None, observation: Any) -> None:
+        kind = self._kind(label, observation)
+        if kind is None:
+            return
+        patient_id = self._subject(label, observation)
+        if patient_id is None:
+            return
+        value = self._value(label, observation, kind)
+        if kind.file == "patients":
+            row = next(r for ref, (pid, r) in self.patients.items() if pid == patient_id)
+            self._set(("patients.csv", row), kind.column, value, label, "for the same patient")
+            return
+        day = _effective(observation)
+        if day is None and observation.encounter is not None:
+            day = self.encounters.get(observation.encounter.reference or "", (None, None))[1]
+        if kind.file == "strength":
+            muscle, side = self._muscle_side(label, observation)
+            self.out.add_row("strength.csv", {"patient_id": patient_id, "exam_date": day, "muscle": muscle,
+                                              "side": side, "mrc": value, **_extra_columns(observation)}, label)
+            return
+        if day is None:
+            self.out.error(label, "effective[x]", None, "is missing: a visit observation needs its date")
+            return
+        row = self._visit_row(patient_id, day, label, {})
+        self._set(("visits.csv", row), kind.column, value, label, "for the same visit")
+
+    def _kind(self, label: str, observation: Any) -> C.ObservationCode | None:
+        codings = observation.code.coding or []
+        for coding in codings:
+            if coding.system == C.CS_OBSERVATION:
+                found = C.OBSERVATION_BY_LOCAL.get(coding.code)
+                if found is None:
+                    self.out.error(label, "code", coding.code, f"is not a code of {C.CS_OBSERVATION} "
+                                   f"({', '.join(C.OBSERVATION_BY_LOCAL)})")
+                return found
+        for coding in codings:
+            found = C.OBSERVATION_BY_STANDARD.get((coding.system, coding.code))
+            if found is not None:
+                return found
+        for coding in codings:
+            if (coding.system, coding.code) in C.AMBIGUOUS_STANDARD:
+                self.out.warning(label, "code", coding.code, "is used for both leg and back pain: add the local "
+                                 "code leg-pain-nrs or back-pain-nrs; left out")
+                return None
+        first = next((f"{c.system or '?'}|{c.code}" for c in codings if c.code), observation.code.text or "no code")
+        self.ignored[f"Observation(s) coded {first}"] += 1
+        return None
+
+    def _value(self, label: str, observation: Any, kind: C.ObservationCode) -> str | None:
+        """The value as text; wrong kinds of value go through as text so validation names them."""
+        if observation.valueCodeableConcept is not None:
+            concept = observation.valueCodeableConcept
+            if kind.value == "grade":
+                return _code_in(concept, C.CS_MRC_GRADE) or _any_code(concept) or concept.text
+            if kind.value == "boolean":
+                yes_no = _code_in(concept, C.V2_0136)
+                if yes_no in ("Y", "N"):
+                    return "yes" if yes_no == "Y" else "no"
+            return _any_code(concept) or concept.text
+        if observation.valueBoolean is not None:
+            return "yes" if observation.valueBoolean else "no"
+        if observation.valueQuantity is not None:
+            return self._quantity(label, observation.valueQuantity, kind)
+        if observation.valueInteger is not None:
+            return str(observation.valueInteger)
+        if observation.valueString is not None:
+            return observation.valueString
+        present = next((name for name in type(observation).model_fields
+                        if name.startswith("value") and getattr(observation, name) is not None), None)
+        if present is not None:
+            self.out.error(label, present, None, f"is not a kind of value a {kind.display} can have")
+        elif observation.dataAbsentReason is None:
+            self.out.error(label, "value[x]", None, "is missing (give a value or a dataAbsentReason)")
+        return None
+
+    def _quantity(self, label: str, quantity: Any, kind: C.ObservationCode) -> str | None:
+        if quantity.value is None:
+            self.out.error(label, "valueQuantity.value", None, "is missing")
+            return None
+        value = Decimal(quantity.value)
+        unit = quantity.code or quantity.unit
+        if kind.unit == "mg/L" and unit not in (None, "mg/L"):
+            if unit != "mg/dL":
+                self.out.error(label, "valueQuantity.code", unit, "is not a unit for CRP (mg/L or mg/dL)")
+                return None
+            value *= 10
+        return _decimal_text(value)
+
+    def _muscle_side(self, label: str, observation: Any) -> tuple[str | None, str | None]:
+        site = observation.bodySite
+        if site is None:
+            return None, None
+        muscle = _code_in(site, C.CS_KEY_MUSCLE) or _any_code(site)
+        laterality = next((e.valueCodeableConcept for e in site.extension or []
+                           if e.url == C.EXT_LATERALITY and e.valueCodeableConcept is not None), None)
+        side = None
+        if laterality is not None:
+            code = _code_in(laterality, C.SNOMED)
+            side = C.SIDE_BY_LATERALITY.get(code, code) if code else (_any_code(laterality) or laterality.text)
+        return muscle, side
+
+    def _visit_row(self, patient_id: str, day: str, label: str, extras: dict[str, str]) -> int:
+        key = (patient_id, day)
+        if key not in self.visits:
+            self.visits[key] = self.out.add_row("visits.csv", {"patient_id": patient_id, "visit_date": day}, label)
+        row = self.visits[key]
+        for column, value in extras.items():
+            self._set(("visits.csv", row), column, value, label, "for the same visit")
+        return row
+
+    def _set(self, where: tuple[str, int], column: str, value: str | None, label: str, scope: str) -> None:
+        """Put one value into a row made from several resources; a second, different value is an error."""
+        row = self.out.row(*where)
+        if value is None:
+            return
+        old = row.values.get(column)
+        if old is None:
+            row.values[column] = value
+            row.column_labels[column] = label
+        elif old != value:
+            self.out.error(label, column, value, f"conflicts with {row.column_labels.get(column, row.label)}, "
+                           f"which gives '{old}' {scope}")
+        else:
+            self.out.warning(label, column, value, f"repeats {row.column_labels.get(column, row.label)} "
+                             f"{scope}; kept once")
+
+
+def _text(value: Any) -> str | None:
+    """A FHIR date or dateTime as the records' ISO day; partial dates stay as written (validation reports)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _effective(observation: Any) -> str | None:
+    if observation.effectiveDateTime is not None:
+        return _text(observation.effectiveDateTime)
+    if observation.effectivePeriod is not None and observation.effectivePeriod.start is not None:
+        return _text(observation.effectivePeriod.start)
+    if observation.effectiveInstant is not None:
+        return _text(observation.effectiveInstant)
+    return None
+
+
+def _decimal_text(value: Decimal) -> str:
+    try:
+        return format(value.normalize(), "f") if value == value.to_integral_value() else str(value)
+    except InvalidOperation:
+        return str(value)
+
+
+def _code_in(concept: Any, system: str) -> str | None:
+    return next((c.code for c in concept.coding or [] if c.system == system and c.code), None)
+
+
+def _any_code(concept: Any) -> str | None:
+    return next((c.code for c in concept.coding or [] if c.code), None)
+
+
+def _identifier(resource: Any, system: str) -> str | None:
+    return next((i.value for i in resource.identifier or [] if i.system == system and i.value), None)
+
+
+def _mrn(patient: Any) -> str | None:
+    for identifier in patient.identifier or []:
+        typed_mr = identifier.type is not None and _code_in(identifier.type, C.V2_0203) == "MR"
+        if identifier.value and (identifier.system == C.ID_MRN or typed_mr):
+            return identifier.value
+    return None
+
+
+def _name(patient: Any) -> str | None:
+    for name in patient.name or []:
+        if name.text:
+            return name.text
+        parts = [*(name.given or []), *([name.family] if name.family else [])]
+        if parts:
+            return " ".join(parts)
+    return None
+
+
+def _extension_value(resource: Any, url: str) -> Any:
+    for extension in resource.extension or []:
+        if extension.url == url:
+            for name in ("valueBoolean", "valueString", "valueDate", "valueDateTime", "valueCode"):
+                value = getattr(extension, name, None)
+                if value is not None:
+                    return value
+    return None
+
+
+def _extra_columns(resource: Any) -> dict[str, str]:
+    out = {}
+    for extension in resource.extension or []:
+        if extension.url != C.EXT_EXTRA_COLUMN:
+            continue
+        parts = {e.url: e.valueString for e in extension.extension or []}
+        if parts.get("name"):
+            out[str(parts["name"]).strip().lower()] = parts.get("value")
+    return out
+
+
+def _yes_no(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return None if value is None else str(value)
+
+
+# ================================================================================================ export
+def fhir_id(patient_id: str) -> str:
+    """The Patient.id for a records patient_id: the id itself when FHIR allows it, else a stable hash."""
+    return patient_id if _FHIR_ID.match(patient_id) else "p-" + uuid.uuid5(_NAMESPACE, patient_id).hex[:24]
+
+
+def records_to_bundle(records: Records, patient_ids: list[str] | None = None, *,
+                      identified: bool = False, check: bool = True) -> dict[str, Any]:
+    """A 'collection' Bundle of the given patients (default all), each resource validated as R4.
+
+    Without `identified`, names, MRNs, visit notes and extra columns are left out: the pseudonymous
+    patient_id and the clinical data remain. `check=False` skips the validation of our own output (about
+    0.3 ms per resource) where the Bundle is validated anyway, as by an import right after.
+    """
+    wanted = set(records.patients["patient_id"]) if patient_ids is None else set(patient_ids)
+    missing = wanted - set(records.patients["patient_id"])
+    if missing:
+        raise KeyError(f"no such patient: {', '.join(sorted(missing))}")
+    writer = _BundleWriter(identified, check)
+    frames = {name: frame[frame["patient_id"].isin(wanted)] for name, frame in records.frames().items()}
+    extras = records.extra_columns if identified else {}
+    for row in frames["patients"].sort_values("patient_id").to_dict("records"):
+        writer.patient(row, extras.get("patients", []))
+    for row in frames["surgeries"].sort_values(["patient_id", "surgery_date"]).to_dict("records"):
+        writer.procedure(row, extras.get("surgeries", []))
+    for row in frames["strength"].sort_values(["patient_id", "exam_date", "muscle", "side"]).to_dict("records"):
+        writer.strength(row, extras.get("strength", []))
+    for row in frames["visits"].sort_values(["patient_id", "visit_date"]).to_dict("records"):
+        writer.visit(row, extras.get("visits", []))
+    log.info("FHIR Bundle written: %d resource(s)", len(writer.entries))
+    return {"resourceType": "Bundle", "type": "collection", "entry": writer.entries}
+
+
+def write_bundle(records: Records, out: str | Path, patient_ids: list[str] | None = None, *,
+                 identified: bool = False) -> Path:
+    """Write `records_to_bundle` as JSON."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bundle = records_to_bundle(records, patient_ids, identified=identified)
+    out.write_text(json.dumps(bundle, ensure_ascii=False, indent=1), encoding="utf-8")
+    return out
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (not isinstance(value, str) and pd.isna(value))
+
+
+def _day(value: Any) -> str:
+    return pd.Timestamp(value).date().isoformat()
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
+    return {"system": system, "code": code, **({"display": display} if display else {})}
+
+
+class _BundleWriter:
+    """Builds validated resources with stable ids and urn:uuid fullUrls; references use the fullUrls."""
+
+    def __init__(self, identified: bool, check: bool = True) -> None:
+        self.identified = identified
+        self.check = check
+        self.entries: list[dict[str, Any]] = []
+
+    def _add(self, resource: dict[str, Any]) -> str:
+        if self.check:  # our own output must be valid R4
+            get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+        full_url = f"urn:uuid:{uuid.uuid5(_NAMESPACE, resource['resourceType'] + '/' + resource['id'])}"
+        self.entries.append({"fullUrl": full_url, "resource": resource})
+        return full_url
+
+    def _patient_ref(self, patient_id: str) -> dict[str, str]:
+        return {"reference": f"urn:uuid:{uuid.uuid5(_NAMESPACE, 'Patient/' + fhir_id(patient_id))}"}
+
+    def _id(self, *parts: str) -> str:
+        text = "-".join(parts)
+        return text if _FHIR_ID.match(text) else "r-" + uuid.uuid5(_NAMESPACE, text).hex
+
+    def _extras(self, row: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+        return [{"url": C.EXT_EXTRA_COLUMN, "extension": [{"url": "name", "valueString": name},
+                                                          {"url": "value", "valueString": str(row[name])}]}
+                for name in names if _present(row.get(name)) and str(row[name]) != ""]
+
+    def patient(self, row: dict[str, Any], extras: list[str]) -> None:
+        pid = row["patient_id"]
+        resource: dict[str, Any] = {"resourceType": "Patient", "id": fhir_id(pid),
+                                    "identifier": [{"system": C.ID_PATIENT, "value": pid}]}
+        if self.identified and _present(row["mrn"]):
+            resource["identifier"].append({"use": "usual", "type": {"coding": [_coding(C.V2_0203, "MR")]},
+                                           "system": C.ID_MRN, "value": row["mrn"]})
+        if self.identified and _present(row["name"]):
+            resource["name"] = [{"text": row["name"]}]
+        if _present(row["sex"]):
+            resource["gender"] = C.GENDER[row["sex"]]
+        if _present(row["birth_year"]):
+            resource["birthDate"] = f"{int(row['birth_year']):04d}"
+        extensions = []
+        if _present(row["surgeon"]):
+            extensions.append({"url": C.EXT_SURGEON, "valueString": row["surgeon"]})
+        extensions += self._extras(row, extras)
+        if extensions:
+            resource["extension"] = extensions
+        self._add(resource)
+        for column in ("diabetes", "smoker"):
+            if _present(row[column]):
+                self._observation(pid, C.OBSERVATION_BY_COLUMN[("patients", column)], None,
+                                  {"valueBoolean": bool(row[column])}, ("patient",))
+
+    def procedure(self, row: dict[str, Any], extras: list[str]) -> None:
+        pid, day = row["patient_id"], _day(row["surgery_date"])
+        extensions = [{"url": C.EXT_INSTRUMENTED, "valueBoolean": bool(row["instrumented"])}]
+        if _present(row["revision"]):
+            extensions.append({"url": C.EXT_REVISION, "valueBoolean": bool(row["revision"])})
+        if _present(row["deficit_onset_date"]):
+            extensions.append({"url": C.EXT_DEFICIT_ONSET, "valueDate": _day(row["deficit_onset_date"])})
+        extensions += self._extras(row, extras)
+        self._add({
+            "resourceType": "Procedure", "id": self._id("surgery", fhir_id(pid), day.replace("-", "")),
+            "extension": extensions, "status": "completed", "code": {"text": row["procedure"]},
+            "subject": self._patient_ref(pid), "performedDateTime": day,
+            "bodySite": [{"coding": [_coding(C.CS_LUMBAR_SEGMENT, level, f"Lumbar segment {level}")], "text": level}
+                         for level in str(row["levels"]).split(";")],
+        })
+
+    def strength(self, row: dict[str, Any], extras: list[str]) -> None:
+        pid, day, muscle, side, grade = (row[c] for c in ("patient_id", "exam_date", "muscle", "side", "mrc"))
+        token = next((t for t, v in MRC_TOKENS.items() if abs(v - grade) < 1e-9), None)
+        value = ({"valueCodeableConcept": {"coding": [_coding(C.CS_MRC_GRADE, token, C.MRC_GRADE_DISPLAY[token])],
+                                           "text": token}}
+                 if token is not None else {"valueQuantity": {"value": float(grade)}})
+        laterality_code, laterality_display = C.LATERALITY[side]
+        body_site = {"extension": [{"url": C.EXT_LATERALITY, "valueCodeableConcept": {
+                         "coding": [_coding(C.SNOMED, laterality_code, laterality_display)]}}],
+                     "coding": [_coding(C.CS_KEY_MUSCLE, muscle, MUSCLE_LABELS[muscle])],
+                     "text": f"{MUSCLE_LABELS[muscle]}, {laterality_display.lower()}"}
+        self._observation(pid, C.OBSERVATION_BY_COLUMN[("strength", "mrc")], _day(day), value,
+                          (muscle.replace("_", "-"), side), body_site=body_site, extensions=self._extras(row, extras))
+
+    def visit(self, row: dict[str, Any], extras: list[str]) -> None:
+        pid, day = row["patient_id"], _day(row["visit_date"])
+        encounter: dict[str, Any] = {
+            "resourceType": "Encounter", "id": self._id("visit", fhir_id(pid), day.replace("-", "")),
+            "status": "finished", "class": _coding(C.ACT_CODE, "AMB", "ambulatory"),
+            "subject": self._patient_ref(pid), "period": {"start": day, "end": day},
+        }
+        extensions = self._extras(row, extras)
+        if extensions:
+            encounter["extension"] = extensions
+        encounter_url = self._add(encounter)
+        for kind in C.OBSERVATIONS:
+            if kind.file != "visits" or not _present(row[kind.column]):
+                continue
+            if kind.column == "notes" and not self.identified:
+                continue
+            value = row[kind.column]
+            if kind.value == "boolean":
+                payload: dict[str, Any] = {"valueBoolean": bool(value)}
+            elif kind.value == "number":
+                payload = {"valueQuantity": {"value": _number(value), "unit": kind.unit, "system": C.UCUM,
+                                             "code": kind.unit}}
+            else:
+                payload = {"valueString": str(value)}
+            self._observation(pid, kind, day, payload, (), encounter=encounter_url)
+
+    def _observation(self, pid: str, kind: C.ObservationCode, day: str | None, value: dict[str, Any],
+                     id_parts: tuple[str, ...], *, body_site: dict | None = None, encounter: str | None = None,
+                     extensions: list | None = None) -> None:
+        resource: dict[str, Any] = {
+            "resourceType": "Observation",
+            "id": self._id(kind.local, fhir_id(pid), *((day.replace("-", ""),) if day else ()), *id_parts),
+            "status": "final",
+            "code": {"coding": [_coding(C.CS_OBSERVATION, kind.local, kind.display),
+                                *(_coding(*standard) for standard in kind.standard)], "text": kind.display},
+            "subject": self._patient_ref(pid),
+        }
+        if extensions:
+            resource["extension"] = extensions
+        if kind.category:
+            resource["category"] = [{"coding": [_coding(C.OBSERVATION_CATEGORY, kind.category)]}]
+        if encounter:
+            resource["encounter"] = {"reference": encounter}
+        if day:
+            resource["effectiveDateTime"] = day
+        if body_site:
+            resource["bodySite"] = body_site
+        resource.update(value)
+        self._add(resource)
