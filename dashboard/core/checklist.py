@@ -8,6 +8,7 @@ boolean mask over a whole-cohort frame.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from dashboard.core.grades import format_mrc
+from dashboard.core.grades import format_mrc_series
 
 RULES_PATH = Path(__file__).resolve().parents[2] / "data" / "rules" / "imaging_rules.yaml"
 CATEGORIES = ("red_flag", "compression", "fibrosis", "hardware")
@@ -82,6 +83,17 @@ class RuleSet:
 
 # ------------------------------------------------------------------------------------------------- loading
 def load_rules(path: str | Path | None = None) -> RuleSet:
+    """Read and check the file once per version of it (cached by path and modification time)."""
+    path = Path(path or RULES_PATH).resolve()
+    return _load_rules_cached(path, path.stat().st_mtime_ns if path.exists() else 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_rules_cached(path: Path, _mtime: int) -> RuleSet:
+    return _read_rules(path)
+
+
+def _read_rules(path: str | Path | None = None) -> RuleSet:
     """Read and check a rules file; a problem is reported with the rule id and field."""
     path = Path(path or RULES_PATH)
     try:
@@ -237,13 +249,14 @@ def _shown(frame: pd.DataFrame, field: str) -> pd.Series:
         return frame["_finding"]
     column = frame[field]
     if field in GRADE_FIELDS:
-        return column.map(format_mrc).where(column.notna(), "missing")
+        return format_mrc_series(column)
     if column.dtype.kind == "M":
         return column.dt.strftime("%Y-%m-%d").fillna("missing")
     if str(column.dtype) == "boolean":
         return column.map({True: "yes", False: "no"}).fillna("missing").astype(object)
     if column.dtype.kind == "f" or str(column.dtype) == "Float64":
-        return column.map(lambda v: "missing" if pd.isna(v) else f"{round(float(v), 1):g}")
+        text = column.astype(float).round(1).astype(str).str.replace(r"\.0$", "", regex=True)
+        return text.where(column.notna(), "missing").astype(object)
     return column.astype(object).where(column.notna(), "missing").astype(str)
 
 

@@ -6,6 +6,7 @@ from a clinic's own follow-ups); nothing clinical is a constant here. See docs/c
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,17 @@ class Reference:
 
 
 def load_reference(path: str | Path | None = None) -> Reference:
+    """Read and check the file once per version of it (cached by path and modification time)."""
+    path = Path(path or PUBLISHED_REFERENCE).resolve()
+    return _load_reference_cached(path, path.stat().st_mtime_ns if path.exists() else 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_reference_cached(path: Path, _mtime: int) -> Reference:
+    return _read_reference(path)
+
+
+def _read_reference(path: str | Path | None = None) -> Reference:
     """Read and check a reference file; any problem names the group or field."""
     path = Path(path or PUBLISHED_REFERENCE)
     try:

@@ -82,3 +82,10 @@ def format_mrc(value: float | None) -> str:
         if abs(value - number) < 1e-6:
             return token
     return f"{value:.1f}"
+
+
+def format_mrc_series(values: pd.Series) -> pd.Series:
+    """format_mrc for a whole column, through its distinct values; missing reads 'missing'."""
+    codes, uniques = pd.factorize(values)
+    shown = np.array([format_mrc(v) for v in uniques] + ["missing"], dtype=object)
+    return pd.Series(shown[codes], index=values.index)
