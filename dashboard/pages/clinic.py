@@ -57,7 +57,7 @@ display = shown.assign(
    "surgeon"]]
 st.caption("Select a row to open the patient.")
 event = st.dataframe(
-    display, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+    display, hide_index=True, width="stretch", height=560, on_select="rerun", selection_mode="single-row",
     column_config={
         "patient_id": "Patient", "urgency": "Most urgent open prompt", "open_prompts": "Open prompts",
         "prompt_summary": st.column_config.TextColumn("Why", width="large"), "worst_status": "Worst muscle",
