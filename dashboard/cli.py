@@ -136,6 +136,88 @@ def cmd_serve_cds(args: argparse.Namespace) -> int:
     return serve_cds(args)
 
 
+def _handout_inputs(args: argparse.Namespace):
+    """Records, assessment and prompts (with the store's decisions when --database is given)."""
+    from dashboard.core.assessment import assess
+
+    records = _load_valid(args.records)
+    if records is None:
+        return None
+    result = assess(records, as_of=args.as_of or date.today())
+    prompts = result.prompts
+    if args.database:
+        from dashboard.core.decision_state import with_decisions
+        from dashboard.store import get_engine, latest_decisions
+
+        prompts = with_decisions(prompts, latest_decisions(get_engine(args.database)))
+    return result, prompts
+
+
+def cmd_handout(args: argparse.Namespace) -> int:
+    """De-identified case-conference handout (.pdf or .html) for a case list by filter or by patient ids."""
+    import time
+
+    from dashboard.core.deidentify import hand_picked, select_cases
+    from dashboard.core.patient_view import ExamIndex
+    from dashboard.reports import ReportError, build_handout
+    from dashboard.reports.handout import write
+
+    if Path(args.out).suffix.lower() not in (".pdf", ".html", ".htm"):
+        print(f"--out must end in .pdf or .html: {args.out}", file=sys.stderr)
+        return EXIT_INVALID
+    inputs = _handout_inputs(args)
+    if inputs is None:
+        return EXIT_INVALID
+    result, prompts = inputs
+    try:
+        ids = (hand_picked(result, [p.strip() for p in args.patients.split(",") if p.strip()]) if args.patients
+               else select_cases(result, prompts, filter=args.filter, statuses=args.status, surgeons=args.surgeon))
+    except (KeyError, ValueError) as problem:
+        print(problem.args[0], file=sys.stderr)
+        return EXIT_INVALID
+    if not ids:
+        print("no patient matches the case list: nothing written", file=sys.stderr)
+        return EXIT_INVALID
+    started = time.perf_counter()
+    try:
+        path = write(args.out, build_handout(result, ids, prompts, ExamIndex(result.records.strength).exams))
+    except ReportError as problem:
+        print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"wrote {len(ids)} de-identified cases to {path} in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Identified follow-up report of one patient (.pdf or .html), for the patient's chart."""
+    from dashboard.reports import ReportError, build_report
+
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".pdf", ".html", ".htm"):
+        print(f"--out must end in .pdf or .html: {args.out}", file=sys.stderr)
+        return EXIT_INVALID
+    inputs = _handout_inputs(args)
+    if inputs is None:
+        return EXIT_INVALID
+    result, prompts = inputs
+    if args.patient_id not in set(result.patients.loc[result.patients["surgery_date"].notna(), "patient_id"]):
+        print("no patient with that id in follow-up on the assessment day", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        report = build_report(result, args.patient_id, prompts)
+        out = Path(args.out)
+        if suffix == ".pdf":
+            out.write_bytes(report.pdf())
+        else:
+            out.write_text(report.html, encoding="utf-8")
+    except ReportError as problem:
+        print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"wrote the follow-up report to {out} (identified: for the patient's chart)", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +282,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", default=None, help=db_help)
     p.add_argument("--as-of", type=_date, default=None, help="assess as of this day (default: today)")
     p.set_defaults(run=cmd_serve_cds)
+
+    p = commands.add_parser("handout", help="de-identified case-conference handout (.pdf or .html)")
+    p.add_argument("records")
+    p.add_argument("--out", required=True, help="FILE.pdf or FILE.html")
+    p.add_argument("--as-of", type=_date, default=None, help="assess with what was known on that day")
+    p.add_argument("--filter", choices=("urgent", "emergency", "open", "all"), default="urgent",
+                   help="patients with open urgent/emergency prompts (default), emergency only, any open prompt, all")
+    p.add_argument("--status", action="append", default=None, help="worst muscle status (repeatable)")
+    p.add_argument("--surgeon", action="append", default=None, help="surgeon (repeatable)")
+    p.add_argument("--patients", default=None, help="comma-separated patient ids, in case order (overrides filters)")
+    p.add_argument("--database", default=None, help="include the decisions recorded in this store (URL)")
+    p.set_defaults(run=cmd_handout)
+
+    p = commands.add_parser("report", help="identified follow-up report of one patient (.pdf or .html)")
+    p.add_argument("records")
+    p.add_argument("patient_id")
+    p.add_argument("--out", required=True, help="FILE.pdf or FILE.html")
+    p.add_argument("--as-of", type=_date, default=None, help="assess with what was known on that day")
+    p.add_argument("--database", default=None, help="include the decisions recorded in this store (URL)")
+    p.set_defaults(run=cmd_report)
     return parser
 
 

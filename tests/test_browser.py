@@ -7,6 +7,7 @@ fails the run instead of skipping.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -123,4 +124,27 @@ def test_reference_page_draws_a_band_with_sources(browser, app_url):
     _wait_for_plots(page, 1)
     assert page.get_by_text("Parameters and their sources").count() == 1
     page.screenshot(path=str(SCREENSHOTS / "reference.png"), full_page=True)
+    page.close()
+
+
+def test_conference_page_presents_deidentified_cases(browser, app_url):
+    """One case per screen with large charts, Next moves on, and nothing identifying in the main area."""
+    patients = pd.read_csv(ROOT / "data" / "demo" / "patients.csv", dtype=str)
+
+    def check_deidentified() -> None:
+        page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                               ".some(t => t.textContent.includes('Pain and disability'))", timeout=90_000)
+        main = page.locator('[data-testid="stMain"]').inner_text()
+        assert "Imaging checklist" in main
+        assert not re.search(r"\bP\d{5}\b|\d{4}-\d{2}-\d{2}|MRN\d+", main)
+        assert not [n for n in patients["name"] if n in main], "a patient name on the conference page"
+
+    page = _open(browser, app_url, "conference")
+    page.get_by_text("Case 1 of").wait_for(timeout=90_000)
+    check_deidentified()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "conference.png"), full_page=True)
+    page.locator(".st-key-conference_next button").click()
+    page.get_by_text("Case 2 of").wait_for(timeout=60_000)
+    check_deidentified()
     page.close()

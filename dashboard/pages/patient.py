@@ -8,7 +8,9 @@ import streamlit as st
 from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure, timeline_figure
 from dashboard.core.grades import format_mrc
 from dashboard.core.patient_view import patient_view
+from dashboard.reports.follow_up import report_for
 from dashboard.theme import STATUS_LABELS
+from dashboard.ui import auth as ui_auth
 from dashboard.ui import data
 from dashboard.ui.widgets import checklist_panel, urgency_badge
 
@@ -79,3 +81,38 @@ with left:
 with right:
     st.subheader("Imaging checklist")
     checklist_panel(prompts, clinician=st.session_state.get("user_name"))
+
+st.divider()
+st.subheader("Follow-up report")
+st.caption("For the patient's chart: identified (name, MRN, dates), with the charts, checklist and decisions as "
+           "shown here. Made when you click (a few seconds).")
+report_cache: dict = st.session_state.setdefault("follow_up_reports", {})
+report_key = (patient_id, str(assessment.as_of), assessment.reference.reference_id,
+              prompts[["rule_id", "decision", "decided_at"]].astype(str).to_csv(index=False))
+
+
+def follow_up_report():
+    """One report (and its chart images) for both formats; rebuilt when patient, day or decisions change."""
+    if report_cache.get("key") != report_key:
+        report_cache.clear()
+        report_cache["report"] = report_for(assessment, patient_id, prompts, cohort.exam_index.exams)
+        report_cache["key"] = report_key
+    return report_cache["report"]
+
+
+def follow_up_pdf() -> bytes:
+    if "pdf" not in report_cache or report_cache.get("key") != report_key:
+        report_cache["pdf"] = follow_up_report().pdf()
+    return report_cache["pdf"]
+
+
+audit_export = getattr(ui_auth, "audit_export", None)  # the export audit of the sign-in work, when present
+for column, (label, fmt, make, mime) in zip(st.columns(2), (
+        ("Follow-up report PDF", "pdf", follow_up_pdf, "application/pdf"),
+        ("Follow-up report HTML", "html", lambda: follow_up_report().html.encode("utf-8"), "text/html")),
+        strict=True):
+    column.download_button(label, data=make, file_name=f"follow-up-{patient_id}.{fmt}", mime=mime,
+                           icon=":material/download:", key=f"follow_up_{fmt}", width="stretch",
+                           on_click=audit_export if audit_export else "ignore",
+                           args=("follow_up_report", fmt) if audit_export else None,
+                           kwargs={"patient_id": patient_id} if audit_export else None)
