@@ -11,7 +11,7 @@ if str(ROOT) not in sys.path:  # streamlit puts only this file's folder on the p
 
 import streamlit as st  # noqa: E402
 
-from dashboard.ui.auth import current_role  # noqa: E402
+from dashboard.ui.auth import require_login  # noqa: E402
 from dashboard.ui.widgets import sidebar_settings  # noqa: E402
 
 st.set_page_config(page_title="Spine Recovery Dashboard", page_icon=":material/monitor_heart:", layout="wide")
@@ -32,6 +32,9 @@ PAGES: dict[str, list[tuple[st.Page, tuple[str, ...]]]] = {
         (st.Page("pages/reference.py", title="Reference curves", icon=":material/show_chart:"),
          ("surgeon", "conference", "admin")),
     ],
+    "Administration": [
+        (st.Page("pages/audit.py", title="Audit", icon=":material/policy:"), ("admin",)),
+    ],
 }
 
 
@@ -40,7 +43,8 @@ def pages_for(role: str) -> dict[str, list[st.Page]]:
     return {group: pages for group, pages in visible.items() if pages}
 
 
-navigation = st.navigation(pages_for(current_role()))
+role = require_login()  # the sign-in form until a user is signed in: no page runs before
+navigation = st.navigation(pages_for(role))
 sidebar_settings()
 st.sidebar.caption("Decision support only: the clinician decides. Suggestions name their rule, evidence and "
                    "source.")

@@ -7,6 +7,7 @@ on standard error; nothing is assessed or stored from invalid input.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from datetime import date
@@ -101,14 +102,123 @@ def cmd_rules_doc(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from dashboard.store import get_engine, import_records
+    from dashboard.store import StoreImportError, get_engine, import_records
+    from dashboard.store.audit import import_details, record
 
     records = _load_valid(args.records)
     if records is None:
         return EXIT_INVALID
-    result = import_records(get_engine(args.database), records, source_name=Path(args.records).name,
-                            user=args.user)
+    engine = get_engine(args.database)
+    name = Path(args.records).name
+    try:
+        result = import_records(engine, records, source_name=name, user=args.user)
+    except StoreImportError as problem:  # value-free message; nothing was stored
+        record(engine, _cli_user(args.user), "import", file=name, status="failed", error=type(problem).__name__)
+        print(f"nothing was stored: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    record(engine, _cli_user(args.user), "import", file=name, **import_details(result))
     print(result, file=sys.stderr)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- login configuration, backup, restore (issue 8)
+EXIT_FAILED = 1
+
+
+def _cli_user(user: str | None) -> str:
+    from dashboard.store.audit import command_line_user
+
+    return command_line_user(user)
+
+
+def _audit_export(args: argparse.Namespace, kind: str, out: Path, **details: object) -> None:
+    """An export from the command line is audited in the store it read (--database); a file-only run has none."""
+    if not getattr(args, "database", None):
+        return
+    from dashboard.store import get_engine
+    from dashboard.store.audit import record
+
+    engine = get_engine(args.database)
+    try:
+        record(engine, _cli_user(getattr(args, "user", None)), "export", kind=kind,
+               format=out.suffix.lstrip(".").lower(), file=out.name, **details)
+    finally:
+        engine.dispose()
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from dashboard.store import get_engine
+    from dashboard.store.audit import record
+    from dashboard.store.backup import BackupError, backup
+
+    try:
+        result = backup(args.out, args.database)
+    except BackupError as problem:
+        print(f"backup failed: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    engine = get_engine(args.database)
+    try:
+        record(engine, _cli_user(args.user), "backup", file=result.path.name, backend=result.backend,
+               bytes=result.bytes, counts=result.counts)
+    finally:
+        engine.dispose()
+    rows = ", ".join(f"{n} {table}" for table, n in result.counts.items())
+    print(f"backed up ({result.backend}, {result.bytes / 1e6:.1f} MB, {result.seconds:.1f} s) to {result.path}: {rows}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from dashboard.store import get_engine
+    from dashboard.store.audit import record
+    from dashboard.store.backup import BackupError, restore
+
+    try:
+        result = restore(args.backup, args.database, safety_dir=args.safety_dir)
+    except BackupError as problem:
+        print(f"restore failed, nothing was changed: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    engine = get_engine(args.database)
+    try:
+        record(engine, _cli_user(args.user), "restore", file=result.source.name, backend=result.backend,
+               revision=result.revision, counts=result.counts)
+    finally:
+        engine.dispose()
+    if result.safety_copy is not None:
+        print(f"the store as it was before is kept in {result.safety_copy}", file=sys.stderr)
+    rows = ", ".join(f"{n} {table}" for table, n in result.counts.items())
+    print(f"restored {result.source} ({result.backend}, schema {result.revision}): {rows}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from dashboard.access import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("the two entries differ", file=sys.stderr)
+            return EXIT_INVALID
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password))
+    except ValueError as problem:
+        print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def cmd_check_auth(args: argparse.Namespace) -> int:
+    from dashboard.access import AuthConfigError, load_auth_config
+
+    try:
+        config = load_auth_config(args.file, demo=args.demo)
+    except AuthConfigError as problem:
+        print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    roles = ", ".join(f"{u.username} ({u.role})" for u in config.users.values())
+    print(f"ok: {config.path} — {len(config.users)} user(s): {roles}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -134,6 +244,22 @@ def cmd_serve_cds(args: argparse.Namespace) -> int:
     from dashboard.interop.commands import serve_cds
 
     return serve_cds(args)
+
+
+def cmd_assess_store(args: argparse.Namespace) -> int:
+    from dashboard.batch import assess_store
+    from dashboard.core.curves import ReferenceError, load_reference
+    from dashboard.store import get_engine
+
+    try:
+        reference = load_reference(args.reference)
+    except ReferenceError as problem:
+        print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    count = assess_store(get_engine(args.database), sys.stdout, as_of=args.as_of or date.today(),
+                         chunk_patients=args.chunk_patients, reference=reference)
+    print(f"assessed {count} patients", file=sys.stderr)
+    return EXIT_OK
 
 
 def _handout_inputs(args: argparse.Namespace):
@@ -186,6 +312,7 @@ def cmd_handout(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(f"wrote {len(ids)} de-identified cases to {path} in {time.perf_counter() - started:.1f} s",
           file=sys.stderr)
+    _audit_export(args, "conference_handout", Path(path), patients=len(ids), identified=False)
     return EXIT_OK
 
 
@@ -215,6 +342,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return EXIT_INVALID
     print(f"wrote the follow-up report to {out} (identified: for the patient's chart)", file=sys.stderr)
+    _audit_export(args, "follow_up_report", out, patient_id=args.patient_id, identified=True)
     return EXIT_OK
 
 
@@ -232,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("json", "table"), default="table")
     p.add_argument("--reference", default=None, help="reference-curve file (default: published)")
     p.set_defaults(run=cmd_assess)
+
+    p = commands.add_parser("assess-store", help="assess every stored patient, chunk by chunk (JSON)")
+    p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
+    p.add_argument("--as-of", type=_date, default=None)
+    p.add_argument("--chunk-patients", type=int, default=5000, help="patients per chunk (bounds memory)")
+    p.add_argument("--reference", default=None)
+    p.set_defaults(run=cmd_assess_store)
 
     p = commands.add_parser("demo", help="write a synthetic, non-identifying demo cohort")
     p.add_argument("out_dir")
@@ -254,6 +389,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
     p.add_argument("--user", default=None)
     p.set_defaults(run=cmd_import)
+
+    p = commands.add_parser("backup", help="online backup of the store to a new file (SQLite backup API / pg_dump)")
+    p.add_argument("out")
+    p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
+    p.add_argument("--user", default=None, help="who, for the audit log (default: the system account)")
+    p.set_defaults(run=cmd_backup)
+
+    p = commands.add_parser("restore", help="replace the store with a backup (the current store is kept first)")
+    p.add_argument("backup")
+    p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
+    p.add_argument("--user", default=None, help="who, for the audit log (default: the system account)")
+    p.add_argument("--safety-dir", default=None, help="where the copy of the current store goes (default: var/backups)")
+    p.set_defaults(run=cmd_restore)
+
+    p = commands.add_parser("hash-password", help="bcrypt hash of a password for the login configuration")
+    p.set_defaults(run=cmd_hash_password)
+
+    p = commands.add_parser("check-auth", help="check a login configuration as the app does outside demo mode")
+    p.add_argument("file", nargs="?", default=None, help="default: $SPINE_DASHBOARD_AUTH_FILE")
+    p.add_argument("--demo", action="store_true", help="check as in demo mode (demo secrets allowed)")
+    p.set_defaults(run=cmd_check_auth)
 
     db_help = "database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)"
     p = commands.add_parser("import-fhir", help="validate and store a FHIR R4 Bundle (docs/interoperability.md)")

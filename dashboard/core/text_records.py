@@ -45,3 +45,48 @@ def write_folder(records: Records, folder: Path) -> Path:
     for name, frame in to_text_frames(records).items():
         frame.to_csv(folder / name, index=False)
     return folder
+
+
+#: A cell starting with one of these is run as a formula by Excel, LibreOffice and Google Sheets
+#: (OWASP "CSV injection": e.g. =cmd|' /C calc'!A0, +HYPERLINK(…), @SUM(…), or after a tab or carriage return).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_PLAIN_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy safe to open in a spreadsheet: text cells that would start a formula get a leading apostrophe.
+
+    For every export people open in Excel (CSV, XLSX). Plain numbers such as -3 or +1.5 are left alone (they
+    cannot run anything), as are non-text columns; headers are neutralised too. Not for records folders meant
+    to be imported again, where the apostrophe would become part of the value.
+    """
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if not (pd.api.types.is_string_dtype(values) or values.dtype == object):
+            continue
+        text = values.astype("string")
+        starts = text.str.startswith(FORMULA_STARTS).fillna(False)
+        if not starts.any():  # the usual case: one vectorised pass, no copy
+            continue
+        risky = starts & ~text.str.match(_PLAIN_NUMBER).fillna(False)
+        if risky.any():
+            if values.dtype == object:
+                out[column] = values.where(~risky.to_numpy(), "'" + text[risky].astype(object))
+            else:
+                out[column] = text.mask(risky, "'" + text)
+    out.columns = [_neutral_header(c) for c in out.columns]
+    return out
+
+
+def _neutral_header(name: object) -> object:
+    text = str(name)
+    return f"'{text}" if text.startswith(FORMULA_STARTS) and not pd.Series([text]).str.match(_PLAIN_NUMBER)[0] \
+        else name
+
+
+def safe_csv(frame: pd.DataFrame) -> bytes:
+    """CSV bytes for people to open in a spreadsheet: formulas neutralised, every line break inside a value
+    quoted (CRLF line ends: Python's csv quotes a bare CR only when it is part of the line terminator), and a
+    UTF-8 byte-order mark so Excel reads accents right."""
+    return neutralise_formulas(frame).to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")

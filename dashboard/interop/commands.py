@@ -28,9 +28,11 @@ def print_report(report: ValidationReport) -> None:
 
 def _store(records: Records, args: argparse.Namespace, source: str, kind: str) -> int:
     from dashboard.store import get_engine, import_records  # noqa: PLC0415
+    from dashboard.store.audit import command_line_user, import_details, record  # noqa: PLC0415
 
-    result = import_records(get_engine(args.database), records, source_name=source, user=args.user,
-                            source_kind=kind)
+    engine = get_engine(args.database)
+    result = import_records(engine, records, source_name=source, user=args.user, source_kind=kind)
+    record(engine, command_line_user(args.user), "import", file=source, kind=kind, **import_details(result))
     print(f"imported {source}: {result.summary()}", file=sys.stderr)
     return EXIT_OK
 
@@ -50,14 +52,19 @@ def export_fhir(args: argparse.Namespace) -> int:
     """Write stored patients (all, or those named) as a FHIR R4 Bundle."""
     from dashboard.interop.fhir import write_bundle  # noqa: PLC0415
     from dashboard.store import get_engine, load_records  # noqa: PLC0415
+    from dashboard.store.audit import command_line_user, record  # noqa: PLC0415
 
-    records = load_records(get_engine(args.database))
+    engine = get_engine(args.database)
+    records = load_records(engine)
     try:
         path = write_bundle(records, args.out, args.patient or None, identified=args.identified)
     except KeyError as problem:
         print(f"{problem.args[0]}: nothing was written.", file=sys.stderr)
         return EXIT_INVALID
     count = len(args.patient) if args.patient else len(records.patients)
+    record(engine, command_line_user(getattr(args, "user", None)), "export", kind="fhir_bundle", format="json",
+           file=Path(path).name, patients=count, identified=bool(args.identified),
+           patient_ids=list(args.patient) if args.patient and len(args.patient) <= 1000 else None)
     what = "identified" if args.identified else "pseudonymous (no names, MRNs, notes or extra columns)"
     print(f"wrote {count} patient(s) to {path}, {what}", file=sys.stderr)
     return EXIT_OK

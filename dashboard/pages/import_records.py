@@ -5,8 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.interop.uploads import IMPORT_SOURCES, RECORDS_FILES, check_interop_uploads, interop_uploader
-from dashboard.store import import_history, import_records
+from dashboard.store import StoreImportError, import_history, import_records
+from dashboard.store.audit import import_details
 from dashboard.ui import data
+from dashboard.ui.auth import audit_event
 from dashboard.ui.uploads import MAX_UPLOAD_MB, UploadRejected, check_uploads
 
 st.title("Import records")
@@ -41,9 +43,17 @@ if uploads:
         counts = ", ".join(f"{len(frame)} {name}" for name, frame in checked.records.frames().items())
         st.info(f"Ready to import: {counts}.")
         if st.button("Import into the store", type="primary"):
-            result = import_records(data.engine(), checked.records, source_name=checked.source_name,
-                                    user=st.session_state.get("user_name"),
-                                    source_kind=getattr(checked, "source_kind", None))
+            try:
+                result = import_records(data.engine(), checked.records, source_name=checked.source_name,
+                                        user=st.session_state.get("user_name"),
+                                        source_kind=getattr(checked, "source_kind", None))
+            except StoreImportError as problem:  # value-free message; nothing was stored
+                audit_event("import", file=checked.source_name, kind=getattr(checked, "source_kind", None),
+                            status="failed", error=type(problem).__name__)
+                st.error(f"Nothing was stored: {problem}.")
+                st.stop()
+            audit_event("import", file=checked.source_name, kind=getattr(checked, "source_kind", None),
+                        **import_details(result))
             data.clear_caches()
             st.success(f"Imported ({result.summary()}).")
 

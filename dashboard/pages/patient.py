@@ -12,6 +12,7 @@ from dashboard.reports.follow_up import report_for
 from dashboard.theme import STATUS_LABELS
 from dashboard.ui import auth as ui_auth
 from dashboard.ui import data
+from dashboard.ui.auth import audit_patient_view
 from dashboard.ui.widgets import checklist_panel, urgency_badge
 
 cohort = data.cohort()
@@ -25,6 +26,7 @@ patient_id = st.selectbox("Patient", ids, index=ids.index(current) if current in
                           help="Sorted by the most urgent prompt")
 st.session_state["patient_id"] = patient_id
 st.query_params["patient"] = patient_id  # a link to this page opens this patient
+audit_patient_view(patient_id)  # before anything of the record is shown; stops if it cannot be logged
 view = patient_view(assessment, patient_id, cohort.exam_index.exams(patient_id))
 prompts = data.prompts_with_decisions(assessment)
 prompts = prompts[prompts["patient_id"] == patient_id].reset_index(drop=True)

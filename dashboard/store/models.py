@@ -195,3 +195,34 @@ RECORD_TABLES = {
     "strength": StrengthExam.__table__,
     "visits": Visit.__table__,
 }
+
+
+#: What the audit log records (issue 8). The database refuses any other action.
+AUDIT_ACTIONS: tuple[str, ...] = ("login", "logout", "login_failed", "patient_view", "import", "decision", "export",
+                                  "backup", "restore")
+
+
+class AuditEntry(Base):
+    """Who did what, when. Append-only: triggers refuse UPDATE and DELETE (migration 0002).
+
+    Holds user names, actions, patient ids, file names and counts, never names, MRNs, notes or other values
+    (dashboard.store.audit enforces it). No foreign key to patients: an entry must outlive any change to the
+    records, and a failed import may name a patient the store never had.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        CheckConstraint("action IN ('login', 'logout', 'login_failed', 'patient_view', 'import', 'decision', "
+                        "'export', 'backup', 'restore')", name="action"),
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_user_at", "user_name", "at"),
+        Index("ix_audit_log_patient_at", "patient_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    user_name: Mapped[str]
+    role: Mapped[str | None]
+    action: Mapped[str]
+    patient_id: Mapped[str | None]
+    details: Mapped[dict[str, Any] | None]

@@ -1,19 +1,300 @@
-"""Who is using the app and in which role. Placeholder until login lands (issue 8): everyone is a surgeon.
+"""Who is using the app and in which role: sign-in before any page, sign-out, and the audit of both.
+
+dashboard/app.py calls `require_login()` before `st.navigation`, so no page (and no patient data) runs before
+a successful sign-in; pages read the user through `current_user()` and `current_role()`.
 
 Roles: surgeon (everything, records decisions), conference (de-identified views only), admin (imports,
-users, audit).
+users, audit). The users, their bcrypt password hashes and roles come from the login configuration
+(dashboard.access); passwords are checked by streamlit-authenticator (bcrypt). An optional re-login cookie
+holds its token format (a JWT of user name and expiry, signed with the configuration's cookie key), so a
+new tab or a reload within `cookie.expiry_days` does not ask again; signing out deletes it.
+
+Session keys: `user_name` (the login name, as recorded in the audit log), `role`, `display_name`. Tests can
+sign in by setting `user_name` and `role` of a configured user before `AppTest.run()`, or fill the form
+(`login_username`, `login_password`, button "Sign in").
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
 import streamlit as st
+from extra_streamlit_components.CookieManager import _component_func as _cookie_component
+from streamlit_authenticator.controllers import AuthenticationController
+from streamlit_authenticator.utilities import LoginError
 
-ROLES = ("surgeon", "conference", "admin")
+from dashboard.access import (
+    DEMO_AUTH_FILE,
+    DEMO_PASSWORDS,
+    ROLES,
+    UNKNOWN_USER_HASH,
+    AuthConfig,
+    AuthConfigError,
+    User,
+    auth_file,
+    check_password,
+    cookie_token,
+    cookie_user,
+    demo_mode,
+    load_auth_config,
+)
+from dashboard.store import audit
+from dashboard.ui import data
+
+__all__ = ["ROLES", "audit_event", "audit_export", "audit_patient_view", "current_role", "current_user",
+           "require_login", "require_role"]
+
+log = logging.getLogger(__name__)
+
+#: Failed sign-ins of one user within the window after which even the right password is refused.
+LOCKOUT_FAILURES = 5
+LOCKOUT_WINDOW = timedelta(minutes=15)
+#: Viewing the same patient again within this time is one access, not a new audit entry per rerun.
+PATIENT_VIEW_REPEAT = timedelta(minutes=15)
+#: streamlit-authenticator's own session keys, cleared on sign-out.
+LIBRARY_KEYS = ("authentication_status", "username", "name", "roles", "email")
 
 
-def current_role() -> str:
-    return st.session_state.get("role", "surgeon")
+def current_role() -> str | None:
+    return st.session_state.get("role")
 
 
 def current_user() -> str | None:
     return st.session_state.get("user_name")
+
+
+# ------------------------------------------------------------------------------------------- sign-in
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load(path: str, modified: float, demo: bool) -> AuthConfig:
+    """Checked once per file version (the demo-secret check costs a few bcrypt rounds)."""
+    return load_auth_config(path, demo=demo)
+
+
+def auth_config() -> AuthConfig:
+    """The login configuration in force; AuthConfigError when the app must not start."""
+    demo = demo_mode()
+    path = auth_file(demo)
+    try:
+        modified = path.stat().st_mtime
+    except OSError:
+        modified = -1.0
+    return _load(str(path), modified, demo)
+
+
+def require_login() -> str:
+    """The signed-in user's role; otherwise the sign-in form (or why the app cannot start), then stop."""
+    try:
+        config = auth_config()
+    except AuthConfigError as problem:
+        _refuse(problem)
+    if st.session_state.pop("_signing_out", False):
+        _end_session()
+        st.session_state["logout"] = True  # no cookie re-login in this session
+        st.session_state["_cookie_pending"] = ("delete", None, None)
+    user, role = current_user(), current_role()
+    if user is not None or role is not None:
+        known = config.users.get(user or "")
+        if known is not None and known.role == role:
+            _signed_in_sidebar(config, known)
+            return known.role
+        _end_session()  # removed from the configuration or given another role: sign in again
+    returning = _cookie_login(config)
+    if returning is not None:  # no rerun: this run goes on to the page the link asked for
+        _signed_in_sidebar(config, returning)
+        return returning.role
+    _login_page(config)
+
+
+def require_role(*roles: str) -> None:
+    """A page's own check (defence in depth: app.py already shows each role only its pages)."""
+    if current_role() not in roles:
+        st.error("This page is not available in your role.")
+        st.stop()
+
+
+def _only_page(render: Callable[[], None], title: str, url_path: str) -> NoReturn:
+    """Run `render` as the app's one and only page, then stop.
+
+    Registering it through st.navigation (rather than drawing it and stopping) means no other page exists
+    for the session until sign-in — a link to /patient cannot open it — and it switches off Streamlit's
+    legacy pages/ mode (see dashboard/_entry_guard.py).
+    """
+    st.navigation([st.Page(render, title=title, icon=":material/lock:", url_path=url_path)], position="hidden").run()
+    st.stop()
+
+
+def _refuse(problem: AuthConfigError) -> NoReturn:
+    print(f"Spine Recovery Dashboard refuses to start: {problem}", file=sys.stderr)
+
+    def cannot_start() -> None:
+        st.title("Spine Recovery Dashboard")
+        st.error(f"**The dashboard cannot start.** {problem}", icon=":material/lock:")
+
+    _only_page(cannot_start, "Cannot start", "cannot-start")
+
+
+def _controller(config: AuthConfig) -> AuthenticationController:
+    """streamlit-authenticator's credential checks (bcrypt) over our checked configuration.
+
+    The controller, not the Authenticate widget: the widget also renders a cookie-reading component on every
+    run, whose answer reruns the script and can cut short the component that sets or deletes our cookie.
+    """
+    return AuthenticationController(config.credentials(), None, False, None, None, config.cookie_key, None)
+
+
+def _login_page(config: AuthConfig) -> NoReturn:
+    _only_page(lambda: _login_form(config), "Sign in", "sign-in")
+
+
+def _login_form(config: AuthConfig) -> None:
+    _pending_cookie()
+    st.title("Spine Recovery Dashboard")
+    if config.demo and config.path.resolve() == DEMO_AUTH_FILE.resolve():
+        st.info("Demo mode (synthetic patients). Sign in as " + ", ".join(
+            f"**{user}** / `{password}`" for user, password in DEMO_PASSWORDS.items()) + ".")
+    with st.form("login", clear_on_submit=True):
+        st.subheader("Sign in")
+        username = st.text_input("User name", key="login_username", autocomplete="username")
+        password = st.text_input("Password", type="password", key="login_password",
+                                 autocomplete="current-password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        _attempt(config, username, password)
+
+
+def _attempt(config: AuthConfig, username: str, password: str) -> None:
+    login = (username or "").strip().lower()
+    if not login or not password:
+        st.error("Enter your user name and password.")
+        return
+    user = config.users.get(login)
+    engine = data.engine()
+    if user is not None and audit.recent_failures(engine, login, LOCKOUT_WINDOW) >= LOCKOUT_FAILURES:
+        audit.record(engine, login, "login_failed", role=user.role, status="locked", known_user=True)
+        st.error(f"Too many failed sign-ins for this user: try again in {LOCKOUT_WINDOW.seconds // 60} minutes, or "
+                 "ask an admin.")
+        return
+    try:
+        accepted = bool(_controller(config).login(login, password))  # bcrypt, by streamlit-authenticator
+    except LoginError:
+        accepted = False
+    if user is None:
+        check_password(password, UNKNOWN_USER_HASH)  # the same time as for a known user: no user enumeration
+    if accepted and user is not None:
+        st.session_state["logout"] = False
+        _start_session(user, "password")
+        if config.cookie_expiry_days > 0:
+            st.session_state["_cookie_pending"] = ("set", *cookie_token(config, user.username))
+        st.rerun()
+    # An unknown name is not stored: it may be a password typed into the wrong field.
+    audit.record(engine, login if user else audit.UNKNOWN_USER, "login_failed", role=user.role if user else None,
+                 known_user=user is not None)
+    st.error("User name or password is incorrect.")
+
+
+def _start_session(user: User, method: str) -> None:
+    audit.record(data.engine(), user.username, "login", role=user.role, method=method)
+    st.session_state["user_name"] = user.username
+    st.session_state["role"] = user.role
+    st.session_state["display_name"] = user.name
+
+
+def _signed_in_sidebar(config: AuthConfig, user: User) -> None:
+    with st.sidebar:
+        _pending_cookie()
+        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out)
+
+
+# --------------------------------------------------------------------------------------- re-login cookie
+def _cookie_login(config: AuthConfig) -> User | None:
+    """A valid re-login cookie (signed with the cookie key, not expired, of a configured user) signs in."""
+    if config.cookie_expiry_days <= 0 or st.session_state.get("logout"):
+        return None
+    user = cookie_user(config, dict(st.context.cookies).get(config.cookie_name))
+    if user is not None:
+        _start_session(user, "cookie")
+    return user
+
+
+def _pending_cookie() -> None:
+    """Set or delete the re-login cookie in the browser, run after run until the browser confirms it.
+
+    The same arguments every run keep the one component instance alive; it answers True once done.
+    """
+    pending = st.session_state.get("_cookie_pending")
+    if not pending:
+        return
+    action, token, expires = pending
+    config = auth_config()
+    if action == "set":
+        done = _cookie_component(method="set", cookie=config.cookie_name, value=token, key="login_cookie_set",
+                                 options={"path": "/", "expires": expires, "sameSite": "strict"}, default=False)
+    else:
+        done = _cookie_component(method="delete", cookie=config.cookie_name, key="login_cookie_delete",
+                                 default=False)
+    if done:
+        st.session_state.pop("_cookie_pending", None)
+
+
+def _sign_out() -> None:
+    """Button callback: audit; the session is forgotten at the start of the next run (widget state cannot be
+    deleted from inside a widget's own callback) and the re-login cookie deleted."""
+    user, role = current_user(), current_role()
+    try:
+        audit.record(data.engine(), user, "logout", role=role)
+    except Exception as problem:  # signing out must work even when the log cannot be written
+        log.warning("could not record a sign-out in the audit log (%s)", type(problem).__name__)
+    st.session_state["_signing_out"] = True
+
+
+def _end_session() -> None:
+    """Forget everything the session knew, including the patient it showed last."""
+    for key in list(st.session_state.keys()):
+        if key not in ("logout", "_cookie_pending"):
+            del st.session_state[key]
+    for key in LIBRARY_KEYS:
+        st.session_state[key] = None
+
+
+# ------------------------------------------------------------------------------------------------ audit
+def audit_event(action: str, *, patient_id: str | None = None, **details: Any) -> int:
+    """Record an action of the signed-in user (see dashboard.store.audit.record for what details may say)."""
+    return audit.record(data.engine(), current_user(), action, role=current_role(), patient_id=patient_id,
+                        **details)
+
+
+def audit_patient_view(patient_id: str) -> None:
+    """Record that the signed-in user opened a patient's record; stop the page if that cannot be recorded.
+
+    Once per patient and session (again after PATIENT_VIEW_REPEAT): a page reruns on every click.
+    """
+    now = datetime.now(UTC)
+    last = st.session_state.get("_audited_view")
+    if last is not None and last[0] == patient_id and now - last[1] < PATIENT_VIEW_REPEAT:
+        return
+    try:
+        audit_event("patient_view", patient_id=patient_id)
+    except Exception as problem:
+        log.warning("could not record a patient view (%s)", type(problem).__name__)
+        st.error("This record is not shown: the access could not be written to the audit log. Please try again, "
+                 "or tell an admin.")
+        st.stop()
+    st.session_state["_audited_view"] = (patient_id, now)
+
+
+def audit_export(kind: str, format: str, *, patient_id: str | None = None, patients: int | None = None,
+                 rows: int | None = None, file: str | None = None) -> None:
+    """For downloads: `st.download_button(..., on_click=audit_export, args=("handout", "pdf"), kwargs={...})`.
+
+    Never raises: a failed entry is logged (without values) rather than breaking the download.
+    """
+    try:
+        audit_event("export", patient_id=patient_id, kind=kind, format=format, patients=patients, rows=rows,
+                    file=file)
+    except Exception as problem:
+        log.warning("could not record an export in the audit log (%s)", type(problem).__name__)

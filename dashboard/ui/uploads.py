@@ -6,10 +6,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboard.core.limits import MAX_UPLOAD_MB
 from dashboard.core.records import Records, ValidationReport, validate
 from dashboard.core.schema import FILES
-
-MAX_UPLOAD_MB = 200
 
 
 class UploadRejected(ValueError):

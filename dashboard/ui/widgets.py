@@ -11,6 +11,7 @@ from dashboard.core.decision_state import DECISION_LABELS
 from dashboard.store import record_decision
 from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, URGENCY_COLOURS, URGENCY_ICONS, URGENCY_LABELS
 from dashboard.ui import data
+from dashboard.ui.auth import audit_event
 
 BADGE_STYLE = ("display:inline-block;padding:2px 10px;border-radius:12px;color:white;font-weight:600;"
                "font-size:0.9rem;background:{colour}")
@@ -75,10 +76,14 @@ def _decision_form(prompt, clinician: str | None, key_prefix: str) -> None:
         who = columns[2].text_input("Clinician", value=clinician or "", key=f"who-{key}")
         if st.form_submit_button("Record decision", type="primary"):
             try:
-                record_decision(data.engine(), patient_id=prompt.patient_id, rule_id=prompt.rule_id,
-                                evidence_hash=prompt.evidence_hash, decision=choice, reason=reason, clinician=who)
+                decision_id = record_decision(data.engine(), patient_id=prompt.patient_id, rule_id=prompt.rule_id,
+                                              evidence_hash=prompt.evidence_hash, decision=choice, reason=reason,
+                                              clinician=who)
             except ValueError as problem:
                 st.error(str(problem))
             else:
+                # The signed-in user, whoever is named as clinician; the code, never the free-text reason.
+                audit_event("decision", patient_id=prompt.patient_id, rule_id=prompt.rule_id, decision=choice,
+                            decision_id=decision_id)
                 st.toast(f"Recorded: {DECISION_LABELS[choice]}")
                 st.rerun()
