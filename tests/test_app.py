@@ -39,6 +39,7 @@ def store_url(tmp_path_factory):
 
 
 def app(page: str | None = None, **state) -> AppTest:
+    state = {"user_name": "surgeon", "role": "surgeon", **state}  # signed in as the demo surgeon (issue 8)
     at = AppTest.from_file(APP, default_timeout=120)
     for key, value in state.items():
         at.session_state[key] = value

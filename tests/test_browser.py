@@ -76,8 +76,23 @@ def app_url(tmp_path_factory):
     server.wait(timeout=20)
 
 
+def _sign_in(page, url: str) -> None:
+    """Sign in as the demo surgeon; the re-login cookie then opens any page a link asks for (issue 8)."""
+    page.goto(url, timeout=90_000)
+    page.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+    page.get_by_role("textbox", name="User name").fill("surgeon")
+    page.get_by_role("textbox", name="Password").fill("surgeon-demo")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as").wait_for(timeout=90_000)
+    deadline = time.monotonic() + 90
+    while "spine_dashboard_demo" not in {c["name"] for c in page.context.cookies()}:
+        assert time.monotonic() < deadline, "the re-login cookie was not set"
+        page.wait_for_timeout(200)
+
+
 def _open(browser, url: str, path: str = ""):
     page = browser.new_page(viewport={"width": 1600, "height": 1100})
+    _sign_in(page, url)
     page.goto(f"{url}/{path}", timeout=90_000)
     page.wait_for_selector('[data-testid="stApp"]', timeout=90_000)
     return page

@@ -26,7 +26,7 @@ def demo_store(tmp_path, monkeypatch):
                                                   ("REDCap export", "REDCap export and mapping")])
 def test_import_page_switches_to_fhir_and_redcap_uploads(demo_store, source: str, uploader: str):
     at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["user_name"] = "admin.test"  # a signed-in session, as the sign-in form leaves it
+    at.session_state["user_name"] = "admin"  # the demo admin, signed in as the sign-in form leaves it
     at.session_state["role"] = "admin"
     at.run()
     at.switch_page("pages/import_records.py").run()
