@@ -270,3 +270,10 @@ def test_postgresql_backup_without_pg_dump_says_so(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(backup_module.glob, "glob", lambda _pattern: [])
     with pytest.raises(BackupError, match="need pg_dump .*apt-get install postgresql-client"):
         backup_module._pg_program("pg_dump")
+
+
+def test_postgresql_tool_errors_are_reported_without_row_values() -> None:
+    stderr = (b'psql:<stdin>:40: ERROR:  invalid input syntax for type integer: "Ann Example"\n'
+              b'CONTEXT:  COPY patients, line 1, column birth_year: "Ann Example"\n'
+              b"DETAIL:  Key (mrn)=(MRN0000001) already exists.\n")
+    assert backup_module._value_free(stderr) == 'psql:<stdin>:40: ERROR:  invalid input syntax for type integer: "…"'

@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -231,10 +232,17 @@ def _pg_schema(url: str) -> str:
 def _run(command: list[str], env: dict[str, str], what: str, stdin: bytes | None = None) -> bytes:
     result = subprocess.run(command, env=env, input=stdin, capture_output=True, check=False)
     if result.returncode != 0:
-        # pg_* messages name objects and options, not row values (COPY data is not echoed).
-        message = result.stderr.decode(errors="replace").strip().splitlines()
-        raise BackupError(f"{what} failed: {' '.join(message[-3:]) or f'exit status {result.returncode}'}")
+        raise BackupError(f"{what} failed: {_value_free(result.stderr) or f'exit status {result.returncode}'}")
     return result.stdout
+
+
+def _value_free(stderr: bytes) -> str:
+    """The PostgreSQL tools' error lines without row data: psql's CONTEXT/DETAIL lines can quote a COPY line
+    (names, notes), and quoted values in an ERROR line are replaced."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()]
+    kept = [re.sub(r'"[^"]*"', '"…"', line) for line in lines
+            if line and not line.startswith(("CONTEXT:", "DETAIL:", "HINT:", "LINE ", "^"))]
+    return " ".join(kept[-3:])[:500]
 
 
 def _pg_backup(url: str, out: Path) -> None:

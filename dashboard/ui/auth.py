@@ -17,6 +17,7 @@ sign in by setting `user_name` and `role` of a configured user before `AppTest.r
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -94,7 +95,7 @@ def require_login() -> str:
     if st.session_state.pop("_signing_out", False):
         _end_session()
         st.session_state["logout"] = True  # no cookie re-login in this session
-        st.session_state["_cookie_pending"] = ("delete", None, None)
+        st.session_state["_cookie_pending"] = ("delete", None, None, secrets.token_hex(4))
     user, role = current_user(), current_role()
     if user is not None or role is not None:
         known = config.users.get(user or "")
@@ -188,7 +189,7 @@ def _attempt(config: AuthConfig, username: str, password: str) -> None:
         st.session_state["logout"] = False
         _start_session(user, "password")
         if config.cookie_expiry_days > 0:
-            st.session_state["_cookie_pending"] = ("set", *cookie_token(config, user.username))
+            st.session_state["_cookie_pending"] = ("set", *cookie_token(config, user.username), secrets.token_hex(4))
         st.rerun()
     # An unknown name is not stored: it may be a password typed into the wrong field.
     audit.record(engine, login if user else audit.UNKNOWN_USER, "login_failed", role=user.role if user else None,
@@ -224,18 +225,19 @@ def _cookie_login(config: AuthConfig) -> User | None:
 def _pending_cookie() -> None:
     """Set or delete the re-login cookie in the browser, run after run until the browser confirms it.
 
-    The same arguments every run keep the one component instance alive; it answers True once done.
+    The same arguments every run keep the one component instance alive; it answers True once done. A fresh
+    key per action (the nonce) keeps an earlier sign-in's answer from counting for this one.
     """
     pending = st.session_state.get("_cookie_pending")
     if not pending:
         return
-    action, token, expires = pending
+    action, token, expires, nonce = pending
     config = auth_config()
     if action == "set":
-        done = _cookie_component(method="set", cookie=config.cookie_name, value=token, key="login_cookie_set",
+        done = _cookie_component(method="set", cookie=config.cookie_name, value=token, key=f"login_cookie_set_{nonce}",
                                  options={"path": "/", "expires": expires, "sameSite": "strict"}, default=False)
     else:
-        done = _cookie_component(method="delete", cookie=config.cookie_name, key="login_cookie_delete",
+        done = _cookie_component(method="delete", cookie=config.cookie_name, key=f"login_cookie_delete_{nonce}",
                                  default=False)
     if done:
         st.session_state.pop("_cookie_pending", None)
