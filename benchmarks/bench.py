@@ -77,13 +77,12 @@ def step(name: str, folder: Path, repeat: int, url: str | None) -> dict:
 def _page_reruns(url: str, repeat: int) -> list[float]:
     """Patient-page reruns on a stored cohort, switching patient each time (the cohort is cached)."""
     os.environ["SPINE_DASHBOARD_DB_URL"] = url
-    os.environ["SPINE_DASHBOARD_MODE"] = "clinic-benchmark"
+    os.environ["SPINE_DASHBOARD_MODE"] = "demo"  # the store is not empty, so nothing is seeded
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
     at.session_state["role"] = "surgeon"
-    at.session_state["user_name"] = "benchmark"
-    at.session_state["authentication_status"] = True
+    at.session_state["user_name"] = "surgeon"  # the demo surgeon, as the sign-in form leaves the session
     at.run()
     at.switch_page("pages/patient.py").run()  # loads and assesses the cohort once (cached)
     ids = at.selectbox[0].options[: max(repeat, 10)]
