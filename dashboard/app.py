@@ -45,7 +45,8 @@ def pages_for(role: str) -> dict[str, list[st.Page]]:
 
 role = require_login()  # the sign-in form until a user is signed in: no page runs before
 navigation = st.navigation(pages_for(role))
-sidebar_settings()
+if navigation.url_path != "conference":  # a calendar day beside "week N" would date a projected case
+    sidebar_settings()
 st.sidebar.caption("Decision support only: the clinician decides. Suggestions name their rule, evidence and "
                    "source.")
 navigation.run()

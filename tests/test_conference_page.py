@@ -146,6 +146,7 @@ def test_hand_picked_list_in_the_order_given_hides_the_ids(store_url):
 def test_conference_role_has_no_hand_picking(store_url):
     at = conference(user="conference", role="conference")
     assert at.radio(key="conference_mode").options == ["Filter"]
+    assert len(at.date_input) == 0  # no calendar day on a projected screen
     assert "Case 1 of" in current_case(at)
     assert_deidentified(shown_text(at))
 
