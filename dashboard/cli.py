@@ -46,17 +46,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_assess(args: argparse.Namespace) -> int:
-    from dashboard.core.assessment import assess, to_json_dict
+def _reference(path: str | None):
+    """The reference-curve file to assess with (published by default); None after printing why not."""
     from dashboard.core.curves import ReferenceError, load_reference
 
-    records = _load_valid(args.records)
-    if records is None:
-        return EXIT_INVALID
     try:
-        reference = load_reference(args.reference)
+        return load_reference(path)
     except ReferenceError as problem:
         print(problem, file=sys.stderr)
+        return None
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    from dashboard.core.assessment import assess, to_json_dict
+
+    records = _load_valid(args.records)
+    reference = _reference(args.reference) if records is not None else None
+    if records is None or reference is None:
         return EXIT_INVALID
     result = assess(records, as_of=args.as_of or date.today(), reference=reference)
     if args.format == "json":
@@ -248,13 +254,10 @@ def cmd_serve_cds(args: argparse.Namespace) -> int:
 
 def cmd_assess_store(args: argparse.Namespace) -> int:
     from dashboard.batch import assess_store
-    from dashboard.core.curves import ReferenceError, load_reference
     from dashboard.store import get_engine
 
-    try:
-        reference = load_reference(args.reference)
-    except ReferenceError as problem:
-        print(problem, file=sys.stderr)
+    reference = _reference(args.reference)
+    if reference is None:
         return EXIT_INVALID
     count = assess_store(get_engine(args.database), sys.stdout, as_of=args.as_of or date.today(),
                          chunk_patients=args.chunk_patients, reference=reference)
