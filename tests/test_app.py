@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from app_fixtures import run_app
 from streamlit.testing.v1 import AppTest
 
 from dashboard.store import decision_history, get_engine, load_records
@@ -39,15 +40,8 @@ def store_url(tmp_path_factory):
 
 
 def app(page: str | None = None, **state) -> AppTest:
-    state = {"user_name": "surgeon", "role": "surgeon", **state}  # signed in as the demo surgeon (issue 8)
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+    """The app signed in as the demo surgeon (issue 8)."""
+    return run_app(page, user="surgeon", role="surgeon", **state)
 
 
 def texts(at: AppTest) -> str:
