@@ -119,11 +119,12 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     if size == 0:
         return pd.DataFrame()
     content = path.read_bytes()
-    _check_text(path.name, content)
-    try:
+    _check_not_text(path.name, content)
+    try:  # the parser checks UTF-8 itself; the slower check below only runs to explain a failure
         frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow",
                             encoding="utf-8")
     except Exception as problem:  # pyarrow/pandas parse errors: a message naming the file, not a traceback
+        _check_utf8(path.name, content)
         raise RecordsFileError(path.name, _csv_problem(content, problem)) from None
     return _normalise_headers(frame)
 
@@ -149,8 +150,8 @@ def _check_size(name: str, size: int) -> None:
                                      f"(setting {limits.MAX_UPLOAD_MB_ENV})")
 
 
-def _check_text(name: str, content: bytes) -> None:
-    """Records files are UTF-8 text: say which encoding problem a file has, and where, before parsing."""
+def _check_not_text(name: str, content: bytes) -> None:
+    """Say what a file is when it is plainly not UTF-8 text (wide Unicode, a zip, binary), before parsing."""
     for bom, encoding in _WIDE_BOMS.items():
         if content.startswith(bom):
             raise RecordsFileError(name, f"is {encoding} text, not UTF-8: {SAVE_AS_UTF8}")
@@ -160,6 +161,10 @@ def _check_text(name: str, content: bytes) -> None:
         line = content.count(b"\n", 0, content.index(b"\x00")) + 1
         raise RecordsFileError(name, f"is not a text file (a NUL byte on line {line}: binary data, or UTF-16 text "
                                      f"without a byte-order mark?): {SAVE_AS_UTF8}")
+
+
+def _check_utf8(name: str, content: bytes) -> None:
+    """Where a file is not UTF-8: the line and byte, so that the user can find it."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     view, step = memoryview(content), 1 << 22
     for start in range(0, len(content), step):  # in slices: no second copy of a large file in memory
@@ -260,41 +265,85 @@ def _shown_value(value) -> object:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
-def _row_keys(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """One int64 per row identifying its natural key, so duplicate checks hash integers, not strings."""
-    key = np.zeros(len(frame), dtype=np.int64)
-    for column in columns:
-        values = frame[column]
-        if values.dtype.kind == "M":  # dates: days since 1970, +1 so that missing (NaT) is 0
-            days = values.to_numpy(dtype="datetime64[D]").astype(np.int64)
-            codes, size = np.where(values.isna().to_numpy(), -1, days - days.min(initial=0)), 400_000
-        else:
-            codes, uniques = factorize(values)
-            size = len(uniques)
-        key = key * (size + 1) + (codes + 1)
-    return key
-
-
-def _lines(index: pd.Index) -> np.ndarray:
+def _lines(positions: np.ndarray | pd.Index) -> np.ndarray:
     """Line numbers in the file: the header is line 1, the first record line 2."""
-    return np.asarray(index) + 2
+    return np.asarray(positions) + 2
 
 
-def _via_uniques(raw: pd.Series, parse: Callable[[pd.Series], pd.Series]) -> tuple[pd.Series, np.ndarray]:
-    """Trim and parse the distinct values only (a cohort has few distinct dates and codes).
+@dataclass
+class _Parsed:
+    """One column parsed through its distinct values: a cohort has few distinct dates, codes and grades.
 
-    Returns the parsed values and where the cell is missing (blank or only spaces).
+    `codes` gives each row's position in `uniques` (the distinct parsed values, equal values once), -1 where
+    the cell is missing or does not parse; `missing` marks blank cells and `bad` cells that do not parse.
     """
-    codes, uniques = factorize(raw)
-    cleaned = _clean(uniques)
-    parsed = parse(cleaned) if len(uniques) else parse(raw.astype("string"))
-    if not len(uniques):
-        return parsed, np.ones(len(raw), dtype=bool)
-    result = parsed.take(np.where(codes >= 0, codes, 0)).reset_index(drop=True)
-    missing = (codes < 0) | cleaned.isna().to_numpy()[np.where(codes >= 0, codes, 0)]
-    result[missing] = pd.NA if parsed.dtype.kind not in "fM" else np.nan
-    result.index = raw.index
-    return result, missing
+
+    values: pd.Series
+    codes: np.ndarray
+    uniques: pd.Series
+    missing: np.ndarray
+    bad: np.ndarray
+
+    def rows_where(self, unique_mask: np.ndarray) -> np.ndarray:
+        """Rows whose value is one of the distinct values selected by `unique_mask`."""
+        if not len(unique_mask):
+            return np.zeros(len(self.codes), dtype=bool)
+        return (self.codes >= 0) & np.asarray(unique_mask, dtype=bool)[np.maximum(self.codes, 0)]
+
+
+def _parse_column(raw: pd.Series, kind: str) -> _Parsed:
+    """Trim and parse the distinct values only, then spread them back to the rows by integer codes."""
+    raw_codes, raw_uniques = factorize(raw)
+    cleaned = _clean(raw_uniques)
+    parsed = cleaned if kind in ("text", "code") else PARSERS[kind](cleaned)
+    blank = cleaned.isna().to_numpy()
+    # Dates are numbered in time order, so a file sorted by patient and date gives increasing keys.
+    canonical, uniques = pd.factorize(parsed.reset_index(drop=True), sort=kind == "date", use_na_sentinel=True)
+    codes = np.where(raw_codes >= 0, canonical[np.maximum(raw_codes, 0)] if len(canonical) else -1, -1)
+    missing = (raw_codes < 0) | (blank[np.maximum(raw_codes, 0)] if len(blank) else True)
+    uniques = pd.Series(uniques, dtype=parsed.dtype)
+    if kind in ("text", "code") and not blank.any() and cleaned.equals(raw_uniques.astype("string")):
+        values = raw.astype("string")  # nothing to trim: the column as read, no copy
+    else:
+        values = pd.Series(pd.api.extensions.take(uniques.array, codes, allow_fill=True), dtype=parsed.dtype)
+    values.index = raw.index
+    return _Parsed(values, codes.astype(np.int64), uniques, missing, ~missing & (codes < 0))
+
+
+def _absent(kind: str, index: pd.Index) -> _Parsed:
+    """A column the file does not have: missing everywhere, typed like a present one."""
+    text = pd.Series(pd.NA, index=index, dtype="string")
+    values = text if kind in ("text", "code") else PARSERS[kind](text)
+    none = np.zeros(len(index), dtype=bool)
+    return _Parsed(values, np.full(len(index), -1, dtype=np.int64), values.iloc[:0], ~none, none)
+
+
+def _key(columns: list[_Parsed]) -> np.ndarray:
+    """One int64 per row for a natural key over parsed columns (-1 where any part is missing)."""
+    n = len(columns[0].codes)
+    key, complete = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
+    for column in columns:
+        size = max(len(column.uniques), 1)
+        if n and int(key.max()) >= (2**62) // size:  # keep the combined key inside int64
+            key = pd.factorize(key)[0].astype(np.int64)
+        key = key * size + np.maximum(column.codes, 0)
+        complete &= column.codes >= 0
+    return np.where(complete, key, -1)
+
+
+def _repeats(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose complete key repeats an earlier row's, and the first row with that key.
+
+    A stable sort, not a hash: records files are mostly in key order already, which the sort runs through.
+    """
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    same = (ordered[1:] == ordered[:-1]) & (ordered[1:] >= 0)
+    if not same.any():
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+    run_start = np.maximum.accumulate(np.where(np.concatenate(([True], ~same)), np.arange(len(key)), 0))
+    later = np.flatnonzero(np.concatenate(([False], same)))
+    return order[later], order[run_start[later]]
 
 
 def _parse_date(raw: pd.Series) -> pd.Series:
@@ -337,43 +386,41 @@ PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
 }
 
 
-def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector) -> pd.DataFrame:
-    """Type every column of one file; report values that do not parse and required values missing."""
-    typed = pd.DataFrame(index=raw.index)
+def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
+                schema: pandera.DataFrameSchema) -> tuple[pd.DataFrame, dict[str, _Parsed]]:
+    """Type every column of one file; report values that do not parse, required values missing, and
+    values outside their code list or range (pandera, run on the distinct values)."""
+    parsed: dict[str, _Parsed] = {}
     for column in spec.columns:
         if column.name not in raw.columns:
-            absent = pd.Series(pd.NA, index=raw.index, dtype="string")
-            typed[column.name] = absent if column.kind in ("text", "code") else PARSERS[column.kind](absent)
+            parsed[column.name] = _absent(column.kind, raw.index)
             continue
-        text = raw[column.name]
-        if column.kind == "text":
-            typed[column.name] = _clean(text)
-            missing = typed[column.name].isna().to_numpy()
-        else:
-            parsed, missing = _via_uniques(text, PARSERS[column.kind])
-            bad = ~missing & parsed.isna().to_numpy()
-            out.add("error", label, _lines(raw.index[bad]), column.name, text[bad].to_numpy(),
+        one = parsed[column.name] = _parse_column(raw[column.name], column.kind)
+        if one.bad.any():
+            out.add("error", label, _lines(np.flatnonzero(one.bad)), column.name, raw[column.name][one.bad].to_numpy(),
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
-            typed[column.name] = parsed
-        if column.required:
-            out.add("error", label, _lines(raw.index[missing]), column.name, None, "is missing (required)")
-    extras = [c for c in raw.columns if c not in {col.name for col in spec.columns}]
-    for name in extras:
-        typed[name] = _clean(raw[name])
-    return typed
+        if column.required and one.missing.any():
+            out.add("error", label, _lines(np.flatnonzero(one.missing)), column.name, None, "is missing (required)")
+        if column.name in schema.columns:
+            _check_values(raw[column.name], one, label, schema.columns[column.name], out)
+    for name in (c for c in raw.columns if c not in {col.name for col in spec.columns}):
+        parsed[name] = _parse_column(raw[name], "text")  # extra columns: kept as trimmed text
+    typed = pd.DataFrame({name: column.values for name, column in parsed.items()}, index=raw.index)
+    return typed, parsed
 
 
-def _check_values(raw: pd.DataFrame, typed: pd.DataFrame, label: str, schema: pandera.DataFrameSchema,
-                  out: _Collector) -> None:
-    """Codes and ranges (pandera); messages show the value as written in the file."""
+def _check_values(raw: pd.Series, column: _Parsed, label: str, check: pandera.Column, out: _Collector) -> None:
+    """Codes and ranges (pandera) on the distinct values; messages show the value as written in the file."""
     try:
-        schema.validate(typed, lazy=True)
+        pandera.DataFrameSchema({raw.name: check}).validate(pd.DataFrame({raw.name: column.uniques}), lazy=True)
     except pandera.errors.SchemaErrors as failure:
         cases = failure.failure_cases
         cases = cases[cases["check"] != "not_nullable"]  # required values are reported by the parser
-        for (column, message), group in cases.groupby(["column", "check"], sort=False):
-            index = group["index"].astype(int).to_numpy()
-            out.add("error", label, index + 2, column, raw.loc[index, column].to_numpy(), message)
+        for message, group in cases.groupby("check", sort=False):
+            failing = np.zeros(len(column.uniques), dtype=bool)
+            failing[group["index"].astype(int).to_numpy()] = True
+            rows = column.rows_where(failing)
+            out.add("error", label, _lines(np.flatnonzero(rows)), raw.name, raw[rows].to_numpy(), message)
 
 
 def validate(path: str | Path, today: date | None = None) -> tuple[Records | None, ValidationReport]:
@@ -412,6 +459,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     out = _Collector()
     schemas = value_schemas(today)
     typed: dict[str, pd.DataFrame] = {}
+    parsed: dict[str, dict[str, _Parsed]] = {}
     extras: dict[str, list[str]] = {}
     for spec in FILES:
         label = labels.get(spec.name, spec.name)
@@ -423,7 +471,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         duplicated_headers = frame.columns[frame.columns.duplicated()].unique()
         for name in duplicated_headers:
             out.add("error", label, 1, name, None, "appears twice in the header")
-        frame = frame.loc[:, ~frame.columns.duplicated()]
+        frame = frame.loc[:, ~frame.columns.duplicated()].reset_index(drop=True)
         for column in spec.columns:
             if column.required and column.name not in frame.columns and raw.get(spec.name) is not None:
                 out.add("error", label, 1, column.name, None, "is missing (required column)")
@@ -431,105 +479,113 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         extras[spec.stem] = [c for c in frame.columns if c not in known]
         for name in extras[spec.stem]:
             out.add("warning", label, 1, name, None, "is not a column of the format; kept as an extra column")
-        typed[spec.name] = _parse_file(spec, frame, label, out)
-        _check_values(frame, typed[spec.name], label, schemas[spec.name], out)
-    strength_key = _row_keys(typed["strength.csv"], list(STRENGTH.key))
-    _check_across_files(typed, labels, today, out, strength_key)
+        typed[spec.name], parsed[spec.name] = _parse_file(spec, frame, label, out, schemas[spec.name])
+    repeats = _check_across_files(typed, parsed, labels, today, out)
     report = out.report()
     if not report.ok:
         return None, report
-    strength = typed["strength.csv"]
-    repeat = pd.Series(strength_key).duplicated().to_numpy()
-    strength = strength[~repeat]  # identical repeats: warned, kept once
     records = Records(
-        patients=typed["patients.csv"].reset_index(drop=True),
-        surgeries=typed["surgeries.csv"].reset_index(drop=True),
-        strength=strength.reset_index(drop=True),
-        visits=typed["visits.csv"].reset_index(drop=True),
+        patients=typed["patients.csv"],
+        surgeries=typed["surgeries.csv"],
+        strength=_without(typed["strength.csv"], repeats),  # identical repeats: kept once
+        visits=typed["visits.csv"],
         extra_columns=extras,
     )
     return records, report
 
 
-def _check_across_files(typed: dict[str, pd.DataFrame], labels: dict[str, str], today: date,
-                        out: _Collector, strength_key: np.ndarray) -> None:
+def _date_text(dates: pd.Series) -> np.ndarray:
+    return dates.dt.strftime("%Y-%m-%d").to_numpy()
+
+
+def _without(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    return frame.drop(index=rows).reset_index(drop=True) if len(rows) else frame
+
+
+def _check_across_files(typed: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
+                        labels: dict[str, str], today: date, out: _Collector) -> np.ndarray:
+    """Keys, patients and dates across files; returns the strength rows that repeat an earlier row."""
     label = {name: labels.get(name, name) for name in typed}
-    patients, surgeries = typed["patients.csv"], typed["surgeries.csv"]
-    strength, visits = typed["strength.csv"], typed["visits.csv"]
+    surgeries = typed["surgeries.csv"]
 
-    _check_duplicates(patients, ["patient_id"], label["patients.csv"], out,
-                      "is a duplicate patient_id (first on line {first})")
-    _check_duplicates(surgeries, ["patient_id", "surgery_date"], label["surgeries.csv"], out,
-                      "is a second operation for this patient on the same date (first on line {first})",
-                      shown="surgery_date")
-    _check_duplicates(visits, ["patient_id", "visit_date"], label["visits.csv"], out,
-                      "is a second visit for this patient on the same date (first on line {first})",
-                      shown="visit_date")
-    _check_strength_repeats(strength, label["strength.csv"], out, strength_key)
+    for name, key, message in (
+        ("patients.csv", ["patient_id"], "is a duplicate patient_id (first on line {first})"),
+        ("surgeries.csv", ["patient_id", "surgery_date"],
+         "is a second operation for this patient on the same date (first on line {first})"),
+        ("visits.csv", ["patient_id", "visit_date"],
+         "is a second visit for this patient on the same date (first on line {first})"),
+    ):
+        later, first = _repeats(_key([parsed[name][column] for column in key]))
+        _report_repeats(typed[name], later, first, key[-1], label[name], out, message)
+    strength_repeats = _check_strength_repeats(typed["strength.csv"], parsed["strength.csv"],
+                                               label["strength.csv"], out)
 
-    for name, frame in (("surgeries.csv", surgeries), ("strength.csv", strength), ("visits.csv", visits)):
-        unknown = frame["patient_id"].notna() & ~isin(frame["patient_id"], patients["patient_id"])
-        out.add("error", label[name], _lines(frame.index[unknown]), "patient_id",
-                frame.loc[unknown, "patient_id"].to_numpy(), "is not a patient in patients.csv")
+    patient_ids = parsed["patients.csv"]["patient_id"].uniques
+    for name in ("surgeries.csv", "strength.csv", "visits.csv"):
+        ids = parsed[name]["patient_id"]
+        unknown = ids.rows_where(~isin(ids.uniques, patient_ids))
+        if unknown.any():
+            out.add("error", label[name], _lines(np.flatnonzero(unknown)), "patient_id",
+                    typed[name]["patient_id"][unknown].to_numpy(), "is not a patient in patients.csv")
 
     limit = pd.Timestamp(today)
     for name, column in (("surgeries.csv", "surgery_date"), ("surgeries.csv", "deficit_onset_date"),
                          ("strength.csv", "exam_date"), ("visits.csv", "visit_date")):
-        frame = typed[name]
-        future = frame[column] > limit
-        out.add("error", label[name], _lines(frame.index[future]), column,
-                frame.loc[future, column].dt.strftime("%Y-%m-%d").to_numpy(),
-                f"is in the future (today is {today.isoformat()})")
+        dates = parsed[name][column]
+        future = dates.rows_where((dates.uniques > limit).to_numpy())
+        if future.any():
+            out.add("error", label[name], _lines(np.flatnonzero(future)), column,
+                    _date_text(typed[name][column][future]), f"is in the future (today is {today.isoformat()})")
 
-    late_onset = surgeries["deficit_onset_date"] > surgeries["surgery_date"]
-    out.add("error", label["surgeries.csv"], _lines(surgeries.index[late_onset]), "deficit_onset_date",
-            surgeries.loc[late_onset, "deficit_onset_date"].dt.strftime("%Y-%m-%d").to_numpy(),
-            "is after the surgery_date of the same row")
+    late_onset = (surgeries["deficit_onset_date"] > surgeries["surgery_date"]).to_numpy()
+    if late_onset.any():
+        out.add("error", label["surgeries.csv"], _lines(np.flatnonzero(late_onset)), "deficit_onset_date",
+                _date_text(surgeries["deficit_onset_date"][late_onset]), "is after the surgery_date of the same row")
 
-    orphan = isin(strength["patient_id"], patients["patient_id"]) & \
-        ~isin(strength["patient_id"], surgeries["patient_id"]) & strength["exam_date"].notna()
-    out.add("error", label["strength.csv"], _lines(strength.index[orphan]), "exam_date",
-            strength.loc[orphan, "exam_date"].dt.strftime("%Y-%m-%d").to_numpy(),
-            "has no operation before or after it (the patient has no row in surgeries.csv)")
+    ids = parsed["strength.csv"]["patient_id"]
+    operated = parsed["surgeries.csv"]["patient_id"].uniques
+    orphan = ids.rows_where(isin(ids.uniques, patient_ids) & ~isin(ids.uniques, operated)) & \
+        ~parsed["strength.csv"]["exam_date"].missing
+    if orphan.any():
+        out.add("error", label["strength.csv"], _lines(np.flatnonzero(orphan)), "exam_date",
+                _date_text(typed["strength.csv"]["exam_date"][orphan]),
+                "has no operation before or after it (the patient has no row in surgeries.csv)")
+    return strength_repeats
 
 
-def _check_duplicates(frame: pd.DataFrame, key: list[str], label: str, out: _Collector, message: str,
-                      shown: str | None = None) -> None:
-    complete = frame[key].notna().all(axis=1)
-    repeated = frame[complete & pd.Series(_row_keys(frame, key), index=frame.index).duplicated(keep=False)]
-    if repeated.empty:
+def _report_repeats(frame: pd.DataFrame, later: np.ndarray, first: np.ndarray, shown: str, label: str,
+                    out: _Collector, message: str) -> None:
+    """One error per repeating row, grouped by the line it repeats."""
+    if not len(later):
         return
-    first_line = repeated.groupby(key, sort=False)[key[0]].transform(lambda s: s.index.min() + 2)
-    later = repeated.index != (first_line.to_numpy() - 2)
-    rows = repeated[later]
-    firsts = first_line[later].astype(int)
-    for first, group in rows.groupby(firsts.to_numpy()):
-        values = group[shown or key[0]]
-        if values.dtype.kind == "M":
-            values = values.dt.strftime("%Y-%m-%d")
-        out.add("error", label, _lines(group.index), shown or key[0], values.to_numpy(),
-                message.format(first=first))
+    values = frame[shown]
+    values = _date_text(values) if values.dtype.kind == "M" else values.to_numpy()
+    for first_row in np.unique(first):
+        rows = later[first == first_row]
+        out.add("error", label, _lines(rows), shown, values[rows],
+                message.format(first=int(first_row) + 2))
 
 
-def _check_strength_repeats(strength: pd.DataFrame, label: str, out: _Collector, row_key: np.ndarray) -> None:
-    """The same muscle, side and exam twice: an error when the grades differ, a warning when equal."""
-    key = list(STRENGTH.key)
-    complete = strength[key].notna().all(axis=1) & strength["mrc"].notna()
-    repeated = strength[complete & pd.Series(row_key, index=strength.index).duplicated(keep=False)]
-    if repeated.empty:
-        return
-    first_index = repeated.groupby(key, sort=False)["mrc"].transform(lambda s: s.index.min())
-    later = repeated[repeated.index != first_index.to_numpy()]
-    first_grade = strength.loc[first_index[later.index], "mrc"].to_numpy()
-    first_lines = first_index[later.index].to_numpy() + 2
-    differs = ~np.isclose(later["mrc"].to_numpy(), first_grade)
+def _check_strength_repeats(strength: pd.DataFrame, parsed: dict[str, _Parsed], label: str,
+                            out: _Collector) -> np.ndarray:
+    """The same muscle, side and exam twice: an error when the grades differ, a warning when equal.
+
+    Returns the rows that repeat an earlier one (to keep each exam once when the grades agree).
+    """
+    key = _key([parsed[column] for column in STRENGTH.key])
+    key[parsed["mrc"].codes < 0] = -1
+    later, first = _repeats(key)
+    if not len(later):
+        return later
+    grades = strength["mrc"].to_numpy()
+    differs = ~np.isclose(grades[later], grades[first])
     for severity, mask, text in (("error", differs, "conflicts with line {line}, which grades the same muscle, "
                                   "side and exam {grade}"),
                                  ("warning", ~differs, "repeats line {line} (same grade); kept once")):
-        for line, grade, index, value in zip(first_lines[mask], first_grade[mask], later.index[mask],
-                                             later["mrc"].to_numpy()[mask], strict=True):
-            out.add(severity, label, index + 2, "mrc", format_mrc(value),
-                    text.format(line=line, grade=format_mrc(grade)))
+        for row, first_row in zip(later[mask], first[mask], strict=True):
+            out.add(severity, label, row + 2, "mrc", format_mrc(grades[row]),
+                    text.format(line=first_row + 2, grade=format_mrc(grades[first_row])))
+    return later
 
 
 def root_of(muscles: pd.Series) -> pd.Series:
