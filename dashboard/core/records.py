@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -118,14 +119,14 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     _check_size(path.name, size)
     if size == 0:
         return pd.DataFrame()
-    content = path.read_bytes()
-    _check_not_text(path.name, content)
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as content:
+        _check_not_text(path.name, content)  # mapped, not copied into Python
     try:  # the parser checks UTF-8 itself; the slower check below only runs to explain a failure
-        frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow",
-                            encoding="utf-8")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow", encoding="utf-8")
     except Exception as problem:  # pyarrow/pandas parse errors: a message naming the file, not a traceback
+        content = path.read_bytes()
         _check_utf8(path.name, content)
-        raise RecordsFileError(path.name, _csv_problem(content, problem)) from None
+        raise RecordsFileError(path.name, _csv_problem(content, str(problem))) from None
     return _normalise_headers(frame)
 
 
@@ -150,15 +151,17 @@ def _check_size(name: str, size: int) -> None:
                                      f"(setting {limits.MAX_UPLOAD_MB_ENV})")
 
 
-def _check_not_text(name: str, content: bytes) -> None:
+def _check_not_text(name: str, content: bytes | mmap.mmap) -> None:
     """Say what a file is when it is plainly not UTF-8 text (wide Unicode, a zip, binary), before parsing."""
+    start = content[:4]
     for bom, encoding in _WIDE_BOMS.items():
-        if content.startswith(bom):
+        if start.startswith(bom):
             raise RecordsFileError(name, f"is {encoding} text, not UTF-8: {SAVE_AS_UTF8}")
-    if content.startswith(b"PK\x03\x04"):
+    if start.startswith(b"PK\x03\x04"):
         raise RecordsFileError(name, "is a zip file (an .xlsx workbook?), not CSV text: upload a workbook as .xlsx")
-    if b"\x00" in content:
-        line = content.count(b"\n", 0, content.index(b"\x00")) + 1
+    nul = content.find(b"\x00")
+    if nul >= 0:
+        line = content[:nul].count(b"\n") + 1
         raise RecordsFileError(name, f"is not a text file (a NUL byte on line {line}: binary data, or UTF-16 text "
                                      f"without a byte-order mark?): {SAVE_AS_UTF8}")
 
@@ -177,9 +180,9 @@ def _check_utf8(name: str, content: bytes) -> None:
                                          f"in Latin-1 or Windows-1252 'é'): {SAVE_AS_UTF8}") from None
 
 
-def _csv_problem(content: bytes, problem: Exception) -> str:
+def _csv_problem(content: bytes, problem: str) -> str:
     """What is wrong with a file the CSV parser refused, with the line when the row lengths differ."""
-    text = str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
+    text = problem.strip().splitlines()[0] if problem.strip() else "no reason given"
     if "No columns to parse" in text:
         return "has no header line (the first line must name the columns)"
     reader = csv.reader(io.StringIO(content.decode("utf-8-sig"), newline=""))
@@ -299,15 +302,20 @@ def _parse_column(raw: pd.Series, kind: str) -> _Parsed:
     blank = cleaned.isna().to_numpy()
     # Dates are numbered in time order, so a file sorted by patient and date gives increasing keys.
     canonical, uniques = pd.factorize(parsed.reset_index(drop=True), sort=kind == "date", use_na_sentinel=True)
-    codes = np.where(raw_codes >= 0, canonical[np.maximum(raw_codes, 0)] if len(canonical) else -1, -1)
-    missing = (raw_codes < 0) | (blank[np.maximum(raw_codes, 0)] if len(blank) else True)
     uniques = pd.Series(uniques, dtype=parsed.dtype)
+    if np.array_equal(canonical, np.arange(len(canonical))):
+        codes = raw_codes  # every distinct text is a distinct valid value: the codes as they are
+    else:
+        codes = np.append(canonical, -1)[raw_codes]  # raw code -1 (missing) picks the appended -1
+    missing = (raw_codes < 0) | blank[raw_codes] if blank.any() else raw_codes < 0
+    bad_unique = ~blank & (canonical < 0)
+    bad = ~missing & (codes < 0) if bad_unique.any() else np.zeros(len(codes), dtype=bool)
     if kind in ("text", "code") and not blank.any() and cleaned.equals(raw_uniques.astype("string")):
         values = raw.astype("string")  # nothing to trim: the column as read, no copy
     else:
         values = pd.Series(pd.api.extensions.take(uniques.array, codes, allow_fill=True), dtype=parsed.dtype)
     values.index = raw.index
-    return _Parsed(values, codes.astype(np.int64), uniques, missing, ~missing & (codes < 0))
+    return _Parsed(values, codes, uniques, missing, bad)
 
 
 def _absent(kind: str, index: pd.Index) -> _Parsed:
