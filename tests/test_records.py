@@ -142,6 +142,27 @@ def test_extra_columns_and_identical_repeats_are_warnings_and_kept(tmp_path):
     assert len(records.strength) == 4
 
 
+def test_repeats_name_the_earliest_line_in_any_file_order(tmp_path):
+    """Keys compare parsed values (a padded id or grade is the same one); the first line is the earliest."""
+    lines = errors_for(
+        tmp_path,
+        strength="patient_id,exam_date,muscle,side,mrc\n"
+                 "P2,2026-03-01,great_toe_extension,L,4\n"
+                 "P1,2026-02-20,ankle_dorsiflexion,R,3\n"
+                 " P1 ,2026-02-20,ankle_dorsiflexion,R,4\n"
+                 "P2,2026-01-30,great_toe_extension,L,4-\n"
+                 "P1,2026-02-20,ankle_dorsiflexion, R,2\n"
+                 "P1,2026-02-20,ankle_dorsiflexion,R, 3\n",
+        visits="patient_id,visit_date\nP1,2026-02-20\nP2,2026-02-20\nP1, 2026-02-20\n",
+    )
+    assert lines == [
+        "strength.csv:4: mrc: '4' conflicts with line 3, which grades the same muscle, side and exam 3",
+        "strength.csv:6: mrc: '2' conflicts with line 3, which grades the same muscle, side and exam 3",
+        "visits.csv:4: visit_date: '2026-02-20' is a second visit for this patient on the same date "
+        "(first on line 2)",
+    ]
+
+
 def test_headers_are_case_insensitive_and_blank_is_unknown(tmp_path):
     files = {**GOOD, "patients.csv": "Patient_ID,Diabetes\nP1, \nP2,Y\n"}
     records, report = validate(write(tmp_path, files), today=TODAY)
