@@ -1,6 +1,10 @@
 """Plotly figures built from core results (PatientView, curve tables). Drawing only: no clinical logic.
 
 Time runs in weeks since the index operation, so the same figures serve identified and de-identified views.
+
+The patient figures are assembled as plain Plotly specifications (dicts of numpy arrays) and wrapped in a
+Figure without property validation: validating a figure property by property cost more than building it,
+on every patient switch. tests/test_app.py validates every specification with Plotly in full instead.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from dashboard.theme import BAND_FILL, BASELINE, EXPECTED_LINE, MEASURED, MUSCLE
 WEEK = 7.0
 WEEK_TICKS = [-4, 0, 2, 6, 13, 26, 52, 78, 104]
 FONT = dict(family="Source Sans Pro, Arial, sans-serif", size=15)
+#: Visit findings marked on the timeline (when recorded as present).
+FINDING_COLUMNS = ["radicular_pain", "saddle_anesthesia", "urinary_retention", "fecal_incontinence", "fever",
+                   "wound_drainage", "calf_swelling", "screw_lucency", "implant_migration", "rod_fracture",
+                   "numbness"]
 
 
 def _band_polygon(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +47,40 @@ def muscles_with_weakness(view: PatientView) -> list[str]:
     return [m for m in MUSCLES if m in weak]
 
 
-@functools.lru_cache(maxsize=8)
-def _grid_layout(n_rows: int) -> str:
-    """The layout of an n×2 grid with shared axes, made once by make_subplots and reused (as JSON)."""
-    grid = make_subplots(rows=n_rows, cols=2, shared_xaxes=True, shared_yaxes=True,
-                         subplot_titles=[f"title-{i}" for i in range(n_rows * 2)],
-                         vertical_spacing=0.06 if n_rows > 3 else 0.1, horizontal_spacing=0.04)
-    return json.dumps(grid.to_dict()["layout"])
+@functools.cache
+def _grid_layouts() -> dict[int, str]:
+    """The layouts of the n×2 grids with shared axes (n = 1 to every muscle), as JSON without a template.
+
+    Made by make_subplots once for all sizes (each call takes tens of milliseconds); a figure takes the
+    template in force when it is made, as the other figures do.
+    """
+    layouts = {}
+    for n_rows in range(1, len(MUSCLES) + 1):
+        grid = make_subplots(rows=n_rows, cols=2, shared_xaxes=True, shared_yaxes=True,
+                             subplot_titles=[f"title-{i}" for i in range(n_rows * 2)],
+                             vertical_spacing=0.06 if n_rows > 3 else 0.1, horizontal_spacing=0.04)
+        layout = grid.to_dict()["layout"]
+        layout.pop("template", None)
+        layouts[n_rows] = json.dumps(layout)
+    return layouts
+
+
+def figure_from_spec(spec: dict) -> go.Figure:
+    """A Figure of a specification built here, without Plotly's property-by-property validation.
+
+    The specifications are fixed in code (only data values vary), so they are validated once by the tests
+    (`go.Figure(spec)` in tests/test_app.py) rather than on every page run.
+    """
+    return go.Figure(spec, _validate=False)
+
+
+def _panels(frame: pd.DataFrame, columns: list[str]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """`columns` as float arrays per (muscle, side), rows in the frame's order: one pass, not a filter per panel."""
+    if frame.empty:
+        return {}
+    arrays = {c: frame[c].to_numpy(dtype=float, na_value=np.nan) for c in columns}
+    return {key: {c: values[positions] for c, values in arrays.items()}
+            for key, positions in frame.groupby(["muscle", "side"], sort=False).indices.items()}
 
 
 def _axis(r: int, c: int) -> str:
@@ -55,15 +90,20 @@ def _axis(r: int, c: int) -> str:
 
 
 def strength_figure(view: PatientView, large: bool = False, show_all: bool = False) -> go.Figure:
-    """Small multiples: one row per muscle (weak ones unless show_all), left and right, against the band.
+    """Small multiples: one row per muscle (weak ones unless show_all), left and right, against the band."""
+    return figure_from_spec(strength_spec(view, large=large, show_all=show_all))
 
-    The figure is assembled as a plain specification and validated by plotly once at the end: building
-    it trace by trace cost a quarter of a second per patient, too slow for a two-minute clinic review.
+
+def strength_spec(view: PatientView, large: bool = False, show_all: bool = False) -> dict:
+    """The strength small multiples as a Plotly specification (see strength_figure).
+
+    Built as a plain specification: building it trace by trace through plotly's objects cost a quarter of
+    a second per patient, too slow for a two-minute clinic review.
     """
     examined = [m for m in MUSCLES if m in set(view.muscles["muscle"])] or list(MUSCLES[2:])
     if not show_all:
         examined = muscles_with_weakness(view) or examined
-    layout = json.loads(_grid_layout(len(examined)))
+    layout = json.loads(_grid_layouts()[len(examined)])
     titles = iter(panel_title(m, s) for m in examined for s in SIDES)
     for annotation in layout["annotations"]:
         annotation["text"] = next(titles)
@@ -75,45 +115,58 @@ def strength_figure(view: PatientView, large: bool = False, show_all: bool = Fal
         legend_shown.add(name)
         return first
 
+    curves = _panels(view.curves[view.curves["day"] <= max_week * WEEK],
+                     ["day", "expected_mrc", "expected_low", "expected_high"])
+    exams_by_panel = _panels(view.exams, ["day", "mrc"])
+    statuses: dict[tuple[str, str], str] = {}
+    for muscle_side, status in zip(zip(view.muscles["muscle"], view.muscles["side"], strict=True),
+                                   view.muscles["status"], strict=True):
+        statuses.setdefault(muscle_side, status)
     traces, annotations, shapes = [], [], []
     for r, muscle in enumerate(examined, start=1):
         for c, side in enumerate(SIDES, start=1):
             axis = _axis(r, c)
             on_axes = {"xaxis": f"x{axis}", "yaxis": f"y{axis}", "type": "scatter"}
             traces.append({**on_axes, "x": [None], "y": [None], "showlegend": False, "hoverinfo": "skip"})
-            curve = view.curves[(view.curves["muscle"] == muscle) & (view.curves["side"] == side)]
-            curve = curve[curve["day"] <= max_week * WEEK]
-            if not curve.empty:
-                x, y = _band_polygon(curve)
-                traces.append({**on_axes, "x": x, "y": y, "fill": "toself", "fillcolor": BAND_FILL,
+            curve = curves.get((muscle, side))
+            if curve is not None:
+                weeks = curve["day"] / WEEK
+                traces.append({**on_axes, "x": np.concatenate([weeks, weeks[::-1]]),
+                               "y": np.concatenate([curve["expected_high"], curve["expected_low"][::-1]]),
+                               "fill": "toself", "fillcolor": BAND_FILL,
                                "line": {"width": 0}, "hoverinfo": "skip", "mode": "lines",
                                "name": "Expected band (10th–90th percentile)", "legendgroup": "band",
                                "showlegend": legend("band")})
-                traces.append({**on_axes, "x": (curve["day"] / WEEK).to_numpy(), "y": curve["expected_mrc"].to_numpy(),
+                traces.append({**on_axes, "x": weeks, "y": curve["expected_mrc"],
                                "mode": "lines", "line": {"color": EXPECTED_LINE, "dash": "dash", "width": 2},
                                "name": "Expected (median)", "legendgroup": "expected",
                                "showlegend": legend("expected"),
                                "hovertemplate": "week %{x:.0f}: expected %{y:.1f}<extra></extra>"})
-            exams = view.exams[(view.exams["muscle"] == muscle) & (view.exams["side"] == side)]
-            pre, post = exams[exams["day"] < 0], exams[exams["day"] >= 0]
-            if not pre.empty:
-                traces.append({**on_axes, "x": (pre["day"] / WEEK).to_numpy(), "y": pre["mrc"].to_numpy(),
-                               "mode": "markers", "marker": {"symbol": "diamond", "size": 13 if large else 10,
-                                                             "color": BASELINE,
-                                                             "line": {"color": "black", "width": 1}},
-                               "name": "Pre-operative grade", "legendgroup": "pre", "showlegend": legend("pre"),
-                               "text": [format_mrc(v) for v in pre["mrc"]],
-                               "hovertemplate": "pre-op week %{x:.0f}: MRC %{text}<extra></extra>"})
-            if not post.empty:
-                traces.append({**on_axes, "x": (post["day"] / WEEK).to_numpy(), "y": post["mrc"].to_numpy(),
-                               "mode": "lines+markers", "line": {"color": MEASURED, "width": 2.5},
-                               "marker": {"size": 11 if large else 8, "color": MEASURED},
-                               "name": "Measured grade", "legendgroup": "measured",
-                               "showlegend": legend("measured"), "text": [format_mrc(v) for v in post["mrc"]],
-                               "hovertemplate": "week %{x:.0f}: MRC %{text}<extra></extra>"})
-            status = view.muscles[(view.muscles["muscle"] == muscle) & (view.muscles["side"] == side)]["status"]
-            label = STATUS_LABELS.get(status.iloc[0], status.iloc[0]) if not status.empty else "Not examined"
-            colour = STATUS_COLOURS.get(status.iloc[0], "#6E6E6E") if not status.empty else "#6E6E6E"
+            exams = exams_by_panel.get((muscle, side))
+            if exams is not None:
+                pre, post = exams["day"] < 0, exams["day"] >= 0
+                if pre.any():
+                    grades = exams["mrc"][pre]
+                    traces.append({**on_axes, "x": exams["day"][pre] / WEEK, "y": grades,
+                                   "mode": "markers", "marker": {"symbol": "diamond", "size": 13 if large else 10,
+                                                                 "color": BASELINE,
+                                                                 "line": {"color": "black", "width": 1}},
+                                   "name": "Pre-operative grade", "legendgroup": "pre", "showlegend": legend("pre"),
+                                   "text": [format_mrc(v) for v in grades],
+                                   "hovertemplate": "pre-op week %{x:.0f}: MRC %{text}<extra></extra>"})
+                if post.any():
+                    grades = exams["mrc"][post]
+                    traces.append({**on_axes, "x": exams["day"][post] / WEEK, "y": grades,
+                                   "mode": "lines+markers", "line": {"color": MEASURED, "width": 2.5},
+                                   "marker": {"size": 11 if large else 8, "color": MEASURED},
+                                   "name": "Measured grade", "legendgroup": "measured",
+                                   "showlegend": legend("measured"), "text": [format_mrc(v) for v in grades],
+                                   "hovertemplate": "week %{x:.0f}: MRC %{text}<extra></extra>"})
+            if (muscle, side) in statuses:
+                status = statuses[muscle, side]
+                label, colour = STATUS_LABELS.get(status, status), STATUS_COLOURS.get(status, "#6E6E6E")
+            else:
+                label, colour = "Not examined", "#6E6E6E"
             annotations.append({"x": 0.02, "y": 0.06, "xref": f"x{axis} domain", "yref": f"y{axis} domain",
                                 "text": f"<b>{label}</b>", "showarrow": False, "xanchor": "left",
                                 "yanchor": "bottom", "font": {"color": colour, "size": 16 if large else 13},
@@ -137,63 +190,87 @@ def strength_figure(view: PatientView, large: bool = False, show_all: bool = Fal
         title={"text": "Strength against the expected recovery band", "x": 0, "yref": "container",
                "yanchor": "top", "y": 1 - 10 / height, "font": {"size": 20 if large else 17}},
     )
-    return go.Figure({"data": traces, "layout": layout}, skip_invalid=True)
+    return {"data": traces, "layout": layout}
 
 
 def prom_figure(view: PatientView, large: bool = False) -> go.Figure:
     """ODI and leg and back pain over time; missing scores are gaps, not zeros."""
-    visits = view.visits.dropna(subset=["day"])
-    figure = make_subplots(specs=[[{"secondary_y": True}]])
-    for column, name, colour, dash in (("leg_pain_nrs", "Leg pain (NRS 0–10)", "#D55E00", "solid"),
-                                       ("back_pain_nrs", "Back pain (NRS 0–10)", "#0072B2", "dot")):
-        rows = visits.dropna(subset=[column])
-        figure.add_trace(go.Scatter(x=rows["day"] / WEEK, y=rows[column], name=name, mode="lines+markers",
-                                    line=dict(color=colour, dash=dash, width=2.5)), secondary_y=False)
-    rows = visits.dropna(subset=["odi"])
-    figure.add_trace(go.Scatter(x=rows["day"] / WEEK, y=rows["odi"], name="ODI (%)", mode="lines+markers",
-                                line=dict(color="#009E73", width=2.5), marker=dict(symbol="square")),
-                     secondary_y=True)
-    figure.update_yaxes(title_text="Pain (NRS)", range=[-0.3, 10.3], secondary_y=False, gridcolor="#E5E5E5")
-    figure.update_yaxes(title_text="ODI (%)", range=[-3, 103], secondary_y=True, showgrid=False)
-    figure.update_xaxes(title_text="Weeks since the operation", tickvals=WEEK_TICKS, gridcolor="#E5E5E5")
-    figure.update_layout(height=380 if large else 320, font={**FONT, "size": 18 if large else FONT["size"]},
-                         plot_bgcolor="white", margin=dict(l=60, r=60, t=60, b=50),
-                         title=dict(text="Pain and disability", x=0),
-                         legend=dict(orientation="h", y=1.12, x=0))
-    if visits[["leg_pain_nrs", "back_pain_nrs", "odi"]].isna().all().all():
-        figure.add_annotation(text="No pain or ODI scores recorded", x=0.5, y=0.5, xref="paper", yref="paper",
-                              showarrow=False, font=dict(size=16, color="#6E6E6E"))
-    return figure
+    return figure_from_spec(prom_spec(view, large=large))
+
+
+def prom_spec(view: PatientView, large: bool = False) -> dict:
+    """prom_figure as a Plotly specification: pain on the left axis, ODI on a second axis on the right."""
+    day = _numbers(view.visits["day"])
+    traces = []
+    for column, name, colour, dash, axis, extra in (
+            ("leg_pain_nrs", "Leg pain (NRS 0–10)", "#D55E00", "solid", "y", {}),
+            ("back_pain_nrs", "Back pain (NRS 0–10)", "#0072B2", "dot", "y", {}),
+            ("odi", "ODI (%)", "#009E73", None, "y2", {"marker": {"symbol": "square"}})):
+        score = _numbers(view.visits[column])
+        shown = ~np.isnan(day) & ~np.isnan(score)  # a missing score is a gap, never a zero
+        traces.append({"type": "scatter", "x": day[shown] / WEEK, "y": score[shown], "name": name,
+                       "mode": "lines+markers",
+                       "line": {"color": colour, "width": 2.5} | ({"dash": dash} if dash else {}),
+                       **extra, "xaxis": "x", "yaxis": axis})
+    layout = {
+        # The two-axis layout make_subplots(specs=[[{"secondary_y": True}]]) makes.
+        "xaxis": {"anchor": "y", "domain": [0.0, 0.94], "title": {"text": "Weeks since the operation"},
+                  "tickvals": WEEK_TICKS, "gridcolor": "#E5E5E5"},
+        "yaxis": {"anchor": "x", "domain": [0.0, 1.0], "title": {"text": "Pain (NRS)"}, "range": [-0.3, 10.3],
+                  "gridcolor": "#E5E5E5"},
+        "yaxis2": {"anchor": "x", "overlaying": "y", "side": "right", "title": {"text": "ODI (%)"},
+                   "range": [-3, 103], "showgrid": False},
+        "height": 380 if large else 320, "font": {**FONT, "size": 18 if large else FONT["size"]},
+        "plot_bgcolor": "white", "margin": {"l": 60, "r": 60, "t": 60, "b": 50},
+        "title": {"text": "Pain and disability", "x": 0}, "legend": {"orientation": "h", "y": 1.12, "x": 0},
+    }
+    if not any(len(trace["y"]) for trace in traces):
+        layout["annotations"] = [{"text": "No pain or ODI scores recorded", "x": 0.5, "y": 0.5, "xref": "paper",
+                                  "yref": "paper", "showarrow": False, "font": {"size": 16, "color": "#6E6E6E"}}]
+    return {"data": traces, "layout": layout}
 
 
 def timeline_figure(view: PatientView) -> go.Figure:
     """Operations, examinations, visits and findings on one time axis."""
-    lanes = []
-    exam_days = view.exams.drop_duplicates("exam_date")
-    lanes.append(("Strength exam", exam_days["day"], "circle", "#000000"))
-    lanes.append(("Visit", view.visits["day"], "square", "#0072B2"))
-    finding_columns = ["radicular_pain", "saddle_anesthesia", "urinary_retention", "fecal_incontinence", "fever",
-                       "wound_drainage", "calf_swelling", "screw_lucency", "implant_migration", "rod_fracture",
-                       "numbness"]
-    present = [c for c in finding_columns if c in view.visits]
-    findings = view.visits[view.visits[present].fillna(False).astype(bool).any(axis=1)] if present else view.visits[:0]
-    lanes.append(("Finding", findings["day"], "x", "#D55E00"))
-    figure = go.Figure()
-    for name, days, symbol, colour in lanes:
-        texts = []
-        if name == "Finding":
-            for _, visit in findings.iterrows():
-                texts.append(", ".join(c.replace("_", " ") for c in present if visit[c] is True))
-        figure.add_trace(go.Scatter(
-            x=days / WEEK, y=[name] * len(days), mode="markers", name=name,
-            marker=dict(symbol=symbol, size=12, color=colour),
-            text=texts or None, hovertemplate="week %{x:.1f}<br>%{text}<extra></extra>" if texts else
-            "week %{x:.1f}<extra></extra>"))
-    figure.add_vline(x=0, line=dict(color="#6E6E6E", dash="dot"), annotation_text="operation")
-    figure.update_xaxes(title_text="Weeks since the operation", tickvals=WEEK_TICKS, gridcolor="#E5E5E5")
-    figure.update_layout(height=230, showlegend=False, plot_bgcolor="white", font=FONT,
-                         margin=dict(l=110, r=20, t=40, b=50), title=dict(text="Timeline", x=0))
-    return figure
+    return figure_from_spec(timeline_spec(view))
+
+
+def timeline_spec(view: PatientView) -> dict:
+    """timeline_figure as a Plotly specification."""
+    visit_days = _numbers(view.visits["day"])
+    # A visit's findings: the finding columns recorded as True on it.
+    flags = {c: view.visits[c].to_numpy(dtype=bool, na_value=False) for c in FINDING_COLUMNS if c in view.visits}
+    found = np.logical_or.reduce(list(flags.values())) if flags else np.zeros(len(visit_days), dtype=bool)
+    texts = [", ".join(c.replace("_", " ") for c, flag in flags.items() if flag[i]) for i in np.flatnonzero(found)]
+    exam_dates = view.exams["exam_date"].to_numpy()
+    first_exam_of_day = np.sort(np.unique(exam_dates, return_index=True)[1]) if len(exam_dates) else []
+    traces = []
+    for name, days, symbol, colour, text in (
+            ("Strength exam", _numbers(view.exams["day"])[first_exam_of_day], "circle", "#000000", []),
+            ("Visit", visit_days, "square", "#0072B2", []),
+            ("Finding", visit_days[found], "x", "#D55E00", texts)):
+        trace = {"type": "scatter", "x": days / WEEK, "y": [name] * len(days), "mode": "markers", "name": name,
+                 "marker": {"symbol": symbol, "size": 12, "color": colour},
+                 "hovertemplate": "week %{x:.1f}<br>%{text}<extra></extra>" if text else
+                 "week %{x:.1f}<extra></extra>"}
+        if text:
+            trace["text"] = text
+        traces.append(trace)
+    layout = {
+        # The dotted line at the operation and its label, as figure.add_vline(x=0, annotation_text=…) draws them.
+        "shapes": [{"type": "line", "x0": 0, "x1": 0, "xref": "x", "y0": 0, "y1": 1, "yref": "y domain",
+                    "line": {"color": "#6E6E6E", "dash": "dot"}}],
+        "annotations": [{"text": "operation", "showarrow": False, "x": 0, "xanchor": "left", "xref": "x", "y": 1,
+                         "yanchor": "top", "yref": "y domain"}],
+        "xaxis": {"title": {"text": "Weeks since the operation"}, "tickvals": WEEK_TICKS, "gridcolor": "#E5E5E5"},
+        "height": 230, "showlegend": False, "plot_bgcolor": "white", "font": FONT,
+        "margin": {"l": 110, "r": 20, "t": 40, "b": 50}, "title": {"text": "Timeline", "x": 0},
+    }
+    return {"data": traces, "layout": layout}
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    return values.to_numpy(dtype=float, na_value=np.nan)
 
 
 def reference_figure(curve: pd.DataFrame, baseline: float, title: str) -> go.Figure:

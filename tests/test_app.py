@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 from app_fixtures import run_app
 from streamlit.testing.v1 import AppTest
 
+from dashboard import charts
+from dashboard.core.assessment import assess
+from dashboard.core.patient_view import CohortIndex, patient_view
+from dashboard.core.records import validate
 from dashboard.store import decision_history, get_engine, load_records
+from dashboard.ui import widgets
 from dashboard.ui.uploads import UploadRejected, check_uploads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +93,60 @@ def test_patient_page_shows_strength_panels_band_and_prompts(store_url):
     assert "**Suggested imaging:** MRI lumbar spine" in page
 
 
+def patient_picker(at: AppTest):
+    return next(box for box in at.selectbox if box.label == "Patient")
+
+
+def test_typing_a_whole_patient_id_opens_that_patient(store_url):
+    first, target = demo_patient("plateau_behind"), demo_patient("calf_swelling")
+    at = app("pages/patient.py", patient_id=first)
+    assert f"## {first}" in texts(at)
+    at.text_input(key="patient_search").input(f"  {target.lower()} ").run()  # any case, spaces ignored
+    assert not at.exception, at.exception
+    assert f"## {target}" in texts(at) and f"## {first}" not in texts(at)
+    assert patient_picker(at).value == target
+    assert at.query_params["patient"] == target  # the page's link now opens this patient
+    assert at.session_state["patient_id"] == target
+    assert "**Suggested imaging:** Venous duplex ultrasound of the leg" in texts(at)
+
+
+def test_part_of_an_id_lists_the_matches_and_picking_one_opens_it(store_url, monkeypatch):
+    monkeypatch.setattr(widgets, "PICKER_OPTIONS", 5)  # as on a large cohort: a short list, not every patient
+    first = demo_patient("plateau_behind")
+    at = app("pages/patient.py", patient_id=first)
+    options = patient_picker(at).options
+    assert first in options and len(options) in (5, 6)  # the 5 most urgent, and the patient shown
+    at.text_input(key="patient_search").input("P001").run()
+    options = patient_picker(at).options
+    assert f"## {first}" in texts(at)  # a partial id opens nobody: the patient shown stays
+    matches = [o for o in options if o != first]
+    assert len(matches) == 5 and all("P001" in o for o in matches)
+    assert any("The 5 most urgent matches are listed" in c.value for c in at.caption)
+    patient_picker(at).set_value(matches[2]).run()
+    assert not at.exception, at.exception
+    assert f"## {matches[2]}" in texts(at)
+    assert at.query_params["patient"] == matches[2]
+    at.text_input(key="patient_search").input("Q9").run()
+    assert any("No patient id contains “Q9”" in c.value for c in at.caption)
+    assert f"## {matches[2]}" in texts(at)
+
+
+def test_a_link_with_a_patient_id_opens_that_patient(store_url):
+    """?patient=ID (as in a link or the browser's address) wins over the patient the session showed last."""
+    first, target = demo_patient("plateau_behind"), demo_patient("normal_recovery")
+    at = app("pages/patient.py", patient_id=first)
+    at.query_params["patient"] = target
+    at.run()
+    assert not at.exception, at.exception
+    assert f"## {target}" in texts(at)
+    assert patient_picker(at).value == target
+    assert at.session_state["patient_id"] == target
+    at.query_params["patient"] = "P99999"  # unknown: the most urgent patient instead, never an error
+    at.run()
+    assert not at.exception, at.exception
+    assert patient_picker(at).value == patient_picker(at).options[0] != "P99999"
+
+
 def test_recording_a_decision_stores_it_and_marks_the_prompt(store_url):
     patient = demo_patient("calf_swelling")
     at = app("pages/patient.py", patient_id=patient)
@@ -157,3 +219,44 @@ def test_reference_page_draws_the_band_and_lists_sources(store_url):
     at.select_slider[0].set_value("1").run()
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert figure["layout"]["title"]["text"].startswith("Severe deficit")
+
+
+# ------------------------------------------------------------------ the patient figures' specifications
+@pytest.fixture(scope="module")
+def demo_views():
+    records, report = validate(ROOT / "data" / "demo")
+    assert report.ok
+    assessment = assess(records, as_of=date(2026, 11, 20))
+    index = CohortIndex(assessment)
+    ids = [*SCENARIOS["patient_id"].unique(), *assessment.patients["patient_id"].iloc[::25]]
+    return assessment, index, [patient_view(assessment, patient_id, index=index) for patient_id in ids]
+
+
+def test_patient_views_from_the_index_are_the_views_from_the_cohort(demo_views):
+    assessment, index, views = demo_views
+    for view in views:
+        plain = patient_view(assessment, view.patient_id)
+        assert plain.header == view.header and plain.missing == view.missing
+        for name in ("muscles", "exams", "curves", "visits", "prompts", "curve_sources"):
+            pd.testing.assert_frame_equal(getattr(plain, name).reset_index(drop=True),
+                                          getattr(view, name).reset_index(drop=True))
+    assert index.exams(views[0].patient_id).equals(
+        assessment.records.strength[assessment.records.strength["patient_id"] == views[0].patient_id]
+        .sort_values("exam_date", kind="stable"))
+
+
+def test_figure_specifications_are_valid_plotly_and_drawn_as_built(demo_views):
+    """The figures skip Plotly's validation at run time, so every specification is validated here in full."""
+    _, _, views = demo_views
+    for view in views:
+        for spec in (charts.strength_spec(view), charts.strength_spec(view, show_all=True),
+                     charts.strength_spec(view, large=True), charts.prom_spec(view),
+                     charts.prom_spec(view, large=True), charts.timeline_spec(view)):
+            validated = go.Figure(spec)  # raises on any property Plotly does not know or any bad value
+            assert json.loads(pio.to_json(validated, validate=False)) == json.loads(
+                pio.to_json(charts.figure_from_spec(spec), validate=False))
+    weak = next(v for v in views if charts.muscles_with_weakness(v))
+    spec = charts.strength_spec(weak)
+    assert [a["text"] for a in spec["layout"]["annotations"][:2]] == [
+        charts.panel_title(charts.muscles_with_weakness(weak)[0], side) for side in ("L", "R")]
+    assert "template" in charts.strength_figure(weak).to_dict()["layout"]  # the theme's template, as before

@@ -133,6 +133,21 @@ def test_patient_page_renders_strength_charts_and_checklist(browser, app_url):
     page.close()
 
 
+def test_patient_search_opens_the_patient_typed(browser, app_url):
+    """Typing a whole id in the search box opens that patient, and the address then links to it."""
+    first, target = _demo_patient("plateau_behind"), _demo_patient("calf_swelling")
+    page = _open(browser, app_url, f"patient?patient={first}")
+    page.get_by_role("heading", name=first).wait_for(timeout=90_000)
+    search = page.get_by_role("textbox", name="Find a patient")
+    search.fill(target.lower())
+    search.press("Enter")
+    page.get_by_role("heading", name=target).wait_for(timeout=90_000)
+    page.wait_for_function(f"location.search.includes('patient={target}')", timeout=30_000)
+    page.get_by_text("red-venous-thrombosis").first.wait_for(timeout=30_000)
+    assert page.get_by_role("heading", name=first).count() == 0
+    page.close()
+
+
 def test_reference_page_draws_a_band_with_sources(browser, app_url):
     page = _open(browser, app_url, "reference")
     page.get_by_text("Expected recovery curves").wait_for(timeout=90_000)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.core.assessment import Assessment
-from dashboard.core.curves import FACTORS, curve_table
+from dashboard.core.curves import FACTORS, expected_band
 from dashboard.core.grades import MUSCLE_LABELS, MUSCLES, SIDES
 
 CURVE_DAYS_MIN = 730
@@ -31,21 +31,37 @@ class PatientView:
     curve_sources: pd.DataFrame  # group, label, confidence, citation per curve used
 
 
-def patient_view(assessment: Assessment, patient_id: str, exams: pd.DataFrame | None = None) -> PatientView:
-    """Detail for one patient. `exams` may be passed when the caller has the patient's rows indexed."""
-    patients = assessment.patients
-    row = patients[patients["patient_id"] == patient_id]
-    if row.empty:
-        raise KeyError(f"no patient {patient_id}")
-    info = row.iloc[0]
+def patient_view(assessment: Assessment, patient_id: str, exams: pd.DataFrame | None = None,
+                 index: CohortIndex | None = None) -> PatientView:
+    """Detail for one patient.
+
+    On a large cohort pass `index` (a CohortIndex of this assessment, built once): the patient's rows are
+    then looked up instead of filtered out of the cohort's frames. `exams` may be passed when the caller has
+    the patient's strength rows at hand.
+    """
+    if index is not None:
+        info = index.patient(patient_id)
+        muscles = index.muscles(patient_id)
+        visits = index.visits(patient_id)
+        prompts = index.prompts(patient_id)
+        if exams is None:
+            exams = index.exams(patient_id)
+    else:
+        patients = assessment.patients
+        row = patients[patients["patient_id"] == patient_id]
+        if row.empty:
+            raise KeyError(f"no patient {patient_id}")
+        info = row.iloc[0]
+        muscles = assessment.muscles[assessment.muscles["patient_id"] == patient_id]
+        visits = assessment.visits[assessment.visits["patient_id"] == patient_id]
+        prompts = assessment.prompts[assessment.prompts["patient_id"] == patient_id]
+        if exams is None:
+            strength = assessment.records.strength
+            exams = strength[strength["patient_id"] == patient_id]
     surgery_date = info["surgery_date"]
-    if exams is None:
-        strength = assessment.records.strength
-        exams = strength[strength["patient_id"] == patient_id]
     exams = exams.assign(day=(exams["exam_date"] - surgery_date).dt.days if pd.notna(surgery_date) else np.nan)
     exams = exams.assign(phase=np.where(exams["day"] < 0, "pre-operative", "post-operative"))
 
-    muscles = assessment.muscles[assessment.muscles["patient_id"] == patient_id].copy()
     order = {m: i for i, m in enumerate(MUSCLES)}
     muscles = muscles.assign(label=muscles["muscle"].map(MUSCLE_LABELS),
                              _order=muscles["muscle"].map(order) * 2 + muscles["side"].map({"L": 0, "R": 1}))
@@ -53,16 +69,10 @@ def patient_view(assessment: Assessment, patient_id: str, exams: pd.DataFrame | 
 
     factors = {name: (None if pd.isna(info.get(name)) else info.get(name)) for name in FACTORS}
     horizon = int(max(CURVE_DAYS_MIN, (exams["day"].max() if exams["day"].notna().any() else 0) + 60))
-    days = np.arange(0, horizon + 1, 3)
-    curves = []
-    for m in muscles[muscles["curve_group"].notna()].itertuples():
-        table = curve_table(m.baseline_mrc, factors, assessment.reference, days)
-        curves.append(table.assign(muscle=m.muscle, side=m.side))
-    curves = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
-        columns=["day", "curve_group", "expected_mrc", "expected_low", "expected_high", "muscle", "side"])
+    curves = _curves(muscles[muscles["curve_group"].notna()], factors, assessment, np.arange(0, horizon + 1, 3))
 
-    visits = assessment.visits[assessment.visits["patient_id"] == patient_id].sort_values("visit_date")
-    prompts = assessment.prompts[assessment.prompts["patient_id"] == patient_id].reset_index(drop=True)
+    visits = visits.sort_values("visit_date")
+    prompts = prompts.reset_index(drop=True)
     header = _header(info, assessment)
     return PatientView(patient_id, header, muscles, exams.sort_values(["exam_date", "muscle", "side"]),
                        curves, visits.reset_index(drop=True), prompts, _missing(info, muscles, exams, visits),
@@ -126,13 +136,35 @@ def _missing(info: pd.Series, muscles: pd.DataFrame, exams: pd.DataFrame, visits
     return notes
 
 
+def _curves(muscles: pd.DataFrame, factors: dict, assessment: Assessment, days: np.ndarray) -> pd.DataFrame:
+    """The expected curve of each muscle-side with a curve, over `days`: one band computation for all of them.
+
+    The same rows as curve_table(baseline, factors, reference, days) per muscle-side, stacked in muscle order.
+    """
+    columns = ["day", "curve_group", "expected_mrc", "expected_low", "expected_high", "muscle", "side"]
+    if muscles.empty:
+        return pd.DataFrame(columns=columns)
+    n = len(muscles)
+    frame = pd.DataFrame({name: [factors.get(name)] * (n * len(days)) for name in FACTORS})
+    band = expected_band(np.repeat(muscles["baseline_mrc"].to_numpy(dtype=float), len(days)), np.tile(days, n),
+                         frame, assessment.reference)
+    band.insert(0, "day", np.tile(days, n))
+    band["muscle"] = np.repeat(muscles["muscle"].to_numpy(dtype=object), len(days))
+    band["side"] = np.repeat(muscles["side"].to_numpy(dtype=object), len(days))
+    return band[columns]
+
+
 def _curve_sources(muscles: pd.DataFrame, assessment: Assessment) -> pd.DataFrame:
     reference = assessment.reference
-    used = muscles["curve_group"].dropna().unique()
+    used = set(muscles["curve_group"].dropna())
+    groups = reference.groups
     rows = []
-    for group in reference.groups[reference.groups["id"].isin(used)].itertuples():
-        for source in group.sources:
-            rows.append({"group": group.id, "label": group.label, "confidence": group.confidence,
+    for group_id, label, confidence, sources in zip(groups["id"], groups["label"], groups["confidence"],
+                                                    groups["sources"], strict=True):
+        if group_id not in used:
+            continue
+        for source in sources:
+            rows.append({"group": group_id, "label": label, "confidence": confidence,
                          "figure": source.get("figure", ""),
                          "citation": reference.sources[source["key"]]["citation"],
                          "url": reference.sources[source["key"]].get("url", "")})
@@ -150,3 +182,38 @@ class ExamIndex:
         start = np.searchsorted(self._ids, patient_id, side="left")
         stop = np.searchsorted(self._ids, patient_id, side="right")
         return self._sorted.iloc[start:stop]
+
+
+class _Rows:
+    """The rows of one patient in a cohort-wide frame, in the frame's order: a slice of a copy sorted once."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self._sorted = frame.sort_values("patient_id", kind="stable").reset_index(drop=True)
+        self._ids = self._sorted["patient_id"].to_numpy(dtype=object)
+
+    def __call__(self, patient_id: str) -> pd.DataFrame:
+        start = np.searchsorted(self._ids, patient_id, side="left")
+        stop = np.searchsorted(self._ids, patient_id, side="right")
+        return self._sorted.iloc[start:stop]
+
+
+class CohortIndex(ExamIndex):
+    """Everything patient_view reads about one patient, looked up in constant time on a large cohort.
+
+    Built once per assessment (the app keeps it with its cached cohort): a patient switch then costs the
+    patient's own rows, not a scan of the cohort's frames.
+    """
+
+    def __init__(self, assessment: Assessment):
+        super().__init__(assessment.records.strength)
+        self._patients = assessment.patients
+        self._patient_row = {pid: i for i, pid in enumerate(self._patients["patient_id"])}
+        self.muscles = _Rows(assessment.muscles)
+        self.visits = _Rows(assessment.visits)
+        self.prompts = _Rows(assessment.prompts)
+
+    def patient(self, patient_id: str) -> pd.Series:
+        """The patient's row of assessment.patients; KeyError for an unknown id."""
+        if patient_id not in self._patient_row:
+            raise KeyError(f"no patient {patient_id}")
+        return self._patients.iloc[self._patient_row[patient_id]]

@@ -7,29 +7,25 @@ import streamlit as st
 
 from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure, timeline_figure
 from dashboard.core.grades import format_mrc
-from dashboard.core.patient_view import patient_view
 from dashboard.reports.follow_up import report_for
 from dashboard.theme import STATUS_LABELS
 from dashboard.ui import auth as ui_auth
 from dashboard.ui import data
 from dashboard.ui.auth import audit_patient_view
-from dashboard.ui.widgets import checklist_panel, urgency_badge
+from dashboard.ui.widgets import checklist_panel, patient_picker, urgency_badge
 
 cohort = data.cohort()
 assessment = cohort.assessment
-ids = assessment.patients.loc[assessment.patients["surgery_date"].notna(), "patient_id"].tolist()
-if not ids:
+if not cohort.in_follow_up:
     st.info("No patient in follow-up yet: import records on the Import page.")
     st.stop()
-current = st.query_params.get("patient") or st.session_state.get("patient_id")
-patient_id = st.selectbox("Patient", ids, index=ids.index(current) if current in ids else 0,
-                          help="Sorted by the most urgent prompt")
+# A link (?patient=ID) or the Clinic page (session state) says which patient; the picker can change it.
+patient_id = patient_picker(cohort, st.query_params.get("patient") or st.session_state.get("patient_id"))
 st.session_state["patient_id"] = patient_id
 st.query_params["patient"] = patient_id  # a link to this page opens this patient
 audit_patient_view(patient_id)  # before anything of the record is shown; stops if it cannot be logged
-view = patient_view(assessment, patient_id, cohort.exam_index.exams(patient_id))
-prompts = data.prompts_with_decisions(assessment)
-prompts = prompts[prompts["patient_id"] == patient_id].reset_index(drop=True)
+view = data.cached_patient_view(cohort, patient_id)
+prompts = data.patient_prompts_with_decisions(cohort, patient_id)
 h = view.header
 
 

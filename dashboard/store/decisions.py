@@ -56,9 +56,10 @@ def decision_history(engine: Engine, patient_id: str | None = None) -> pd.DataFr
     return _frame(rows)
 
 
-def latest_decisions(engine: Engine) -> pd.DataFrame:
-    """The decision in force per patient and rule: the latest decided_at, the later entry on a tie."""
-    history = decision_history(engine)
+def latest_decisions(engine: Engine, patient_id: str | None = None) -> pd.DataFrame:
+    """The decision in force per patient and rule (or one patient's): the latest decided_at, the later
+    entry on a tie."""
+    history = decision_history(engine, patient_id)
     latest = history.groupby(["patient_id", "rule_id"], sort=True).tail(1)
     return latest.sort_values(["patient_id", "rule_id"], kind="stable").reset_index(drop=True)
 

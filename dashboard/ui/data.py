@@ -2,11 +2,13 @@
 
 The assessment of the whole cohort is computed once per store version and assessment day and shared by
 all sessions (st.cache_resource: no copy of large frames per rerun); an import bumps the store version,
-so the next rerun recomputes.
+so the next rerun recomputes. With it comes an index of each patient's rows, so that switching patient on
+a large cohort costs that patient's rows, not a scan of the cohort.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -19,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from dashboard.core.assessment import Assessment, assess
 from dashboard.core.curves import PUBLISHED_REFERENCE, REFERENCE_DIR, load_reference
 from dashboard.core.decision_state import with_decisions
-from dashboard.core.patient_view import ExamIndex
+from dashboard.core.patient_view import CohortIndex, PatientView, patient_view
 from dashboard.core.records import validate
 from dashboard.store import get_engine, import_records, latest_decisions, load_records
 from dashboard.store.models import Import, Patient
@@ -31,7 +33,35 @@ CALIBRATED_DIR = Path(os.environ.get("SPINE_DASHBOARD_REFERENCE_DIR", REFERENCE_
 @dataclass
 class Cohort:
     assessment: Assessment
-    exam_index: ExamIndex
+    index: CohortIndex  # each patient's rows, looked up in constant time
+    in_follow_up: list[str]  # patients with an index operation, most urgent open prompt first
+    key: tuple  # (store version, assessment day, reference file): what the cohort was computed from
+
+    @property
+    def exam_index(self) -> CohortIndex:
+        """One patient's strength exams: `cohort.exam_index.exams(patient_id)`."""
+        return self.index
+
+    def find(self, text: str, limit: int) -> list[str]:
+        """Patients in follow-up whose id contains `text` (any case), most urgent first, at most `limit`."""
+        needle = text.strip().lower()
+        if not needle:
+            return self.in_follow_up[:limit]
+        found = []
+        for patient_id in self.in_follow_up:
+            if needle in patient_id.lower():
+                found.append(patient_id)
+                if len(found) == limit:
+                    break
+        return found
+
+    def exact(self, text: str) -> str | None:
+        """The patient in follow-up whose id is `text` (any case, surrounding spaces ignored), if any."""
+        return self.by_lower_id.get(text.strip().lower())
+
+    @functools.cached_property
+    def by_lower_id(self) -> dict[str, str]:
+        return {patient_id.lower(): patient_id for patient_id in self.in_follow_up}
 
 
 @st.cache_resource(show_spinner="Opening the store…")
@@ -62,13 +92,28 @@ def store_version() -> int:
 def _cohort(version: int, as_of: date, reference_path: str) -> Cohort:
     records = load_records(engine())
     result = assess(records, as_of=as_of, reference=load_reference(reference_path))
-    return Cohort(result, ExamIndex(result.records.strength))
+    patients = result.patients
+    in_follow_up = patients.loc[patients["surgery_date"].notna(), "patient_id"].tolist()
+    return Cohort(result, CohortIndex(result), in_follow_up, (version, as_of, reference_path))
 
 
 def cohort() -> Cohort:
     """The assessment for the day and reference chosen in the sidebar."""
     return _cohort(store_version(), assessment_day(), st.session_state.get("reference_path",
                                                                            str(PUBLISHED_REFERENCE)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _patient_view(key: tuple, patient_id: str, _cohort: Cohort) -> PatientView:
+    return patient_view(_cohort.assessment, patient_id, index=_cohort.index)
+
+
+def cached_patient_view(cohort: Cohort, patient_id: str) -> PatientView:
+    """One patient's view, computed once per patient and cohort (a page reruns on every click).
+
+    Shared, not copied: callers must not modify its frames.
+    """
+    return _patient_view(cohort.key, patient_id, cohort)
 
 
 def assessment_day() -> date:
@@ -78,6 +123,15 @@ def assessment_day() -> date:
 def prompts_with_decisions(assessment: Assessment) -> pd.DataFrame:
     """The cohort's prompts with the decision in force for each (read fresh: decisions are small)."""
     return with_decisions(assessment.prompts, latest_decisions(engine()))
+
+
+def patient_prompts_with_decisions(cohort: Cohort, patient_id: str) -> pd.DataFrame:
+    """One patient's prompts with the decision in force for each, read fresh from that patient's decisions.
+
+    The same rows as prompts_with_decisions(...) filtered to the patient, without a pass over the cohort.
+    """
+    in_force = latest_decisions(engine(), patient_id)
+    return with_decisions(cohort.index.prompts(patient_id).reset_index(drop=True), in_force)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -96,3 +150,4 @@ def reference_files() -> dict[str, str]:
 def clear_caches() -> None:
     """After an import: the next rerun reloads and reassesses."""
     _cohort.clear()
+    _patient_view.clear()

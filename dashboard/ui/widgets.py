@@ -13,6 +13,9 @@ from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, URGENCY_COLOURS, U
 from dashboard.ui import data
 from dashboard.ui.auth import audit_event
 
+#: Most patients the patient list offers at once: a search finds any other (a list of every patient in a
+#: large clinic made each rerun of the Patient page slow to build, send and draw).
+PICKER_OPTIONS = 200
 BADGE_STYLE = ("display:inline-block;padding:2px 10px;border-radius:12px;color:white;font-weight:600;"
                "font-size:0.9rem;background:{colour}")
 
@@ -29,6 +32,40 @@ def sidebar_settings() -> None:
             index = next((i for i, t in enumerate(titles) if files[t] == current), 0)
             chosen = st.selectbox("Expected-recovery reference", titles, index=index)
             st.session_state["reference_path"] = files[chosen]
+
+
+def patient_picker(cohort: data.Cohort, wanted: str | None) -> str:
+    """The patient to show: `wanted` if in follow-up (else the most urgent), or the one the user picks.
+
+    A search box finds any patient by id; typing a whole id opens that patient. Beside it, a list of the
+    patients whose id contains the search (or, with no search, the most urgent ones), at most
+    PICKER_OPTIONS, with the patient shown always among them.
+    """
+    current = (cohort.exact(wanted) if isinstance(wanted, str) else None) or cohort.in_follow_up[0]
+    search, choice = st.columns([1, 2])
+    text = search.text_input("Find a patient", key="patient_search", placeholder="Patient id, e.g. P00017",
+                             on_change=_open_typed_patient,
+                             help=f"Part of an id lists the matches; a whole id opens that patient. "
+                                  f"{len(cohort.in_follow_up):,} patients in follow-up.")
+    matches = cohort.find(text, PICKER_OPTIONS + 1)
+    options = matches[:PICKER_OPTIONS]
+    if current not in options:
+        options = [current, *options]
+    chosen = choice.selectbox("Patient", options, index=options.index(current),
+                              help="Most urgent open prompt first" + (" (matching the search)" if text else ""))
+    if text.strip() and not matches:
+        search.caption(f"No patient id contains “{text.strip()}”.")
+    elif len(matches) > PICKER_OPTIONS:
+        search.caption(f"The {PICKER_OPTIONS} most urgent matches are listed: type more of the id.")
+    return chosen
+
+
+def _open_typed_patient() -> None:
+    """Search box callback: a whole patient id opens that patient (before the page runs)."""
+    match = data.cohort().exact(st.session_state.get("patient_search") or "")
+    if match is not None:
+        st.session_state["patient_id"] = match
+        st.query_params["patient"] = match
 
 
 def urgency_badge(urgency: str | None) -> str:
