@@ -328,15 +328,18 @@ def _absent(kind: str, index: pd.Index) -> _Parsed:
 
 def _key(columns: list[_Parsed]) -> np.ndarray:
     """One int64 per row for a natural key over parsed columns (-1 where any part is missing)."""
-    n = len(columns[0].codes)
-    key, complete = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
+    key = np.zeros(len(columns[0].codes), dtype=np.int64)
+    room = 2**62
     for column in columns:
         size = max(len(column.uniques), 1)
-        if n and int(key.max()) >= (2**62) // size:  # keep the combined key inside int64
+        if size > room:  # keep the combined key inside int64: renumber what is combined so far
             key = pd.factorize(key)[0].astype(np.int64)
-        key = key * size + np.maximum(column.codes, 0)
-        complete &= column.codes >= 0
-    return np.where(complete, key, -1)
+            room = 2**62 // max(int(key.max(initial=0)) + 1, 1)
+        key = key * size + column.codes
+        room //= size
+    incomplete = np.minimum.reduce([column.codes for column in columns]) < 0
+    key[incomplete] = -1
+    return key
 
 
 def _repeats(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -409,26 +412,30 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
         if column.required and one.missing.any():
             out.add("error", label, _lines(np.flatnonzero(one.missing)), column.name, None, "is missing (required)")
-        if column.name in schema.columns:
-            _check_values(raw[column.name], one, label, schema.columns[column.name], out)
     for name in (c for c in raw.columns if c not in {col.name for col in spec.columns}):
         parsed[name] = _parse_column(raw[name], "text")  # extra columns: kept as trimmed text
+    _check_values(raw, parsed, label, schema, out)
     typed = pd.DataFrame({name: column.values for name, column in parsed.items()}, index=raw.index)
     return typed, parsed
 
 
-def _check_values(raw: pd.Series, column: _Parsed, label: str, check: pandera.Column, out: _Collector) -> None:
-    """Codes and ranges (pandera) on the distinct values; messages show the value as written in the file."""
+def _check_values(raw: pd.DataFrame, parsed: dict[str, _Parsed], label: str, schema: pandera.DataFrameSchema,
+                  out: _Collector) -> None:
+    """Codes and ranges (pandera) on each column's distinct values, in one frame padded with missing values;
+    messages show the value as written in the file."""
+    checked = [name for name in schema.columns if name in raw.columns]
+    distinct = pd.DataFrame({name: parsed[name].uniques.reset_index(drop=True) for name in checked})
     try:
-        pandera.DataFrameSchema({raw.name: check}).validate(pd.DataFrame({raw.name: column.uniques}), lazy=True)
+        schema.validate(distinct, lazy=True)
     except pandera.errors.SchemaErrors as failure:
         cases = failure.failure_cases
         cases = cases[cases["check"] != "not_nullable"]  # required values are reported by the parser
-        for message, group in cases.groupby("check", sort=False):
+        for (name, message), group in cases.groupby(["column", "check"], sort=False):
+            column = parsed[name]
             failing = np.zeros(len(column.uniques), dtype=bool)
             failing[group["index"].astype(int).to_numpy()] = True
             rows = column.rows_where(failing)
-            out.add("error", label, _lines(np.flatnonzero(rows)), raw.name, raw[rows].to_numpy(), message)
+            out.add("error", label, _lines(np.flatnonzero(rows)), name, raw[name][rows].to_numpy(), message)
 
 
 def validate(path: str | Path, today: date | None = None) -> tuple[Records | None, ValidationReport]:
