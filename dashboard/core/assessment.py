@@ -10,8 +10,11 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from dashboard.core.curves import Reference, load_reference, patient_factors
+from dashboard.core.fast import codes_in
+from dashboard.core.joins import join_rows, rows_in, sort_rank, take_rows, text_column
 from dashboard.core.records import Records
 from dashboard.core.trajectory import index_surgeries, muscle_trajectories
 
@@ -55,11 +58,14 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
     factors = patient_factors(known.patients, index_ops)
     muscles = muscle_trajectories(known.strength, index_ops, factors, reference)
 
-    patients = known.patients.merge(index_ops, on="patient_id", how="left", suffixes=("", "_surgery"))
-    patients = patients.merge(factors[["patient_id", "age", "deficit_days"]], on="patient_id", how="left")
+    op_row = rows_in(known.patients["patient_id"], index_ops["patient_id"])
+    patients = join_rows(known.patients, index_ops, op_row, suffixes=("", "_surgery"))
+    # factors has one row per index operation, in the same order
+    patients = join_rows(patients, factors[["patient_id", "age", "deficit_days"]], op_row)
     patients["days_since_surgery"] = (pd.Timestamp(as_of) - patients["surgery_date"]).dt.days.astype("Int64")
-    visits = known.visits.merge(index_ops[["patient_id", "surgery_date"]], on="patient_id", how="left")
-    visits["day"] = (visits["visit_date"] - visits.pop("surgery_date")).dt.days.astype("Int64")
+    surgery_date = take_rows(index_ops[["surgery_date"]], rows_in(known.visits["patient_id"], index_ops["patient_id"]))
+    visits = known.visits.reset_index(drop=True)
+    visits["day"] = (visits["visit_date"] - surgery_date["surgery_date"]).dt.days.astype("Int64")
 
     prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules())
     patients = _sort_by_urgency(patients, prompts)
@@ -67,10 +73,19 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
 
 
 def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
-    rank = prompts["urgency"].map(URGENCY_ORDER).groupby(prompts["patient_id"]).min()
-    patients = patients.assign(top_urgency_rank=patients["patient_id"].map(rank).fillna(len(URGENCY_ORDER)))
-    patients["top_urgency"] = patients["top_urgency_rank"].map({v: k for k, v in URGENCY_ORDER.items()})
-    return patients.sort_values(["top_urgency_rank", "patient_id"], kind="stable").reset_index(drop=True)
+    """Patients by their most urgent prompt, then patient_id, with that urgency and its rank (3: none)."""
+    patient = rows_in(prompts["patient_id"], patients["patient_id"])
+    urgency = codes_in(prompts["urgency"], list(URGENCY_ORDER))
+    known = (patient >= 0) & (urgency >= 0)
+    rank = np.full(len(patients), len(URGENCY_ORDER))
+    np.minimum.at(rank, patient[known], urgency[known])
+    # Integers when every patient has a prompt, else floats: the types pandas' map gave this column.
+    every = (rank < len(URGENCY_ORDER)).all()
+    patients = patients.assign(
+        top_urgency_rank=pd.array(rank if every else rank.astype(float), dtype="int64[pyarrow]" if every else
+                                  "double[pyarrow]"),
+        top_urgency=text_column(pa.array(list(URGENCY_ORDER)), np.where(rank < len(URGENCY_ORDER), rank, -1)))
+    return take_rows(patients, np.lexsort((sort_rank(patients["patient_id"]), rank)))
 
 
 def _iso(value) -> str | None:

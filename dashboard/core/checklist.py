@@ -8,6 +8,7 @@ boolean mask over a whole-cohort frame.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import re
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
-from dashboard.core.grades import format_mrc_series
+from dashboard.core.grades import format_mrc
+from dashboard.core.joins import encode, rows_in, sort_rank, take_columns, take_rows, text_array, text_column
 
 RULES_PATH = Path(__file__).resolve().parents[2] / "data" / "rules" / "imaging_rules.yaml"
 CATEGORIES = ("red_flag", "compression", "fibrosis", "hardware")
@@ -69,6 +72,12 @@ class Rule:
     source_keys: tuple[str, ...]
     window_days: int
     rationale: str
+
+    @functools.cached_property
+    def fields(self) -> frozenset[str]:
+        """The fields the rule reads: in its conditions and in its evidence templates."""
+        return frozenset(c["field"] for c in self.conditions + self.any_of) | frozenset(
+            field for template in self.evidence for field in re.findall(r"{(\w+)}", template) if field != "finding")
 
 
 @dataclass(frozen=True)
@@ -164,168 +173,239 @@ def _check_condition(condition, scope: str, fail) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _mask(frame: pd.DataFrame, condition: dict) -> np.ndarray:
+def _holds(column: pd.Series, condition: dict) -> np.ndarray:
     """Where a condition holds; a missing value never satisfies a condition (unknown is not normal)."""
-    column = frame[condition["field"]]
     (operator, value), = ((k, v) for k, v in condition.items() if k != "field")
     if operator == "is":
-        result = column.astype("boolean") == bool(value)
+        result = (column if column.dtype == bool else column.astype("boolean")) == bool(value)
     elif operator == "in":
         result = column.isin(value)
     else:
         if isinstance(value, str) and column.dtype.kind == "M":
             value = pd.Timestamp(value)
         result = getattr(column, operator)(value)
-    return pd.array(result, dtype="boolean").fillna(False).to_numpy(dtype=bool)
+    return result.to_numpy(dtype=bool, na_value=False)
 
 
-def _rule_mask(frame: pd.DataFrame, rule: Rule) -> np.ndarray:
-    mask = np.ones(len(frame), dtype=bool)
-    for condition in rule.conditions:
-        mask &= _mask(frame, condition)
-    if rule.any_of:
-        mask &= np.logical_or.reduce([_mask(frame, c) for c in rule.any_of])
-    return mask
+def _mask(frame: pd.DataFrame, condition: dict) -> np.ndarray:
+    return _holds(frame[condition["field"]], condition)
 
 
-def _visit_frame(patients: pd.DataFrame, visits: pd.DataFrame) -> pd.DataFrame:
-    """Visits after the index operation, with changes since earlier visits of the same patient."""
-    frame = visits[visits["day"].notna() & (visits["day"] >= 0)].sort_values(["patient_id", "visit_date"])
-    patient = pd.Series(pd.factorize(frame["patient_id"])[0], index=frame.index)
+def _rule_rows(frame: pd.DataFrame, rule: Rule) -> np.ndarray:
+    """The rows where a rule fires; each condition is tested only on the rows that passed the ones before,
+    conditions on text last (they are the slowest to test)."""
+    rows = np.arange(len(frame))
+
+    def values(field: str) -> pd.Series:
+        return frame[field] if len(rows) == len(frame) else frame[field].take(rows)
+
+    for condition in sorted(rule.conditions, key=lambda c: isinstance(frame[c["field"]].dtype, pd.StringDtype)):
+        rows = rows[_holds(values(condition["field"]), condition)]
+    if rule.any_of and len(rows):
+        rows = rows[np.logical_or.reduce([_holds(values(c["field"]), c) for c in rule.any_of])]
+    return rows
+
+
+def _visit_frame(patients: pd.DataFrame, visits: pd.DataFrame, patient_fields: list[str]) -> pd.DataFrame:
+    """Visits after the index operation by patient and date, with changes since the patient's earlier visits
+    and the patient's fields; `_patient` is the row in `patients` (visits of others are left out)."""
+    patient = rows_in(visits["patient_id"], patients["patient_id"])
+    day = visits["day"]
+    rows = np.flatnonzero((day.notna() & (day >= 0)).to_numpy(dtype=bool) & (patient >= 0))
+    rows = rows[_by_patient_then_date(sort_rank(patients["patient_id"])[patient[rows]],
+                                      visits["visit_date"].to_numpy()[rows])]
+    patient = patient[rows]
+    frame = take_columns(visits, rows, [column for column in visits.columns if column in VISIT_FIELDS])
     # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
-    crp_after_peak = frame["crp_mg_l"].where(frame["day"] >= 3)
-    frame = frame.assign(
-        crp_rise_from_nadir=crp_after_peak - _lowest_before(crp_after_peak, patient),
-        back_pain_rise=frame["back_pain_nrs"] - _lowest_before(frame["back_pain_nrs"], patient),
-        leg_pain_rise=frame["leg_pain_nrs"] - _lowest_before(frame["leg_pain_nrs"], patient),
-        is_latest_visit=~frame.duplicated("patient_id", keep="last"),
+    measured = pd.DataFrame({"crp_rise_from_nadir": frame["crp_mg_l"].where(frame["day"] >= 3),
+                             "back_pain_rise": frame["back_pain_nrs"], "leg_pain_rise": frame["leg_pain_nrs"]})
+    frame = pd.concat([frame, measured - _lowest_before(measured, patient),
+                       take_rows(patients[patient_fields], patient)], axis=1)
+    return frame.assign(
+        is_latest_visit=np.r_[patient[1:] != patient[:-1], True] if len(frame) else np.zeros(0, dtype=bool),
+        days_ago=patients["days_since_surgery"].array.take(patient) - frame["day"].array,
+        _patient=patient,
     )
-    frame = frame.merge(patients[["patient_id", *PATIENT_FIELDS]], on="patient_id", how="inner")
-    return frame.assign(days_ago=frame["days_since_surgery"] - frame["day"])
 
 
-def _lowest_before(values: pd.Series, patient: pd.Series) -> pd.Series:
-    """The lowest earlier value of the same patient (rows sorted by date), NaN when there is none."""
+def _by_patient_then_date(patient_rank: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """Order by patient, then date (missing last), ties in input order: one stable sort of one integer."""
+    date_code, distinct = pd.factorize(dates, sort=True)
+    date_code = np.where(date_code >= 0, date_code, len(distinct))
+    return np.argsort(patient_rank * (len(distinct) + 1) + date_code, kind="stable")
+
+
+def _lowest_before(values: pd.DataFrame, patient: np.ndarray) -> pd.DataFrame:
+    """Per column, the lowest earlier value of the same patient (rows sorted by date), NaN when there is none."""
     running = values.groupby(patient).cummin()
     running = running.groupby(patient).ffill()
     return running.groupby(patient).shift(1)
 
 
-def _muscle_frame(patients: pd.DataFrame, muscles: pd.DataFrame) -> pd.DataFrame:
-    frame = muscles.merge(patients[["patient_id", *PATIENT_FIELDS]], on="patient_id", how="inner")
+def _muscle_frame(patients: pd.DataFrame, muscles: pd.DataFrame, patient_fields: list[str]) -> pd.DataFrame:
+    """Trajectories of patients in `patients`, with the patient's fields; `_patient` is the row there."""
+    patient = rows_in(muscles["patient_id"], patients["patient_id"])
+    rows = np.flatnonzero(patient >= 0)
+    patient = patient[rows]
+    frame = pd.concat([take_rows(muscles, rows), take_rows(patients[patient_fields], patient)], axis=1)
     return frame.assign(
         drop_from_best=frame["best_prior_mrc"] - frame["latest_mrc"],
         drop_from_first=frame["first_post_mrc"] - frame["latest_mrc"],
         gain_before_drop=frame["best_prior_mrc"] - frame["baseline_mrc"],
-        root_at_operated_level=_root_at_levels(frame["root"], frame["levels"]),
+        root_at_operated_level=_root_at_levels(frame["root"], patients["levels"], patient),
+        _patient=patient,
     )
 
 
-def _root_at_levels(roots: pd.Series, levels: pd.Series) -> np.ndarray:
-    """Whether each root exits or traverses at one of the operated segments (computed per distinct pair)."""
-    root_codes, root_values = pd.factorize(roots)
-    level_codes, level_values = pd.factorize(levels.fillna(""))
+def _root_at_levels(roots: pd.Series, levels: pd.Series, level_row: np.ndarray) -> np.ndarray:
+    """Whether each root exits or traverses at one of the operated segments `levels[level_row]`.
+
+    Computed once per distinct root and distinct levels text.
+    """
+    root_codes, root_values = encode(roots)
+    level_codes, level_values = encode(levels.fillna(""))
     table = np.array([[root in {r for seg in str(lv).split(";") if seg for r in SEGMENT_ROOTS.get(seg, ())}
-                       for root in root_values] for lv in level_values], dtype=bool).reshape(
+                       for root in root_values.to_pylist()] for lv in level_values.to_pylist()], dtype=bool).reshape(
         len(level_values), len(root_values))
-    return table[level_codes, root_codes] if len(roots) else np.zeros(0, dtype=bool)
+    return table[level_codes[level_row], root_codes] if len(roots) else np.zeros(0, dtype=bool)
 
 
-def _render(frame: pd.DataFrame, template: str) -> pd.Series:
+def _muscle_visit_frame(muscles: pd.DataFrame, visits: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """Trajectories joined to visits near their latest exam; muscle conditions first, so the join stays small.
+
+    Pairs come by trajectory, then by visit date (as an inner merge on the patient gives them); only the
+    fields the rule reads are kept, with the patient's from the trajectory side.
+    """
+    on_muscle = tuple(c for c in rule.conditions if c["field"] not in VISIT_FIELDS)
+    candidates = _rule_rows(muscles, dataclasses.replace(rule, conditions=on_muscle, any_of=()))
+    pair, visit = _visits_of(muscles["_patient"].to_numpy()[candidates], visits["_patient"].to_numpy())
+    trajectory = candidates[pair]
+    visit_date, latest_date = visits["visit_date"].to_numpy()[visit], muscles["latest_date"].to_numpy()[trajectory]
+    with np.errstate(invalid="ignore"):
+        gap = np.abs((visit_date - latest_date) // np.timedelta64(1, "D"))
+    near = ~np.isnat(visit_date) & ~np.isnat(latest_date) & (gap <= rule.window_days)
+    muscle_fields = [column for column in muscles.columns if column in rule.fields or column == "_patient"]
+    visit_fields = [column for column in visits.columns if column in rule.fields and column not in muscle_fields]
+    return pd.concat([take_columns(muscles, trajectory[near], muscle_fields),
+                      take_columns(visits, visit[near], visit_fields)], axis=1)
+
+
+def _visits_of(patient: np.ndarray, visit_patient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i, visit) of a visit of patient[i], by i then visit; each patient's visits are adjacent."""
+    if not len(patient) or not len(visit_patient):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    size = max(patient.max(), visit_patient.max()) + 1
+    starts = np.flatnonzero(np.r_[True, visit_patient[1:] != visit_patient[:-1]])
+    first = np.zeros(size, dtype=np.int64)
+    first[visit_patient[starts]] = starts
+    count = np.bincount(visit_patient, minlength=size)[patient]
+    pair = np.repeat(np.arange(len(patient)), count)
+    return pair, np.repeat(first[patient] - (np.cumsum(count) - count), count) + np.arange(len(pair))
+
+
+def _template_parts(template: str) -> list[tuple[str, str | None]]:
+    """A template as (text, None) and (field, field) parts: '{day} days' → [('day', 'day'), (' days', None)]."""
+    return [(part[1:-1], part[1:-1]) if re.fullmatch(r"{\w+}", part) else (part, None)
+            for part in re.split(r"({\w+})", template) if part]
+
+
+def _render(hits: pd.DataFrame, template: str, findings: np.ndarray | None = None) -> np.ndarray:
     """Fill an evidence template for every row at once; missing values read as 'missing'."""
-    parts = re.split(r"({\w+})", template)
-    text = pd.Series("", index=frame.index, dtype=object)
-    for part in parts:
-        match = re.fullmatch(r"{(\w+)}", part)
-        if not match:
-            text = text + part
-            continue
-        text = text + _shown(frame, match.group(1))
+    text = np.full(len(hits), "", dtype=object)
+    for part, field in _template_parts(template):
+        text = text + (part if field is None else findings if field == "finding" else _shown(hits[field], field))
     return text
 
 
-def _shown(frame: pd.DataFrame, field: str) -> pd.Series:
-    if field == "finding":
-        return frame["_finding"]
-    column = frame[field]
+def _shown(column: pd.Series, field: str) -> np.ndarray:
+    """How each value reads in an evidence line, formatted once per distinct value."""
     if field in GRADE_FIELDS:
-        return format_mrc_series(column)
+        return _per_value(column.to_numpy(dtype=float, na_value=np.nan), format_mrc)
     if column.dtype.kind == "M":
-        return column.dt.strftime("%Y-%m-%d").fillna("missing")
+        dates = column.to_numpy()
+        return np.where(np.isnat(dates), "missing", np.datetime_as_string(dates, unit="D")).astype(object)
     if str(column.dtype) == "boolean":
-        return column.map({True: "yes", False: "no"}).fillna("missing").astype(object)
+        return _per_value(column.to_numpy(dtype=object), {True: "yes", False: "no"}.get)
     if column.dtype.kind == "f" or str(column.dtype) == "Float64":
-        text = column.astype(float).round(1).astype(str).str.replace(r"\.0$", "", regex=True)
-        return text.where(column.notna(), "missing").astype(object)
-    return column.astype(object).where(column.notna(), "missing").astype(str)
+        rounded = column.to_numpy(dtype=float, na_value=np.nan).round(1)
+        return _per_value(rounded, lambda value: str(value).removesuffix(".0"))
+    return _per_value(column.to_numpy(dtype=object), str)
 
 
-def _findings(frame: pd.DataFrame, rule: Rule) -> pd.Series:
+def _per_value(values: np.ndarray, show) -> np.ndarray:
+    """`show(value)` for each value, called once per distinct value; missing values read 'missing'."""
+    codes, uniques = pd.factorize(values)
+    return np.array([show(value) for value in uniques] + ["missing"], dtype=object)[codes]
+
+
+def _findings(hits: pd.DataFrame, rule: Rule) -> np.ndarray:
     """Names of the boolean findings that made an any_of rule fire ('saddle_anesthesia, fever')."""
-    names = pd.Series("", index=frame.index, dtype=object)
+    names = np.full(len(hits), "", dtype=object)
     for condition in rule.any_of:
-        hit = _mask(frame, condition)
+        hit = _mask(hits, condition)
         label = condition["field"]
-        names = names.where(~hit, np.where(names == "", label, names + ", " + label))
+        names = np.where(hit, np.where(names == "", label, names + ", " + label), names)
     return names
+
+
+def _evidence_by_patient(hits: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each patient's evidence lines, in row order then template order, each line once.
+
+    Returns the patients (rows in `patients`), how many lines each has, and the lines one after another.
+    """
+    findings = _findings(hits, rule) if rule.any_of else None
+    lines = np.column_stack([_render(hits, template, findings) for template in rule.evidence]).ravel()
+    patient = np.repeat(hits["_patient"].to_numpy(), len(rule.evidence))
+    order = np.argsort(patient, kind="stable")  # by patient, then row, then template
+    patient, lines = patient[order], lines[order]
+    line_codes = pd.factorize(lines)[0]
+    first = np.sort(np.unique(patient * (line_codes.max() + 1) + line_codes, return_index=True)[1])
+    patient, lines = patient[first], lines[first]
+    starts = np.flatnonzero(np.r_[True, patient[1:] != patient[:-1]])
+    return patient[starts], np.diff(np.r_[starts, len(patient)]), lines
 
 
 def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
     """Every prompt for every patient: one row per patient and rule, with its evidence lines."""
-    visit_frame = _visit_frame(patients, visits)
-    muscle_frame = _muscle_frame(patients, muscles)
+    read = frozenset().union(*(rule.fields for rule in rules.rules))
+    patient_fields = [field for field in PATIENT_FIELDS if field in read]
+    visit_frame = _visit_frame(patients, visits, patient_fields)
+    muscle_frame = _muscle_frame(patients, muscles, patient_fields)
     frames = {"visit": visit_frame, "muscle": muscle_frame}
-    fired = []
+    fired = []  # per rule that fired: its position, patients, lines per patient, lines
     for order, rule in enumerate(rules.rules):
         frame = frames[rule.scope] if rule.scope != "muscle_visit" else _muscle_visit_frame(
             muscle_frame, visit_frame, rule)
-        if frame.empty:
-            continue
-        hits = frame[_rule_mask(frame, rule)]
-        if hits.empty:
-            continue
-        if rule.any_of:
-            hits = hits.assign(_finding=_findings(hits, rule))
-        patients, evidence = _evidence_by_patient(hits, rule)
-        fired.append(pd.DataFrame({
-            "patient_id": patients, "rule_id": rule.id, "category": rule.category,
-            "modality": rule.modality, "urgency": rule.urgency, "summary": rule.summary,
-            "evidence": evidence, "source": rules.source_text(rule), "_order": order,
-        }))
+        rows = _rule_rows(frame, rule)
+        if len(rows):
+            hits = take_columns(frame, rows, [c for c in frame.columns if c in rule.fields or c == "_patient"])
+            fired.append((order, *_evidence_by_patient(hits, rule)))
     if not fired:
         return pd.DataFrame(columns=PROMPT_COLUMNS)
-    prompts = pd.concat(fired, ignore_index=True)
-    prompts["evidence_hash"] = prompts["evidence"].map(evidence_hash)
-    prompts["_urgency"] = prompts["urgency"].map({u: i for i, u in enumerate(URGENCIES)})
-    prompts["_red"] = prompts["category"] != "red_flag"
-    prompts = prompts.sort_values(["patient_id", "_red", "_urgency", "_order"], kind="stable")
-    return prompts[PROMPT_COLUMNS].reset_index(drop=True)
+    rule = np.concatenate([np.full(len(patient), order) for order, patient, _, _ in fired])
+    patient = np.concatenate([patient for _, patient, _, _ in fired])
+    counts = np.concatenate([counts for _, _, counts, _ in fired])
+    evidence = pa.ListArray.from_arrays(np.r_[0, np.cumsum(counts)].astype(np.int32),
+                                        pa.array(np.concatenate([lines for *_, lines in fired]), pa.string()))
+    urgency = np.array([URGENCIES.index(r.urgency) for r in rules.rules])
+    not_red = np.array([r.category != "red_flag" for r in rules.rules])
+    order = np.lexsort((rule, urgency[rule], not_red[rule], sort_rank(patients["patient_id"])[patient]))
+    rule, evidence = rule[order], evidence.take(order).to_pylist()
 
+    def by_rule(values: list[str]) -> pd.Series:
+        return text_column(pa.array(values, pa.string()), rule)
 
-def _evidence_by_patient(hits: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, list[list[str]]]:
-    """Each patient's evidence lines, in row order then template order, each line once."""
-    long = pd.DataFrame({
-        "patient_id": np.tile(hits["patient_id"].to_numpy(dtype=object), len(rule.evidence)),
-        "row": np.tile(np.arange(len(hits)), len(rule.evidence)),
-        "template": np.repeat(np.arange(len(rule.evidence)), len(hits)),
-        "line": np.concatenate([_render(hits, t).to_numpy(dtype=object) for t in rule.evidence]),
+    return pd.DataFrame({
+        "patient_id": text_column(text_array(patients["patient_id"]), patient[order]),
+        "rule_id": by_rule([r.id for r in rules.rules]),
+        "category": by_rule([r.category for r in rules.rules]),
+        "modality": by_rule([r.modality for r in rules.rules]),
+        "urgency": by_rule([r.urgency for r in rules.rules]),
+        "summary": by_rule([r.summary for r in rules.rules]),
+        "evidence": evidence,
+        "source": by_rule([rules.source_text(r) for r in rules.rules]),
+        "evidence_hash": pd.Series([evidence_hash(lines) for lines in evidence], dtype="str"),
     })
-    long["patient"] = pd.factorize(long["patient_id"])[0]
-    long = long.sort_values(["patient", "row", "template"], kind="stable").drop_duplicates(["patient", "line"])
-    starts = np.flatnonzero(np.r_[True, long["patient"].to_numpy()[1:] != long["patient"].to_numpy()[:-1]])
-    lines = np.split(long["line"].to_numpy(dtype=object), starts[1:])
-    return long["patient_id"].to_numpy()[starts], [list(chunk) for chunk in lines]
-
-
-def _muscle_visit_frame(muscles: pd.DataFrame, visits: pd.DataFrame, rule: Rule) -> pd.DataFrame:
-    """Trajectories joined to visits near their latest exam; muscle conditions first, so the join stays small."""
-    on_muscle = [c for c in rule.conditions if c["field"] not in VISIT_FIELDS]
-    candidates = muscles
-    for condition in on_muscle:
-        candidates = candidates[_mask(candidates, condition)]
-    joined = candidates.merge(visits.drop(columns=list(PATIENT_FIELDS)), on="patient_id", how="inner")
-    near = (joined["visit_date"] - joined["latest_date"]).dt.days.abs() <= rule.window_days
-    return joined[near.fillna(False).to_numpy(dtype=bool)]
 
 
 def evidence_hash(evidence: list[str]) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from dashboard.core.grades import MRC_MAX
+from dashboard.core.joins import join_rows, rows_in
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "data" / "reference"
 PUBLISHED_REFERENCE = REFERENCE_DIR / "published.yaml"
@@ -142,13 +143,19 @@ def _check_modifier(path: Path, modifier: dict, sources: dict) -> dict:
     }
 
 
-def group_of(baseline: np.ndarray, reference: Reference) -> np.ndarray:
-    """The reference group id of each baseline grade ('' where none applies, e.g. a normal baseline)."""
+def group_index(baseline: np.ndarray, reference: Reference) -> np.ndarray:
+    """The row of `reference.groups` for each baseline grade, the first matching group (-1 where none does)."""
     baseline = np.asarray(baseline, dtype=float)
     conditions = [(baseline >= row.baseline_min) & (baseline <= row.baseline_max)
                   for row in reference.groups.itertuples()]
-    return np.select(conditions, reference.groups["id"].to_numpy(), default="") if conditions else \
-        np.full(baseline.shape, "", dtype=object)
+    return np.select(conditions, range(len(conditions)), default=-1) if conditions else \
+        np.full(baseline.shape, -1)
+
+
+def group_of(baseline: np.ndarray, reference: Reference) -> np.ndarray:
+    """The reference group id of each baseline grade ('' where none applies, e.g. a normal baseline)."""
+    ids = np.append(reference.groups["id"].to_numpy(dtype=object), "")
+    return ids[group_index(baseline, reference)]
 
 
 def modifier_flags(factors: pd.DataFrame, reference: Reference) -> pd.DataFrame:
@@ -163,36 +170,53 @@ def modifier_flags(factors: pd.DataFrame, reference: Reference) -> pd.DataFrame:
     return pd.DataFrame(flags, index=factors.index)
 
 
-def expected_band(baseline, days, factors: pd.DataFrame, reference: Reference) -> pd.DataFrame:
-    """Expected grade and band for each row: baseline grade, days since the index operation, factors.
-
-    Rows whose baseline has no group (normal or missing baseline) get NaN: no curve applies.
-    """
-    baseline = np.asarray(baseline, dtype=float)
-    days = np.clip(np.asarray(days, dtype=float), 0, None)
-    groups = group_of(np.nan_to_num(baseline, nan=-1), reference)
-    params = reference.groups.set_index("id").reindex(groups)
-    rmax_factor = np.ones(len(baseline))
-    tau_factor = np.ones(len(baseline))
+def modifier_multipliers(factors: pd.DataFrame, reference: Reference) -> tuple[np.ndarray, np.ndarray]:
+    """The product of the applying modifiers' rmax and tau factors, per row of `factors` (1 where none)."""
+    rmax_factor = np.ones(len(factors))
+    tau_factor = np.ones(len(factors))
     flags = modifier_flags(factors.reset_index(drop=True), reference)
     for modifier in reference.modifiers.itertuples():
         applies = flags[modifier.id].fillna(False).to_numpy(dtype=bool)
         rmax_factor = np.where(applies, rmax_factor * modifier.rmax_factor, rmax_factor)
         tau_factor = np.where(applies, tau_factor * modifier.tau_factor, tau_factor)
+    return rmax_factor, tau_factor
 
-    room = MRC_MAX - baseline
+
+def band_arrays(baseline, days, rmax_factor: np.ndarray, tau_factor: np.ndarray, reference: Reference
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """`expected_band` on plain arrays, with the modifiers already multiplied out (`modifier_multipliers`).
+
+    Returns each row's group (row of `reference.groups`, -1 for none) and the expected, low and high grades.
+    """
+    baseline = np.asarray(baseline, dtype=float)
+    group = group_index(np.nan_to_num(baseline, nan=-1), reference)
+    rows = np.flatnonzero(group >= 0)  # the other rows have no curve: NaN
+    days = np.clip(np.broadcast_to(np.asarray(days, dtype=float), baseline.shape)[rows], 0, None)
+    room = MRC_MAX - baseline[rows]
 
     def curve(rmax_col: str, tau_col: str) -> np.ndarray:
-        rmax = np.minimum(params[rmax_col].to_numpy(dtype=float) * rmax_factor, 1.0)
-        tau = params[tau_col].to_numpy(dtype=float) * tau_factor
-        return np.clip(baseline + room * rmax * (1 - np.exp(-days / tau)), 0, MRC_MAX)
+        def param(column: str, factor: np.ndarray) -> np.ndarray:
+            return reference.groups[column].to_numpy(dtype=float)[group[rows]] * np.broadcast_to(
+                factor, baseline.shape)[rows]
 
-    return pd.DataFrame({
-        "curve_group": np.where(groups == "", None, groups),
-        "expected_mrc": curve("rmax_median", "tau_median"),
-        "expected_low": curve("rmax_p10", "tau_slow"),
-        "expected_high": curve("rmax_p90", "tau_fast"),
-    })
+        values = np.full(len(baseline), np.nan)
+        values[rows] = np.clip(baseline[rows] + room * np.minimum(param(rmax_col, rmax_factor), 1.0)
+                               * (1 - np.exp(-days / param(tau_col, tau_factor))), 0, MRC_MAX)
+        return values
+
+    return group, {"expected_mrc": curve("rmax_median", "tau_median"),
+                   "expected_low": curve("rmax_p10", "tau_slow"),
+                   "expected_high": curve("rmax_p90", "tau_fast")}
+
+
+def expected_band(baseline, days, factors: pd.DataFrame, reference: Reference) -> pd.DataFrame:
+    """Expected grade and band for each row: baseline grade, days since the index operation, factors.
+
+    Rows whose baseline has no group (normal or missing baseline) get NaN: no curve applies.
+    """
+    group, band = band_arrays(baseline, days, *modifier_multipliers(factors, reference), reference)
+    ids = np.append(reference.groups["id"].to_numpy(dtype=object), None)
+    return pd.DataFrame({"curve_group": ids[group], **band})
 
 
 def curve_table(baseline: float, factors: dict, reference: Reference, days: np.ndarray | None = None
@@ -210,8 +234,9 @@ def patient_factors(patients: pd.DataFrame, index_surgery: pd.DataFrame) -> pd.D
 
     `index_surgery` has patient_id, surgery_date and deficit_onset_date. Unknown stays <NA>.
     """
-    merged = index_surgery[["patient_id", "surgery_date", "deficit_onset_date"]].merge(
-        patients[["patient_id", "birth_year", "diabetes"]], on="patient_id", how="left")
+    merged = join_rows(index_surgery[["patient_id", "surgery_date", "deficit_onset_date"]],
+                       patients[["patient_id", "birth_year", "diabetes"]],
+                       rows_in(index_surgery["patient_id"], patients["patient_id"]))
     return pd.DataFrame({
         "patient_id": merged["patient_id"],
         "age": (merged["surgery_date"].dt.year - merged["birth_year"].astype("Float64")).astype("Float64"),

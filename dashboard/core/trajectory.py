@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from dashboard.core.curves import Reference, expected_band
-from dashboard.core.fast import codes_in, days, factorize
+from dashboard.core.curves import Reference, band_arrays, modifier_multipliers
+from dashboard.core.fast import factorize
 from dashboard.core.grades import MUSCLE_ROOTS, MUSCLES, SIDES
+from dashboard.core.joins import encode, rows_in, take_rows, text_array, text_column
 
 STATUSES = ("new_deficit", "deteriorating", "behind", "on_track", "recovered", "no_deficit", "no_baseline",
             "insufficient_data")
@@ -25,101 +27,116 @@ MUSCLE_COLUMNS = [
 
 
 def index_surgeries(surgeries: pd.DataFrame) -> pd.DataFrame:
-    """The index operation of each patient: the latest operation in the (as-of filtered) records."""
-    dated = surgeries[surgeries["surgery_date"].notna()]
-    latest = dated.loc[dated.groupby("patient_id", sort=False)["surgery_date"].idxmax()]
-    return latest.reset_index(drop=True)
+    """The index operation of each patient: the latest operation in the (as-of filtered) records.
+
+    One row per patient, in order of the patient's first dated row; of two on the same date, the first.
+    """
+    dated = np.flatnonzero(surgeries["surgery_date"].notna().to_numpy())
+    patient = factorize(surgeries["patient_id"].iloc[dated])[0]
+    dated, patient = dated[patient >= 0], patient[patient >= 0]
+    order = np.lexsort((-surgeries["surgery_date"].to_numpy()[dated].view(np.int64), patient))
+    first = np.diff(np.r_[-1, patient[order]]) != 0
+    return take_rows(surgeries, dated[order][first])
 
 
-def _last_per_key(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For rows already sorted by key then by the ordering value: each key and its last row."""
-    if not len(rows):
-        return np.zeros(0, dtype=np.int64), rows
-    last = np.r_[keys[rows][1:] != keys[rows][:-1], True]
-    return keys[rows][last], rows[last]
-
-
-def _first_per_key(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if not len(rows):
-        return np.zeros(0, dtype=np.int64), rows
-    first = np.r_[True, keys[rows][1:] != keys[rows][:-1]]
-    return keys[rows][first], rows[first]
+def _best_between(grade: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """For each range of positions [first, stop) (ascending, not empty): where its highest grade is, the last
+    place on a tie; a missing grade counts as the highest (as a sort puts it last)."""
+    length = stop - first
+    offset = np.cumsum(length) - length  # where each range starts once they are put end to end
+    rows = np.repeat(first - offset, length) + np.arange(length.sum(), dtype=first.dtype)
+    values = grade[rows]
+    top = np.repeat(np.maximum.reduceat(values, offset), length)  # NaN propagates
+    at_top = (values == top) | (np.isnan(values) & np.isnan(top))
+    return rows[np.maximum.reduceat(np.where(at_top, np.arange(len(values), dtype=rows.dtype), -1), offset)]
 
 
 def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors: pd.DataFrame,
                         reference: Reference) -> pd.DataFrame:
     """One row per patient×muscle×side examined around the index operation, with its status.
 
-    `strength` must already hold only what was known on the assessment day. Works on integer keys
-    (patient code × 10 + muscle × 2 + side) and one sort, so a million exams take a fraction of a second.
+    `strength` must already hold only what was known on the assessment day. Works on one integer per exam
+    (key = patient code × 10 + muscle × 2 + side, then exam day) and one sort, so a million exams take a
+    fraction of a second. Rows come by patient (in order of first exam), muscle (cranio-caudal), then side.
     """
-    patient_code, patient_ids = factorize(strength["patient_id"])
-    op_of_patient = pd.Index(index_ops["patient_id"].astype(object)).get_indexer(patient_ids.astype(object))
-    op_row = np.where(patient_code >= 0, op_of_patient[np.maximum(patient_code, 0)], -1) \
-        if len(op_of_patient) else np.full(len(strength), -1)
-    keep = np.flatnonzero(op_row >= 0)
-    if not len(keep):
+    patient_code, patient_ids = encode(strength["patient_id"])
+    op_of_patient = np.append(rows_in(patient_ids, index_ops["patient_id"]), -1)
+    muscle = encode(strength["muscle"], MUSCLES)[0]
+    side = encode(strength["side"], SIDES)[0]
+    known = (op_of_patient[patient_code] >= 0) & (muscle >= 0) & (side >= 0)
+    if not known.any():
         return pd.DataFrame({column: pd.Series(dtype=_EMPTY_DTYPES.get(column[-4:], object))
                              for column in MUSCLE_COLUMNS})
-    surgery_day = days(index_ops["surgery_date"])[op_row[keep]]
-    exam_day = days(strength["exam_date"])[keep]
-    grade = strength["mrc"].to_numpy(dtype=float)[keep]
-    key = patient_code[keep] * 10 + codes_in(strength["muscle"], MUSCLES)[keep] * 2 \
-        + codes_in(strength["side"], SIDES)[keep]
-    day = exam_day - surgery_day
+    exam_date = strength["exam_date"].to_numpy()
+    exam_day = exam_date.astype("datetime64[D]").view(np.int64)
+    undated = np.isnat(exam_date)
+    first_day, last_day = (exam_day[~undated].min(), exam_day[~undated].max()) if not undated.all() else (0, 0)
+    width = last_day - first_day + 2  # a place for each day, then one for undated exams
 
-    by_date = np.lexsort((exam_day, key))  # rows by key, then by date
-    pre = by_date[day[by_date] < 0]
-    post = by_date[day[by_date] >= 0]
-    picks = {
-        "baseline": _last_per_key(key, pre),
-        "first_post": _first_per_key(key, post),
-        "latest": _last_per_key(key, post),
+    # One stable sort of one integer: by key, then day (undated last), ties in input order. Exams that
+    # are not part of a trajectory (patient without index operation) get key -1 and come first.
+    value = np.where(known, patient_code * np.int64(10) + muscle * 2 + side, -1) * width
+    value += np.where(undated, width - 1, exam_day - first_day)
+    order = np.argsort(value, kind="stable")
+    value = value[order]
+    key = value // width
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    start = start[key[start] >= 0]
+    keys = key[start]
+
+    # Each key's rows: exams before the index operation, after it, then undated ones.
+    surgery_day = index_ops["surgery_date"].to_numpy().astype("datetime64[D]").view(np.int64)[
+        op_of_patient[keys // 10]]
+    first_post = np.searchsorted(value, keys * width + np.clip(surgery_day - first_day, 0, width - 1))
+    latest = np.searchsorted(value, keys * width + width - 1) - 1
+    n_pre, n_post = first_post - start, latest + 1 - first_post
+    earlier = n_post > 1  # exams after the operation other than the latest
+    best_prior = np.zeros(len(keys), dtype=np.int64)
+    best_prior[earlier] = _best_between(strength["mrc"].to_numpy(dtype=float)[order], first_post[earlier],
+                                        latest[earlier])  # the latest on a tie
+    picks = {  # keys that have the pick, and its row of `strength`
+        "baseline": (n_pre > 0, order[first_post - 1]),
+        "first_post": (n_post > 0, order[np.minimum(first_post, len(order) - 1)]),
+        "best_prior": (earlier, order[best_prior]),
+        "latest": (n_post > 0, order[latest]),
     }
-    latest_rows = np.zeros(len(key), dtype=bool)
-    latest_rows[picks["latest"][1]] = True
-    earlier = np.flatnonzero((day >= 0) & ~latest_rows)
-    by_grade = earlier[np.lexsort((exam_day[earlier], grade[earlier], key[earlier]))]
-    picks["best_prior"] = _last_per_key(key, by_grade)  # the best grade, its latest date on a tie
+    columns = {
+        "patient_id": text_column(text_array(patient_ids), keys // 10),
+        "muscle": text_column(pa.array(MUSCLES), (keys % 10) // 2),
+        "root": text_column(pa.array([MUSCLE_ROOTS[m] for m in MUSCLES]), (keys % 10) // 2),
+        "side": text_column(pa.array(SIDES), keys % 2),
+    }
+    grade = strength["mrc"].to_numpy(dtype=float)
+    for name, (has, at) in picks.items():
+        columns[f"{name}_mrc"] = np.where(has, grade[at], np.nan)
+        columns[f"{name}_date"] = np.where(has, exam_date[at], np.datetime64("NaT"))
+    columns["latest_day"] = np.where(n_post > 0, exam_day[picks["latest"][1]] - surgery_day, np.nan)
 
-    keys = np.unique(key)
-    out = pd.DataFrame(index=pd.Index(keys, name="key"))
-    exam_dates = strength["exam_date"].to_numpy()[keep]
-    for name, (found_keys, rows) in picks.items():
-        at = np.searchsorted(keys, found_keys)
-        grades = np.full(len(keys), np.nan)
-        grades[at] = grade[rows]
-        dates = np.full(len(keys), np.datetime64("NaT"), dtype=exam_dates.dtype)
-        dates[at] = exam_dates[rows]
-        out[f"{name}_mrc"] = grades
-        out[f"{name}_date"] = dates
-    out["patient_id"] = patient_ids.to_numpy()[keys // 10]
-    out["muscle"] = np.asarray(MUSCLES, dtype=object)[(keys % 10) // 2]
-    out["side"] = np.asarray(SIDES, dtype=object)[keys % 2]
-    out["root"] = out["muscle"].map(MUSCLE_ROOTS)
-    latest_day = np.full(len(keys), np.nan)
-    found_keys, rows = picks["latest"]
-    latest_day[np.searchsorted(keys, found_keys)] = day[rows]
-    out["latest_day"] = latest_day
-
-    patient_factors = factors.set_index("patient_id").reindex(out["patient_id"])
-    band = expected_band(out["baseline_mrc"].to_numpy(dtype=float), latest_day, patient_factors, reference)
-    has_latest = ~np.isnan(out["latest_mrc"].to_numpy())
-    for column in ("expected_mrc", "expected_low", "expected_high"):
-        out[column] = np.where(has_latest, band[column].to_numpy(), np.nan)
-    out["curve_group"] = band["curve_group"].to_numpy()
-    out["status"] = classify(out, reference.status)
-    return out.reset_index(drop=True)[MUSCLE_COLUMNS]
+    factor_row = np.append(rows_in(patient_ids, factors["patient_id"]), -1)[keys // 10]
+    rmax_factor, tau_factor = (np.append(m, 1.0)[factor_row] for m in modifier_multipliers(factors, reference))
+    curve_group, band = band_arrays(columns["baseline_mrc"], columns["latest_day"], rmax_factor, tau_factor,
+                                    reference)
+    has_latest = ~np.isnan(columns["latest_mrc"])
+    for name, values in band.items():
+        columns[name] = np.where(has_latest, values, np.nan)
+    columns["curve_group"] = text_column(text_array(reference.groups["id"]), curve_group) if (curve_group >= 0).any() \
+        else np.full(len(keys), None)  # as pandas keeps a column of None only
+    columns["status"] = text_column(pa.array(_STATUS_CHOICES), _status_codes(columns, reference.status))
+    return pd.DataFrame(columns, columns=MUSCLE_COLUMNS, copy=False)
 
 
-def classify(rows: pd.DataFrame, thresholds: dict[str, float]) -> np.ndarray:
-    """The status of each row, in order of clinical priority (first match wins)."""
+_STATUS_CHOICES = ("no_baseline", "insufficient_data", "new_deficit", "deteriorating", "no_deficit", "recovered",
+                   "behind", "on_track")
+
+
+def _status_codes(rows, thresholds: dict[str, float]) -> np.ndarray:
+    """The position in _STATUS_CHOICES of each row's status, in order of clinical priority (first match wins)."""
     normal = thresholds["normal_grade"]
     noise = thresholds["measurement_noise"]
-    baseline = rows["baseline_mrc"].to_numpy(dtype=float)
-    latest = rows["latest_mrc"].to_numpy(dtype=float)
-    best = rows["best_prior_mrc"].to_numpy(dtype=float)
-    low = rows["expected_low"].to_numpy(dtype=float)
+    baseline = np.asarray(rows["baseline_mrc"], dtype=float)
+    latest = np.asarray(rows["latest_mrc"], dtype=float)
+    best = np.asarray(rows["best_prior_mrc"], dtype=float)
+    low = np.asarray(rows["expected_low"], dtype=float)
     with np.errstate(invalid="ignore"):
         baseline_normal = baseline >= normal
         conditions = [
@@ -132,6 +149,9 @@ def classify(rows: pd.DataFrame, thresholds: dict[str, float]) -> np.ndarray:
             latest >= normal - noise,
             latest < low - thresholds["behind_tolerance"],
         ]
-    choices = ["no_baseline", "insufficient_data", "new_deficit", "deteriorating", "no_deficit", "recovered",
-               "behind"]
-    return np.select(conditions, choices, default="on_track")
+    return np.select(conditions, range(len(conditions)), default=len(conditions))
+
+
+def classify(rows: pd.DataFrame, thresholds: dict[str, float]) -> np.ndarray:
+    """The status of each row, in order of clinical priority (first match wins)."""
+    return np.asarray(_STATUS_CHOICES)[_status_codes(rows, thresholds)]

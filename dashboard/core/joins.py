@@ -1,0 +1,90 @@
+"""Joins by row position instead of by text key.
+
+Merging on Arrow-backed patient_id strings hashes every row again on each merge. Here a frame's key column
+is looked up once in the other frame's (Arrow's hash kernel, `rows_in`), and columns are then taken by
+those row numbers: the same result as a left merge on a unique key, at the cost of a take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def text_array(values: pd.Series | pa.Array) -> pa.Array | pa.ChunkedArray:
+    """The Arrow array behind a text column (no copy when it is already Arrow-backed)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        return pa.array(values.array)
+    return pa.array(values.astype("string").array)
+
+
+def encode(values: pd.Series, categories: Sequence[str] | None = None) -> tuple[np.ndarray, pa.Array]:
+    """A text column as int32 codes (-1 where missing or not a category) and the texts they stand for:
+    `categories` when given, else the distinct values in order of first appearance."""
+    array = text_array(values)
+    if categories is None:
+        encoded = array.dictionary_encode()
+        if isinstance(encoded, pa.ChunkedArray):  # one dictionary for all chunks
+            encoded = encoded.combine_chunks()
+        codes, distinct = encoded.indices, encoded.dictionary
+    else:
+        distinct = pa.array(categories, array.type)
+        codes = pc.index_in(array, value_set=distinct)
+    return codes.fill_null(-1).to_numpy(zero_copy_only=False), distinct
+
+
+def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndarray:
+    """For each value, the row of `keys` that holds it (-1 where absent or missing); `keys` are unique."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    keys = text_array(keys)
+    found = pc.index_in(text_array(values), value_set=keys.combine_chunks() if isinstance(keys, pa.ChunkedArray)
+                        else keys)
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """Rows by position under a fresh RangeIndex; row -1 comes out all missing, as in a left merge."""
+    frame = frame.reset_index(drop=True)
+    if len(rows) == len(frame) and np.array_equal(rows, np.arange(len(rows))):
+        return frame
+    if len(rows) and rows.min() < 0:
+        return frame.reindex(rows).reset_index(drop=True)
+    return frame.take(rows).reset_index(drop=True)
+
+
+def take_columns(frame: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """`frame[columns]` at positions `rows` under a fresh RangeIndex, taking each column once."""
+    return pd.DataFrame({column: frame[column].array.take(rows) for column in columns}, copy=False)
+
+
+def join_rows(left: pd.DataFrame, right: pd.DataFrame, rows: np.ndarray, on: str = "patient_id",
+              suffixes: tuple[str, str] = ("_x", "_y")) -> pd.DataFrame:
+    """`left.merge(right, on=on, how="left")` where `rows` (from `rows_in`) are the matching rows of `right`."""
+    overlap = left.columns.intersection(right.columns).drop(on)
+    left = left.rename(columns={column: column + suffixes[0] for column in overlap}).reset_index(drop=True)
+    taken = take_rows(right.drop(columns=on), rows)
+    taken = taken.rename(columns={column: column + suffixes[1] for column in overlap})
+    return pd.concat([left, taken], axis=1)
+
+
+def text_column(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pd.Series:
+    """`values[rows]` as a text column; row -1 gives a missing value."""
+    missing = rows < 0
+    taken = values.take(pa.array(rows, mask=missing if missing.any() else None)) if len(values) else \
+        pa.nulls(len(rows), pa.string())
+    return pd.Series(taken, dtype="str")
+
+
+def sort_rank(values: pd.Series) -> np.ndarray:
+    """Each value's place in sorted order (missing values last), to sort text by integers."""
+    order = pc.array_sort_indices(text_array(values), null_placement="at_end").to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
