@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import operator
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
+from pandas.api.extensions import ExtensionArray
 
 from dashboard.core.grades import format_mrc
 from dashboard.core.joins import encode, rows_in, sort_rank, take_columns, take_rows, text_array, text_column
@@ -30,6 +33,8 @@ MODALITIES = ("mri", "mri_contrast", "ct", "ct_myelography", "radiograph", "flex
 URGENCIES = ("emergency", "urgent", "routine")
 SCOPES = ("visit", "muscle", "muscle_visit")
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "is")
+COMPARISONS = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
+               "ge": operator.ge}
 PROMPT_COLUMNS = ["patient_id", "rule_id", "category", "modality", "urgency", "summary", "evidence", "source",
                   "evidence_hash"]
 
@@ -48,6 +53,7 @@ FIELDS_BY_SCOPE = {
     "muscle": set(PATIENT_FIELDS) | set(MUSCLE_FIELDS),
     "muscle_visit": set(PATIENT_FIELDS) | set(VISIT_FIELDS) | set(MUSCLE_FIELDS),
 }
+TEXT = pa.large_string()  # the Arrow type of evidence text (that of pandas' Arrow strings)
 GRADE_FIELDS = {"baseline_mrc", "first_post_mrc", "best_prior_mrc", "latest_mrc"}
 #: Nerve roots at risk at each lumbar segment: the exiting and the traversing root.
 SEGMENT_ROOTS = {"L1-L2": ("L1", "L2"), "L2-L3": ("L2", "L3"), "L3-L4": ("L3", "L4"), "L4-L5": ("L4", "L5"),
@@ -173,22 +179,23 @@ def _check_condition(condition, scope: str, fail) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _holds(column: pd.Series, condition: dict) -> np.ndarray:
-    """Where a condition holds; a missing value never satisfies a condition (unknown is not normal)."""
-    (operator, value), = ((k, v) for k, v in condition.items() if k != "field")
-    if operator == "is":
-        result = (column if column.dtype == bool else column.astype("boolean")) == bool(value)
-    elif operator == "in":
-        result = column.isin(value)
+def _holds(values: ExtensionArray, condition: dict) -> np.ndarray:
+    """Where a condition holds on a column's values; a missing value never satisfies a condition (unknown
+    is not normal). Works on the column's array: the same operations as on a Series, without its overhead."""
+    (test, value), = ((k, v) for k, v in condition.items() if k != "field")
+    if test == "is":
+        result = (values if values.dtype.kind == "b" else values.astype("boolean")) == bool(value)
+    elif test == "in":
+        result = pd.Series(values, copy=False).isin(value)
     else:
-        if isinstance(value, str) and column.dtype.kind == "M":
+        if isinstance(value, str) and values.dtype.kind == "M":
             value = pd.Timestamp(value)
-        result = getattr(column, operator)(value)
-    return result.to_numpy(dtype=bool, na_value=False)
+        result = COMPARISONS[test](values, value)
+    return result if isinstance(result, np.ndarray) else result.to_numpy(dtype=bool, na_value=False)
 
 
 def _mask(frame: pd.DataFrame, condition: dict) -> np.ndarray:
-    return _holds(frame[condition["field"]], condition)
+    return _holds(frame[condition["field"]].array, condition)
 
 
 def _rule_rows(frame: pd.DataFrame, rule: Rule) -> np.ndarray:
@@ -196,8 +203,8 @@ def _rule_rows(frame: pd.DataFrame, rule: Rule) -> np.ndarray:
     conditions on text last (they are the slowest to test)."""
     rows = np.arange(len(frame))
 
-    def values(field: str) -> pd.Series:
-        return frame[field] if len(rows) == len(frame) else frame[field].take(rows)
+    def values(field: str) -> ExtensionArray:
+        return frame[field].array if len(rows) == len(frame) else frame[field].array.take(rows)
 
     for condition in sorted(rule.conditions, key=lambda c: isinstance(frame[c["field"]].dtype, pd.StringDtype)):
         rows = rows[_holds(values(condition["field"]), condition)]
@@ -309,33 +316,35 @@ def _template_parts(template: str) -> list[tuple[str, str | None]]:
             for part in re.split(r"({\w+})", template) if part]
 
 
-def _render(hits: pd.DataFrame, template: str, findings: np.ndarray | None = None) -> np.ndarray:
-    """Fill an evidence template for every row at once; missing values read as 'missing'."""
-    text = np.full(len(hits), "", dtype=object)
-    for part, field in _template_parts(template):
-        text = text + (part if field is None else findings if field == "finding" else _shown(hits[field], field))
-    return text
+def _render(hits: pd.DataFrame, template: str, findings: pa.Array | None = None) -> pa.Array:
+    """Fill an evidence template for every row at once (one Arrow join); missing values read as 'missing'."""
+    parts = [pa.scalar(part, TEXT) if field is None else findings if field == "finding" else _shown(hits[field], field)
+             for part, field in _template_parts(template)]
+    return pc.binary_join_element_wise(pa.repeat(pa.scalar("", TEXT), len(hits)), *parts, pa.scalar("", TEXT))
 
 
-def _shown(column: pd.Series, field: str) -> np.ndarray:
+def _shown(column: pd.Series, field: str) -> pa.Array:
     """How each value reads in an evidence line, formatted once per distinct value."""
     if field in GRADE_FIELDS:
-        return _per_value(column.to_numpy(dtype=float, na_value=np.nan), format_mrc)
+        return _per_value(column.to_numpy(dtype=float, na_value=np.nan), lambda grades: map(format_mrc, grades))
     if column.dtype.kind == "M":
-        dates = column.to_numpy()
-        return np.where(np.isnat(dates), "missing", np.datetime_as_string(dates, unit="D")).astype(object)
+        return _per_value(column.to_numpy(), lambda days: np.datetime_as_string(days, unit="D"))
     if str(column.dtype) == "boolean":
-        return _per_value(column.to_numpy(dtype=object), {True: "yes", False: "no"}.get)
+        return _per_value(column.to_numpy(dtype=object), lambda flags: ["yes" if flag else "no" for flag in flags])
     if column.dtype.kind == "f" or str(column.dtype) == "Float64":
-        rounded = column.to_numpy(dtype=float, na_value=np.nan).round(1)
-        return _per_value(rounded, lambda value: str(value).removesuffix(".0"))
-    return _per_value(column.to_numpy(dtype=object), str)
+        return _per_value(column.to_numpy(dtype=float, na_value=np.nan).round(1),
+                          lambda numbers: [str(float(number)).removesuffix(".0") for number in numbers])
+    if isinstance(column.dtype, pd.StringDtype):
+        texts = pc.fill_null(text_array(column), "missing").cast(TEXT)
+        return texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    return _per_value(column.to_numpy(dtype=object), lambda values: map(str, values))
 
 
-def _per_value(values: np.ndarray, show) -> np.ndarray:
-    """`show(value)` for each value, called once per distinct value; missing values read 'missing'."""
-    codes, uniques = pd.factorize(values)
-    return np.array([show(value) for value in uniques] + ["missing"], dtype=object)[codes]
+def _per_value(values: np.ndarray, show) -> pa.Array:
+    """The texts of `values`: `show` maps their distinct values to texts; missing values read 'missing'."""
+    codes, distinct = pd.factorize(values)
+    texts = pa.array([*show(distinct), "missing"], TEXT)
+    return texts.take(np.where(codes >= 0, codes, len(distinct)))
 
 
 def _findings(hits: pd.DataFrame, rule: Rule) -> np.ndarray:
@@ -348,19 +357,22 @@ def _findings(hits: pd.DataFrame, rule: Rule) -> np.ndarray:
     return names
 
 
-def _evidence_by_patient(hits: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _evidence_by_patient(hits: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """Each patient's evidence lines, in row order then template order, each line once.
 
     Returns the patients (rows in `patients`), how many lines each has, and the lines one after another.
     """
-    findings = _findings(hits, rule) if rule.any_of else None
-    lines = np.column_stack([_render(hits, template, findings) for template in rule.evidence]).ravel()
-    patient = np.repeat(hits["_patient"].to_numpy(), len(rule.evidence))
+    findings = pa.array(_findings(hits, rule), TEXT) if rule.any_of else None
+    rendered = pa.concat_arrays([_render(hits, template, findings) for template in rule.evidence])
+    rows, templates = len(hits), len(rule.evidence)
+    line = np.arange(rows * templates)
+    line = line % templates * rows + line // templates  # row by row, each row's lines in template order
+    patient = hits["_patient"].to_numpy()[line % rows]
     order = np.argsort(patient, kind="stable")  # by patient, then row, then template
-    patient, lines = patient[order], lines[order]
-    line_codes = pd.factorize(lines)[0]
+    patient, lines = patient[order], rendered.take(line[order])
+    line_codes = lines.dictionary_encode().indices.to_numpy()
     first = np.sort(np.unique(patient * (line_codes.max() + 1) + line_codes, return_index=True)[1])
-    patient, lines = patient[first], lines[first]
+    patient, lines = patient[first], lines.take(first)
     starts = np.flatnonzero(np.r_[True, patient[1:] != patient[:-1]])
     return patient[starts], np.diff(np.r_[starts, len(patient)]), lines
 
@@ -386,7 +398,7 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
     patient = np.concatenate([patient for _, patient, _, _ in fired])
     counts = np.concatenate([counts for _, _, counts, _ in fired])
     evidence = pa.ListArray.from_arrays(np.r_[0, np.cumsum(counts)].astype(np.int32),
-                                        pa.array(np.concatenate([lines for *_, lines in fired]), pa.string()))
+                                        pa.concat_arrays([lines for *_, lines in fired]))
     urgency = np.array([URGENCIES.index(r.urgency) for r in rules.rules])
     not_red = np.array([r.category != "red_flag" for r in rules.rules])
     order = np.lexsort((rule, urgency[rule], not_red[rule], sort_rank(patients["patient_id"])[patient]))

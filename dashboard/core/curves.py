@@ -158,25 +158,26 @@ def group_of(baseline: np.ndarray, reference: Reference) -> np.ndarray:
     return ids[group_index(baseline, reference)]
 
 
+def _modifier_flag(factors: pd.DataFrame, modifier) -> pd.Series:
+    value = factors[modifier.factor]
+    if modifier.factor == "diabetes":
+        return value.astype("boolean")
+    return (value.astype("Float64") > modifier.threshold).astype("boolean")
+
+
 def modifier_flags(factors: pd.DataFrame, reference: Reference) -> pd.DataFrame:
     """Which modifiers apply to each row (True / False / <NA> where the factor is unknown)."""
-    flags = {}
-    for modifier in reference.modifiers.itertuples():
-        value = factors[modifier.factor]
-        if modifier.factor == "diabetes":
-            flags[modifier.id] = value.astype("boolean")
-        else:
-            flags[modifier.id] = (value.astype("Float64") > modifier.threshold).astype("boolean")
-    return pd.DataFrame(flags, index=factors.index)
+    return pd.DataFrame({modifier.id: _modifier_flag(factors, modifier)
+                         for modifier in reference.modifiers.itertuples()}, index=factors.index)
 
 
 def modifier_multipliers(factors: pd.DataFrame, reference: Reference) -> tuple[np.ndarray, np.ndarray]:
-    """The product of the applying modifiers' rmax and tau factors, per row of `factors` (1 where none)."""
+    """The product of the applying modifiers' rmax and tau factors, per row of `factors` (1 where none;
+    an unknown factor applies no modifier)."""
     rmax_factor = np.ones(len(factors))
     tau_factor = np.ones(len(factors))
-    flags = modifier_flags(factors.reset_index(drop=True), reference)
     for modifier in reference.modifiers.itertuples():
-        applies = flags[modifier.id].fillna(False).to_numpy(dtype=bool)
+        applies = _modifier_flag(factors, modifier).to_numpy(dtype=bool, na_value=False)
         rmax_factor = np.where(applies, rmax_factor * modifier.rmax_factor, rmax_factor)
         tau_factor = np.where(applies, tau_factor * modifier.tau_factor, tau_factor)
     return rmax_factor, tau_factor

@@ -70,25 +70,27 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
     exam_date = strength["exam_date"].to_numpy()
     exam_day = exam_date.astype("datetime64[D]").view(np.int64)
     undated = np.isnat(exam_date)
-    first_day, last_day = (exam_day[~undated].min(), exam_day[~undated].max()) if not undated.all() else (0, 0)
+    dated_days = exam_day[~undated] if undated.any() else exam_day
+    first_day, last_day = (dated_days.min(), dated_days.max()) if len(dated_days) else (0, 0)
     width = last_day - first_day + 2  # a place for each day, then one for undated exams
 
-    # One stable sort of one integer: by key, then day (undated last), ties in input order. Exams that
-    # are not part of a trajectory (patient without index operation) get key -1 and come first.
-    value = np.where(known, patient_code * np.int64(10) + muscle * 2 + side, -1) * width
-    value += np.where(undated, width - 1, exam_day - first_day)
-    order = np.argsort(value, kind="stable")
-    value = value[order]
-    key = value // width
+    # One stable sort of one integer per exam: by key, then day (undated last), ties in input order. Exams
+    # outside a trajectory (no index operation, unknown muscle or side) get key -1 and come first.
+    exam_key = np.where(known, patient_code * np.int64(10) + muscle * 2 + side, -1) * width
+    exam_key += np.where(undated, width - 1, exam_day - first_day)
+    order = np.argsort(exam_key, kind="stable")
+    exam_key = exam_key[order]
+    key = exam_key // width
     start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     start = start[key[start] >= 0]
     keys = key[start]
 
-    # Each key's rows: exams before the index operation, after it, then undated ones.
+    # Each key's rows: the exams before the index operation, those after it, then undated ones.
     surgery_day = index_ops["surgery_date"].to_numpy().astype("datetime64[D]").view(np.int64)[
         op_of_patient[keys // 10]]
-    first_post = np.searchsorted(value, keys * width + np.clip(surgery_day - first_day, 0, width - 1))
-    latest = np.searchsorted(value, keys * width + width - 1) - 1
+    first_post = np.searchsorted(exam_key, keys * width + np.clip(surgery_day - first_day, 0, width - 1))
+    dated_end = np.searchsorted(exam_key, keys * width + width - 1) if undated.any() else np.r_[start[1:], len(order)]
+    latest = dated_end - 1
     n_pre, n_post = first_post - start, latest + 1 - first_post
     earlier = n_post > 1  # exams after the operation other than the latest
     best_prior = np.zeros(len(keys), dtype=np.int64)
