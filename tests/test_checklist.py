@@ -174,3 +174,13 @@ def test_a_bad_rules_file_names_the_rule_and_field(tmp_path, change, message):
 def test_the_rule_catalogue_is_generated_from_the_rules_file():
     assert CATALOGUE_PATH.read_text(encoding="utf-8") == render_catalogue(load_rules()), \
         "docs/rule-catalogue.md is stale: run python -m dashboard rules-doc"
+
+
+def test_evidence_lists_each_line_once_by_trajectory_then_template():
+    weaker_again = {-3: "3", 42: "4+", 120: "3"}
+    strength = exams("P1", DF, "R", weaker_again) + exams("P1", EHL, "L", weaker_again)
+    prompts = prompts_for(strength, [visit("P1", 120, radicular_pain="yes")])
+    fibrosis = prompts.set_index("rule_id").loc["fibrosis-recurrent-radicular"]
+    assert fibrosis.evidence == ["2026-05-10 ankle_dorsiflexion R 3 after 4+ on 2026-02-21",
+                                 "2026-05-10 radicular_pain: yes",
+                                 "2026-05-10 great_toe_extension L 3 after 4+ on 2026-02-21"]

@@ -80,3 +80,14 @@ def test_a_bad_reference_file_names_the_group_and_field(tmp_path):
     bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(ReferenceError, match="group 'complete': every parameter needs a source"):
         load_reference(bad)
+
+
+def test_a_band_over_many_rows_is_each_row_on_its_own():
+    factors = pd.DataFrame({"deficit_days": [None, 400.0, 10.0, None], "diabetes": [True, None, False, None],
+                            "age": [80.0, 50.0, None, None]})
+    baseline, days = [3.0, 1.0, 5.0, 4.0], [90, 365, 30, 0]
+    band = expected_band(baseline, days, factors, REFERENCE)
+    assert band["curve_group"].fillna("none").tolist() == ["moderate", "severe", "none", "mild"]
+    for row in range(len(baseline)):
+        alone = expected_band(baseline[row:row + 1], days[row:row + 1], factors.iloc[row:row + 1], REFERENCE)
+        np.testing.assert_array_equal(band.iloc[row, 1:].to_numpy(dtype=float), alone.iloc[0, 1:].to_numpy(dtype=float))

@@ -69,3 +69,23 @@ def test_index_operation_is_the_latest_one_and_baseline_the_last_exam_before_it(
     row = result.muscles.iloc[0]
     assert result.patients.loc[0, "surgery_date"].date().isoformat() == day(200)
     assert row["baseline_mrc"] == 2 and row["latest_mrc"] == 3 and row["latest_day"] == 30
+
+
+def test_best_earlier_grade_is_the_highest_before_the_latest_exam_and_its_latest_date_on_a_tie():
+    row = status_of({-3: "3", 0: "2", 14: "4", 42: "4", 90: "3"})
+    assert (row["baseline_mrc"], row["baseline_date"].date().isoformat()) == (3, day(-3))
+    assert (row["first_post_mrc"], row["first_post_date"].date().isoformat()) == (2, day(0))  # the day of the op
+    assert (row["best_prior_mrc"], row["best_prior_date"].date().isoformat()) == (4, day(42))
+    assert (row["latest_mrc"], row["latest_day"]) == (3, 90)
+
+
+def test_rows_come_by_patient_in_order_of_first_exam_then_muscle_then_side():
+    records = make_records(
+        [patient("A"), patient("B"), patient("C")],
+        [surgery("A"), surgery("B"), surgery("C", when=200)],  # C's operation is after the assessment day
+        exams("B", "knee_extension", "R", {-3: "5", 30: "5"}) + exams("B", "hip_flexion", "R", {-3: "5", 30: "5"})
+        + exams("C", DF, "R", {-3: "5"}) + exams("A", DF, "R", {-3: "3"}) + exams("B", "hip_flexion", "L", {-3: "5"}),
+    )
+    muscles = assess(records, as_of=SURGERY.replace(month=6)).muscles
+    assert muscles[["patient_id", "muscle", "side"]].values.tolist() == [
+        ["B", "hip_flexion", "L"], ["B", "hip_flexion", "R"], ["B", "knee_extension", "R"], ["A", DF, "R"]]

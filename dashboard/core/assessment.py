@@ -79,12 +79,10 @@ def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFr
     known = (patient >= 0) & (urgency >= 0)
     rank = np.full(len(patients), len(URGENCY_ORDER))
     np.minimum.at(rank, patient[known], urgency[known])
-    # Integers when every patient has a prompt, else floats: the types pandas' map gave this column.
-    every = (rank < len(URGENCY_ORDER)).all()
-    patients = patients.assign(
-        top_urgency_rank=pd.array(rank if every else rank.astype(float), dtype="int64[pyarrow]" if every else
-                                  "double[pyarrow]"),
-        top_urgency=text_column(pa.array(list(URGENCY_ORDER)), np.where(rank < len(URGENCY_ORDER), rank, -1)))
+    has_prompt = rank < len(URGENCY_ORDER)
+    patients = patients.assign(  # the rank's type as pandas' map gave it: floats once a patient has no prompt
+        top_urgency_rank=pd.array(rank, dtype="int64[pyarrow]" if has_prompt.all() else "double[pyarrow]"),
+        top_urgency=text_column(pa.array(list(URGENCY_ORDER)), np.where(has_prompt, rank, -1)))
     return take_rows(patients, np.lexsort((sort_rank(patients["patient_id"]), rank)))
 
 

@@ -192,17 +192,20 @@ def band_arrays(baseline, days, rmax_factor: np.ndarray, tau_factor: np.ndarray,
     baseline = np.asarray(baseline, dtype=float)
     group = group_index(np.nan_to_num(baseline, nan=-1), reference)
     rows = np.flatnonzero(group >= 0)  # the other rows have no curve: NaN
-    days = np.clip(np.broadcast_to(np.asarray(days, dtype=float), baseline.shape)[rows], 0, None)
-    room = MRC_MAX - baseline[rows]
+    start = baseline[rows]
+    room = MRC_MAX - start
+    days, rmax_factor, tau_factor = (np.broadcast_to(np.asarray(values, dtype=float), baseline.shape)[rows]
+                                     for values in (days, rmax_factor, tau_factor))
+    days = np.clip(days, 0, None)
+
+    def param(column: str) -> np.ndarray:
+        return reference.groups[column].to_numpy(dtype=float)[group[rows]]
 
     def curve(rmax_col: str, tau_col: str) -> np.ndarray:
-        def param(column: str, factor: np.ndarray) -> np.ndarray:
-            return reference.groups[column].to_numpy(dtype=float)[group[rows]] * np.broadcast_to(
-                factor, baseline.shape)[rows]
-
+        rmax = np.minimum(param(rmax_col) * rmax_factor, 1.0)
+        tau = param(tau_col) * tau_factor
         values = np.full(len(baseline), np.nan)
-        values[rows] = np.clip(baseline[rows] + room * np.minimum(param(rmax_col, rmax_factor), 1.0)
-                               * (1 - np.exp(-days / param(tau_col, tau_factor))), 0, MRC_MAX)
+        values[rows] = np.clip(start + room * rmax * (1 - np.exp(-days / tau)), 0, MRC_MAX)
         return values
 
     return group, {"expected_mrc": curve("rmax_median", "tau_median"),

@@ -83,7 +83,7 @@ def text_column(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pd.Seri
 
 
 def sort_rank(values: pd.Series) -> np.ndarray:
-    """Each value's place in sorted order (missing values last), to sort text by integers."""
+    """Each value's place in sorted order (missing last, equal values in input order): text sorted as integers."""
     order = pc.array_sort_indices(text_array(values), null_placement="at_end").to_numpy()
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
