@@ -11,13 +11,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dashboard.core.joins import encode, text_array
+
 
 def factorize(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
     """Integer codes (-1 where missing) and the distinct values, in order of first appearance."""
     if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
-        encoded = pa.chunked_array(pa.array(values.astype("string").array)).dictionary_encode().combine_chunks()
-        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return codes, pd.Series(encoded.dictionary.to_pandas(), dtype="string")
+        codes, distinct = encode(values)
+        return codes.astype(np.int64), pd.Series(distinct.to_pandas(), dtype="string")
     codes, uniques = pd.factorize(values)
     return codes.astype(np.int64), pd.Series(uniques)
 
@@ -32,7 +33,7 @@ def codes_in(values: pd.Series, categories: pd.Index | list | tuple) -> np.ndarr
 def isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
     """Membership test in C (pandas' isin on Arrow strings loops in Python)."""
     value_set = pa.array(allowed.dropna().astype(str).unique().tolist(), type=pa.string())
-    found = pc.is_in(pa.array(values.astype("string").array), value_set=value_set)
+    found = pc.is_in(text_array(values), value_set=value_set)
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
