@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
-from dashboard.core.records import validate
+from dashboard.core.records import read_raw, validate
 
 TODAY = date(2026, 11, 1)
 GOOD = {
@@ -170,6 +170,22 @@ def test_headers_are_case_insensitive_and_blank_is_unknown(tmp_path):
     assert records.patients["diabetes"].tolist() == [pd.NA, True]
 
 
+def test_a_clean_folder_is_typed_by_the_reader_and_a_file_it_refuses_is_read_as_text(tmp_path):
+    frames, _ = read_raw(write(tmp_path / "clean", GOOD))
+    assert str(frames["strength.csv"]["exam_date"].dtype) == "datetime64[us]"
+    assert isinstance(frames["visits.csv"]["radicular_pain"].dtype, pd.BooleanDtype)
+    assert frames["visits.csv"]["crp_mg_l"].tolist() == [4.5]
+    odd = {**GOOD, "visits.csv": GOOD["visits.csv"].replace(",4.5,", ",nan,")}  # not a number in the format
+    frames, _ = read_raw(write(tmp_path / "odd", odd))
+    assert frames["visits.csv"]["crp_mg_l"].tolist() == ["nan"]  # the whole file as text, as written
+    assert str(frames["strength.csv"]["exam_date"].dtype) == "datetime64[us]"  # the other files still typed
+
+
+def test_an_error_found_on_the_typed_route_shows_the_value_as_written(tmp_path):
+    visits = GOOD["visits.csv"].replace("P1,2026-02-20,3,30,no,4.5", "P1,2026-02-20,11.0,30,NO,+4.50")
+    assert errors_for(tmp_path, visits=visits) == ["visits.csv:2: leg_pain_nrs: '11.0' is not a pain score (0–10)"]
+
+
 def test_workbook_gives_the_same_records_as_csv(tmp_path):
     folder = write(tmp_path / "csv", GOOD)
     book = tmp_path / "records.xlsx"
@@ -183,7 +199,7 @@ def test_workbook_gives_the_same_records_as_csv(tmp_path):
     from_book, report = validate(book, today=TODAY)
     assert report.ok, report.error_lines()
     for name, frame in from_csv.frames().items():
-        pd.testing.assert_frame_equal(frame, from_book.frames()[name], check_dtype=False)
+        pd.testing.assert_frame_equal(frame, from_book.frames()[name])
 
 
 def test_workbook_errors_name_the_sheet(tmp_path):

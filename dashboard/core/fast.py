@@ -32,8 +32,10 @@ def codes_in(values: pd.Series, categories: pd.Index | list | tuple) -> np.ndarr
 
 def isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
     """Membership test in C (pandas' isin on Arrow strings loops in Python)."""
-    value_set = pa.array(allowed.dropna().astype(str).unique().tolist(), type=pa.string())
-    found = pc.is_in(text_array(values), value_set=value_set)
+    value_set = text_array(allowed)
+    if isinstance(value_set, pa.ChunkedArray):
+        value_set = value_set.combine_chunks()
+    found = pc.is_in(text_array(values), value_set=value_set.cast(pa.string()), skip_nulls=True)
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 

@@ -11,13 +11,18 @@ import csv
 import io
 import mmap
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pandera
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 
 from dashboard.core import limits
 from dashboard.core.fast import factorize, isin
@@ -95,15 +100,19 @@ class Records:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_raw(path: str | Path) -> tuple[dict[str, pd.DataFrame | None], dict[str, str]]:
-    """Read a records folder or .xlsx workbook as text, blank cells as missing.
+def read_raw(path: str | Path, typed: bool = True) -> tuple[dict[str, pd.DataFrame | None], dict[str, str]]:
+    """Read a records folder or .xlsx workbook, blank cells as missing.
 
-    Returns the frames by file name (None where the file is absent) and the label each file has in
-    messages ('strength.csv' in a folder, 'book.xlsx[strength]' in a workbook).
+    With `typed`, Arrow's CSV reader parses dates, booleans and numbers itself and hands every other column
+    over dictionary-encoded (a category column: the distinct texts once, a code per row), which is far
+    faster on a large cohort; a file it cannot type that way is read as text. Without it every column is
+    text, and a value that does not parse can be shown exactly as written. Returns the frames by file name
+    (None where the file is absent) and the label each file has in messages ('strength.csv' in a folder,
+    'book.xlsx[strength]' in a workbook).
     """
     path = Path(path)
     if path.is_dir():
-        frames = {spec.name: _read_csv(path / spec.name) for spec in FILES}
+        frames = {spec.name: _read_csv(path / spec.name, spec if typed else None) for spec in FILES}
         return frames, {spec.name: spec.name for spec in FILES}
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         return _read_workbook(path)
@@ -112,7 +121,7 @@ def read_raw(path: str | Path) -> tuple[dict[str, pd.DataFrame | None], dict[str
     raise FileNotFoundError(f"{path}: not a records folder or an .xlsx workbook")
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
+def _read_csv(path: Path, spec: FileSpec | None) -> pd.DataFrame | None:
     if not path.exists():
         return None
     size = path.stat().st_size
@@ -121,6 +130,11 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
         return pd.DataFrame()
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as content:
         _check_not_text(path.name, content)  # mapped, not copied into Python
+        header = _header(content) if spec is not None else None
+    if header is not None:
+        frame = _read_typed(path, spec, header)
+        if frame is not None:
+            return _normalise_headers(frame)
     try:  # the parser checks UTF-8 itself; the slower check below only runs to explain a failure
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow", encoding="utf-8")
     except Exception as problem:  # pyarrow/pandas parse errors: a message naming the file, not a traceback
@@ -128,6 +142,53 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
         _check_utf8(path.name, content)
         raise RecordsFileError(path.name, _csv_problem(content, str(problem))) from None
     return _normalise_headers(frame)
+
+
+#: How Arrow's reader types each kind of column; anything else is read dictionary-encoded, as text.
+_ARROW_TYPES = {"date": pa.date32(), "boolean": pa.bool_(), "integer": pa.int64(), "number": pa.float64()}
+_TEXT = pa.string()
+_PANDAS_TYPES = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
+
+
+def _header(content: mmap.mmap) -> list[str] | None:
+    """The header's column names as written (None when the first line is not plain UTF-8 CSV)."""
+    end = content.find(b"\n")
+    try:
+        first = bytes(content[: end if end >= 0 else len(content)]).decode("utf-8-sig")
+        return next(csv.reader([first.rstrip("\r")]), None)
+    except (UnicodeDecodeError, csv.Error):
+        return None
+
+
+def _read_typed(path: Path, spec: FileSpec, header: list[str]) -> pd.DataFrame | None:
+    """The file typed by Arrow's reader, or None when it refuses a value (the text route then names it)."""
+    if len(set(header)) < len(header) or not all(name.strip() for name in header):
+        return None  # blank or repeated names: the text route names them as pandas does ('Unnamed: 2')
+    kinds = {column.name: column.kind for column in spec.columns}
+    types = {name: _ARROW_TYPES.get(kinds.get(name.strip().lower(), "text"), _TEXT) for name in header}
+    true_text = [text for word, value in BOOLEAN_TEXT.items() if value for text in _spellings(word)]
+    false_text = [text for word, value in BOOLEAN_TEXT.items() if not value for text in _spellings(word)]
+    options = pcsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
+                                  quoted_strings_can_be_null=True, true_values=true_text, false_values=false_text)
+    try:
+        table = pcsv.read_csv(path, convert_options=options)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        return None
+    if table.column_names != header or any(table.schema.field(i).type != types[name]
+                                           for i, name in enumerate(header)):
+        return None  # a header the first line did not show as it is (quoted line breaks): read as text
+    numbers = [table.column(i) for i, name in enumerate(header) if types[name] == pa.float64()]
+    if any(pc.any(pc.invert(pc.is_finite(column))).as_py() for column in numbers):
+        return None  # 'nan' or 'inf': not a number in the records format; the text route says so
+    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get, date_as_object=False)
+    for i, name in enumerate(header):
+        if types[name] == pa.date32():
+            frame.isetitem(i, frame.iloc[:, i].astype(DATE_DTYPE))
+    return frame
+
+
+def _spellings(word: str) -> list[str]:
+    return list(dict.fromkeys((word, word.upper(), word.capitalize())))
 
 
 class RecordsFileError(ValueError):
@@ -273,19 +334,30 @@ def _lines(positions: np.ndarray | pd.Index) -> np.ndarray:
     return np.asarray(positions) + 2
 
 
-@dataclass
 class _Parsed:
     """One column parsed through its distinct values: a cohort has few distinct dates, codes and grades.
 
     `codes` gives each row's position in `uniques` (the distinct parsed values, equal values once), -1 where
     the cell is missing or does not parse; `missing` marks blank cells and `bad` cells that do not parse.
+    A column typed by the reader works its codes out only when a check asks for them.
     """
 
-    values: pd.Series
-    codes: np.ndarray
-    uniques: pd.Series
-    missing: np.ndarray
-    bad: np.ndarray
+    def __init__(self, values: pd.Series, missing: np.ndarray, bad: np.ndarray,
+                 encoding: tuple[np.ndarray, pd.Series] | Callable[[], tuple[np.ndarray, pd.Series]]) -> None:
+        self.values, self.missing, self.bad = values, missing, bad
+        self._encoding = encoding
+
+    @cached_property
+    def _encoded(self) -> tuple[np.ndarray, pd.Series]:
+        return self._encoding() if callable(self._encoding) else self._encoding
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self._encoded[0]
+
+    @property
+    def uniques(self) -> pd.Series:
+        return self._encoded[1]
 
     def rows_where(self, unique_mask: np.ndarray) -> np.ndarray:
         """Rows whose value is one of the distinct values selected by `unique_mask`."""
@@ -296,26 +368,57 @@ class _Parsed:
 
 def _parse_column(raw: pd.Series, kind: str) -> _Parsed:
     """Trim and parse the distinct values only, then spread them back to the rows by integer codes."""
-    raw_codes, raw_uniques = factorize(raw)
+    if raw.dtype.kind in "Mbf" or isinstance(raw.dtype, (pd.BooleanDtype, pd.Int64Dtype)):
+        return _typed_column(raw, kind)
+    if isinstance(raw.dtype, pd.CategoricalDtype):  # dictionary-encoded by the reader: the codes are there
+        raw_codes = raw.cat.codes.to_numpy().astype(np.int64)
+        raw_uniques = pd.Series(raw.cat.categories, dtype="string")
+    else:
+        raw_codes, raw_uniques = factorize(raw)
     cleaned = _clean(raw_uniques)
-    parsed = cleaned if kind in ("text", "code") else PARSERS[kind](cleaned)
     blank = cleaned.isna().to_numpy()
-    # Dates are numbered in time order, so a file sorted by patient and date gives increasing keys.
-    canonical, uniques = pd.factorize(parsed.reset_index(drop=True), sort=kind == "date", use_na_sentinel=True)
-    uniques = pd.Series(uniques, dtype=parsed.dtype)
+    as_read = kind in ("text", "code") and not blank.any() and cleaned.equals(raw_uniques)
+    if as_read:  # nothing to trim: every distinct text is a distinct valid value
+        canonical, uniques = np.arange(len(cleaned)), cleaned
+    else:
+        parsed = cleaned if kind in ("text", "code") else PARSERS[kind](cleaned)
+        # Dates are numbered in time order, so a file sorted by patient and date gives increasing keys.
+        canonical, uniques = pd.factorize(parsed.reset_index(drop=True), sort=kind == "date", use_na_sentinel=True)
+        uniques = pd.Series(uniques, dtype=parsed.dtype)
     if np.array_equal(canonical, np.arange(len(canonical))):
-        codes = raw_codes  # every distinct text is a distinct valid value: the codes as they are
+        codes = raw_codes  # the codes as they are
     else:
         codes = np.append(canonical, -1)[raw_codes]  # raw code -1 (missing) picks the appended -1
     missing = (raw_codes < 0) | blank[raw_codes] if blank.any() else raw_codes < 0
     bad_unique = ~blank & (canonical < 0)
     bad = ~missing & (codes < 0) if bad_unique.any() else np.zeros(len(codes), dtype=bool)
-    if kind in ("text", "code") and not blank.any() and cleaned.equals(raw_uniques.astype("string")):
-        values = raw.astype("string")  # nothing to trim: the column as read, no copy
+    if as_read and not isinstance(raw.dtype, pd.CategoricalDtype):
+        values = raw.astype("string")  # the column as read, no copy
     else:
         values = pd.Series(pd.api.extensions.take(uniques.array, codes, allow_fill=True), dtype=parsed.dtype)
     values.index = raw.index
-    return _Parsed(values, codes, uniques, missing, bad)
+    return _Parsed(values, missing, bad, (codes, uniques))
+
+
+def _typed_column(values: pd.Series, kind: str) -> _Parsed:
+    """A column Arrow's reader has typed (dates, booleans, numbers): every value parsed, none bad."""
+    missing = values.isna().to_numpy()
+    return _Parsed(values, missing, np.zeros(len(values), dtype=bool),
+                   lambda: _days_encoding(values, missing) if kind == "date" else _factorized(values))
+
+
+def _days_encoding(dates: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, pd.Series]:
+    """Dates coded by their day, counted from the earliest: codes follow time order, as for dates read as text."""
+    days = dates.to_numpy().astype("datetime64[D]").astype(np.int64)
+    first = int(days[~missing].min()) if (~missing).any() else 0
+    codes = np.where(missing, -1, days - first)
+    span = int(codes.max(initial=-1)) + 1
+    return codes, pd.Series(np.arange(first, first + span).astype("datetime64[D]").astype(dates.dtype))
+
+
+def _factorized(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    codes, distinct = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64), pd.Series(distinct, dtype=values.dtype)
 
 
 def _absent(kind: str, index: pd.Index) -> _Parsed:
@@ -323,21 +426,23 @@ def _absent(kind: str, index: pd.Index) -> _Parsed:
     text = pd.Series(pd.NA, index=index, dtype="string")
     values = text if kind in ("text", "code") else PARSERS[kind](text)
     none = np.zeros(len(index), dtype=bool)
-    return _Parsed(values, np.full(len(index), -1, dtype=np.int64), values.iloc[:0], ~none, none)
+    return _Parsed(values, ~none, none, (np.full(len(index), -1, dtype=np.int64), values.iloc[:0]))
 
 
 def _key(columns: list[_Parsed]) -> np.ndarray:
     """One int64 per row for a natural key over parsed columns (-1 where any part is missing)."""
-    key = np.zeros(len(columns[0].codes), dtype=np.int64)
-    room = 2**62
-    for column in columns:
+    key = columns[0].codes.astype(np.int64)  # a copy: combined in place below
+    incomplete = key < 0
+    room = 2**62 // max(len(columns[0].uniques), 1)
+    for column in columns[1:]:
         size = max(len(column.uniques), 1)
         if size > room:  # keep the combined key inside int64: renumber what is combined so far
             key = pd.factorize(key)[0].astype(np.int64)
             room = 2**62 // max(int(key.max(initial=0)) + 1, 1)
-        key = key * size + column.codes
+        key *= size
+        key += column.codes
+        incomplete |= column.codes < 0
         room //= size
-    incomplete = np.minimum.reduce([column.codes for column in columns]) < 0
     key[incomplete] = -1
     return key
 
@@ -357,8 +462,12 @@ def _repeats(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[later], order[run_start[later]]
 
 
+#: Dates in records frames, whatever the route or the file (pandas picks seconds for an empty column).
+DATE_DTYPE = "datetime64[us]"
+
+
 def _parse_date(raw: pd.Series) -> pd.Series:
-    return pd.to_datetime(raw, format="%Y-%m-%d", errors="coerce")
+    return pd.to_datetime(raw, format="%Y-%m-%d", errors="coerce").astype(DATE_DTYPE)
 
 
 def _parse_boolean(raw: pd.Series) -> pd.Series:
@@ -401,12 +510,16 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
                 schema: pandera.DataFrameSchema) -> tuple[pd.DataFrame, dict[str, _Parsed]]:
     """Type every column of one file; report values that do not parse, required values missing, and
     values outside their code list or range (pandera, run on the distinct values)."""
+    present = [column for column in spec.columns if column.name in raw.columns]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow's hashing releases the GIL: columns in parallel
+        done = dict(zip([c.name for c in present],
+                        pool.map(lambda column: _parse_column(raw[column.name], column.kind), present), strict=True))
     parsed: dict[str, _Parsed] = {}
     for column in spec.columns:
         if column.name not in raw.columns:
             parsed[column.name] = _absent(column.kind, raw.index)
             continue
-        one = parsed[column.name] = _parse_column(raw[column.name], column.kind)
+        one = parsed[column.name] = done[column.name]
         if one.bad.any():
             out.add("error", label, _lines(np.flatnonzero(one.bad)), column.name, raw[column.name][one.bad].to_numpy(),
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
@@ -421,10 +534,11 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
 
 def _check_values(raw: pd.DataFrame, parsed: dict[str, _Parsed], label: str, schema: pandera.DataFrameSchema,
                   out: _Collector) -> None:
-    """Codes and ranges (pandera) on each column's distinct values, in one frame padded with missing values;
+    """Codes and ranges (pandera) on each column's distinct values, in one frame (shorter columns padded);
     messages show the value as written in the file."""
     checked = [name for name in schema.columns if name in raw.columns]
-    distinct = pd.DataFrame({name: parsed[name].uniques.reset_index(drop=True) for name in checked})
+    rows = max((len(parsed[name].uniques) for name in checked), default=0)
+    distinct = pd.DataFrame({name: _padded(parsed[name].uniques, rows) for name in checked})
     try:
         schema.validate(distinct, lazy=True)
     except pandera.errors.SchemaErrors as failure:
@@ -433,15 +547,37 @@ def _check_values(raw: pd.DataFrame, parsed: dict[str, _Parsed], label: str, sch
         for (name, message), group in cases.groupby(["column", "check"], sort=False):
             column = parsed[name]
             failing = np.zeros(len(column.uniques), dtype=bool)
-            failing[group["index"].astype(int).to_numpy()] = True
+            at = group["index"].astype(int).to_numpy()
+            failing[at[at < len(failing)]] = True  # the padding repeats a value already checked
             rows = column.rows_where(failing)
             out.add("error", label, _lines(np.flatnonzero(rows)), name, raw[name][rows].to_numpy(), message)
 
 
-def validate(path: str | Path, today: date | None = None) -> tuple[Records | None, ValidationReport]:
-    """Read and validate a records folder or workbook; records only when there is no error."""
+def _padded(uniques: pd.Series, rows: int) -> pd.Series:
+    """Distinct values made `rows` long by repeating the first, so that padding never fails a check."""
+    uniques = uniques.reset_index(drop=True)
+    if len(uniques) in (0, rows):
+        return uniques
+    return pd.concat([uniques, uniques.iloc[[0] * (rows - len(uniques))]], ignore_index=True)
+
+
+def validate(path: str | Path, today: date | None = None, *, typed: bool = True
+             ) -> tuple[Records | None, ValidationReport]:
+    """Read and validate a records folder or workbook; records only when there is no error.
+
+    A folder is first read typed (fast, see `read_raw`); when that finds any error it is read again as text,
+    so that every message shows the value as written in the file. `typed=False` reads as text at once: the
+    same answer, slower (the tests hold the two routes equal).
+    """
+    records, report = _read_and_validate(path, today, typed=typed)
+    if typed and not report.ok and Path(path).is_dir():
+        records, report = _read_and_validate(path, today, typed=False)
+    return records, report
+
+
+def _read_and_validate(path: str | Path, today: date | None, typed: bool) -> tuple[Records | None, ValidationReport]:
     try:
-        raw, labels = read_raw(path)
+        raw, labels = read_raw(path, typed=typed)
     except Exception as problem:  # every reading problem is a report row, never a traceback
         out = _Collector()
         if isinstance(problem, RecordsFileError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 
 import pandera.pandas as pa
 
@@ -123,6 +124,7 @@ def _range(low: float, high: float | None, what: str) -> pa.Check:
     return pa.Check.in_range(low, high, error=f"is not {what} ({low:g}–{high:g})")
 
 
+@lru_cache(maxsize=4)
 def value_schemas(today: date) -> dict[str, pa.DataFrameSchema]:
     """Pandera schemas for the typed frames: codes, ranges and required values."""
     def col(dtype, *checks, nullable=True) -> pa.Column:
