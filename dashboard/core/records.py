@@ -528,7 +528,7 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
     for name in (c for c in raw.columns if c not in {col.name for col in spec.columns}):
         parsed[name] = _parse_column(raw[name], "text")  # extra columns: kept as trimmed text
     _check_values(raw, parsed, label, schema, out)
-    typed = pd.DataFrame({name: column.values for name, column in parsed.items()}, index=raw.index)
+    typed = pd.DataFrame({name: column.values for name, column in parsed.items()}, index=raw.index, copy=False)
     return typed, parsed
 
 
@@ -622,7 +622,8 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         duplicated_headers = frame.columns[frame.columns.duplicated()].unique()
         for name in duplicated_headers:
             out.add("error", label, 1, name, None, "appears twice in the header")
-        frame = frame.loc[:, ~frame.columns.duplicated()].reset_index(drop=True)
+        if len(duplicated_headers) or not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0:
+            frame = frame.loc[:, ~frame.columns.duplicated()].reset_index(drop=True)
         for column in spec.columns:
             if column.required and column.name not in frame.columns and raw.get(spec.name) is not None:
                 out.add("error", label, 1, column.name, None, "is missing (required column)")
