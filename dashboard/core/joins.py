@@ -7,6 +7,7 @@ those row numbers: the same result as a left merge on a unique key, at the cost 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,9 +25,45 @@ def text_array(values: pd.Series | pa.Array) -> pa.Array | pa.ChunkedArray:
     return pa.array(values.astype("string").array)
 
 
+#: Codes already worked out for a column, by the identity of its pandas array (see `remember_codes`).
+_REMEMBERED: dict[int, tuple[weakref.ref, np.ndarray, pa.Array]] = {}
+
+
+def remember_codes(values: pd.Series, codes: np.ndarray, distinct: pa.Array) -> None:
+    """Keep the codes of a text column for as long as its array lives, so that `encode` does not hash a
+    million rows again: validation has them, the assessment of the same records needs them.
+
+    `codes` give each row's position in `distinct` (-1 where missing); they are held for this very array
+    object, which pandas never changes in place, and dropped with it.
+    """
+    array = values.array
+    if len(codes) != len(array):
+        raise ValueError("one code per row")
+    key = id(array)
+    _REMEMBERED[key] = (weakref.ref(array, lambda _: _REMEMBERED.pop(key, None)), codes.astype(np.int32), distinct)
+
+
+def _remembered(values: pd.Series) -> tuple[np.ndarray, pa.Array] | None:
+    if not isinstance(values, pd.Series):
+        return None
+    found = _REMEMBERED.get(id(values.array))
+    if found is None or found[0]() is not values.array:
+        return None
+    return found[1], found[2]
+
+
 def encode(values: pd.Series, categories: Sequence[str] | None = None) -> tuple[np.ndarray, pa.Array]:
     """A text column as int32 codes (-1 where missing or not a category) and the texts they stand for:
-    `categories` when given, else the distinct values in order of first appearance."""
+    `categories` when given, else the distinct values in order of first appearance (or in the order of
+    codes remembered for the column)."""
+    remembered = _remembered(values)
+    if remembered is not None:
+        codes, distinct = remembered
+        if categories is None:
+            return codes, distinct
+        positions = pc.index_in(distinct, value_set=pa.array(categories, distinct.type)).fill_null(-1)
+        return np.append(positions.to_numpy(zero_copy_only=False), -1).astype(np.int32)[codes], \
+            pa.array(categories, distinct.type)
     array = text_array(values)
     if categories is None:
         encoded = array.dictionary_encode()
@@ -43,6 +80,10 @@ def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndar
     """For each value, the row of `keys` that holds it (-1 where absent or missing); `keys` are unique."""
     if not len(values):
         return np.zeros(0, dtype=np.int64)
+    remembered = _remembered(values)
+    if remembered is not None:  # look up each distinct value once, then spread by the codes
+        codes, distinct = remembered
+        return np.append(rows_in(distinct, keys), -1)[codes]
     keys = text_array(keys)
     found = pc.index_in(text_array(values), value_set=keys.combine_chunks() if isinstance(keys, pa.ChunkedArray)
                         else keys)

@@ -27,6 +27,7 @@ import pyarrow.csv as pcsv
 from dashboard.core import limits
 from dashboard.core.fast import factorize, isin
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
+from dashboard.core.joins import remember_codes
 from dashboard.core.schema import (
     BOOLEAN_TEXT,
     EXPECTED_BY_KIND,
@@ -643,7 +644,24 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         visits=typed["visits.csv"],
         extra_columns=extras,
     )
+    _remember_key_codes(records, parsed, repeats)
     return records, report
+
+
+def _remember_key_codes(records: Records, parsed: dict[str, dict[str, _Parsed]], repeats: np.ndarray) -> None:
+    """Hand the codes of the text key columns (patient_id, muscle, side) on to whatever encodes them next."""
+    for spec in FILES:
+        frame = records.frames()[spec.stem]
+        kept = np.ones(len(parsed[spec.name]["patient_id"].codes), dtype=bool)
+        if spec is STRENGTH:
+            kept[repeats] = False
+        for column in spec.columns:
+            if column.kind in ("text", "code") and (column.name in spec.key or column.name == "patient_id"):
+                one = parsed[spec.name][column.name]
+                distinct = pa.array(one.uniques.array, pa.string())
+                if isinstance(distinct, pa.ChunkedArray):
+                    distinct = distinct.combine_chunks()
+                remember_codes(frame[column.name], one.codes[kept], distinct)
 
 
 def _date_text(dates: pd.Series) -> np.ndarray:

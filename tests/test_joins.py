@@ -1,0 +1,53 @@
+"""Codes handed from validation to the assessment: used for that very column only, same answers."""
+
+from __future__ import annotations
+
+import gc
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from dashboard.core import joins
+from dashboard.core.assessment import assess
+from dashboard.core.joins import encode, remember_codes, rows_in
+from dashboard.core.records import Records, validate
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+
+
+def test_remembered_codes_serve_that_array_only_and_go_with_it():
+    column = pd.Series(["P2", "P1", "P2", None], dtype="string")
+    remember_codes(column, np.array([1, 0, 1, -1]), pa.array(["P1", "P2"]))  # not first-appearance order
+    codes, distinct = encode(column)
+    assert codes.tolist() == [1, 0, 1, -1] and distinct.to_pylist() == ["P1", "P2"]  # the remembered ones
+    assert encode(column, ["P2", "P9", "P1"])[0].tolist() == [0, 2, 0, -1]  # through categories
+    assert rows_in(column, pd.Series(["P1", "P3", "P2"], dtype="string")).tolist() == [2, 0, 2, -1]
+
+    equal_copy = column.copy(deep=True)  # the same texts in another array: worked out afresh
+    codes, distinct = encode(equal_copy)
+    assert codes.tolist() == [0, 1, 0, -1] and distinct.to_pylist() == ["P2", "P1"]
+
+    held = len(joins._REMEMBERED)
+    del column
+    gc.collect()
+    assert len(joins._REMEMBERED) == held - 1  # dropped with the array
+
+
+def test_assessing_validated_records_gives_what_a_copy_of_them_gives():
+    today = date(2026, 11, 20)
+    records, report = validate(DEMO, today=today)
+    assert report.ok
+    copied = Records(**{name: frame.copy(deep=True) for name, frame in records.frames().items()},
+                     extra_columns=records.extra_columns)
+    assert joins._remembered(records.strength["patient_id"]) is not None  # validation handed its codes on
+    assert joins._remembered(copied.strength["patient_id"]) is None
+    handed, afresh = assess(records, as_of=today), assess(copied, as_of=today)
+    for name in ("patients", "muscles", "prompts", "visits"):
+        pd.testing.assert_frame_equal(getattr(handed, name), getattr(afresh, name), obj=name)
+    earlier = date(2026, 3, 1)  # rows after the day are left out: new frames, codes worked out afresh
+    for name in ("patients", "muscles", "prompts"):
+        pd.testing.assert_frame_equal(getattr(assess(records, as_of=earlier), name),
+                                      getattr(assess(copied, as_of=earlier), name), obj=name)
