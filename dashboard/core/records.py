@@ -104,10 +104,10 @@ class Records:
 def read_raw(path: str | Path, typed: bool = True) -> tuple[dict[str, pd.DataFrame | None], dict[str, str]]:
     """Read a records folder or .xlsx workbook, blank cells as missing.
 
-    With `typed`, Arrow's CSV reader parses dates, booleans and numbers itself and hands every other column
-    over dictionary-encoded (a category column: the distinct texts once, a code per row), which is far
-    faster on a large cohort; a file it cannot type that way is read as text. Without it every column is
-    text, and a value that does not parse can be shown exactly as written. Returns the frames by file name
+    With `typed`, Arrow's CSV reader parses the dates, booleans and numbers of a CSV file itself, which is far
+    faster on a large cohort; a file it cannot type that way (a value it refuses, 'nan', odd headers) is
+    read as text. Without it every column is text, so that a value that does not parse can be shown exactly
+    as written. Returns the frames by file name
     (None where the file is absent) and the label each file has in messages ('strength.csv' in a folder,
     'book.xlsx[strength]' in a workbook).
     """
@@ -145,10 +145,13 @@ def _read_csv(path: Path, spec: FileSpec | None) -> pd.DataFrame | None:
     return _normalise_headers(frame)
 
 
-#: How Arrow's reader types each kind of column; anything else is read dictionary-encoded, as text.
+#: How Arrow's reader types each kind of column; anything else is read as text.
 _ARROW_TYPES = {"date": pa.date32(), "boolean": pa.bool_(), "integer": pa.int64(), "number": pa.float64()}
 _TEXT = pa.string()
 _PANDAS_TYPES = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
+#: The column types of a typed read, by kind: a column of another type is parsed as text.
+_READ_AS = {"date": lambda t: t.kind == "M", "boolean": lambda t: isinstance(t, pd.BooleanDtype),
+            "integer": lambda t: isinstance(t, pd.Int64Dtype), "number": lambda t: t.kind == "f"}
 
 
 def _header(content: mmap.mmap) -> list[str] | None:
@@ -181,11 +184,10 @@ def _read_typed(path: Path, spec: FileSpec, header: list[str]) -> pd.DataFrame |
     numbers = [table.column(i) for i, name in enumerate(header) if types[name] == pa.float64()]
     if any(pc.any(pc.invert(pc.is_finite(column))).as_py() for column in numbers):
         return None  # 'nan' or 'inf': not a number in the records format; the text route says so
-    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get, date_as_object=False)
     for i, name in enumerate(header):
-        if types[name] == pa.date32():
-            frame.isetitem(i, frame.iloc[:, i].astype(DATE_DTYPE))
-    return frame
+        if types[name] == pa.date32():  # the records' date type, in one conversion
+            table = table.set_column(i, name, table.column(i).cast(pa.timestamp(DATE_UNIT)))
+    return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
 
 
 def _spellings(word: str) -> list[str]:
@@ -369,13 +371,9 @@ class _Parsed:
 
 def _parse_column(raw: pd.Series, kind: str) -> _Parsed:
     """Trim and parse the distinct values only, then spread them back to the rows by integer codes."""
-    if raw.dtype.kind in "Mbf" or isinstance(raw.dtype, (pd.BooleanDtype, pd.Int64Dtype)):
+    if kind in _READ_AS and _READ_AS[kind](raw.dtype):
         return _typed_column(raw, kind)
-    if isinstance(raw.dtype, pd.CategoricalDtype):  # dictionary-encoded by the reader: the codes are there
-        raw_codes = raw.cat.codes.to_numpy().astype(np.int64)
-        raw_uniques = pd.Series(raw.cat.categories, dtype="string")
-    else:
-        raw_codes, raw_uniques = factorize(raw)
+    raw_codes, raw_uniques = factorize(raw)
     cleaned = _clean(raw_uniques)
     blank = cleaned.isna().to_numpy()
     as_read = kind in ("text", "code") and not blank.any() and cleaned.equals(raw_uniques)
@@ -393,7 +391,7 @@ def _parse_column(raw: pd.Series, kind: str) -> _Parsed:
     missing = (raw_codes < 0) | blank[raw_codes] if blank.any() else raw_codes < 0
     bad_unique = ~blank & (canonical < 0)
     bad = ~missing & (codes < 0) if bad_unique.any() else np.zeros(len(codes), dtype=bool)
-    if as_read and not isinstance(raw.dtype, pd.CategoricalDtype):
+    if as_read:
         values = raw.astype("string")  # the column as read, no copy
     else:
         values = pd.Series(pd.api.extensions.take(uniques.array, codes, allow_fill=True), dtype=parsed.dtype)
@@ -464,7 +462,8 @@ def _repeats(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: Dates in records frames, whatever the route or the file (pandas picks seconds for an empty column).
-DATE_DTYPE = "datetime64[us]"
+DATE_UNIT = "us"
+DATE_DTYPE = f"datetime64[{DATE_UNIT}]"
 
 
 def _parse_date(raw: pd.Series) -> pd.Series:
