@@ -179,8 +179,9 @@ def render(results: dict[int, dict[str, dict]], rows: dict[int, int], args: argp
         "",
         f"Measured by `python benchmarks/bench.py` on {date.today().isoformat()} on this project's machine "
         f"({os.cpu_count()} cores). Times are the best of {args.repeat} runs (imports: one run), each step in "
-        "a fresh process; peak memory is that process's maximum resident set. The floor is pyarrow reading the "
-        "same four CSV files. Demo cohorts from `python -m dashboard demo` (seed 1).",
+        "a fresh process, each run's result let go before the next; peak memory is that process's maximum "
+        "resident set. The floor is pyarrow reading the same four CSV files. Demo cohorts from "
+        "`python -m dashboard demo` (seed 1).",
         "",
         "| step | " + " | ".join(f"{s:,} patients ({rows[s]:,} strength rows)" for s in sizes) + " |",
         "|---|" + "---|" * len(sizes),
