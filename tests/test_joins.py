@@ -30,10 +30,11 @@ def test_remembered_codes_serve_that_array_only_and_go_with_it():
     codes, distinct = encode(equal_copy)
     assert codes.tolist() == [0, 1, 0, -1] and distinct.to_pylist() == ["P2", "P1"]
 
-    held = len(joins._REMEMBERED)
+    key = id(column.array)
+    held_for = joins._REMEMBERED[key][0]
     del column
     gc.collect()
-    assert len(joins._REMEMBERED) == held - 1  # dropped with the array
+    assert held_for() is None and key not in joins._REMEMBERED  # dropped with the array
 
 
 def test_assessing_validated_records_gives_what_a_copy_of_them_gives():

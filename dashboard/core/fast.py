@@ -15,12 +15,15 @@ from dashboard.core.joins import encode, text_array
 
 
 def factorize(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """Integer codes (-1 where missing) and the distinct values, in order of first appearance."""
+    """Integer codes (-1 where missing) and the distinct values, in order of first appearance.
+
+    Text codes stay 32-bit, as Arrow makes them: a million-row column is not copied to widen them.
+    """
     if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
         codes, distinct = encode(values)
-        return codes.astype(np.int64), pd.Series(distinct.to_pandas(), dtype="string")
+        return codes, pd.Series(distinct.to_pandas(), dtype="string")
     codes, uniques = pd.factorize(values)
-    return codes.astype(np.int64), pd.Series(uniques)
+    return codes, pd.Series(uniques)
 
 
 def codes_in(values: pd.Series, categories: pd.Index | list | tuple) -> np.ndarray:

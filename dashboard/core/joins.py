@@ -40,7 +40,8 @@ def remember_codes(values: pd.Series, codes: np.ndarray, distinct: pa.Array) -> 
     if len(codes) != len(array):
         raise ValueError("one code per row")
     key = id(array)
-    _REMEMBERED[key] = (weakref.ref(array, lambda _: _REMEMBERED.pop(key, None)), codes.astype(np.int32), distinct)
+    held = codes.astype(np.int32, copy=False)  # not copied: the caller hands them over and leaves them alone
+    _REMEMBERED[key] = (weakref.ref(array, lambda _: _REMEMBERED.pop(key, None)), held, distinct)
 
 
 def _remembered(values: pd.Series) -> tuple[np.ndarray, pa.Array] | None:
@@ -73,7 +74,9 @@ def encode(values: pd.Series, categories: Sequence[str] | None = None) -> tuple[
     else:
         distinct = pa.array(categories, array.type)
         codes = pc.index_in(array, value_set=distinct)
-    return codes.fill_null(-1).to_numpy(zero_copy_only=False), distinct
+    if isinstance(codes, pa.ChunkedArray):
+        codes = codes.combine_chunks()
+    return (codes if codes.null_count == 0 else codes.fill_null(-1)).to_numpy(zero_copy_only=False), distinct
 
 
 def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndarray:

@@ -408,9 +408,10 @@ def _typed_column(values: pd.Series, kind: str) -> _Parsed:
 
 def _days_encoding(dates: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, pd.Series]:
     """Dates coded by their day, counted from the earliest: codes follow time order, as for dates read as text."""
-    days = dates.to_numpy().astype("datetime64[D]").astype(np.int64)
-    first = int(days[~missing].min()) if (~missing).any() else 0
-    codes = np.where(missing, -1, days - first)
+    codes = dates.to_numpy().astype("datetime64[D]").view(np.int64)  # one new array, changed in place below
+    first = int(codes[~missing].min()) if (~missing).any() else 0
+    codes -= first
+    codes[missing] = -1
     span = int(codes.max(initial=-1)) + 1
     return codes, pd.Series(np.arange(first, first + span).astype("datetime64[D]").astype(dates.dtype))
 
