@@ -452,8 +452,11 @@ def _repeats(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     A stable sort, not a hash: records files are mostly in key order already, which the sort runs through.
     """
-    order = np.argsort(key, kind="stable")
-    ordered = key[order]
+    if (key[1:] >= key[:-1]).all():  # already in key order (a file sorted by patient and date): no sort
+        order, ordered = np.arange(len(key)), key
+    else:
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
     same = (ordered[1:] == ordered[:-1]) & (ordered[1:] >= 0)
     if not same.any():
         return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
