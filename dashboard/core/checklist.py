@@ -24,7 +24,16 @@ import yaml
 from pandas.api.extensions import ExtensionArray
 
 from dashboard.core.grades import format_mrc
-from dashboard.core.joins import encode, rows_in, sort_rank, take_columns, take_rows, text_array, text_column
+from dashboard.core.joins import (
+    encode,
+    one_array,
+    rows_in,
+    sort_rank,
+    take_columns,
+    take_rows,
+    text_array,
+    text_column,
+)
 
 RULES_PATH = Path(__file__).resolve().parents[2] / "data" / "rules" / "imaging_rules.yaml"
 CATEGORIES = ("red_flag", "compression", "fibrosis", "hardware")
@@ -335,8 +344,7 @@ def _shown(column: pd.Series, field: str) -> pa.Array:
         return _per_value(column.to_numpy(dtype=float, na_value=np.nan).round(1),
                           lambda numbers: [str(float(number)).removesuffix(".0") for number in numbers])
     if isinstance(column.dtype, pd.StringDtype):
-        texts = pc.fill_null(text_array(column), "missing").cast(TEXT)
-        return texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+        return pc.fill_null(one_array(column), "missing").cast(TEXT)
     return _per_value(column.to_numpy(dtype=object), lambda values: map(str, values))
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dashboard.core.joins import encode, text_array
+from dashboard.core.joins import encode, one_array, text_array
 
 
 def factorize(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
@@ -35,10 +35,7 @@ def codes_in(values: pd.Series, categories: pd.Index | list | tuple) -> np.ndarr
 
 def isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
     """Membership test in C (pandas' isin on Arrow strings loops in Python)."""
-    value_set = text_array(allowed)
-    if isinstance(value_set, pa.ChunkedArray):
-        value_set = value_set.combine_chunks()
-    found = pc.is_in(text_array(values), value_set=value_set.cast(pa.string()), skip_nulls=True)
+    found = pc.is_in(text_array(values), value_set=one_array(allowed).cast(pa.string()), skip_nulls=True)
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 

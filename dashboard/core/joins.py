@@ -26,6 +26,12 @@ def text_array(values: pd.Series | pa.Array) -> pa.Array | pa.ChunkedArray:
     return pa.array(values.astype("string").array)
 
 
+def one_array(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`text_array`, in one piece (what set lookups take as their value set)."""
+    array = text_array(values)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 #: Codes already worked out for a column, by the identity of its pandas array (see `remember_codes`).
 _REMEMBERED: dict[int, tuple[weakref.ref, np.ndarray, pa.Array]] = {}
 
@@ -88,9 +94,7 @@ def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndar
     if remembered is not None:  # look up each distinct value once, then spread by the codes
         codes, distinct = remembered
         return np.append(rows_in(distinct, keys), -1)[codes]
-    keys = text_array(keys)
-    found = pc.index_in(text_array(values), value_set=keys.combine_chunks() if isinstance(keys, pa.ChunkedArray)
-                        else keys)
+    found = pc.index_in(text_array(values), value_set=one_array(keys))
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 

@@ -27,7 +27,7 @@ import pyarrow.csv as pcsv
 from dashboard.core import limits
 from dashboard.core.fast import factorize, isin
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
-from dashboard.core.joins import remember_codes
+from dashboard.core.joins import one_array, remember_codes
 from dashboard.core.schema import (
     BOOLEAN_TEXT,
     EXPECTED_BY_KIND,
@@ -170,10 +170,9 @@ def _read_typed(path: Path, spec: FileSpec, header: list[str]) -> pd.DataFrame |
         return None  # blank or repeated names: the text route names them as pandas does ('Unnamed: 2')
     kinds = {column.name: column.kind for column in spec.columns}
     types = {name: _ARROW_TYPES.get(kinds.get(name.strip().lower(), "text"), _TEXT) for name in header}
-    true_text = [text for word, value in BOOLEAN_TEXT.items() if value for text in _spellings(word)]
-    false_text = [text for word, value in BOOLEAN_TEXT.items() if not value for text in _spellings(word)]
     options = pcsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
-                                  quoted_strings_can_be_null=True, true_values=true_text, false_values=false_text)
+                                  quoted_strings_can_be_null=True, true_values=_SPELLINGS[True],
+                                  false_values=_SPELLINGS[False])
     try:
         table = pcsv.read_csv(path, convert_options=options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
@@ -190,8 +189,10 @@ def _read_typed(path: Path, spec: FileSpec, header: list[str]) -> pd.DataFrame |
     return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
 
 
-def _spellings(word: str) -> list[str]:
-    return list(dict.fromkeys((word, word.upper(), word.capitalize())))
+#: The boolean words the reader takes, as written in lower, upper or title case (others: the text route).
+_SPELLINGS = {truth: [spelling for word, value in BOOLEAN_TEXT.items() if value is truth
+                      for spelling in dict.fromkeys((word, word.upper(), word.capitalize()))]
+              for truth in (True, False)}
 
 
 class RecordsFileError(ValueError):
@@ -403,7 +404,7 @@ def _typed_column(values: pd.Series, kind: str) -> _Parsed:
     """A column Arrow's reader has typed (dates, booleans, numbers): every value parsed, none bad."""
     missing = values.isna().to_numpy()
     return _Parsed(values, missing, np.zeros(len(values), dtype=bool),
-                   lambda: _days_encoding(values, missing) if kind == "date" else _factorized(values))
+                   lambda: _days_encoding(values, missing) if kind == "date" else factorize(values))
 
 
 def _days_encoding(dates: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, pd.Series]:
@@ -414,11 +415,6 @@ def _days_encoding(dates: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, p
     codes[missing] = -1
     span = int(codes.max(initial=-1)) + 1
     return codes, pd.Series(np.arange(first, first + span).astype("datetime64[D]").astype(dates.dtype))
-
-
-def _factorized(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    codes, distinct = pd.factorize(values, use_na_sentinel=True)
-    return codes.astype(np.int64), pd.Series(distinct, dtype=values.dtype)
 
 
 def _absent(kind: str, index: pd.Index) -> _Parsed:
@@ -661,10 +657,7 @@ def _remember_key_codes(records: Records, parsed: dict[str, dict[str, _Parsed]],
         for column in spec.columns:
             if column.kind in ("text", "code") and (column.name in spec.key or column.name == "patient_id"):
                 one = parsed[spec.name][column.name]
-                distinct = pa.array(one.uniques.array, pa.string())
-                if isinstance(distinct, pa.ChunkedArray):
-                    distinct = distinct.combine_chunks()
-                remember_codes(frame[column.name], one.codes[kept], distinct)
+                remember_codes(frame[column.name], one.codes[kept], one_array(one.uniques).cast(pa.string()))
 
 
 def _date_text(dates: pd.Series) -> np.ndarray:
