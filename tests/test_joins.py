@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import pickle
 from datetime import date
 from pathlib import Path
 
@@ -26,23 +27,26 @@ def test_remembered_codes_serve_that_array_only_and_go_with_it():
     assert encode(column, ["P2", "P9", "P1"])[0].tolist() == [0, 2, 0, -1]  # through categories
     assert rows_in(column, pd.Series(["P1", "P3", "P2"], dtype="string")).tolist() == [2, 0, 2, -1]
 
-    equal_copy = column.copy(deep=True)  # the same texts in another array: worked out afresh
-    codes, distinct = encode(equal_copy)
+    same_texts = pd.Series(["P2", "P1", "P2", None], dtype="string")  # other data: worked out afresh
+    codes, distinct = encode(same_texts)
     assert codes.tolist() == [0, 1, 0, -1] and distinct.to_pylist() == ["P2", "P1"]
 
-    key = id(column.array)
+    wrapped_anew = pd.DataFrame({"a": column, "b": same_texts})["a"]  # pandas re-wraps; the Arrow data stays
+    assert wrapped_anew.array is not column.array and encode(wrapped_anew)[0].tolist() == [1, 0, 1, -1]
+
+    key = id(joins._data(column))
     held_for = joins._REMEMBERED[key][0]
-    del column
+    del column, wrapped_anew
     gc.collect()
-    assert held_for() is None and key not in joins._REMEMBERED  # dropped with the array
+    assert held_for() is None and key not in joins._REMEMBERED  # dropped with the data
 
 
 def test_assessing_validated_records_gives_what_a_copy_of_them_gives():
     today = date(2026, 11, 20)
     records, report = validate(DEMO, today=today)
     assert report.ok
-    copied = Records(**{name: frame.copy(deep=True) for name, frame in records.frames().items()},
-                     extra_columns=records.extra_columns)
+    copied = Records(**{name: pickle.loads(pickle.dumps(frame)) for name, frame in records.frames().items()},
+                     extra_columns=records.extra_columns)  # the same values in new Arrow arrays
     assert joins._remembered(records.strength["patient_id"]) is not None  # validation handed its codes on
     assert joins._remembered(copied.strength["patient_id"]) is None
     handed, afresh = assess(records, as_of=today), assess(copied, as_of=today)

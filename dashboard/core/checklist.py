@@ -2,8 +2,8 @@
 
 A rule looks at one scope of the assessment — a visit, a muscle trajectory, or a muscle trajectory with a
 visit near its latest exam — and fires when all its conditions hold. Each prompt carries the rule id,
-evidence with values and dates, modality, urgency and the published source. Vectorised: each rule is a
-boolean mask over a whole-cohort frame.
+evidence with values and dates, modality, urgency and the published source. Vectorised: each scope is one
+whole-cohort table of plain columns (rule_columns), and each condition one numpy test over it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +21,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
-from pandas.api.extensions import ExtensionArray
 
 from dashboard.core.grades import format_mrc
-from dashboard.core.joins import (
-    encode,
-    one_array,
-    rows_in,
-    sort_rank,
-    take_columns,
-    take_rows,
-    text_array,
-    text_column,
-)
+from dashboard.core.joins import rows_in, sort_rank, text_array, text_column
+from dashboard.core.rule_columns import COMPARISONS, Column, Table, column_of, flag, frame_makers, holds, number, taker
 
 RULES_PATH = Path(__file__).resolve().parents[2] / "data" / "rules" / "imaging_rules.yaml"
 CATEGORIES = ("red_flag", "compression", "fibrosis", "hardware")
@@ -41,9 +32,7 @@ MODALITIES = ("mri", "mri_contrast", "ct", "ct_myelography", "radiograph", "flex
               "venous_duplex")
 URGENCIES = ("emergency", "urgent", "routine")
 SCOPES = ("visit", "muscle", "muscle_visit")
-OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "is")
-COMPARISONS = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
-               "ge": operator.ge}
+OPERATORS = (*COMPARISONS, "in", "is")
 PROMPT_COLUMNS = ["patient_id", "rule_id", "category", "modality", "urgency", "summary", "evidence", "source",
                   "evidence_hash"]
 
@@ -188,60 +177,59 @@ def _check_condition(condition, scope: str, fail) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _holds(values: ExtensionArray, condition: dict) -> np.ndarray:
-    """Where a condition holds on a column's values; a missing value never satisfies a condition (unknown
-    is not normal). Works on the column's array: the same operations as on a Series, without its overhead."""
-    (test, value), = ((k, v) for k, v in condition.items() if k != "field")
-    if test == "is":
-        result = (values if values.dtype.kind == "b" else values.astype("boolean")) == bool(value)
-    elif test == "in":
-        result = pd.Series(values, copy=False).isin(value)
-    else:
-        if isinstance(value, str) and values.dtype.kind == "M":
-            value = pd.Timestamp(value)
-        result = COMPARISONS[test](values, value)
-    return result if isinstance(result, np.ndarray) else result.to_numpy(dtype=bool, na_value=False)
+def _rule_rows(table: Table, rule: Rule) -> np.ndarray:
+    """The rows where a rule fires; each condition is tested only on the rows that passed the ones before."""
+    rows = None  # all of them
+
+    def passing(mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(mask) if rows is None else rows[mask]
+
+    for condition in rule.conditions:
+        rows = passing(holds(table[condition["field"]].take(rows), condition))
+    if rule.any_of and (rows is None or len(rows)):
+        rows = passing(np.logical_or.reduce([holds(table[c["field"]].take(rows), c) for c in rule.any_of]))
+    return np.arange(len(table)) if rows is None else rows
 
 
-def _mask(frame: pd.DataFrame, condition: dict) -> np.ndarray:
-    return _holds(frame[condition["field"]].array, condition)
+def _patient_table(patients: pd.DataFrame) -> Table:
+    return Table(np.arange(len(patients)), frame_makers(patients, PATIENT_FIELDS))
 
 
-def _rule_rows(frame: pd.DataFrame, rule: Rule) -> np.ndarray:
-    """The rows where a rule fires; each condition is tested only on the rows that passed the ones before,
-    conditions on text last (they are the slowest to test)."""
-    rows = np.arange(len(frame))
-
-    def values(field: str) -> ExtensionArray:
-        return frame[field].array if len(rows) == len(frame) else frame[field].array.take(rows)
-
-    for condition in sorted(rule.conditions, key=lambda c: isinstance(frame[c["field"]].dtype, pd.StringDtype)):
-        rows = rows[_holds(values(condition["field"]), condition)]
-    if rule.any_of and len(rows):
-        rows = rows[np.logical_or.reduce([_holds(values(c["field"]), c) for c in rule.any_of])]
-    return rows
+def _patient_makers(patient_table: Table, patient: np.ndarray) -> dict:
+    """The patient's fields on each row of another scope (`patient`: the rows' patients)."""
+    return {field: taker(patient_table, field, patient) for field in patient_table.fields}
 
 
-def _visit_frame(patients: pd.DataFrame, visits: pd.DataFrame, patient_fields: list[str]) -> pd.DataFrame:
-    """Visits after the index operation by patient and date, with changes since the patient's earlier visits
-    and the patient's fields; `_patient` is the row in `patients` (visits of others are left out)."""
-    patient = rows_in(visits["patient_id"], patients["patient_id"])
-    day = visits["day"]
-    rows = np.flatnonzero((day.notna() & (day >= 0)).to_numpy(dtype=bool) & (patient >= 0))
-    rows = rows[_by_patient_then_date(sort_rank(patients["patient_id"])[patient[rows]],
-                                      visits["visit_date"].to_numpy()[rows])]
+def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd.Series,
+                 visits: pd.DataFrame) -> Table:
+    """Visits after the index operation, by patient (in `patient_rank` order) and date, with changes since
+    the patient's earlier visits and the patient's fields (visits of others are left out)."""
+    patient = rows_in(visits["patient_id"], patient_ids)
+    day = column_of(visits["day"]).values
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero((day >= 0) & (patient >= 0))
+    rows = rows[_by_patient_then_date(patient_rank[patient[rows]], visits["visit_date"].to_numpy()[rows])]
     patient = patient[rows]
-    frame = take_columns(visits, rows, [column for column in visits.columns if column in VISIT_FIELDS])
-    # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
-    measured = pd.DataFrame({"crp_rise_from_nadir": frame["crp_mg_l"].where(frame["day"] >= 3),
-                             "back_pain_rise": frame["back_pain_nrs"], "leg_pain_rise": frame["leg_pain_nrs"]})
-    frame = pd.concat([frame, measured - _lowest_before(measured, patient),
-                       take_rows(patients[patient_fields], patient)], axis=1)
-    return frame.assign(
-        is_latest_visit=np.r_[patient[1:] != patient[:-1], True] if len(frame) else np.zeros(0, dtype=bool),
-        days_ago=patients["days_since_surgery"].array.take(patient) - frame["day"].array,
-        _patient=patient,
-    )
+    table = Table(patient, {**frame_makers(visits, VISIT_FIELDS, rows), **_patient_makers(patient_table, patient)})
+
+    def rise(field: str, from_day: int = 0) -> Callable[[], Column]:
+        def make() -> Column:
+            values = np.where(table["day"].values >= from_day, table[field].values, np.nan)
+            return number(values - _lowest_before(values, patient))
+        return make
+
+    def days_ago() -> Column:
+        return number(patient_table["days_since_surgery"].values[patient] - table["day"].values)
+
+    return Table(patient, {
+        **{field: taker(table, field, None) for field in table.fields},
+        # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
+        "crp_rise_from_nadir": rise("crp_mg_l", from_day=3),
+        "back_pain_rise": rise("back_pain_nrs"),
+        "leg_pain_rise": rise("leg_pain_nrs"),
+        "is_latest_visit": lambda: flag(np.r_[patient[1:] != patient[:-1], True][:len(patient)]),
+        "days_ago": days_ago,
+    })
 
 
 def _by_patient_then_date(patient_rank: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -251,59 +239,65 @@ def _by_patient_then_date(patient_rank: np.ndarray, dates: np.ndarray) -> np.nda
     return np.argsort(patient_rank * (len(distinct) + 1) + date_code, kind="stable")
 
 
-def _lowest_before(values: pd.DataFrame, patient: np.ndarray) -> pd.DataFrame:
-    """Per column, the lowest earlier value of the same patient (rows sorted by date), NaN when there is none."""
-    running = values.groupby(patient).cummin()
-    running = running.groupby(patient).ffill()
-    return running.groupby(patient).shift(1)
+def _lowest_before(values: np.ndarray, patient: np.ndarray) -> np.ndarray:
+    """The lowest earlier value of the same patient (each patient's rows together, by date), NaN when there
+    is none; missing values are skipped. A running minimum by doubling steps: log2(most visits) passes."""
+    starts = np.flatnonzero(np.r_[True, patient[1:] != patient[:-1]]) if len(patient) else np.zeros(0, int)
+    place = np.arange(len(patient)) - np.repeat(starts, np.diff(np.r_[starts, len(patient)]))
+    lowest, step = values, 1  # lowest[i]: the lowest of the `step` rows up to i (fewer at a patient's start)
+    while len(place) and step < place.max():  # rows read below are at most place.max() - 1 in
+        earlier = np.r_[np.full(step, np.nan), lowest[:-step]]
+        lowest = np.where(place >= step, np.fmin(lowest, earlier), lowest)
+        step *= 2
+    return np.where(place > 0, np.r_[np.nan, lowest[:-1]], np.nan)
 
 
-def _muscle_frame(patients: pd.DataFrame, muscles: pd.DataFrame, patient_fields: list[str]) -> pd.DataFrame:
-    """Trajectories of patients in `patients`, with the patient's fields; `_patient` is the row there."""
-    patient = rows_in(muscles["patient_id"], patients["patient_id"])
+def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.DataFrame) -> Table:
+    """Trajectories of the patients in `patient_ids`, with the patient's fields and changes between picks."""
+    patient = rows_in(muscles["patient_id"], patient_ids)
     rows = np.flatnonzero(patient >= 0)
     patient = patient[rows]
-    frame = pd.concat([take_rows(muscles, rows), take_rows(patients[patient_fields], patient)], axis=1)
-    return frame.assign(
-        drop_from_best=frame["best_prior_mrc"] - frame["latest_mrc"],
-        drop_from_first=frame["first_post_mrc"] - frame["latest_mrc"],
-        gain_before_drop=frame["best_prior_mrc"] - frame["baseline_mrc"],
-        root_at_operated_level=_root_at_levels(frame["root"], patients["levels"], patient),
-        _patient=patient,
-    )
+    rows = None if len(rows) == len(muscles) else rows
+    table = Table(patient, {**frame_makers(muscles, MUSCLE_FIELDS, rows), **_patient_makers(patient_table, patient)})
+
+    def difference(first: str, second: str) -> Callable[[], Column]:
+        return lambda: number(table[first].values - table[second].values)
+
+    return Table(patient, {
+        **{field: taker(table, field, None) for field in table.fields},
+        "drop_from_best": difference("best_prior_mrc", "latest_mrc"),
+        "drop_from_first": difference("first_post_mrc", "latest_mrc"),
+        "gain_before_drop": difference("best_prior_mrc", "baseline_mrc"),
+        "root_at_operated_level": lambda: flag(_root_at_levels(table["root"], table["levels"])),
+    })
 
 
-def _root_at_levels(roots: pd.Series, levels: pd.Series, level_row: np.ndarray) -> np.ndarray:
-    """Whether each root exits or traverses at one of the operated segments `levels[level_row]`.
-
-    Computed once per distinct root and distinct levels text.
-    """
-    root_codes, root_values = encode(roots)
-    level_codes, level_values = encode(levels.fillna(""))
-    table = np.array([[root in {r for seg in str(lv).split(";") if seg for r in SEGMENT_ROOTS.get(seg, ())}
-                       for root in root_values.to_pylist()] for lv in level_values.to_pylist()], dtype=bool).reshape(
-        len(level_values), len(root_values))
-    return table[level_codes[level_row], root_codes] if len(roots) else np.zeros(0, dtype=bool)
+def _root_at_levels(roots: Column, levels: Column) -> np.ndarray:
+    """Whether each root exits or traverses at one of the operated segments, decided once per distinct
+    root and distinct levels text (missing levels: no)."""
+    table = np.zeros((len(levels.texts) + 1, len(roots.texts) + 1), dtype=bool)
+    for row, text in enumerate(levels.texts):
+        at_risk = {root for segment in text.split(";") for root in SEGMENT_ROOTS.get(segment, ())}
+        table[row, :-1] = [root in at_risk for root in roots.texts]
+    return table[levels.values, roots.values]
 
 
-def _muscle_visit_frame(muscles: pd.DataFrame, visits: pd.DataFrame, rule: Rule) -> pd.DataFrame:
-    """Trajectories joined to visits near their latest exam; muscle conditions first, so the join stays small.
-
-    Pairs come by trajectory, then by visit date (as an inner merge on the patient gives them); only the
-    fields the rule reads are kept, with the patient's from the trajectory side.
-    """
+def _muscle_visit_table(muscles: Table, visits: Table, rule: Rule) -> Table:
+    """Trajectories paired with visits near their latest exam; muscle conditions first, so the pairs stay
+    few. Pairs come by trajectory, then by visit date; the patient's fields come from the trajectory side."""
     on_muscle = tuple(c for c in rule.conditions if c["field"] not in VISIT_FIELDS)
     candidates = _rule_rows(muscles, dataclasses.replace(rule, conditions=on_muscle, any_of=()))
-    pair, visit = _visits_of(muscles["_patient"].to_numpy()[candidates], visits["_patient"].to_numpy())
+    pair, visit = _visits_of(muscles.patient[candidates], visits.patient)
     trajectory = candidates[pair]
-    visit_date, latest_date = visits["visit_date"].to_numpy()[visit], muscles["latest_date"].to_numpy()[trajectory]
+    visit_date, latest_date = visits["visit_date"].values[visit], muscles["latest_date"].values[trajectory]
     with np.errstate(invalid="ignore"):
         gap = np.abs((visit_date - latest_date) // np.timedelta64(1, "D"))
     near = ~np.isnat(visit_date) & ~np.isnat(latest_date) & (gap <= rule.window_days)
-    muscle_fields = [column for column in muscles.columns if column in rule.fields or column == "_patient"]
-    visit_fields = [column for column in visits.columns if column in rule.fields and column not in muscle_fields]
-    return pd.concat([take_columns(muscles, trajectory[near], muscle_fields),
-                      take_columns(visits, visit[near], visit_fields)], axis=1)
+    trajectory, visit = trajectory[near], visit[near]
+    return Table(muscles.patient[trajectory], {
+        **{field: taker(visits, field, visit) for field in visits.fields},
+        **{field: taker(muscles, field, trajectory) for field in muscles.fields},
+    })
 
 
 def _visits_of(patient: np.ndarray, visit_patient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -325,47 +319,48 @@ def _template_parts(template: str) -> list[tuple[str, str | None]]:
             for part in re.split(r"({\w+})", template) if part]
 
 
-def _render(hits: pd.DataFrame, template: str, findings: pa.Array | None = None) -> pa.Array:
+def _render(hits: Table, template: str, findings: pa.Array | None = None) -> pa.Array:
     """Fill an evidence template for every row at once (one Arrow join); missing values read as 'missing'."""
     parts = [pa.scalar(part, TEXT) if field is None else findings if field == "finding" else _shown(hits[field], field)
              for part, field in _template_parts(template)]
     return pc.binary_join_element_wise(pa.repeat(pa.scalar("", TEXT), len(hits)), *parts, pa.scalar("", TEXT))
 
 
-def _shown(column: pd.Series, field: str) -> pa.Array:
+def _shown(column: Column, field: str) -> pa.Array:
     """How each value reads in an evidence line, formatted once per distinct value."""
+    values = column.values
+    if column.kind == "text":
+        return _texts([*column.texts, "missing"], np.where(values >= 0, values, len(column.texts)))
+    if column.kind == "flag":
+        return _texts(["no", "yes", "missing"], np.where(np.isnan(values), 2, values).astype(np.intp))
     if field in GRADE_FIELDS:
-        return _per_value(column.to_numpy(dtype=float, na_value=np.nan), lambda grades: map(format_mrc, grades))
-    if column.dtype.kind == "M":
-        return _per_value(column.to_numpy(), lambda days: np.datetime_as_string(days, unit="D"))
-    if str(column.dtype) == "boolean":
-        return _per_value(column.to_numpy(dtype=object), lambda flags: ["yes" if flag else "no" for flag in flags])
-    if column.dtype.kind == "f" or str(column.dtype) == "Float64":
-        return _per_value(column.to_numpy(dtype=float, na_value=np.nan).round(1),
-                          lambda numbers: [str(float(number)).removesuffix(".0") for number in numbers])
-    if isinstance(column.dtype, pd.StringDtype):
-        return pc.fill_null(one_array(column), "missing").cast(TEXT)
-    return _per_value(column.to_numpy(dtype=object), lambda values: map(str, values))
+        return _per_value(values, lambda grades: map(format_mrc, grades))
+    if column.kind == "date":
+        return _per_value(values, lambda days: np.datetime_as_string(days, unit="D"))
+    return _per_value(values.round(1), lambda numbers: [str(float(number)).removesuffix(".0") for number in numbers])
 
 
 def _per_value(values: np.ndarray, show) -> pa.Array:
     """The texts of `values`: `show` maps their distinct values to texts; missing values read 'missing'."""
     codes, distinct = pd.factorize(values)
-    texts = pa.array([*show(distinct), "missing"], TEXT)
-    return texts.take(np.where(codes >= 0, codes, len(distinct)))
+    return _texts([*show(distinct), "missing"], np.where(codes >= 0, codes, len(distinct)))
 
 
-def _findings(hits: pd.DataFrame, rule: Rule) -> np.ndarray:
+def _texts(texts: list[str], codes: np.ndarray) -> pa.Array:
+    return pa.array(texts, TEXT).take(codes)
+
+
+def _findings(hits: Table, rule: Rule) -> np.ndarray:
     """Names of the boolean findings that made an any_of rule fire ('saddle_anesthesia, fever')."""
     names = np.full(len(hits), "", dtype=object)
     for condition in rule.any_of:
-        hit = _mask(hits, condition)
+        hit = holds(hits[condition["field"]], condition)
         label = condition["field"]
         names = np.where(hit, np.where(names == "", label, names + ", " + label), names)
     return names
 
 
-def _evidence_by_patient(hits: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+def _evidence_by_patient(hits: Table, rule: Rule) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """Each patient's evidence lines, in row order then template order, each line once.
 
     Returns the patients (rows in `patients`), how many lines each has, and the lines one after another.
@@ -375,7 +370,7 @@ def _evidence_by_patient(hits: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, np
     rows, templates = len(hits), len(rule.evidence)
     line = np.arange(rows * templates)
     line = line % templates * rows + line // templates  # row by row, each row's lines in template order
-    patient = hits["_patient"].to_numpy()[line % rows]
+    patient = hits.patient[line % rows]
     order = np.argsort(patient, kind="stable")  # by patient, then row, then template
     patient, lines = patient[order], rendered.take(line[order])
     line_codes = lines.dictionary_encode().indices.to_numpy()
@@ -387,19 +382,17 @@ def _evidence_by_patient(hits: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, np
 
 def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
     """Every prompt for every patient: one row per patient and rule, with its evidence lines."""
-    read = frozenset().union(*(rule.fields for rule in rules.rules))
-    patient_fields = [field for field in PATIENT_FIELDS if field in read]
-    visit_frame = _visit_frame(patients, visits, patient_fields)
-    muscle_frame = _muscle_frame(patients, muscles, patient_fields)
-    frames = {"visit": visit_frame, "muscle": muscle_frame}
+    patient_rank = sort_rank(patients["patient_id"])
+    patient_table = _patient_table(patients)
+    tables = {"visit": _visit_table(patient_table, patient_rank, patients["patient_id"], visits),
+              "muscle": _muscle_table(patient_table, patients["patient_id"], muscles)}
     fired = []  # per rule that fired: its position, patients, lines per patient, lines
     for order, rule in enumerate(rules.rules):
-        frame = frames[rule.scope] if rule.scope != "muscle_visit" else _muscle_visit_frame(
-            muscle_frame, visit_frame, rule)
-        rows = _rule_rows(frame, rule)
+        table = tables[rule.scope] if rule.scope != "muscle_visit" else _muscle_visit_table(
+            tables["muscle"], tables["visit"], rule)
+        rows = _rule_rows(table, rule)
         if len(rows):
-            hits = take_columns(frame, rows, [c for c in frame.columns if c in rule.fields or c == "_patient"])
-            fired.append((order, *_evidence_by_patient(hits, rule)))
+            fired.append((order, *_evidence_by_patient(table.take(rows), rule)))
     if not fired:
         return pd.DataFrame(columns=PROMPT_COLUMNS)
     rule = np.concatenate([np.full(len(patient), order) for order, patient, _, _ in fired])
@@ -409,7 +402,7 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
                                         pa.concat_arrays([lines for *_, lines in fired]))
     urgency = np.array([URGENCIES.index(r.urgency) for r in rules.rules])
     not_red = np.array([r.category != "red_flag" for r in rules.rules])
-    order = np.lexsort((rule, urgency[rule], not_red[rule], sort_rank(patients["patient_id"])[patient]))
+    order = np.lexsort((rule, urgency[rule], not_red[rule], patient_rank[patient]))
     rule, evidence = rule[order], evidence.take(order).to_pylist()
 
     def by_rule(values: list[str]) -> pd.Series:

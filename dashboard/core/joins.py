@@ -32,30 +32,38 @@ def one_array(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-#: Codes already worked out for a column, by the identity of its pandas array (see `remember_codes`).
+#: Codes already worked out for a column, by the identity of the data behind it (see `remember_codes`).
 _REMEMBERED: dict[int, tuple[weakref.ref, np.ndarray, pa.Array]] = {}
 
 
+def _data(values: pd.Series) -> object:
+    """What a column's values are held in: the Arrow array behind an Arrow-backed column (pandas wraps it in a
+    new array object when a frame is built or copied lazily, but the Arrow array stays), else its array."""
+    array = values.array
+    return getattr(array, "_pa_array", array)
+
+
 def remember_codes(values: pd.Series, codes: np.ndarray, distinct: pa.Array) -> None:
-    """Keep the codes of a text column for as long as its array lives, so that `encode` does not hash a
+    """Keep the codes of a text column for as long as its data lives, so that `encode` does not hash a
     million rows again: validation has them, the assessment of the same records needs them.
 
-    `codes` give each row's position in `distinct` (-1 where missing); they are held for this very array
-    object, which pandas never changes in place, and dropped with it.
+    `codes` give each row's position in `distinct` (-1 where missing; `distinct` holds each text once); they
+    are held for this very data object, which is immutable, and dropped with it.
     """
-    array = values.array
-    if len(codes) != len(array):
+    data = _data(values)
+    if len(codes) != len(values):
         raise ValueError("one code per row")
-    key = id(array)
+    key = id(data)
     held = codes.astype(np.int32, copy=False)  # not copied: the caller hands them over and leaves them alone
-    _REMEMBERED[key] = (weakref.ref(array, lambda _: _REMEMBERED.pop(key, None)), held, distinct)
+    _REMEMBERED[key] = (weakref.ref(data, lambda _: _REMEMBERED.pop(key, None)), held, distinct)
 
 
 def _remembered(values: pd.Series) -> tuple[np.ndarray, pa.Array] | None:
     if not isinstance(values, pd.Series):
         return None
-    found = _REMEMBERED.get(id(values.array))
-    if found is None or found[0]() is not values.array:
+    data = _data(values)
+    found = _REMEMBERED.get(id(data))
+    if found is None or found[0]() is not data:
         return None
     return found[1], found[2]
 
@@ -129,6 +137,13 @@ def text_column(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pd.Seri
     taken = values.take(pa.array(rows, mask=missing if missing.any() else None)) if len(values) else \
         pa.nulls(len(rows), pa.string())
     return pd.Series(taken, dtype="str")
+
+
+def coded_text_column(distinct: pa.Array, codes: np.ndarray) -> pd.Series:
+    """`text_column` of distinct texts, its codes remembered: grouping or joining on it later hashes nothing."""
+    column = text_column(distinct, codes)
+    remember_codes(column, codes, distinct)
+    return column
 
 
 def sort_rank(values: pd.Series) -> np.ndarray:

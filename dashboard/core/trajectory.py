@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from dashboard.core.curves import Reference, band_arrays, modifier_multipliers
 from dashboard.core.fast import factorize
-from dashboard.core.grades import MUSCLE_ROOTS, MUSCLES, SIDES
-from dashboard.core.joins import encode, rows_in, take_rows, text_array, text_column
+from dashboard.core.grades import MUSCLES, ROOTS, SIDES
+from dashboard.core.joins import coded_text_column, encode, one_array, rows_in, take_rows, text_array, text_column
 
 STATUSES = ("new_deficit", "deteriorating", "behind", "on_track", "recovered", "no_deficit", "no_baseline",
             "insufficient_data")
@@ -103,10 +103,10 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
         "latest": (n_post > 0, order[latest]),
     }
     columns = {
-        "patient_id": text_column(text_array(patient_ids), keys // 10),
-        "muscle": text_column(pa.array(MUSCLES), (keys % 10) // 2),
-        "root": text_column(pa.array([MUSCLE_ROOTS[m] for m in MUSCLES]), (keys % 10) // 2),
-        "side": text_column(pa.array(SIDES), keys % 2),
+        "patient_id": coded_text_column(one_array(patient_ids), keys // 10),
+        "muscle": coded_text_column(pa.array(MUSCLES), (keys % 10) // 2),
+        "root": coded_text_column(pa.array(ROOTS), (keys % 10) // 2),
+        "side": coded_text_column(pa.array(SIDES), keys % 2),
     }
     grade = strength["mrc"].to_numpy(dtype=float)
     for name, (has, at) in picks.items():
@@ -123,7 +123,7 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
         columns[name] = np.where(has_latest, values, np.nan)
     columns["curve_group"] = text_column(text_array(reference.groups["id"]), curve_group) if (curve_group >= 0).any() \
         else np.full(len(keys), None)  # as pandas keeps a column of None only
-    columns["status"] = text_column(pa.array(_STATUS_CHOICES), _status_codes(columns, reference.status))
+    columns["status"] = coded_text_column(pa.array(_STATUS_CHOICES), _status_codes(columns, reference.status))
     return pd.DataFrame(columns, columns=MUSCLE_COLUMNS, copy=False)
 
 
