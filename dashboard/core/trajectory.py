@@ -93,14 +93,14 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
     latest = dated_end - 1
     n_pre, n_post = first_post - start, latest + 1 - first_post
     earlier = n_post > 1  # exams after the operation other than the latest
+    grade = strength["mrc"].to_numpy(dtype=float)[order]  # in key order, as the picks are found
     best_prior = np.zeros(len(keys), dtype=np.int64)
-    best_prior[earlier] = _best_between(strength["mrc"].to_numpy(dtype=float)[order], first_post[earlier],
-                                        latest[earlier])  # the latest on a tie
-    picks = {  # keys that have the pick, and its row of `strength`
-        "baseline": (n_pre > 0, order[first_post - 1]),
-        "first_post": (n_post > 0, order[np.minimum(first_post, len(order) - 1)]),
-        "best_prior": (earlier, order[best_prior]),
-        "latest": (n_post > 0, order[latest]),
+    best_prior[earlier] = _best_between(grade, first_post[earlier], latest[earlier])  # the latest on a tie
+    picks = {  # keys that have the pick, and its place in key order
+        "baseline": (n_pre > 0, first_post - 1),
+        "first_post": (n_post > 0, np.minimum(first_post, len(order) - 1)),
+        "best_prior": (earlier, best_prior),
+        "latest": (n_post > 0, latest),
     }
     columns = {
         "patient_id": coded_text_column(one_array(patient_ids), keys // 10),
@@ -108,11 +108,10 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
         "root": coded_text_column(pa.array(ROOTS), (keys % 10) // 2),
         "side": coded_text_column(pa.array(SIDES), keys % 2),
     }
-    grade = strength["mrc"].to_numpy(dtype=float)
     for name, (has, at) in picks.items():
         columns[f"{name}_mrc"] = np.where(has, grade[at], np.nan)
-        columns[f"{name}_date"] = np.where(has, exam_date[at], np.datetime64("NaT"))
-    columns["latest_day"] = np.where(n_post > 0, exam_day[picks["latest"][1]] - surgery_day, np.nan)
+        columns[f"{name}_date"] = np.where(has, exam_date[order[at]], np.datetime64("NaT"))
+    columns["latest_day"] = np.where(n_post > 0, exam_day[order[latest]] - surgery_day, np.nan)
 
     factor_row = np.append(rows_in(patient_ids, factors["patient_id"]), -1)[keys // 10]
     rmax_factor, tau_factor = (np.append(m, 1.0)[factor_row] for m in modifier_multipliers(factors, reference))
