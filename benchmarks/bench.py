@@ -39,6 +39,9 @@ def _peak_mb() -> float:
 
 def step(name: str, folder: Path, repeat: int, url: str | None) -> dict:
     sys.path.insert(0, str(ROOT))
+    from dashboard.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the command line and the app run (the floor too, though Arrow has its own pool)
     times = []
     if name == "floor":
         import pyarrow.csv as pcsv

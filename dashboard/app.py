@@ -11,9 +11,11 @@ if str(ROOT) not in sys.path:  # streamlit puts only this file's folder on the p
 
 import streamlit as st  # noqa: E402
 
+from dashboard.runtime import keep_freed_memory  # noqa: E402
 from dashboard.ui.auth import require_login  # noqa: E402
 from dashboard.ui.widgets import sidebar_settings  # noqa: E402
 
+keep_freed_memory()
 st.set_page_config(page_title="Spine Recovery Dashboard", page_icon=":material/monitor_heart:", layout="wide")
 
 # Each page with the roles that may open it; the entry point shows a user only their pages.

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from dashboard.core.records import Records, validate
+from dashboard.runtime import keep_freed_memory
 
 EXIT_OK, EXIT_INVALID = 0, 2
 
@@ -466,4 +467,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     return args.run(args)
