@@ -8,6 +8,7 @@ from datetime import date
 from builders import exams, make_records, patient, surgery, visit
 
 from dashboard.core.assessment import assess
+from dashboard.core.checklist import evidence_hash
 from dashboard.core.decision_state import open_prompts, with_decisions
 from dashboard.store import decision_history, get_engine, import_records, latest_decisions, record_decision
 
@@ -26,9 +27,9 @@ def test_a_decision_holds_until_the_evidence_changes(tmp_path):
     before = prompts(records)
     assert before["rule_id"].tolist() == ["compression-behind-expected"]
     record_decision(engine, patient_id="P1", rule_id="compression-behind-expected",
-                    evidence_hash=before["evidence_hash"].iloc[0], decision="deferred", clinician="Dr A")
+                    evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="deferred", clinician="Dr A")
     record_decision(engine, patient_id="P1", rule_id="compression-behind-expected",
-                    evidence_hash=before["evidence_hash"].iloc[0], decision="not_indicated",
+                    evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="not_indicated",
                     reason="Known foot drop, orthosis fitted", clinician="Dr A")
     shown = with_decisions(before, latest_decisions(engine))
     assert shown[["decision", "decision_reason", "decided_by", "decision_current"]].values.tolist() == [
@@ -48,7 +49,8 @@ def test_deferred_prompts_stay_open_and_other_patients_are_untouched():
                            exams("P1", DF, "R", PLATEAU) + exams("P2", DF, "R", PLATEAU),
                            [visit("P2", 90, calf_swelling="yes")])
     current = prompts(records)
-    decisions = current[current["patient_id"] == "P1"][["patient_id", "rule_id", "evidence_hash"]].assign(
+    decisions = current[current["patient_id"] == "P1"][["patient_id", "rule_id"]].assign(
+        evidence_hash=[evidence_hash(lines) for lines in current.loc[current["patient_id"] == "P1", "evidence"]],
         decision="deferred", reason=None, clinician="Dr B", decided_at=None)
     shown = with_decisions(current, decisions)
     assert shown.loc[shown["patient_id"] == "P1", "decision_current"].all()

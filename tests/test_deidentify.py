@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from dashboard.core.assessment import assess
+from dashboard.core.checklist import evidence_hash
 from dashboard.core.decision_state import with_decisions
 from dashboard.core.deidentify import (
     age_band,
@@ -114,7 +115,8 @@ def test_decisions_keep_what_was_decided_not_who_or_why(demo):
     name = records.patients.set_index("patient_id").loc[prompt["patient_id"], "name"]
     decided_at = pd.Timestamp(datetime(2026, 11, 19, 9, 30, tzinfo=UTC))
     decisions = pd.DataFrame([{
-        "patient_id": prompt["patient_id"], "rule_id": prompt["rule_id"], "evidence_hash": prompt["evidence_hash"],
+        "patient_id": prompt["patient_id"], "rule_id": prompt["rule_id"],
+        "evidence_hash": evidence_hash(list(prompt["evidence"])),
         "decision": "not_indicated", "reason": f"{name} declined on 2026-11-19", "clinician": "Dr Example",
         "decided_at": decided_at}])
     prompts = with_decisions(assessment.prompts, decisions)

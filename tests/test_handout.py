@@ -22,6 +22,7 @@ from pypdf import PdfReader
 
 from dashboard.cli import main as cli
 from dashboard.core.assessment import assess
+from dashboard.core.checklist import evidence_hash
 from dashboard.core.decision_state import with_decisions
 from dashboard.core.deidentify import select_cases
 from dashboard.core.patient_view import ExamIndex
@@ -56,7 +57,7 @@ def cohort():
     names = records.patients.set_index("patient_id")["name"]
     chosen = assessment.prompts.drop_duplicates("patient_id").head(3)
     decisions = pd.DataFrame([{
-        "patient_id": p.patient_id, "rule_id": p.rule_id, "evidence_hash": p.evidence_hash,
+        "patient_id": p.patient_id, "rule_id": p.rule_id, "evidence_hash": evidence_hash(list(p.evidence)),
         "decision": decision, "reason": REASON.format(name=names[p.patient_id]), "clinician": "Dr Reviewer",
         "decided_at": pd.Timestamp(datetime(2026, 11, 19, 8, 0, tzinfo=UTC))}
         for p, decision in zip(chosen.itertuples(), ("not_indicated", "ordered", "deferred"), strict=True)])

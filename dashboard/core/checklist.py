@@ -33,8 +33,7 @@ MODALITIES = ("mri", "mri_contrast", "ct", "ct_myelography", "radiograph", "flex
 URGENCIES = ("emergency", "urgent", "routine")
 SCOPES = ("visit", "muscle", "muscle_visit")
 OPERATORS = (*COMPARISONS, "in", "is")
-PROMPT_COLUMNS = ["patient_id", "rule_id", "category", "modality", "urgency", "summary", "evidence", "source",
-                  "evidence_hash"]
+PROMPT_COLUMNS = ["patient_id", "rule_id", "category", "modality", "urgency", "summary", "evidence", "source"]
 
 PATIENT_FIELDS = ("instrumented", "revision", "days_since_surgery", "age", "diabetes", "smoker", "procedure",
                   "levels")
@@ -335,8 +334,8 @@ def _shown(column: Column, field: str) -> pa.Array:
         return _texts(["no", "yes", "missing"], np.where(np.isnan(values), 2, values).astype(np.intp))
     if field in GRADE_FIELDS:
         return _per_value(values, lambda grades: map(format_mrc, grades))
-    if column.kind == "date":
-        return _per_value(values, lambda days: np.datetime_as_string(days, unit="D"))
+    if column.kind == "date":  # the day, as Arrow writes dates: 2026-03-04
+        return pc.fill_null(pa.array(values).cast(pa.date32(), safe=False).cast(TEXT), "missing")
     return _per_value(values.round(1), lambda numbers: [str(float(number)).removesuffix(".0") for number in numbers])
 
 
@@ -417,10 +416,11 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
         "summary": by_rule([r.summary for r in rules.rules]),
         "evidence": evidence,
         "source": by_rule([rules.source_text(r) for r in rules.rules]),
-        "evidence_hash": pd.Series([evidence_hash(lines) for lines in evidence], dtype="str"),
     })
 
 
 def evidence_hash(evidence: list[str]) -> str:
-    """A short fingerprint of a prompt's evidence: a recorded decision holds until the evidence changes."""
+    """A short fingerprint of a prompt's evidence: a recorded decision holds until the evidence changes.
+
+    Worked out where a decision is recorded or compared (decision_state), not for every prompt of a cohort."""
     return hashlib.sha256("\n".join(evidence).encode("utf-8")).hexdigest()[:16]

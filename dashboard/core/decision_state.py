@@ -6,7 +6,10 @@ finding), its fingerprint changes and the prompt comes back as new, with the ear
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+
+from dashboard.core.checklist import evidence_hash
 
 DECISION_LABELS = {"ordered": "Imaging ordered", "already_done": "Already done",
                    "not_indicated": "Not indicated", "deferred": "Deferred"}
@@ -23,7 +26,12 @@ def with_decisions(prompts: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFra
     merged = prompts.merge(
         latest[["patient_id", "rule_id", "decided_hash", "decision", "decision_reason", "decided_by", "decided_at"]],
         on=["patient_id", "rule_id"], how="left")
-    merged["decision_current"] = (merged["decided_hash"] == merged["evidence_hash"]).fillna(False).astype(bool)
+    decided = merged["decided_hash"].notna().to_numpy()  # fingerprints only where there is a decision
+    current = np.zeros(len(merged), dtype=bool)
+    current[decided] = [evidence_hash(list(lines)) == made_on for lines, made_on in
+                        zip(merged["evidence"].to_numpy()[decided], merged["decided_hash"].to_numpy()[decided],
+                            strict=True)]
+    merged["decision_current"] = current
     return merged.drop(columns="decided_hash")
 
 

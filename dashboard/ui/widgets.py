@@ -7,6 +7,7 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
+from dashboard.core.checklist import evidence_hash
 from dashboard.core.decision_state import DECISION_LABELS
 from dashboard.store import record_decision
 from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, URGENCY_COLOURS, URGENCY_ICONS, URGENCY_LABELS
@@ -114,8 +115,8 @@ def _decision_form(prompt, clinician: str | None, key_prefix: str) -> None:
         if st.form_submit_button("Record decision", type="primary"):
             try:
                 decision_id = record_decision(data.engine(), patient_id=prompt.patient_id, rule_id=prompt.rule_id,
-                                              evidence_hash=prompt.evidence_hash, decision=choice, reason=reason,
-                                              clinician=who)
+                                              evidence_hash=evidence_hash(list(prompt.evidence)), decision=choice,
+                                              reason=reason, clinician=who)
             except ValueError as problem:
                 st.error(str(problem))
             else:
