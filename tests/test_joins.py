@@ -56,3 +56,31 @@ def test_assessing_validated_records_gives_what_a_copy_of_them_gives():
     for name in ("patients", "muscles", "prompts"):
         pd.testing.assert_frame_equal(getattr(assess(records, as_of=earlier), name),
                                       getattr(assess(copied, as_of=earlier), name), obj=name)
+
+
+def test_columns_coded_by_the_same_texts_join_by_their_codes_alone():
+    patients = pd.Series(["P1", "P2", "P3"], dtype="string")
+    visits = pd.Series(["P3", None, "P1", "P3"], dtype="string")
+    same = pa.array(["P1", "P2", "P3"])
+    remember_codes(patients, np.array([0, 1, 2]), same)
+    remember_codes(visits, np.array([2, -1, 0, 2]), same)
+    by_codes = rows_in(visits, patients)
+    by_text = rows_in(pd.Series(["P3", None, "P1", "P3"], dtype="string"), pd.Series(["P1", "P2", "P3"],
+                                                                                       dtype="string"))
+    assert by_codes.tolist() == by_text.tolist() == [2, -1, 0, 2]
+    assert rows_in(same, patients).tolist() == [0, 1, 2]  # the texts themselves
+
+    taken = joins.take_rows(pd.DataFrame({"patient_id": visits}), np.array([2, -1, 0]))
+    assert joins._remembered(taken["patient_id"])[0].tolist() == [0, -1, 2]  # codes go with the rows
+    assert rows_in(taken["patient_id"], patients).tolist() == [0, -1, 2]
+
+
+def test_validation_codes_every_files_patient_id_by_the_patients_file():
+    records, report = validate(DEMO, today=date(2026, 11, 20))
+    assert report.ok
+    patient_codes, patient_texts = joins._remembered(records.patients["patient_id"])
+    for frame in (records.surgeries, records.strength, records.visits):
+        codes, texts = joins._remembered(frame["patient_id"])
+        assert texts is patient_texts
+        assert np.array_equal(np.asarray(patient_texts.to_pylist(), dtype=object)[codes],
+                              frame["patient_id"].to_numpy(dtype=object))

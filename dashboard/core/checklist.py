@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import yaml
 
 from dashboard.core.grades import format_mrc
-from dashboard.core.joins import rows_in, sort_rank, text_array, text_column
+from dashboard.core.joins import rows_in, sort_rank, take_text, text_column
 from dashboard.core.rule_columns import COMPARISONS, Column, Table, column_of, flag, frame_makers, holds, number, taker
 
 RULES_PATH = Path(__file__).resolve().parents[2] / "data" / "rules" / "imaging_rules.yaml"
@@ -408,7 +408,7 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
         return text_column(pa.array(values, pa.string()), rule)
 
     return pd.DataFrame({
-        "patient_id": text_column(text_array(patients["patient_id"]), patient[order]),
+        "patient_id": take_text(patients["patient_id"], patient[order]),
         "rule_id": by_rule([r.id for r in rules.rules]),
         "category": by_rule([r.category for r in rules.rules]),
         "modality": by_rule([r.modality for r in rules.rules]),

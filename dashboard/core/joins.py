@@ -98,27 +98,42 @@ def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndar
     """For each value, the row of `keys` that holds it (-1 where absent or missing); `keys` are unique."""
     if not len(values):
         return np.zeros(0, dtype=np.int64)
+    key_codes = _remembered(keys)
+    if key_codes is not None and values is key_codes[1]:  # the very texts the keys' codes stand for
+        return _row_of_code(*key_codes)[:-1]
     remembered = _remembered(values)
     if remembered is not None:  # look up each distinct value once, then spread by the codes
         codes, distinct = remembered
+        if key_codes is not None and key_codes[1] is distinct:  # codes of the same texts: no text compared
+            return _row_of_code(*key_codes)[codes]
         return np.append(rows_in(distinct, keys), -1)[codes]
     found = pc.index_in(text_array(values), value_set=one_array(keys))
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _row_of_code(codes: np.ndarray, distinct: pa.Array) -> np.ndarray:
+    """For each position in `distinct`, the first row whose code it is (-1: none), then -1 for code -1."""
+    row_of = np.full(len(distinct) + 1, -1, dtype=np.int64)
+    rows = np.flatnonzero(codes >= 0)[::-1]  # the first row of a code written last
+    row_of[codes[rows]] = rows
+    return row_of
+
+
 def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
-    """Rows by position under a fresh RangeIndex; row -1 comes out all missing, as in a left merge."""
+    """Rows by position under a fresh RangeIndex; row -1 comes out all missing, as in a left merge. Codes
+    remembered for a text column go with the rows taken."""
     frame = frame.reset_index(drop=True)
     if len(rows) == len(frame) and np.array_equal(rows, np.arange(len(rows))):
         return frame
     if len(rows) and rows.min() < 0:
-        return frame.reindex(rows).reset_index(drop=True)
-    return frame.take(rows).reset_index(drop=True)
-
-
-def take_columns(frame: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> pd.DataFrame:
-    """`frame[columns]` at positions `rows` under a fresh RangeIndex, taking each column once."""
-    return pd.DataFrame({column: frame[column].array.take(rows) for column in columns}, copy=False)
+        taken = frame.reindex(rows).reset_index(drop=True)
+    else:
+        taken = frame.take(rows).reset_index(drop=True)
+    for column in frame.columns:
+        remembered = _remembered(frame[column])
+        if remembered is not None:
+            remember_codes(taken[column], np.append(remembered[0], -1)[rows], remembered[1])
+    return taken
 
 
 def join_rows(left: pd.DataFrame, right: pd.DataFrame, rows: np.ndarray, on: str = "patient_id",
@@ -128,7 +143,8 @@ def join_rows(left: pd.DataFrame, right: pd.DataFrame, rows: np.ndarray, on: str
     left = left.rename(columns={column: column + suffixes[0] for column in overlap}).reset_index(drop=True)
     taken = take_rows(right.drop(columns=on), rows)
     taken = taken.rename(columns={column: column + suffixes[1] for column in overlap})
-    return pd.concat([left, taken], axis=1)
+    columns = {**{name: left[name] for name in left.columns}, **{name: taken[name] for name in taken.columns}}
+    return pd.DataFrame(columns, copy=False)  # not pd.concat: that puts text columns in new Arrow arrays
 
 
 def text_column(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pd.Series:
@@ -137,6 +153,15 @@ def text_column(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pd.Seri
     taken = values.take(pa.array(rows, mask=missing if missing.any() else None)) if len(values) else \
         pa.nulls(len(rows), pa.string())
     return pd.Series(taken, dtype="str")
+
+
+def take_text(values: pd.Series, rows: np.ndarray) -> pd.Series:
+    """`values[rows]` as a text column (row -1: missing), with any codes remembered for `values`."""
+    column = text_column(text_array(values), rows)
+    remembered = _remembered(values)
+    if remembered is not None:
+        remember_codes(column, np.append(remembered[0], -1)[rows], remembered[1])
+    return column
 
 
 def coded_text_column(distinct: pa.Array, codes: np.ndarray) -> pd.Series:

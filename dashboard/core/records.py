@@ -27,7 +27,7 @@ import pyarrow.csv as pcsv
 from dashboard.core import limits
 from dashboard.core.fast import factorize, isin
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
-from dashboard.core.joins import one_array, remember_codes
+from dashboard.core.joins import one_array, remember_codes, rows_in
 from dashboard.core.schema import (
     BOOLEAN_TEXT,
     EXPECTED_BY_KIND,
@@ -632,7 +632,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         for name in extras[spec.stem]:
             out.add("warning", label, 1, name, None, "is not a column of the format; kept as an extra column")
         typed[spec.name], parsed[spec.name] = _parse_file(spec, frame, label, out, schemas[spec.name])
-    repeats = _check_across_files(typed, parsed, labels, today, out)
+    repeats, patient_rows = _check_across_files(typed, parsed, labels, today, out)
     report = out.report()
     if not report.ok:
         return None, report
@@ -643,12 +643,17 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         visits=typed["visits.csv"],
         extra_columns=extras,
     )
-    _remember_key_codes(records, parsed, repeats)
+    _remember_key_codes(records, parsed, repeats, patient_rows)
     return records, report
 
 
-def _remember_key_codes(records: Records, parsed: dict[str, dict[str, _Parsed]], repeats: np.ndarray) -> None:
-    """Hand the codes of the text key columns (patient_id, muscle, side) on to whatever encodes them next."""
+def _remember_key_codes(records: Records, parsed: dict[str, dict[str, _Parsed]], repeats: np.ndarray,
+                        patient_rows: dict[str, np.ndarray]) -> None:
+    """Hand the codes of the text key columns (patient_id, muscle, side) on to whatever encodes them next.
+
+    patient_id is coded the same way in every file, by the patient's place in patients.csv (`patient_rows`
+    maps a file's distinct ids there), so that joining files on it later compares no text."""
+    patient_ids = one_array(parsed["patients.csv"]["patient_id"].uniques).cast(pa.string())
     for spec in FILES:
         frame = records.frames()[spec.stem]
         kept = np.ones(len(parsed[spec.name]["patient_id"].codes), dtype=bool)
@@ -657,7 +662,11 @@ def _remember_key_codes(records: Records, parsed: dict[str, dict[str, _Parsed]],
         for column in spec.columns:
             if column.kind in ("text", "code") and (column.name in spec.key or column.name == "patient_id"):
                 one = parsed[spec.name][column.name]
-                remember_codes(frame[column.name], one.codes[kept], one_array(one.uniques).cast(pa.string()))
+                if column.name == "patient_id":
+                    codes = np.append(patient_rows[spec.name], -1).astype(np.int32)[one.codes[kept]]
+                    remember_codes(frame[column.name], codes, patient_ids)
+                else:
+                    remember_codes(frame[column.name], one.codes[kept], one_array(one.uniques).cast(pa.string()))
 
 
 def _date_text(dates: pd.Series) -> np.ndarray:
@@ -669,8 +678,9 @@ def _without(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
 
 
 def _check_across_files(typed: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
-                        labels: dict[str, str], today: date, out: _Collector) -> np.ndarray:
-    """Keys, patients and dates across files; returns the strength rows that repeat an earlier row."""
+                        labels: dict[str, str], today: date, out: _Collector) -> tuple[np.ndarray, dict]:
+    """Keys, patients and dates across files. Returns the strength rows that repeat an earlier row, and per
+    file where each of its distinct patient ids is in patients.csv's (-1: not there)."""
     label = {name: labels.get(name, name) for name in typed}
     surgeries = typed["surgeries.csv"]
 
@@ -687,9 +697,12 @@ def _check_across_files(typed: dict[str, pd.DataFrame], parsed: dict[str, dict[s
                                                label["strength.csv"], out)
 
     patient_ids = parsed["patients.csv"]["patient_id"].uniques
+    patient_rows = {"patients.csv": np.arange(len(patient_ids))}
     for name in ("surgeries.csv", "strength.csv", "visits.csv"):
         ids = parsed[name]["patient_id"]
-        unknown = ids.rows_where(~isin(ids.uniques, patient_ids))
+        patient_rows[name] = rows_in(one_array(ids.uniques), patient_ids) if len(ids.uniques) else \
+            np.zeros(0, dtype=np.int64)
+        unknown = ids.rows_where(patient_rows[name] < 0)
         if unknown.any():
             out.add("error", label[name], _lines(np.flatnonzero(unknown)), "patient_id",
                     typed[name]["patient_id"][unknown].to_numpy(), "is not a patient in patients.csv")
@@ -710,13 +723,13 @@ def _check_across_files(typed: dict[str, pd.DataFrame], parsed: dict[str, dict[s
 
     ids = parsed["strength.csv"]["patient_id"]
     operated = parsed["surgeries.csv"]["patient_id"].uniques
-    orphan = ids.rows_where(isin(ids.uniques, patient_ids) & ~isin(ids.uniques, operated)) & \
+    orphan = ids.rows_where((patient_rows["strength.csv"] >= 0) & ~isin(ids.uniques, operated)) & \
         ~parsed["strength.csv"]["exam_date"].missing
     if orphan.any():
         out.add("error", label["strength.csv"], _lines(np.flatnonzero(orphan)), "exam_date",
                 _date_text(typed["strength.csv"]["exam_date"][orphan]),
                 "has no operation before or after it (the patient has no row in surgeries.csv)")
-    return strength_repeats
+    return strength_repeats, patient_rows
 
 
 def _report_repeats(frame: pd.DataFrame, later: np.ndarray, first: np.ndarray, shown: str, label: str,

@@ -51,6 +51,20 @@ def _best_between(grade: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.
     return rows[np.maximum.reduceat(np.where(at_top, np.arange(len(values), dtype=rows.dtype), -1), offset)]
 
 
+def _places_by_first_exam(code: np.ndarray, size: int) -> np.ndarray:
+    """Each patient code's place in order of the patient's first row (codes not present, and -1, last).
+
+    A first row starts a run of equal codes, so only run starts are looked at: few when the file is grouped
+    by patient."""
+    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if len(code) else np.zeros(0, dtype=np.int64)
+    starts = starts[code[starts] >= 0][::-1]
+    first = np.full(size + 1, len(code))  # the last entry: code -1
+    first[code[starts]] = starts  # the earliest start of a code is written last
+    place = np.empty(size + 1, dtype=np.int64)
+    place[np.argsort(first, kind="stable")] = np.arange(size + 1)
+    return place
+
+
 def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors: pd.DataFrame,
                         reference: Reference) -> pd.DataFrame:
     """One row per patient×muscle×side examined around the index operation, with its status.
@@ -76,7 +90,8 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
 
     # One stable sort of one integer per exam: by key, then day (undated last), ties in input order. Exams
     # outside a trajectory (no index operation, unknown muscle or side) get key -1 and come first.
-    exam_key = np.where(known, patient_code * np.int64(10) + muscle * 2 + side, -1) * width
+    place = _places_by_first_exam(patient_code, len(patient_ids))
+    exam_key = np.where(known, place[patient_code] * np.int64(10) + muscle * 2 + side, -1) * width
     exam_key += np.where(undated, width - 1, exam_day - first_day)
     order = np.argsort(exam_key, kind="stable")
     exam_key = exam_key[order]
@@ -84,10 +99,11 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
     start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     start = start[key[start] >= 0]
     keys = key[start]
+    patient = np.argsort(place)[keys // 10]  # each key's patient code
 
     # Each key's rows: the exams before the index operation, those after it, then undated ones.
     surgery_day = index_ops["surgery_date"].to_numpy().astype("datetime64[D]").view(np.int64)[
-        op_of_patient[keys // 10]]
+        op_of_patient[patient]]
     first_post = np.searchsorted(exam_key, keys * width + np.clip(surgery_day - first_day, 0, width - 1))
     dated_end = np.searchsorted(exam_key, keys * width + width - 1) if undated.any() else np.r_[start[1:], len(order)]
     latest = dated_end - 1
@@ -103,7 +119,7 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
         "latest": (n_post > 0, latest),
     }
     columns = {
-        "patient_id": coded_text_column(one_array(patient_ids), keys // 10),
+        "patient_id": coded_text_column(one_array(patient_ids), patient),
         "muscle": coded_text_column(pa.array(MUSCLES), (keys % 10) // 2),
         "root": coded_text_column(pa.array(ROOTS), (keys % 10) // 2),
         "side": coded_text_column(pa.array(SIDES), keys % 2),
@@ -113,7 +129,7 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
         columns[f"{name}_date"] = np.where(has, exam_date[order[at]], np.datetime64("NaT"))
     columns["latest_day"] = np.where(n_post > 0, exam_day[order[latest]] - surgery_day, np.nan)
 
-    factor_row = np.append(rows_in(patient_ids, factors["patient_id"]), -1)[keys // 10]
+    factor_row = rows_in(patient_ids, factors["patient_id"])[patient]
     rmax_factor, tau_factor = (np.append(m, 1.0)[factor_row] for m in modifier_multipliers(factors, reference))
     curve_group, band = band_arrays(columns["baseline_mrc"], columns["latest_day"], rmax_factor, tau_factor,
                                     reference)
