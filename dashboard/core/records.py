@@ -147,7 +147,7 @@ def _read_csv(path: Path, spec: FileSpec | None) -> pd.DataFrame | None:
 
 #: How Arrow's reader types each kind of column; anything else is read as text.
 _ARROW_TYPES = {"date": pa.date32(), "boolean": pa.bool_(), "integer": pa.int64(), "number": pa.float64()}
-_TEXT = pa.string()
+_TEXT = pa.large_string()  # as pandas keeps text: no conversion when the frame is made
 _PANDAS_TYPES = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
 #: The column types of a typed read, by kind: a column of another type is parsed as text.
 _READ_AS = {"date": lambda t: t.kind == "M", "boolean": lambda t: isinstance(t, pd.BooleanDtype),
@@ -365,9 +365,10 @@ class _Parsed:
 
     def rows_where(self, unique_mask: np.ndarray) -> np.ndarray:
         """Rows whose value is one of the distinct values selected by `unique_mask`."""
-        if not len(unique_mask):
+        unique_mask = np.asarray(unique_mask, dtype=bool)
+        if not unique_mask.any():  # what a valid file gives: no row to look at
             return np.zeros(len(self.codes), dtype=bool)
-        return (self.codes >= 0) & np.asarray(unique_mask, dtype=bool)[np.maximum(self.codes, 0)]
+        return (self.codes >= 0) & unique_mask[np.maximum(self.codes, 0)]
 
 
 def _parse_column(raw: pd.Series, kind: str) -> _Parsed:
@@ -410,9 +411,12 @@ def _typed_column(values: pd.Series, kind: str) -> _Parsed:
 def _days_encoding(dates: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, pd.Series]:
     """Dates coded by their day, counted from the earliest: codes follow time order, as for dates read as text."""
     codes = dates.to_numpy().astype("datetime64[D]").view(np.int64)  # one new array, changed in place below
-    first = int(codes[~missing].min()) if (~missing).any() else 0
+    gaps = missing.any()
+    known = codes[~missing] if gaps else codes
+    first = int(known.min()) if len(known) else 0
     codes -= first
-    codes[missing] = -1
+    if gaps:
+        codes[missing] = -1
     span = int(codes.max(initial=-1)) + 1
     return codes, pd.Series(np.arange(first, first + span).astype("datetime64[D]").astype(dates.dtype))
 
@@ -428,7 +432,6 @@ def _absent(kind: str, index: pd.Index) -> _Parsed:
 def _key(columns: list[_Parsed]) -> np.ndarray:
     """One int64 per row for a natural key over parsed columns (-1 where any part is missing)."""
     key = columns[0].codes.astype(np.int64)  # a copy: combined in place below
-    incomplete = key < 0
     room = 2**62 // max(len(columns[0].uniques), 1)
     for column in columns[1:]:
         size = max(len(column.uniques), 1)
@@ -437,9 +440,10 @@ def _key(columns: list[_Parsed]) -> np.ndarray:
             room = 2**62 // max(int(key.max(initial=0)) + 1, 1)
         key *= size
         key += column.codes
-        incomplete |= column.codes < 0
         room //= size
-    key[incomplete] = -1
+    gaps = [column.codes < 0 for column in columns if column.codes.min(initial=0) < 0]  # none in a valid file
+    if gaps:
+        key[np.logical_or.reduce(gaps)] = -1
     return key
 
 
@@ -656,17 +660,20 @@ def _remember_key_codes(records: Records, parsed: dict[str, dict[str, _Parsed]],
     patient_ids = one_array(parsed["patients.csv"]["patient_id"].uniques).cast(pa.string())
     for spec in FILES:
         frame = records.frames()[spec.stem]
-        kept = np.ones(len(parsed[spec.name]["patient_id"].codes), dtype=bool)
-        if spec is STRENGTH:
+        kept = slice(None)  # all rows, but for the repeated exams left out
+        if spec is STRENGTH and len(repeats):
+            kept = np.ones(len(parsed[spec.name]["patient_id"].codes), dtype=bool)
             kept[repeats] = False
         for column in spec.columns:
             if column.kind in ("text", "code") and (column.name in spec.key or column.name == "patient_id"):
                 one = parsed[spec.name][column.name]
-                if column.name == "patient_id":
+                if column.name != "patient_id":
+                    remember_codes(frame[column.name], one.codes[kept], one_array(one.uniques).cast(pa.string()))
+                elif spec.name == "patients.csv":  # its own codes: the place in patients.csv
+                    remember_codes(frame[column.name], one.codes, patient_ids)
+                else:
                     codes = np.append(patient_rows[spec.name], -1).astype(np.int32)[one.codes[kept]]
                     remember_codes(frame[column.name], codes, patient_ids)
-                else:
-                    remember_codes(frame[column.name], one.codes[kept], one_array(one.uniques).cast(pa.string()))
 
 
 def _date_text(dates: pd.Series) -> np.ndarray:
