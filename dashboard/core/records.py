@@ -7,7 +7,9 @@ what was expected. Records are only returned when there is no error: invalid inp
 from __future__ import annotations
 
 import codecs
+import copy
 import csv
+import functools
 import io
 import mmap
 from collections.abc import Callable
@@ -510,10 +512,9 @@ PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
 }
 
 
-def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
-                schema: pandera.DataFrameSchema) -> tuple[pd.DataFrame, dict[str, _Parsed]]:
-    """Type every column of one file; report values that do not parse, required values missing, and
-    values outside their code list or range (pandera, run on the distinct values)."""
+def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector
+                ) -> tuple[pd.DataFrame, dict[str, _Parsed]]:
+    """Type every column of one file; report values that do not parse and required values missing."""
     present = [column for column in spec.columns if column.name in raw.columns]
     with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow's hashing releases the GIL: columns in parallel
         done = dict(zip([c.name for c in present],
@@ -531,30 +532,45 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
             out.add("error", label, _lines(np.flatnonzero(one.missing)), column.name, None, "is missing (required)")
     for name in (c for c in raw.columns if c not in {col.name for col in spec.columns}):
         parsed[name] = _parse_column(raw[name], "text")  # extra columns: kept as trimmed text
-    _check_values(raw, parsed, label, schema, out)
     typed = pd.DataFrame({name: column.values for name, column in parsed.items()}, index=raw.index, copy=False)
     return typed, parsed
 
 
-def _check_values(raw: pd.DataFrame, parsed: dict[str, _Parsed], label: str, schema: pandera.DataFrameSchema,
-                  out: _Collector) -> None:
-    """Codes and ranges (pandera) on each column's distinct values, in one frame (shorter columns padded);
-    messages show the value as written in the file."""
-    checked = [name for name in schema.columns if name in raw.columns]
-    rows = max((len(parsed[name].uniques) for name in checked), default=0)
-    distinct = pd.DataFrame({name: _padded(parsed[name].uniques, rows) for name in checked})
+#: Joins a file's name and a column's in the name of that column in the one frame pandera checks.
+_FILE_COLUMN = "\x1f"
+
+
+@functools.lru_cache(maxsize=4)
+def _all_files_schema(today: date) -> pandera.DataFrameSchema:
+    """The files' value schemas as one, over columns named file + _FILE_COLUMN + column: one pandera run."""
+    return pandera.DataFrameSchema({
+        f"{file}{_FILE_COLUMN}{name}": copy.deepcopy(column)  # pandera renames the column it is given
+        for file, schema in value_schemas(today).items() for name, column in schema.columns.items()})
+
+
+def _check_values(raws: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]], labels: dict[str, str],
+                  today: date, out: _Collector) -> None:
+    """Codes and ranges (pandera) on every checked column's distinct values, all files in one frame (shorter
+    columns padded); messages show the value as written in the file."""
+    schema = _all_files_schema(today)
+    checked = [(name, *name.split(_FILE_COLUMN)) for name in schema.columns]
+    checked = [(name, file, column) for name, file, column in checked if column in raws[file].columns]
+    rows = max((len(parsed[file][column].uniques) for _, file, column in checked), default=0)
+    distinct = pd.DataFrame({name: _padded(parsed[file][column].uniques, rows) for name, file, column in checked})
     try:
         schema.validate(distinct, lazy=True)
     except pandera.errors.SchemaErrors as failure:
         cases = failure.failure_cases
         cases = cases[cases["check"] != "not_nullable"]  # required values are reported by the parser
         for (name, message), group in cases.groupby(["column", "check"], sort=False):
-            column = parsed[name]
-            failing = np.zeros(len(column.uniques), dtype=bool)
+            file, column = name.split(_FILE_COLUMN)
+            one = parsed[file][column]
+            failing = np.zeros(len(one.uniques), dtype=bool)
             at = group["index"].astype(int).to_numpy()
             failing[at[at < len(failing)]] = True  # the padding repeats a value already checked
-            rows = column.rows_where(failing)
-            out.add("error", label, _lines(np.flatnonzero(rows)), name, raw[name][rows].to_numpy(), message)
+            at_rows = one.rows_where(failing)
+            out.add("error", labels.get(file, file), _lines(np.flatnonzero(at_rows)), column,
+                    raws[file][column][at_rows].to_numpy(), message)
 
 
 def _padded(uniques: pd.Series, rows: int) -> pd.Series:
@@ -612,7 +628,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     """Validate frames of text (as read from files or typed into a form)."""
     today = today or date.today()
     out = _Collector()
-    schemas = value_schemas(today)
+    raws: dict[str, pd.DataFrame] = {}
     typed: dict[str, pd.DataFrame] = {}
     parsed: dict[str, dict[str, _Parsed]] = {}
     extras: dict[str, list[str]] = {}
@@ -635,7 +651,9 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         extras[spec.stem] = [c for c in frame.columns if c not in known]
         for name in extras[spec.stem]:
             out.add("warning", label, 1, name, None, "is not a column of the format; kept as an extra column")
-        typed[spec.name], parsed[spec.name] = _parse_file(spec, frame, label, out, schemas[spec.name])
+        raws[spec.name] = frame
+        typed[spec.name], parsed[spec.name] = _parse_file(spec, frame, label, out)
+    _check_values(raws, parsed, labels, today, out)
     repeats, patient_rows = _check_across_files(typed, parsed, labels, today, out)
     report = out.report()
     if not report.ok:
