@@ -12,14 +12,19 @@ from dashboard.core.checklist import _lowest_before
 from dashboard.core.rule_columns import Table, column_of, holds
 
 
-def test_each_pandas_column_becomes_one_plain_kind_with_missing_kept_missing():
-    frame = pd.DataFrame({
+def _visits() -> pd.DataFrame:
+    """Three visits, each column with one value missing."""
+    return pd.DataFrame({
         "fever": pd.array([True, False, None], dtype="boolean"),
         "day": pd.array([3, None, 10], dtype="Int64"),
         "crp": [12.5, np.nan, 80.0],
         "visit_date": pd.to_datetime(["2026-01-02", None, "2026-03-04"]).astype("datetime64[us]"),
         "status": pd.Series(["behind", None, "on_track"], dtype="str"),
     })
+
+
+def test_each_pandas_column_becomes_one_plain_kind_with_missing_kept_missing():
+    frame = _visits()
     fever, day, crp, when, status = (column_of(frame[name]) for name in frame.columns)
     assert (fever.kind, day.kind, crp.kind, when.kind, status.kind) == ("flag", "number", "number", "date", "text")
     assert fever.known.tolist() == [True, True, False] and day.known.tolist() == [True, False, True]
@@ -41,13 +46,7 @@ def test_each_pandas_column_becomes_one_plain_kind_with_missing_kept_missing():
     ({"field": "status", "eq": "on_track"}, [False, False, True]),
 ])
 def test_a_condition_holds_only_where_the_value_is_known_and_satisfies_it(condition, expected):
-    frame = pd.DataFrame({
-        "fever": pd.array([True, False, None], dtype="boolean"),
-        "day": pd.array([3, None, 10], dtype="Int64"),
-        "crp": [12.5, np.nan, 80.0],
-        "visit_date": pd.to_datetime(["2026-01-02", None, "2026-03-04"]).astype("datetime64[us]"),
-        "status": pd.Series(["behind", None, "on_track"], dtype="str"),
-    })
+    frame = _visits()
     assert holds(column_of(frame[condition["field"]]), condition).tolist() == expected
 
 
