@@ -130,10 +130,15 @@ def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     else:
         taken = frame.take(rows).reset_index(drop=True)
     for column in frame.columns:
-        remembered = _remembered(frame[column])
-        if remembered is not None:
-            remember_codes(taken[column], np.append(remembered[0], -1)[rows], remembered[1])
+        _carry_codes(frame[column], taken[column], rows)
     return taken
+
+
+def _carry_codes(values: pd.Series, taken: pd.Series, rows: np.ndarray) -> None:
+    """`taken` is `values[rows]` (row -1: missing): it gets the codes remembered for `values` at those rows."""
+    remembered = _remembered(values)
+    if remembered is not None:
+        remember_codes(taken, np.append(remembered[0], -1)[rows], remembered[1])
 
 
 def join_rows(left: pd.DataFrame, right: pd.DataFrame, rows: np.ndarray, on: str = "patient_id",
@@ -158,9 +163,7 @@ def text_column(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pd.Seri
 def take_text(values: pd.Series, rows: np.ndarray) -> pd.Series:
     """`values[rows]` as a text column (row -1: missing), with any codes remembered for `values`."""
     column = text_column(text_array(values), rows)
-    remembered = _remembered(values)
-    if remembered is not None:
-        remember_codes(column, np.append(remembered[0], -1)[rows], remembered[1])
+    _carry_codes(values, column, rows)
     return column
 
 
