@@ -209,7 +209,6 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
         rows = np.flatnonzero((day >= 0) & (patient >= 0))
     rows = rows[_by_patient_then_date(patient_rank[patient[rows]], visits["visit_date"].to_numpy()[rows])]
     patient = patient[rows]
-    table = Table(patient, {**frame_makers(visits, VISIT_FIELDS, rows), **_patient_makers(patient_table, patient)})
 
     def rise(field: str, from_day: int = 0) -> Callable[[], Column]:
         def make() -> Column:
@@ -220,8 +219,9 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
     def days_ago() -> Column:
         return number(patient_table["days_since_surgery"].values[patient] - table["day"].values)
 
-    return Table(patient, {
-        **{field: taker(table, field, None) for field in table.fields},
+    table = Table(patient, {  # the derived fields read the others from this same table, when first read
+        **frame_makers(visits, VISIT_FIELDS, rows),
+        **_patient_makers(patient_table, patient),
         # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
         "crp_rise_from_nadir": rise("crp_mg_l", from_day=3),
         "back_pain_rise": rise("back_pain_nrs"),
@@ -229,6 +229,7 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
         "is_latest_visit": lambda: flag(np.r_[patient[1:] != patient[:-1], True][:len(patient)]),
         "days_ago": days_ago,
     })
+    return table
 
 
 def _by_patient_then_date(patient_rank: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -257,18 +258,19 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
     rows = np.flatnonzero(patient >= 0)
     patient = patient[rows]
     rows = None if len(rows) == len(muscles) else rows
-    table = Table(patient, {**frame_makers(muscles, MUSCLE_FIELDS, rows), **_patient_makers(patient_table, patient)})
 
     def difference(first: str, second: str) -> Callable[[], Column]:
         return lambda: number(table[first].values - table[second].values)
 
-    return Table(patient, {
-        **{field: taker(table, field, None) for field in table.fields},
+    table = Table(patient, {  # the derived fields read the others from this same table, when first read
+        **frame_makers(muscles, MUSCLE_FIELDS, rows),
+        **_patient_makers(patient_table, patient),
         "drop_from_best": difference("best_prior_mrc", "latest_mrc"),
         "drop_from_first": difference("first_post_mrc", "latest_mrc"),
         "gain_before_drop": difference("best_prior_mrc", "baseline_mrc"),
         "root_at_operated_level": lambda: flag(_root_at_levels(table["root"], table["levels"])),
     })
+    return table
 
 
 def _root_at_levels(roots: Column, levels: Column) -> np.ndarray:

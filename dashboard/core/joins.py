@@ -98,25 +98,27 @@ def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndar
     """For each value, the row of `keys` that holds it (-1 where absent or missing); `keys` are unique."""
     if not len(values):
         return np.zeros(0, dtype=np.int64)
-    key_codes = _remembered(keys)
-    if key_codes is not None and values is key_codes[1]:  # the very texts the keys' codes stand for
-        return _row_of_code(*key_codes)[:-1]
-    remembered = _remembered(values)
+    key_codes, remembered = _remembered(keys), _remembered(values)
+    if key_codes is not None and (values is key_codes[1] or remembered is not None and remembered[1] is key_codes[1]):
+        row_of_code = first_rows(key_codes[0], len(key_codes[1]))  # codes of the same texts: no text compared
+        return row_of_code[:-1] if remembered is None else row_of_code[remembered[0]]
     if remembered is not None:  # look up each distinct value once, then spread by the codes
         codes, distinct = remembered
-        if key_codes is not None and key_codes[1] is distinct:  # codes of the same texts: no text compared
-            return _row_of_code(*key_codes)[codes]
         return np.append(rows_in(distinct, keys), -1)[codes]
     found = pc.index_in(text_array(values), value_set=one_array(keys))
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _row_of_code(codes: np.ndarray, distinct: pa.Array) -> np.ndarray:
-    """For each position in `distinct`, the first row whose code it is (-1: none), then -1 for code -1."""
-    row_of = np.full(len(distinct) + 1, -1, dtype=np.int64)
-    rows = np.flatnonzero(codes >= 0)[::-1]  # the first row of a code written last
-    row_of[codes[rows]] = rows
-    return row_of
+def first_rows(codes: np.ndarray, size: int) -> np.ndarray:
+    """For each code 0…size-1, the first row that has it (-1: none), then -1 for code -1.
+
+    A first row starts a run of equal codes, so only run starts are looked at: few in a grouped file."""
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
+    starts = starts[codes[starts] >= 0][::-1]
+    first = np.full(size + 1, -1, dtype=np.int64)
+    first[codes[starts]] = starts  # the earliest start of a code is written last
+    return first
+
 
 
 def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:

@@ -13,7 +13,16 @@ import pyarrow as pa
 from dashboard.core.curves import Reference, band_arrays, modifier_multipliers
 from dashboard.core.fast import factorize
 from dashboard.core.grades import MUSCLES, ROOTS, SIDES
-from dashboard.core.joins import coded_text_column, encode, one_array, rows_in, take_rows, text_array, text_column
+from dashboard.core.joins import (
+    coded_text_column,
+    encode,
+    first_rows,
+    one_array,
+    rows_in,
+    take_rows,
+    text_array,
+    text_column,
+)
 
 STATUSES = ("new_deficit", "deteriorating", "behind", "on_track", "recovered", "no_deficit", "no_baseline",
             "insufficient_data")
@@ -52,14 +61,9 @@ def _best_between(grade: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.
 
 
 def _places_by_first_exam(code: np.ndarray, size: int) -> np.ndarray:
-    """Each patient code's place in order of the patient's first row (codes not present, and -1, last).
-
-    A first row starts a run of equal codes, so only run starts are looked at: few when the file is grouped
-    by patient."""
-    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if len(code) else np.zeros(0, dtype=np.int64)
-    starts = starts[code[starts] >= 0][::-1]
-    first = np.full(size + 1, len(code))  # the last entry: code -1
-    first[code[starts]] = starts  # the earliest start of a code is written last
+    """Each patient code's place in order of the patient's first row (codes not present, and -1, last)."""
+    first = first_rows(code, size)
+    first[first < 0] = len(code)
     place = np.empty(size + 1, dtype=np.int64)
     place[np.argsort(first, kind="stable")] = np.arange(size + 1)
     return place
