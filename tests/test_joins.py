@@ -84,3 +84,21 @@ def test_validation_codes_every_files_patient_id_by_the_patients_file():
         assert texts is patient_texts
         assert np.array_equal(np.asarray(patient_texts.to_pylist(), dtype=object)[codes],
                               frame["patient_id"].to_numpy(dtype=object))
+
+
+def test_a_column_in_long_runs_is_coded_as_by_hashing_every_row():
+    runs = ["P2"] * 5000 + [None] * 100 + ["P1"] * 3000 + ["P2"] * 10 + [None]
+    column = pa.chunked_array([pa.array(runs[:3000], pa.large_string()), pa.array(runs[3000:], pa.large_string())])
+    hashed = column.dictionary_encode().combine_chunks()
+
+    codes, distinct = encode(pd.Series(pd.arrays.ArrowStringArray(column)))
+
+    assert joins._in_runs(column)
+    assert codes.tolist() == hashed.indices.fill_null(-1).to_numpy().tolist()
+    assert distinct.to_pylist() == ["P2", "P1"]
+    assert codes[5000] == -1 and codes[-1] == -1
+
+
+def test_a_column_without_runs_is_hashed_row_by_row():
+    assert not joins._in_runs(pa.array(["L", "R"] * 4000))
+    assert not joins._in_runs(pa.array(["L"] * 100))  # too short to tell: hashed

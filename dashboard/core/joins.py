@@ -82,6 +82,8 @@ def encode(values: pd.Series, categories: Sequence[str] | None = None) -> tuple[
             pa.array(categories, distinct.type)
     array = text_array(values)
     if categories is None:
+        if _in_runs(array):
+            return _encode_runs(array)
         encoded = array.dictionary_encode()
         if isinstance(encoded, pa.ChunkedArray):  # one dictionary for all chunks
             encoded = encoded.combine_chunks()
@@ -92,6 +94,28 @@ def encode(values: pd.Series, categories: Sequence[str] | None = None) -> tuple[
     if isinstance(codes, pa.ChunkedArray):
         codes = codes.combine_chunks()
     return (codes if codes.null_count == 0 else codes.fill_null(-1)).to_numpy(zero_copy_only=False), distinct
+
+
+#: A column whose first rows come in runs this long on average (a file grouped by patient) is encoded by runs.
+_LONG_RUNS = 8
+_RUN_SAMPLE = 4096
+
+
+def _in_runs(array: pa.Array | pa.ChunkedArray) -> bool:
+    sample = array.slice(0, _RUN_SAMPLE)
+    runs = pc.run_end_encode(sample)
+    runs = runs.chunks if isinstance(runs, pa.ChunkedArray) else [runs]
+    return len(sample) >= _RUN_SAMPLE and sum(len(run.values) for run in runs) * _LONG_RUNS <= len(sample)
+
+
+def _encode_runs(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """`encode` of a column in long runs of equal values: each run's value is hashed once, not each row."""
+    runs = pc.run_end_encode(array)
+    runs = runs.chunks if isinstance(runs, pa.ChunkedArray) else [runs]
+    lengths = np.concatenate([np.diff(run.run_ends.to_numpy(), prepend=0) for run in runs])
+    encoded = pa.concat_arrays([run.values for run in runs]).dictionary_encode()
+    run_codes = encoded.indices.fill_null(-1) if encoded.indices.null_count else encoded.indices
+    return np.repeat(run_codes.to_numpy(), lengths), encoded.dictionary
 
 
 def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndarray:
