@@ -13,7 +13,7 @@ import functools
 import io
 import mmap
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -512,19 +512,45 @@ PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
 }
 
 
-def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector
-                ) -> tuple[pd.DataFrame, dict[str, _Parsed]]:
+#: Threads that parse the large columns: Arrow's hashing releases the GIL, so they run beside the calling
+#: thread, which parses the small files meanwhile. Kept for the process: starting threads costs more than a
+#: small file's parse.
+_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="records-parse")
+#: Columns at least this long are parsed by the workers.
+_LARGE_COLUMN = 200_000
+
+
+def _parse_files(frames: dict[str, pd.DataFrame], labels: dict[str, str], out: _Collector
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, _Parsed]]]:
+    """Type every file: the large columns go to the workers first, the small files are parsed meanwhile."""
+    started = {(spec.name, column.name): _WORKERS.submit(_parse_coded, frames[spec.name][column.name], column.kind)
+               for spec in FILES if len(frames[spec.name]) >= _LARGE_COLUMN
+               for column in spec.columns if column.name in frames[spec.name].columns}
+    typed: dict[str, pd.DataFrame] = {}
+    parsed: dict[str, dict[str, _Parsed]] = {}
+    for spec in sorted(FILES, key=lambda spec: len(frames[spec.name])):  # the large files' columns come last
+        typed[spec.name], parsed[spec.name] = _parse_file(spec, frames[spec.name], labels.get(spec.name, spec.name),
+                                                          out, started)
+    return typed, parsed
+
+
+def _parse_coded(raw: pd.Series, kind: str) -> _Parsed:
+    """`_parse_column` with the codes worked out too, in the worker: the checks across files need them."""
+    parsed = _parse_column(raw, kind)
+    parsed.codes  # noqa: B018 - computed and kept here, not later in the calling thread
+    return parsed
+
+
+def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
+                started: dict[tuple[str, str], Future]) -> tuple[pd.DataFrame, dict[str, _Parsed]]:
     """Type every column of one file; report values that do not parse and required values missing."""
-    present = [column for column in spec.columns if column.name in raw.columns]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow's hashing releases the GIL: columns in parallel
-        done = dict(zip([c.name for c in present],
-                        pool.map(lambda column: _parse_column(raw[column.name], column.kind), present), strict=True))
     parsed: dict[str, _Parsed] = {}
     for column in spec.columns:
         if column.name not in raw.columns:
             parsed[column.name] = _absent(column.kind, raw.index)
             continue
-        one = parsed[column.name] = done[column.name]
+        work = started.get((spec.name, column.name))
+        one = parsed[column.name] = work.result() if work else _parse_column(raw[column.name], column.kind)
         if one.bad.any():
             out.add("error", label, _lines(np.flatnonzero(one.bad)), column.name, raw[column.name][one.bad].to_numpy(),
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
@@ -629,8 +655,6 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     today = today or date.today()
     out = _Collector()
     raws: dict[str, pd.DataFrame] = {}
-    typed: dict[str, pd.DataFrame] = {}
-    parsed: dict[str, dict[str, _Parsed]] = {}
     extras: dict[str, list[str]] = {}
     for spec in FILES:
         label = labels.get(spec.name, spec.name)
@@ -652,7 +676,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         for name in extras[spec.stem]:
             out.add("warning", label, 1, name, None, "is not a column of the format; kept as an extra column")
         raws[spec.name] = frame
-        typed[spec.name], parsed[spec.name] = _parse_file(spec, frame, label, out)
+    typed, parsed = _parse_files(raws, labels, out)
     _check_values(raws, parsed, labels, today, out)
     repeats, patient_rows = _check_across_files(typed, parsed, labels, today, out)
     report = out.report()
