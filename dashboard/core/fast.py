@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from dashboard.core.joins import encode, one_array, text_array
+from dashboard.core.joins import encode
 
 
 def factorize(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
@@ -31,12 +29,6 @@ def codes_in(values: pd.Series, categories: pd.Index | list | tuple) -> np.ndarr
     codes, uniques = factorize(values)
     positions = pd.Index(categories).get_indexer(uniques.astype(object))
     return np.where(codes >= 0, positions[np.maximum(codes, 0)] if len(positions) else -1, -1)
-
-
-def isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
-    """Membership test in C (pandas' isin on Arrow strings loops in Python)."""
-    found = pc.is_in(text_array(values), value_set=one_array(allowed).cast(pa.string()), skip_nulls=True)
-    return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def days(dates: pd.Series) -> np.ndarray:

@@ -129,7 +129,10 @@ def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndar
     if remembered is not None:  # look up each distinct value once, then spread by the codes
         codes, distinct = remembered
         return np.append(rows_in(distinct, keys), -1)[codes]
-    found = pc.index_in(text_array(values), value_set=one_array(keys))
+    values, keys = text_array(values), one_array(keys)
+    if len(values) == len(keys) and values.equals(keys):  # files in the same patient order: nothing to look up
+        return np.arange(len(keys))
+    found = pc.index_in(values, value_set=keys)
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from dashboard.core import limits
-from dashboard.core.fast import factorize, isin
+from dashboard.core.fast import factorize
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
 from dashboard.core.joins import one_array, remember_codes, rows_in
 from dashboard.core.schema import (
@@ -770,9 +770,10 @@ def _check_across_files(typed: dict[str, pd.DataFrame], parsed: dict[str, dict[s
         out.add("error", label["surgeries.csv"], _lines(np.flatnonzero(late_onset)), "deficit_onset_date",
                 _date_text(surgeries["deficit_onset_date"][late_onset]), "is after the surgery_date of the same row")
 
-    ids = parsed["strength.csv"]["patient_id"]
-    operated = parsed["surgeries.csv"]["patient_id"].uniques
-    orphan = ids.rows_where((patient_rows["strength.csv"] >= 0) & ~isin(ids.uniques, operated)) & \
+    operated = np.zeros(len(patient_ids) + 1, dtype=bool)  # by place in patients.csv; the last: not there
+    operated[patient_rows["surgeries.csv"]] = True
+    examined = patient_rows["strength.csv"]
+    orphan = parsed["strength.csv"]["patient_id"].rows_where((examined >= 0) & ~operated[examined]) & \
         ~parsed["strength.csv"]["exam_date"].missing
     if orphan.any():
         out.add("error", label["strength.csv"], _lines(np.flatnonzero(orphan)), "exam_date",
