@@ -35,6 +35,7 @@ from dashboard.core.schema import (
     EXPECTED_BY_KIND,
     FILES,
     LUMBAR_SEGMENTS,
+    PATIENTS,
     STRENGTH,
     FileSpec,
     value_schemas,
@@ -520,18 +521,18 @@ _WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="records-parse")
 _LARGE_COLUMN = 200_000
 
 
-def _parse_files(frames: dict[str, pd.DataFrame], labels: dict[str, str], out: _Collector
-                 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, _Parsed]]]:
-    """Type every file: the large columns go to the workers first, the small files are parsed meanwhile."""
-    started = {(spec.name, column.name): _WORKERS.submit(_parse_coded, frames[spec.name][column.name], column.kind)
-               for spec in FILES if len(frames[spec.name]) >= _LARGE_COLUMN
-               for column in spec.columns if column.name in frames[spec.name].columns}
-    typed: dict[str, pd.DataFrame] = {}
-    parsed: dict[str, dict[str, _Parsed]] = {}
-    for spec in sorted(FILES, key=lambda spec: len(frames[spec.name])):  # the large files' columns come last
-        typed[spec.name], parsed[spec.name] = _parse_file(spec, frames[spec.name], labels.get(spec.name, spec.name),
-                                                          out, started)
-    return typed, parsed
+def _start_large_columns(frames: dict[str, pd.DataFrame]) -> dict[tuple[str, str], Future]:
+    """Hand the large files' columns to the workers, to be parsed while the small files are checked."""
+    return {(spec.name, column.name): _WORKERS.submit(_parse_coded, frames[spec.name][column.name], column.kind)
+            for spec in FILES if len(frames[spec.name]) >= _LARGE_COLUMN
+            for column in spec.columns if column.name in frames[spec.name].columns}
+
+
+def _in_checking_order(frames: dict[str, pd.DataFrame]) -> list[list[FileSpec]]:
+    """The files in two rounds: patients.csv and the small files, then the large ones (their columns are being
+    parsed by the workers meanwhile)."""
+    small = [spec for spec in FILES if spec is PATIENTS or len(frames[spec.name]) < _LARGE_COLUMN]
+    return [small, [spec for spec in FILES if spec not in small]]
 
 
 def _parse_coded(raw: pd.Series, kind: str) -> _Parsed:
@@ -550,7 +551,10 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
             parsed[column.name] = _absent(column.kind, raw.index)
             continue
         work = started.get((spec.name, column.name))
-        one = parsed[column.name] = work.result() if work else _parse_column(raw[column.name], column.kind)
+        if work is not None and not work.cancel():  # running or done; one not begun yet is parsed here
+            one = parsed[column.name] = work.result()
+        else:
+            one = parsed[column.name] = _parse_column(raw[column.name], column.kind)
         if one.bad.any():
             out.add("error", label, _lines(np.flatnonzero(one.bad)), column.name, raw[column.name][one.bad].to_numpy(),
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
@@ -566,22 +570,24 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
 _FILE_COLUMN = "\x1f"
 
 
-@functools.lru_cache(maxsize=4)
-def _all_files_schema(today: date) -> pandera.DataFrameSchema:
+@functools.lru_cache(maxsize=16)
+def _files_schema(today: date, files: tuple[str, ...]) -> pandera.DataFrameSchema:
     """The files' value schemas as one, over columns named file + _FILE_COLUMN + column: one pandera run."""
     return pandera.DataFrameSchema({
         f"{file}{_FILE_COLUMN}{name}": copy.deepcopy(column)  # pandera renames the column it is given
-        for file, schema in value_schemas(today).items() for name, column in schema.columns.items()})
+        for file, schema in value_schemas(today).items() if file in files for name, column in schema.columns.items()})
 
 
-def _check_values(raws: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]], labels: dict[str, str],
-                  today: date, out: _Collector) -> None:
-    """Codes and ranges (pandera) on every checked column's distinct values, all files in one frame (shorter
+def _check_values(files: tuple[str, ...], raws: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
+                  labels: dict[str, str], today: date, out: _Collector) -> None:
+    """Codes and ranges (pandera) on every checked column's distinct values, the files' in one frame (shorter
     columns padded); messages show the value as written in the file."""
-    schema = _all_files_schema(today)
+    schema = _files_schema(today, files)
     checked = [(name, *name.split(_FILE_COLUMN)) for name in schema.columns]
     checked = [(name, file, column) for name, file, column in checked if column in raws[file].columns]
-    rows = max((len(parsed[file][column].uniques) for _, file, column in checked), default=0)
+    if not checked:
+        return
+    rows = max(len(parsed[file][column].uniques) for _, file, column in checked)
     distinct = pd.DataFrame({name: _padded(parsed[file][column].uniques, rows) for name, file, column in checked})
     try:
         schema.validate(distinct, lazy=True)
@@ -654,6 +660,38 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     """Validate frames of text (as read from files or typed into a form)."""
     today = today or date.today()
     out = _Collector()
+    raws, extras = _with_headers_checked(raw, labels, out)
+    started = _start_large_columns(raws)
+    typed: dict[str, pd.DataFrame] = {}
+    parsed: dict[str, dict[str, _Parsed]] = {}
+    patient_rows: dict[str, np.ndarray] = {}
+    repeats = np.zeros(0, dtype=np.int64)
+    for specs in _in_checking_order(raws):
+        for spec in specs:
+            typed[spec.name], parsed[spec.name] = _parse_file(spec, raws[spec.name], labels.get(spec.name, spec.name),
+                                                              out, started)
+        _check_values(tuple(spec.name for spec in specs), raws, parsed, labels, today, out)
+        for spec in specs:
+            patient_rows[spec.name], repeated = _check_rows(spec, typed, parsed, labels, today, out)
+            repeats = repeated if spec is STRENGTH else repeats
+    _check_exams_have_operations(typed, parsed, patient_rows, labels, out)
+    report = out.report()
+    if not report.ok:
+        return None, report
+    records = Records(
+        patients=typed["patients.csv"],
+        surgeries=typed["surgeries.csv"],
+        strength=_without(typed["strength.csv"], repeats),  # identical repeats: kept once
+        visits=typed["visits.csv"],
+        extra_columns=extras,
+    )
+    _remember_key_codes(records, parsed, repeats, patient_rows)
+    return records, report
+
+
+def _with_headers_checked(raw: dict[str, pd.DataFrame | None], labels: dict[str, str], out: _Collector
+                          ) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+    """Every file's frame (an empty one for a missing file), its header checked; and each file's extra columns."""
     raws: dict[str, pd.DataFrame] = {}
     extras: dict[str, list[str]] = {}
     for spec in FILES:
@@ -676,21 +714,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
         for name in extras[spec.stem]:
             out.add("warning", label, 1, name, None, "is not a column of the format; kept as an extra column")
         raws[spec.name] = frame
-    typed, parsed = _parse_files(raws, labels, out)
-    _check_values(raws, parsed, labels, today, out)
-    repeats, patient_rows = _check_across_files(typed, parsed, labels, today, out)
-    report = out.report()
-    if not report.ok:
-        return None, report
-    records = Records(
-        patients=typed["patients.csv"],
-        surgeries=typed["surgeries.csv"],
-        strength=_without(typed["strength.csv"], repeats),  # identical repeats: kept once
-        visits=typed["visits.csv"],
-        extra_columns=extras,
-    )
-    _remember_key_codes(records, parsed, repeats, patient_rows)
-    return records, report
+    return raws, extras
 
 
 def _remember_key_codes(records: Records, parsed: dict[str, dict[str, _Parsed]], repeats: np.ndarray,
@@ -726,60 +750,70 @@ def _without(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     return frame.drop(index=rows).reset_index(drop=True) if len(rows) else frame
 
 
-def _check_across_files(typed: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
-                        labels: dict[str, str], today: date, out: _Collector) -> tuple[np.ndarray, dict]:
-    """Keys, patients and dates across files. Returns the strength rows that repeat an earlier row, and per
-    file where each of its distinct patient ids is in patients.csv's (-1: not there)."""
-    label = {name: labels.get(name, name) for name in typed}
-    surgeries = typed["surgeries.csv"]
+#: What a row is told when its file's key repeats an earlier row's (strength: see _check_strength_repeats).
+_REPEATED = {
+    "patients.csv": "is a duplicate patient_id (first on line {first})",
+    "surgeries.csv": "is a second operation for this patient on the same date (first on line {first})",
+    "visits.csv": "is a second visit for this patient on the same date (first on line {first})",
+}
+#: The date columns that may not be after today, by file.
+_NOT_AFTER_TODAY = {"surgeries.csv": ("surgery_date", "deficit_onset_date"), "strength.csv": ("exam_date",),
+                    "visits.csv": ("visit_date",)}
 
-    for name, key, message in (
-        ("patients.csv", ["patient_id"], "is a duplicate patient_id (first on line {first})"),
-        ("surgeries.csv", ["patient_id", "surgery_date"],
-         "is a second operation for this patient on the same date (first on line {first})"),
-        ("visits.csv", ["patient_id", "visit_date"],
-         "is a second visit for this patient on the same date (first on line {first})"),
-    ):
-        later, first = _repeats(_key([parsed[name][column] for column in key]))
-        _report_repeats(typed[name], later, first, key[-1], label[name], out, message)
-    strength_repeats = _check_strength_repeats(typed["strength.csv"], parsed["strength.csv"],
-                                               label["strength.csv"], out)
 
-    patient_ids = parsed["patients.csv"]["patient_id"].uniques
-    patient_rows = {"patients.csv": np.arange(len(patient_ids))}
-    for name in ("surgeries.csv", "strength.csv", "visits.csv"):
-        ids = parsed[name]["patient_id"]
-        patient_rows[name] = rows_in(one_array(ids.uniques), patient_ids) if len(ids.uniques) else \
-            np.zeros(0, dtype=np.int64)
-        unknown = ids.rows_where(patient_rows[name] < 0)
+def _check_rows(spec: FileSpec, typed: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
+                labels: dict[str, str], today: date, out: _Collector) -> tuple[np.ndarray, np.ndarray]:
+    """One file's keys, patients and dates (patients.csv checked before the others).
+
+    Returns where each of the file's distinct patient ids is in patients.csv's (-1: not there), and the
+    strength rows that repeat an earlier row."""
+    frame, columns, label = typed[spec.name], parsed[spec.name], labels.get(spec.name, spec.name)
+    if spec is STRENGTH:
+        repeats = _check_strength_repeats(frame, columns, label, out)
+    else:
+        later, first = _repeats(_key([columns[column] for column in spec.key]))
+        _report_repeats(frame, later, first, spec.key[-1], label, out, _REPEATED[spec.name])
+        repeats = np.zeros(0, dtype=np.int64)
+
+    ids = columns["patient_id"]
+    if spec is PATIENTS:
+        patient_rows = np.arange(len(ids.uniques))
+    else:
+        patient_rows = rows_in(one_array(ids.uniques), parsed[PATIENTS.name]["patient_id"].uniques) \
+            if len(ids.uniques) else np.zeros(0, dtype=np.int64)
+        unknown = ids.rows_where(patient_rows < 0)
         if unknown.any():
-            out.add("error", label[name], _lines(np.flatnonzero(unknown)), "patient_id",
-                    typed[name]["patient_id"][unknown].to_numpy(), "is not a patient in patients.csv")
+            out.add("error", label, _lines(np.flatnonzero(unknown)), "patient_id",
+                    frame["patient_id"][unknown].to_numpy(), "is not a patient in patients.csv")
 
     limit = pd.Timestamp(today)
-    for name, column in (("surgeries.csv", "surgery_date"), ("surgeries.csv", "deficit_onset_date"),
-                         ("strength.csv", "exam_date"), ("visits.csv", "visit_date")):
-        dates = parsed[name][column]
+    for column in _NOT_AFTER_TODAY.get(spec.name, ()):
+        dates = columns[column]
         future = dates.rows_where((dates.uniques > limit).to_numpy())
         if future.any():
-            out.add("error", label[name], _lines(np.flatnonzero(future)), column,
-                    _date_text(typed[name][column][future]), f"is in the future (today is {today.isoformat()})")
+            out.add("error", label, _lines(np.flatnonzero(future)), column,
+                    _date_text(frame[column][future]), f"is in the future (today is {today.isoformat()})")
 
-    late_onset = (surgeries["deficit_onset_date"] > surgeries["surgery_date"]).to_numpy()
-    if late_onset.any():
-        out.add("error", label["surgeries.csv"], _lines(np.flatnonzero(late_onset)), "deficit_onset_date",
-                _date_text(surgeries["deficit_onset_date"][late_onset]), "is after the surgery_date of the same row")
+    if spec.name == "surgeries.csv":
+        late_onset = (frame["deficit_onset_date"] > frame["surgery_date"]).to_numpy()
+        if late_onset.any():
+            out.add("error", label, _lines(np.flatnonzero(late_onset)), "deficit_onset_date",
+                    _date_text(frame["deficit_onset_date"][late_onset]), "is after the surgery_date of the same row")
+    return patient_rows, repeats
 
-    operated = np.zeros(len(patient_ids) + 1, dtype=bool)  # by place in patients.csv; the last: not there
+
+def _check_exams_have_operations(typed: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
+                                 patient_rows: dict[str, np.ndarray], labels: dict[str, str], out: _Collector) -> None:
+    """A strength exam of a known patient with no row in surgeries.csv has no operation to be measured from."""
+    operated = np.zeros(len(parsed[PATIENTS.name]["patient_id"].uniques) + 1, dtype=bool)  # the last: not there
     operated[patient_rows["surgeries.csv"]] = True
     examined = patient_rows["strength.csv"]
     orphan = parsed["strength.csv"]["patient_id"].rows_where((examined >= 0) & ~operated[examined]) & \
         ~parsed["strength.csv"]["exam_date"].missing
     if orphan.any():
-        out.add("error", label["strength.csv"], _lines(np.flatnonzero(orphan)), "exam_date",
+        out.add("error", labels.get("strength.csv", "strength.csv"), _lines(np.flatnonzero(orphan)), "exam_date",
                 _date_text(typed["strength.csv"]["exam_date"][orphan]),
                 "has no operation before or after it (the patient has no row in surgeries.csv)")
-    return strength_repeats, patient_rows
 
 
 def _report_repeats(frame: pd.DataFrame, later: np.ndarray, first: np.ndarray, shown: str, label: str,
