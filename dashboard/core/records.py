@@ -573,9 +573,12 @@ _FILE_COLUMN = "\x1f"
 @functools.lru_cache(maxsize=16)
 def _files_schema(today: date, files: tuple[str, ...]) -> pandera.DataFrameSchema:
     """The files' value schemas as one, over columns named file + _FILE_COLUMN + column: one pandera run."""
-    return pandera.DataFrameSchema({
-        f"{file}{_FILE_COLUMN}{name}": copy.deepcopy(column)  # pandera renames the column it is given
-        for file, schema in value_schemas(today).items() if file in files for name, column in schema.columns.items()})
+    columns = {f"{file}{_FILE_COLUMN}{name}": copy.deepcopy(column)  # pandera renames the column it is given
+               for file, schema in value_schemas(today).items() if file in files
+               for name, column in schema.columns.items()}
+    for column in columns.values():
+        column.dtype = None  # the parser gave each column its type; pandera checks the values
+    return pandera.DataFrameSchema(columns)
 
 
 def _check_values(files: tuple[str, ...], raws: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
@@ -606,11 +609,10 @@ def _check_values(files: tuple[str, ...], raws: dict[str, pd.DataFrame], parsed:
 
 
 def _padded(uniques: pd.Series, rows: int) -> pd.Series:
-    """Distinct values made `rows` long by repeating the first, so that padding never fails a check."""
-    uniques = uniques.reset_index(drop=True)
+    """Distinct values made `rows` long by repeating the last, so that padding never fails a check."""
     if len(uniques) in (0, rows):
-        return uniques
-    return pd.concat([uniques, uniques.iloc[[0] * (rows - len(uniques))]], ignore_index=True)
+        return uniques.reset_index(drop=True)
+    return pd.Series(uniques.array.take(np.minimum(np.arange(rows), len(uniques) - 1)))
 
 
 def validate(path: str | Path, today: date | None = None, *, typed: bool = True
@@ -737,6 +739,8 @@ def _remember_key_codes(records: Records, parsed: dict[str, dict[str, _Parsed]],
                     remember_codes(frame[column.name], one.codes[kept], one_array(one.uniques).cast(pa.string()))
                 elif spec.name == "patients.csv":  # its own codes: the place in patients.csv
                     remember_codes(frame[column.name], one.codes, patient_ids)
+                elif np.array_equal(patient_rows[spec.name], np.arange(len(patient_ids))):
+                    remember_codes(frame[column.name], one.codes[kept], patient_ids)  # coded in patients' order
                 else:
                     codes = np.append(patient_rows[spec.name], -1).astype(np.int32)[one.codes[kept]]
                     remember_codes(frame[column.name], codes, patient_ids)
