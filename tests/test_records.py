@@ -186,6 +186,15 @@ def test_an_error_found_on_the_typed_route_shows_the_value_as_written(tmp_path):
     assert errors_for(tmp_path, visits=visits) == ["visits.csv:2: leg_pain_nrs: '11.0' is not a pain score (0–10)"]
 
 
+def test_a_nul_byte_in_a_text_cell_refuses_the_file_on_either_route(tmp_path):
+    notes = GOOD["visits.csv"].replace("Ann feels better", "Ann\x00feels better")
+    assert errors_for(tmp_path, visits=notes) == [
+        "visits.csv: is not a text file (a NUL byte on line 2: binary data, or UTF-16 text without a byte-order "
+        "mark?): save it as UTF-8 (in Excel: 'CSV UTF-8 (comma delimited)')"]
+    records, report = validate(write(tmp_path / "text", {**GOOD, "visits.csv": notes}), today=TODAY, typed=False)
+    assert records is None and report.error_lines() == errors_for(tmp_path, visits=notes)
+
+
 def test_workbook_gives_the_same_records_as_csv(tmp_path):
     folder = write(tmp_path / "csv", GOOD)
     book = tmp_path / "records.xlsx"

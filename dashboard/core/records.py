@@ -133,12 +133,14 @@ def _read_csv(path: Path, spec: FileSpec | None) -> pd.DataFrame | None:
     if size == 0:
         return pd.DataFrame()
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as content:
-        _check_not_text(path.name, content)  # mapped, not copied into Python
+        _check_start(path.name, content)  # mapped, not copied into Python
         header = _header(content) if spec is not None else None
     if header is not None:
         frame = _read_typed(path, spec, header)
         if frame is not None:
             return _normalise_headers(frame)
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as content:
+        _check_no_nul(path.name, content)
     try:  # the parser checks UTF-8 itself; the slower check below only runs to explain a failure
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow", encoding="utf-8")
     except Exception as problem:  # pyarrow/pandas parse errors: a message naming the file, not a traceback
@@ -183,6 +185,8 @@ def _read_typed(path: Path, spec: FileSpec, header: list[str]) -> pd.DataFrame |
     if table.column_names != header or any(table.schema.field(i).type != types[name]
                                            for i, name in enumerate(header)):
         return None  # a header the first line did not show as it is (quoted line breaks): read as text
+    if any(_holds_nul(table.column(i)) for i, name in enumerate(header) if types[name] == _TEXT):
+        return None  # binary data, or UTF-16 without a byte-order mark: the text route says which line
     numbers = [table.column(i) for i, name in enumerate(header) if types[name] == pa.float64()]
     if any(pc.any(pc.invert(pc.is_finite(column))).as_py() for column in numbers):
         return None  # 'nan' or 'inf': not a number in the records format; the text route says so
@@ -190,6 +194,12 @@ def _read_typed(path: Path, spec: FileSpec, header: list[str]) -> pd.DataFrame |
         if types[name] == pa.date32():  # the records' date type, in one conversion
             table = table.set_column(i, name, table.column(i).cast(pa.timestamp(DATE_UNIT)))
     return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+
+
+def _holds_nul(text: pa.ChunkedArray) -> bool:
+    """Whether a text column holds a NUL byte (other columns do not: a typed value with one does not parse)."""
+    return any(len(data) and np.frombuffer(data, np.uint8).min() == 0
+               for data in (chunk.buffers()[2] for chunk in text.chunks) if data is not None)
 
 
 #: The boolean words the reader takes, as written in lower, upper or title case (others: the text route).
@@ -219,14 +229,18 @@ def _check_size(name: str, size: int) -> None:
                                      f"(setting {limits.MAX_UPLOAD_MB_ENV})")
 
 
-def _check_not_text(name: str, content: bytes | mmap.mmap) -> None:
-    """Say what a file is when it is plainly not UTF-8 text (wide Unicode, a zip, binary), before parsing."""
+def _check_start(name: str, content: bytes | mmap.mmap) -> None:
+    """Say what a file is when its first bytes show it is not UTF-8 text (wide Unicode, a zip)."""
     start = content[:4]
     for bom, encoding in _WIDE_BOMS.items():
         if start.startswith(bom):
             raise RecordsFileError(name, f"is {encoding} text, not UTF-8: {SAVE_AS_UTF8}")
     if start.startswith(b"PK\x03\x04"):
         raise RecordsFileError(name, "is a zip file (an .xlsx workbook?), not CSV text: upload a workbook as .xlsx")
+
+
+def _check_no_nul(name: str, content: bytes | mmap.mmap) -> None:
+    """Say that a file is binary, or wide Unicode without a byte-order mark, when it holds a NUL byte."""
     nul = content.find(b"\x00")
     if nul >= 0:
         line = content[:nul].count(b"\n") + 1
