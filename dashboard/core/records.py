@@ -29,7 +29,7 @@ import pyarrow.csv as pcsv
 from dashboard.core import limits
 from dashboard.core.fast import factorize
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
-from dashboard.core.joins import one_array, remember_codes, rows_in
+from dashboard.core.joins import one_array, remember_codes, rows_in, text_array
 from dashboard.core.schema import (
     BOOLEAN_TEXT,
     EXPECTED_BY_KIND,
@@ -388,10 +388,29 @@ class _Parsed:
         return (self.codes >= 0) & unique_mask[np.maximum(self.codes, 0)]
 
 
-def _parse_column(raw: pd.Series, kind: str) -> _Parsed:
-    """Trim and parse the distinct values only, then spread them back to the rows by integer codes."""
+def _parse_column(raw: pd.Series, kind: str, keyed: bool = False) -> _Parsed:
+    """Parse a column; `keyed`: part of its file's key, so coded at once (in the thread that parses it)."""
     if kind in _READ_AS and _READ_AS[kind](raw.dtype):
-        return _typed_column(raw, kind)
+        parsed = _typed_column(raw, kind)
+    elif kind == "text" and not keyed and _as_written(raw):
+        parsed = _Parsed(raw.astype("string"), raw.isna().to_numpy(), np.zeros(len(raw), dtype=bool),
+                         lambda: factorize(raw))  # coded only if a check asks
+    else:
+        parsed = _parse_distinct(raw, kind)
+    if keyed:
+        parsed.codes  # noqa: B018 - worked out and kept now
+    return parsed
+
+
+def _as_written(text: pd.Series) -> bool:
+    """Whether a text column needs no trimming and has no blank cell: then it is its own parsed value."""
+    values = text_array(text)
+    return pc.min(pc.binary_length(values)).as_py() != 0 and \
+        pc.all(pc.equal(pc.utf8_trim_whitespace(values), values)).as_py() is not False
+
+
+def _parse_distinct(raw: pd.Series, kind: str) -> _Parsed:
+    """Trim and parse the distinct values only, then spread them back to the rows by integer codes."""
     raw_codes, raw_uniques = factorize(raw)
     cleaned = _clean(raw_uniques)
     blank = cleaned.isna().to_numpy()
@@ -537,7 +556,8 @@ _LARGE_COLUMN = 200_000
 
 def _start_large_columns(frames: dict[str, pd.DataFrame]) -> dict[tuple[str, str], Future]:
     """Hand the large files' columns to the workers, to be parsed while the small files are checked."""
-    return {(spec.name, column.name): _WORKERS.submit(_parse_coded, frames[spec.name][column.name], column.kind)
+    return {(spec.name, column.name):
+            _WORKERS.submit(_parse_column, frames[spec.name][column.name], column.kind, column.name in spec.key)
             for spec in FILES if len(frames[spec.name]) >= _LARGE_COLUMN
             for column in spec.columns if column.name in frames[spec.name].columns}
 
@@ -547,13 +567,6 @@ def _in_checking_order(frames: dict[str, pd.DataFrame]) -> list[list[FileSpec]]:
     parsed by the workers meanwhile)."""
     small = [spec for spec in FILES if spec is PATIENTS or len(frames[spec.name]) < _LARGE_COLUMN]
     return [small, [spec for spec in FILES if spec not in small]]
-
-
-def _parse_coded(raw: pd.Series, kind: str) -> _Parsed:
-    """`_parse_column` with the codes worked out too, in the worker: the checks across files need them."""
-    parsed = _parse_column(raw, kind)
-    parsed.codes  # noqa: B018 - computed and kept here, not later in the calling thread
-    return parsed
 
 
 def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
@@ -568,7 +581,7 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
         if work is not None and not work.cancel():  # running or done; one not begun yet is parsed here
             one = parsed[column.name] = work.result()
         else:
-            one = parsed[column.name] = _parse_column(raw[column.name], column.kind)
+            one = parsed[column.name] = _parse_column(raw[column.name], column.kind, column.name in spec.key)
         if one.bad.any():
             out.add("error", label, _lines(np.flatnonzero(one.bad)), column.name, raw[column.name][one.bad].to_numpy(),
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
