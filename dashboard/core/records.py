@@ -488,17 +488,16 @@ def _repeats(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     A stable sort, not a hash: records files are mostly in key order already, which the sort runs through.
     """
-    if (key[1:] >= key[:-1]).all():  # already in key order (a file sorted by patient and date): no sort
-        order, ordered = np.arange(len(key)), key
-    else:
-        order = np.argsort(key, kind="stable")
-        ordered = key[order]
-    same = (ordered[1:] == ordered[:-1]) & (ordered[1:] >= 0)
-    if not same.any():
+    in_order = bool((key[1:] >= key[:-1]).all())  # a file sorted by patient and date: no sort
+    order = None if in_order else np.argsort(key, kind="stable")
+    ordered = key if in_order else key[order]
+    same = ordered[1:] == ordered[:-1]
+    if not same.any() or not (same := same & (ordered[1:] >= 0)).any():
         return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
     run_start = np.maximum.accumulate(np.where(np.concatenate(([True], ~same)), np.arange(len(key)), 0))
     later = np.flatnonzero(np.concatenate(([False], same)))
-    return order[later], order[run_start[later]]
+    first = run_start[later]
+    return (later, first) if in_order else (order[later], order[first])
 
 
 #: Dates in records frames, whatever the route or the file (pandas picks seconds for an empty column).
@@ -817,16 +816,16 @@ def _check_rows(spec: FileSpec, typed: dict[str, pd.DataFrame], parsed: dict[str
             out.add("error", label, _lines(np.flatnonzero(unknown)), "patient_id",
                     frame["patient_id"][unknown].to_numpy(), "is not a patient in patients.csv")
 
-    limit = pd.Timestamp(today)
+    limit = np.datetime64(today)
     for column in _NOT_AFTER_TODAY.get(spec.name, ()):
         dates = columns[column]
-        future = dates.rows_where((dates.uniques > limit).to_numpy())
+        future = dates.rows_where(dates.uniques.to_numpy() > limit)
         if future.any():
             out.add("error", label, _lines(np.flatnonzero(future)), column,
                     _date_text(frame[column][future]), f"is in the future (today is {today.isoformat()})")
 
     if spec.name == "surgeries.csv":
-        late_onset = (frame["deficit_onset_date"] > frame["surgery_date"]).to_numpy()
+        late_onset = frame["deficit_onset_date"].to_numpy() > frame["surgery_date"].to_numpy()  # NaT: False
         if late_onset.any():
             out.add("error", label, _lines(np.flatnonzero(late_onset)), "deficit_onset_date",
                     _date_text(frame["deficit_onset_date"][late_onset]), "is after the surgery_date of the same row")
