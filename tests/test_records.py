@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dashboard.core import records as records_module
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
 from dashboard.core.records import read_raw, validate
 
@@ -27,6 +28,14 @@ GOOD = {
     "visits.csv": "patient_id,visit_date,leg_pain_nrs,odi,radicular_pain,crp_mg_l,notes\n"
                   "P1,2026-02-20,3,30,no,4.5,Ann feels better\n",
 }
+
+
+@pytest.fixture(autouse=True, params=["small files", "large files"])
+def file_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: files parsed in the calling thread, and every file handed to the workers as a large
+    one is (with its key's repeats worked out there)."""
+    if request.param == "large files":
+        monkeypatch.setattr(records_module, "_LARGE_COLUMN", 1)
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:

@@ -13,7 +13,7 @@ import functools
 import io
 import mmap
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -412,16 +412,15 @@ def _as_written(text: pd.Series) -> bool:
 def _parse_distinct(raw: pd.Series, kind: str) -> _Parsed:
     """Trim and parse the distinct values only, then spread them back to the rows by integer codes."""
     raw_codes, raw_uniques = factorize(raw)
+    if kind in ("text", "code") and _as_written(raw_uniques):  # every distinct text is a distinct valid value
+        values = raw.astype("string")  # the column as read, no copy
+        return _Parsed(values, raw_codes < 0, np.zeros(len(raw_codes), dtype=bool), (raw_codes, raw_uniques))
     cleaned = _clean(raw_uniques)
     blank = cleaned.isna().to_numpy()
-    as_read = kind in ("text", "code") and not blank.any() and cleaned.equals(raw_uniques)
-    if as_read:  # nothing to trim: every distinct text is a distinct valid value
-        canonical, uniques = np.arange(len(cleaned)), cleaned
-    else:
-        parsed = cleaned if kind in ("text", "code") else PARSERS[kind](cleaned)
-        # Dates are numbered in time order, so a file sorted by patient and date gives increasing keys.
-        canonical, uniques = pd.factorize(parsed.reset_index(drop=True), sort=kind == "date", use_na_sentinel=True)
-        uniques = pd.Series(uniques, dtype=parsed.dtype)
+    parsed = cleaned if kind in ("text", "code") else PARSERS[kind](cleaned)
+    # Dates are numbered in time order, so a file sorted by patient and date gives increasing keys.
+    canonical, uniques = pd.factorize(parsed.reset_index(drop=True), sort=kind == "date", use_na_sentinel=True)
+    uniques = pd.Series(uniques, dtype=parsed.dtype)
     if np.array_equal(canonical, np.arange(len(canonical))):
         codes = raw_codes  # the codes as they are
     else:
@@ -429,10 +428,7 @@ def _parse_distinct(raw: pd.Series, kind: str) -> _Parsed:
     missing = (raw_codes < 0) | blank[raw_codes] if blank.any() else raw_codes < 0
     bad_unique = ~blank & (canonical < 0)
     bad = ~missing & (codes < 0) if bad_unique.any() else np.zeros(len(codes), dtype=bool)
-    if as_read:
-        values = raw.astype("string")  # the column as read, no copy
-    else:
-        values = pd.Series(pd.api.extensions.take(uniques.array, codes, allow_fill=True), dtype=parsed.dtype)
+    values = pd.Series(pd.api.extensions.take(uniques.array, codes, allow_fill=True), dtype=parsed.dtype)
     values.index = raw.index
     return _Parsed(values, missing, bad, (codes, uniques))
 
@@ -553,12 +549,41 @@ _WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="records-parse")
 _LARGE_COLUMN = 200_000
 
 
-def _start_large_columns(frames: dict[str, pd.DataFrame]) -> dict[tuple[str, str], Future]:
-    """Hand the large files' columns to the workers, to be parsed while the small files are checked."""
-    return {(spec.name, column.name):
-            _WORKERS.submit(_parse_column, frames[spec.name][column.name], column.kind, column.name in spec.key)
-            for spec in FILES if len(frames[spec.name]) >= _LARGE_COLUMN
-            for column in spec.columns if column.name in frames[spec.name].columns}
+@dataclass
+class _Started:
+    """The work handed to the workers: each large file's columns, and the rows that repeat a key in it."""
+
+    columns: dict[tuple[str, str], Future] = field(default_factory=dict)  # by (file, column)
+    repeats: dict[str, Future] = field(default_factory=dict)  # by file: what `_repeats` gives, or None
+
+
+def _start_large_files(frames: dict[str, pd.DataFrame]) -> _Started:
+    """Hand the large files to the workers, to be parsed while the small files are checked."""
+    started = _Started()
+    for spec in FILES:
+        frame = frames[spec.name]
+        if len(frame) < _LARGE_COLUMN:
+            continue
+        for column in spec.columns:
+            if column.name in frame.columns:
+                started.columns[(spec.name, column.name)] = _WORKERS.submit(
+                    _parse_column, frame[column.name], column.kind, column.name in spec.key)
+        if all((spec.name, name) in started.columns for name in spec.key):
+            started.repeats[spec.name] = _WORKERS.submit(
+                _repeats_once_parsed, [started.columns[(spec.name, name)] for name in spec.key])
+    return started
+
+
+def _repeats_once_parsed(key_columns: list[Future]) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_repeats` of a file's key once its columns are parsed; None when one was parsed in the calling thread.
+
+    Queued after those columns, so when a worker takes it each of them has begun (or been taken back by the
+    calling thread): waiting for them cannot hold up the queue."""
+    try:
+        columns = [column.result() for column in key_columns]
+    except CancelledError:
+        return None
+    return _repeats(_key(columns))
 
 
 def _in_checking_order(frames: dict[str, pd.DataFrame]) -> list[list[FileSpec]]:
@@ -689,7 +714,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     today = today or date.today()
     out = _Collector()
     raws, extras = _with_headers_checked(raw, labels, out)
-    started = _start_large_columns(raws)
+    started = _start_large_files(raws)
     typed: dict[str, pd.DataFrame] = {}
     parsed: dict[str, dict[str, _Parsed]] = {}
     patient_rows: dict[str, np.ndarray] = {}
@@ -697,10 +722,11 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     for specs in _in_checking_order(raws):
         for spec in specs:
             typed[spec.name], parsed[spec.name] = _parse_file(spec, raws[spec.name], labels.get(spec.name, spec.name),
-                                                              out, started)
+                                                              out, started.columns)
         _check_values(tuple(spec.name for spec in specs), raws, parsed, labels, today, out)
         for spec in specs:
-            patient_rows[spec.name], repeated = _check_rows(spec, typed, parsed, labels, today, out)
+            found = started.repeats[spec.name].result() if spec.name in started.repeats else None
+            patient_rows[spec.name], repeated = _check_rows(spec, typed, parsed, labels, today, out, found)
             repeats = repeated if spec is STRENGTH else repeats
     _check_exams_have_operations(typed, parsed, patient_rows, labels, out)
     report = out.report()
@@ -792,16 +818,18 @@ _NOT_AFTER_TODAY = {"surgeries.csv": ("surgery_date", "deficit_onset_date"), "st
 
 
 def _check_rows(spec: FileSpec, typed: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
-                labels: dict[str, str], today: date, out: _Collector) -> tuple[np.ndarray, np.ndarray]:
-    """One file's keys, patients and dates (patients.csv checked before the others).
+                labels: dict[str, str], today: date, out: _Collector,
+                found: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One file's keys, patients and dates (patients.csv checked before the others); `found`: the repeats of
+    its key, when a worker has worked them out.
 
     Returns where each of the file's distinct patient ids is in patients.csv's (-1: not there), and the
     strength rows that repeat an earlier row."""
     frame, columns, label = typed[spec.name], parsed[spec.name], labels.get(spec.name, spec.name)
     if spec is STRENGTH:
-        repeats = _check_strength_repeats(frame, columns, label, out)
+        repeats = _check_strength_repeats(frame, columns, label, out, found)
     else:
-        later, first = _repeats(_key([columns[column] for column in spec.key]))
+        later, first = found or _repeats(_key([columns[column] for column in spec.key]))
         _report_repeats(frame, later, first, spec.key[-1], label, out, _REPEATED[spec.name])
         repeats = np.zeros(0, dtype=np.int64)
 
@@ -859,15 +887,19 @@ def _report_repeats(frame: pd.DataFrame, later: np.ndarray, first: np.ndarray, s
                 message.format(first=int(first_row) + 2))
 
 
-def _check_strength_repeats(strength: pd.DataFrame, parsed: dict[str, _Parsed], label: str,
-                            out: _Collector) -> np.ndarray:
-    """The same muscle, side and exam twice: an error when the grades differ, a warning when equal.
+def _check_strength_repeats(strength: pd.DataFrame, parsed: dict[str, _Parsed], label: str, out: _Collector,
+                            found: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The same muscle, side and exam twice: an error when the grades differ, a warning when equal; rows with
+    no grade take no part (`found`, the repeats of the key alone, holds when every row has one).
 
     Returns the rows that repeat an earlier one (to keep each exam once when the grades agree).
     """
-    key = _key([parsed[column] for column in STRENGTH.key])
-    key[parsed["mrc"].codes < 0] = -1
-    later, first = _repeats(key)
+    graded = parsed["mrc"].codes >= 0
+    if found is None or not graded.all():
+        key = _key([parsed[column] for column in STRENGTH.key])
+        key[~graded] = -1
+        found = _repeats(key)
+    later, first = found
     if not len(later):
         return later
     grades = strength["mrc"].to_numpy()
