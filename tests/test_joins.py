@@ -102,3 +102,13 @@ def test_a_column_in_long_runs_is_coded_as_by_hashing_every_row():
 def test_a_column_without_runs_is_hashed_row_by_row():
     assert not joins._in_runs(pa.array(["L", "R"] * 4000))
     assert not joins._in_runs(pa.array(["L"] * 100))  # too short to tell: hashed
+
+
+def test_a_column_listing_known_values_in_runs_is_coded_by_its_runs():
+    patients = pa.array(["P1", "P2", "P3"], pa.large_string())
+    grouped = pd.Series(["P1", "P1", "P2", "P3", "P3", "P3"], dtype="str")
+
+    assert joins.codes_by_runs(grouped, patients).tolist() == [0, 0, 1, 2, 2, 2]
+    assert joins.codes_by_runs(pd.Series(["P1", "P2", "P1", "P3"], dtype="str"), patients) is None  # P1 twice
+    assert joins.codes_by_runs(pd.Series(["P1", None, "P2", "P3"], dtype="str"), patients) is None
+    assert joins.codes_by_runs(pd.Series(["P2", "P1", "P3"], dtype="str"), patients) is None  # another order

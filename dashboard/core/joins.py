@@ -118,6 +118,16 @@ def _encode_runs(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Arra
     return np.repeat(run_codes.to_numpy(), lengths), encoded.dictionary
 
 
+def codes_by_runs(values: pd.Series | pa.Array, distinct: pa.Array) -> np.ndarray | None:
+    """Codes of a column that holds `distinct` in that order, each value in one run of rows (a file grouped by
+    patient in the order of the patients file): found from its runs alone, no row hashed. None when it does not."""
+    array = one_array(values)
+    runs = pc.run_end_encode(array)
+    if len(runs.values) != len(distinct) or not runs.values.equals(distinct.cast(runs.values.type)):
+        return None
+    return np.repeat(np.arange(len(distinct), dtype=np.int32), np.diff(runs.run_ends.to_numpy(), prepend=0))
+
+
 def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndarray:
     """For each value, the row of `keys` that holds it (-1 where absent or missing); `keys` are unique."""
     if not len(values):

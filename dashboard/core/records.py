@@ -29,7 +29,7 @@ import pyarrow.csv as pcsv
 from dashboard.core import limits
 from dashboard.core.fast import factorize
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
-from dashboard.core.joins import one_array, remember_codes, rows_in, text_array
+from dashboard.core.joins import codes_by_runs, one_array, remember_codes, rows_in, text_array
 from dashboard.core.schema import (
     BOOLEAN_TEXT,
     EXPECTED_BY_KIND,
@@ -388,15 +388,16 @@ class _Parsed:
         return (self.codes >= 0) & unique_mask[np.maximum(self.codes, 0)]
 
 
-def _parse_column(raw: pd.Series, kind: str, keyed: bool = False) -> _Parsed:
-    """Parse a column; `keyed`: part of its file's key, so coded at once (in the thread that parses it)."""
+def _parse_column(raw: pd.Series, kind: str, keyed: bool = False, likely: pd.Series | None = None) -> _Parsed:
+    """Parse a column; `keyed`: part of its file's key, so coded at once (in the thread that parses it);
+    `likely`: the distinct values it probably holds, in order (patient ids: those of patients.csv)."""
     if kind in _READ_AS and _READ_AS[kind](raw.dtype):
         parsed = _typed_column(raw, kind)
     elif kind == "text" and not keyed and _as_written(raw):
         parsed = _Parsed(raw.astype("string"), raw.isna().to_numpy(), np.zeros(len(raw), dtype=bool),
                          lambda: factorize(raw))  # coded only if a check asks
     else:
-        parsed = _parse_distinct(raw, kind)
+        parsed = _parse_distinct(raw, kind, likely)
     if keyed:
         parsed.codes  # noqa: B018 - worked out and kept now
     return parsed
@@ -409,9 +410,10 @@ def _as_written(text: pd.Series) -> bool:
         pc.all(pc.equal(pc.utf8_trim_whitespace(values), values)).as_py() is not False
 
 
-def _parse_distinct(raw: pd.Series, kind: str) -> _Parsed:
+def _parse_distinct(raw: pd.Series, kind: str, likely: pd.Series | None = None) -> _Parsed:
     """Trim and parse the distinct values only, then spread them back to the rows by integer codes."""
-    raw_codes, raw_uniques = factorize(raw)
+    in_runs = None if likely is None or not len(raw) else codes_by_runs(raw, one_array(likely))
+    raw_codes, raw_uniques = factorize(raw) if in_runs is None else (in_runs, likely)
     if kind in ("text", "code") and _as_written(raw_uniques):  # every distinct text is a distinct valid value
         values = raw.astype("string")  # the column as read, no copy
         return _Parsed(values, raw_codes < 0, np.zeros(len(raw_codes), dtype=bool), (raw_codes, raw_uniques))
@@ -594,8 +596,11 @@ def _in_checking_order(frames: dict[str, pd.DataFrame]) -> list[list[FileSpec]]:
 
 
 def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
-                started: dict[tuple[str, str], Future]) -> tuple[pd.DataFrame, dict[str, _Parsed]]:
-    """Type every column of one file; report values that do not parse and required values missing."""
+                started: dict[tuple[str, str], Future], patient_ids: pd.Series | None = None
+                ) -> tuple[pd.DataFrame, dict[str, _Parsed]]:
+    """Type every column of one file; report values that do not parse and required values missing.
+
+    `patient_ids`: patients.csv's, which the file's patient_id column probably lists in the same order."""
     parsed: dict[str, _Parsed] = {}
     for column in spec.columns:
         if column.name not in raw.columns:
@@ -605,7 +610,8 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
         if work is not None and not work.cancel():  # running or done; one not begun yet is parsed here
             one = parsed[column.name] = work.result()
         else:
-            one = parsed[column.name] = _parse_column(raw[column.name], column.kind, column.name in spec.key)
+            one = parsed[column.name] = _parse_column(raw[column.name], column.kind, column.name in spec.key,
+                                                      patient_ids if column.name == "patient_id" else None)
         if one.bad.any():
             out.add("error", label, _lines(np.flatnonzero(one.bad)), column.name, raw[column.name][one.bad].to_numpy(),
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
@@ -721,8 +727,9 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     repeats = np.zeros(0, dtype=np.int64)
     for specs in _in_checking_order(raws):
         for spec in specs:
+            patient_ids = parsed[PATIENTS.name]["patient_id"].uniques if PATIENTS.name in parsed else None
             typed[spec.name], parsed[spec.name] = _parse_file(spec, raws[spec.name], labels.get(spec.name, spec.name),
-                                                              out, started.columns)
+                                                              out, started.columns, patient_ids)
         _check_values(tuple(spec.name for spec in specs), raws, parsed, labels, today, out)
         for spec in specs:
             found = started.repeats[spec.name].result() if spec.name in started.repeats else None
