@@ -627,28 +627,27 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
 _FILE_COLUMN = "\x1f"
 
 
-@functools.lru_cache(maxsize=16)
-def _files_schema(today: date, files: tuple[str, ...]) -> pandera.DataFrameSchema:
+@functools.lru_cache(maxsize=4)
+def _files_schema(today: date) -> pandera.DataFrameSchema:
     """The files' value schemas as one, over columns named file + _FILE_COLUMN + column: one pandera run."""
     columns = {f"{file}{_FILE_COLUMN}{name}": copy.deepcopy(column)  # pandera renames the column it is given
-               for file, schema in value_schemas(today).items() if file in files
-               for name, column in schema.columns.items()}
+               for file, schema in value_schemas(today).items() for name, column in schema.columns.items()}
     for column in columns.values():
         column.dtype = None  # the parser gave each column its type; pandera checks the values
     return pandera.DataFrameSchema(columns)
 
 
-def _check_values(files: tuple[str, ...], raws: dict[str, pd.DataFrame], parsed: dict[str, dict[str, _Parsed]],
-                  labels: dict[str, str], today: date, out: _Collector) -> None:
-    """Codes and ranges (pandera) on every checked column's distinct values, the files' in one frame (shorter
-    columns padded); messages show the value as written in the file."""
-    schema = _files_schema(today, files)
+def _check_values(raws: dict[str, pd.DataFrame], column_of: Callable[[str, str], _Parsed], labels: dict[str, str],
+                  today: date, out: _Collector) -> None:
+    """Codes and ranges (pandera) on every checked column's distinct values, all files in one frame (shorter
+    columns padded); messages show the value as written in the file. `column_of(file, column)`: parsed."""
+    schema = _files_schema(today)
     checked = [(name, *name.split(_FILE_COLUMN)) for name in schema.columns]
     checked = [(name, file, column) for name, file, column in checked if column in raws[file].columns]
     if not checked:
         return
-    rows = max(len(parsed[file][column].uniques) for _, file, column in checked)
-    distinct = pd.DataFrame({name: _padded(parsed[file][column].uniques, rows) for name, file, column in checked})
+    rows = max(len(column_of(file, column).uniques) for _, file, column in checked)
+    distinct = pd.DataFrame({name: _padded(column_of(file, column).uniques, rows) for name, file, column in checked})
     try:
         schema.validate(distinct, lazy=True)
     except pandera.errors.SchemaErrors as failure:
@@ -656,7 +655,7 @@ def _check_values(files: tuple[str, ...], raws: dict[str, pd.DataFrame], parsed:
         cases = cases[cases["check"] != "not_nullable"]  # required values are reported by the parser
         for (name, message), group in cases.groupby(["column", "check"], sort=False):
             file, column = name.split(_FILE_COLUMN)
-            one = parsed[file][column]
+            one = column_of(file, column)
             failing = np.zeros(len(one.uniques), dtype=bool)
             at = group["index"].astype(int).to_numpy()
             failing[at[at < len(failing)]] = True  # the padding repeats a value already checked
@@ -725,16 +724,27 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     parsed: dict[str, dict[str, _Parsed]] = {}
     patient_rows: dict[str, np.ndarray] = {}
     repeats = np.zeros(0, dtype=np.int64)
-    for specs in _in_checking_order(raws):
+
+    def parse(specs: list[FileSpec]) -> None:
         for spec in specs:
             patient_ids = parsed[PATIENTS.name]["patient_id"].uniques if PATIENTS.name in parsed else None
             typed[spec.name], parsed[spec.name] = _parse_file(spec, raws[spec.name], labels.get(spec.name, spec.name),
                                                               out, started.columns, patient_ids)
-        _check_values(tuple(spec.name for spec in specs), raws, parsed, labels, today, out)
+
+    def check_rows(specs: list[FileSpec]) -> None:
+        nonlocal repeats
         for spec in specs:
             found = started.repeats[spec.name].result() if spec.name in started.repeats else None
             patient_rows[spec.name], repeated = _check_rows(spec, typed, parsed, labels, today, out, found)
             repeats = repeated if spec is STRENGTH else repeats
+
+    small, large = _in_checking_order(raws)
+    parse(small)
+    _check_values(raws, lambda file, column: parsed[file][column] if file in parsed else  # a large file's: from
+                  started.columns[(file, column)].result(), labels, today, out)            # the workers
+    check_rows(small)
+    parse(large)
+    check_rows(large)
     _check_exams_have_operations(typed, parsed, patient_rows, labels, out)
     report = out.report()
     if not report.ok:
