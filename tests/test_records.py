@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from datetime import date
 from pathlib import Path
 
@@ -239,3 +240,15 @@ def test_empty_files_are_errors_not_crashes(tmp_path, text):
     assert records is None
     assert "strength.csv:1: patient_id: is missing (required column)" in report.error_lines() or \
         "strength.csv:1: mrc: is missing (required column)" in report.error_lines()
+
+
+def _validates(folder: Path) -> bool:
+    return validate(folder, today=TODAY)[1].ok
+
+
+def test_a_forked_process_parses_large_files_with_threads_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(records_module, "_LARGE_COLUMN", 1)
+    folder = write(tmp_path, GOOD)
+    assert _validates(folder)  # this process's workers are running now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_validates, (folder,)).get(timeout=60)

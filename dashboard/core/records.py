@@ -12,6 +12,7 @@ import csv
 import functools
 import io
 import mmap
+import os
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -543,10 +544,14 @@ PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
 }
 
 
-#: Threads that parse the large columns: Arrow's hashing releases the GIL, so they run beside the calling
-#: thread, which parses the small files meanwhile. Kept for the process: starting threads costs more than a
-#: small file's parse.
-_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="records-parse")
+@functools.lru_cache(maxsize=1)
+def _workers(process: int) -> ThreadPoolExecutor:
+    """Threads that parse the large columns: Arrow's hashing releases the GIL, so they run beside the calling
+    thread, which checks the small files meanwhile. Kept for the process (starting threads costs more than a
+    small file's parse); made anew in a forked child, which has none of its parent's threads."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"records-parse-{process}")
+
+
 #: Columns at least this long are parsed by the workers.
 _LARGE_COLUMN = 200_000
 
@@ -561,17 +566,17 @@ class _Started:
 
 def _start_large_files(frames: dict[str, pd.DataFrame]) -> _Started:
     """Hand the large files to the workers, to be parsed while the small files are checked."""
-    started = _Started()
+    started, workers = _Started(), _workers(os.getpid())
     for spec in FILES:
         frame = frames[spec.name]
         if len(frame) < _LARGE_COLUMN:
             continue
         for column in spec.columns:
             if column.name in frame.columns:
-                started.columns[(spec.name, column.name)] = _WORKERS.submit(
+                started.columns[(spec.name, column.name)] = workers.submit(
                     _parse_column, frame[column.name], column.kind, column.name in spec.key)
         if all((spec.name, name) in started.columns for name in spec.key):
-            started.repeats[spec.name] = _WORKERS.submit(
+            started.repeats[spec.name] = workers.submit(
                 _repeats_once_parsed, [started.columns[(spec.name, name)] for name in spec.key])
     return started
 
@@ -588,11 +593,11 @@ def _repeats_once_parsed(key_columns: list[Future]) -> tuple[np.ndarray, np.ndar
     return _repeats(_key(columns))
 
 
-def _in_checking_order(frames: dict[str, pd.DataFrame]) -> list[list[FileSpec]]:
+def _in_checking_order(frames: dict[str, pd.DataFrame]) -> tuple[list[FileSpec], list[FileSpec]]:
     """The files in two rounds: patients.csv and the small files, then the large ones (their columns are being
     parsed by the workers meanwhile)."""
     small = [spec for spec in FILES if spec is PATIENTS or len(frames[spec.name]) < _LARGE_COLUMN]
-    return [small, [spec for spec in FILES if spec not in small]]
+    return small, [spec for spec in FILES if spec not in small]
 
 
 def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
