@@ -154,7 +154,7 @@ def _read_csv(path: Path, spec: FileSpec | None) -> pd.DataFrame | None:
 #: How Arrow's reader types each kind of column; anything else is read as text.
 _ARROW_TYPES = {"date": pa.date32(), "boolean": pa.bool_(), "integer": pa.int64(), "number": pa.float64()}
 _TEXT = pa.large_string()  # as pandas keeps text: no conversion when the frame is made
-_PANDAS_TYPES = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype()}  # booleans: see _booleans
 #: The column types of a typed read, by kind: a column of another type is parsed as text.
 _READ_AS = {"date": lambda t: t.kind == "M", "boolean": lambda t: isinstance(t, pd.BooleanDtype),
             "integer": lambda t: isinstance(t, pd.Int64Dtype), "number": lambda t: t.kind == "f"}
@@ -194,7 +194,22 @@ def _read_typed(path: Path, spec: FileSpec, header: list[str]) -> pd.DataFrame |
     for i, name in enumerate(header):
         if types[name] == pa.date32():  # the records' date type, in one conversion
             table = table.set_column(i, name, table.column(i).cast(pa.timestamp(DATE_UNIT)))
-    return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    booleans = {name: _booleans(table.column(name)) for name in header if types[name] == pa.bool_()}
+    others = table.drop_columns(list(booleans)).to_pandas(types_mapper=_PANDAS_TYPES.get, split_blocks=True)
+    return pd.DataFrame({name: booleans[name] if name in booleans else others[name] for name in header}, copy=False)
+
+
+def _booleans(column: pa.ChunkedArray) -> pd.arrays.BooleanArray:
+    """An Arrow boolean column as pandas' nullable booleans, its bits unpacked at once (pandas converts chunk by
+    chunk, ten times slower on a visits file)."""
+    one = column.combine_chunks()
+    if one.offset:  # not what the reader makes; pandas' own conversion takes it
+        return pd.BooleanDtype().__from_arrow__(column)
+    validity, bits = one.buffers()[:2]
+    values = np.unpackbits(np.frombuffer(bits, np.uint8), count=len(one), bitorder="little").view(bool)
+    missing = np.zeros(len(one), dtype=bool) if validity is None or not one.null_count else \
+        ~np.unpackbits(np.frombuffer(validity, np.uint8), count=len(one), bitorder="little").view(bool)
+    return pd.arrays.BooleanArray(values, missing)
 
 
 def _holds_nul(text: pa.ChunkedArray) -> bool:
