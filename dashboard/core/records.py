@@ -111,7 +111,7 @@ def read_raw(path: str | Path, typed: bool = True) -> tuple[dict[str, pd.DataFra
     With `typed`, Arrow's CSV reader parses the dates, booleans and numbers of a CSV file itself, which is far
     faster on a large cohort; a file it cannot type that way (a value it refuses, 'nan', odd headers) is
     read as text. Without it every column is text, so that a value that does not parse can be shown exactly
-    as written. Returns the frames by file name
+    as written. A folder's files are read at once, by the worker threads. Returns the frames by file name
     (None where the file is absent) and the label each file has in messages ('strength.csv' in a folder,
     'book.xlsx[strength]' in a workbook).
     """
@@ -561,9 +561,10 @@ PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
 
 @functools.lru_cache(maxsize=1)
 def _workers(process: int) -> ThreadPoolExecutor:
-    """Threads that parse the large columns: Arrow's hashing releases the GIL, so they run beside the calling
-    thread, which checks the small files meanwhile. Kept for the process (starting threads costs more than a
-    small file's parse); made anew in a forked child, which has none of its parent's threads."""
+    """Threads that read the files and parse the large columns: Arrow's reader and hashing release the GIL, so
+    they run beside the calling thread, which checks the small files meanwhile. Kept for the process (starting
+    threads costs more than a small file's parse); made anew in a forked child, which has none of its parent's
+    threads."""
     return ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"records-parse-{process}")
 
 
@@ -758,10 +759,12 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
             patient_rows[spec.name], repeated = _check_rows(spec, typed, parsed, labels, today, out, found)
             repeats = repeated if spec is STRENGTH else repeats
 
+    def column_of(file: str, column: str) -> _Parsed:  # a large file's columns: from the workers
+        return parsed[file][column] if file in parsed else started.columns[(file, column)].result()
+
     small, large = _in_checking_order(raws)
     parse(small)
-    _check_values(raws, lambda file, column: parsed[file][column] if file in parsed else  # a large file's: from
-                  started.columns[(file, column)].result(), labels, today, out)            # the workers
+    _check_values(raws, column_of, labels, today, out)  # every file's checked columns in one pandera run
     check_rows(small)
     parse(large)
     check_rows(large)
