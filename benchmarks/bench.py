@@ -124,7 +124,7 @@ def run_step(name: str, folder: Path, repeat: int, url: str | None = None) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres-url", default=os.environ.get("SPINE_TEST_POSTGRES_URL"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     parser.add_argument("--step"), parser.add_argument("--folder"), parser.add_argument("--url")
