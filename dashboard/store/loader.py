@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, select
 
-from dashboard.core.records import PARSERS, Records
+from dashboard.core.parsed_columns import PARSERS
+from dashboard.core.records import Records
 from dashboard.core.schema import FileSpec
 from dashboard.store.importer import EXTRA, SPEC_BY_FRAME
 from dashboard.store.models import RECORD_TABLES, Import
