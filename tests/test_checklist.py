@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import date
 
 import pytest
@@ -184,3 +186,20 @@ def test_evidence_lists_each_line_once_by_trajectory_then_template():
     assert fibrosis.evidence == ["2026-05-10 ankle_dorsiflexion R 3 after 4+ on 2026-02-21",
                                  "2026-05-10 radicular_pain: yes",
                                  "2026-05-10 great_toe_extension L 3 after 4+ on 2026-02-21"]
+
+
+def test_an_assessment_let_go_is_freed_at_once_not_at_a_garbage_collection():
+    # A rule table whose derived fields held the table itself kept every frame it read alive until Python's
+    # cycle collector ran: each next assessment of a large cohort then faulted its memory in afresh.
+    records = make_records([patient("P1")], [surgery("P1")], exams("P1", DF, "R", NORMAL_RECOVERY),
+                           [visit("P1", 14, fever="yes")])
+    gc.collect()
+    gc.disable()
+    try:
+        result = assess(records, as_of=AS_OF)
+        assert len(result.prompts)  # the visit and muscle tables were read by the rules
+        frames = [weakref.ref(frame) for frame in (result.muscles, result.visits)]
+        del result
+        assert [frame() for frame in frames] == [None, None]
+    finally:
+        gc.enable()

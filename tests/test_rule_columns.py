@@ -54,7 +54,7 @@ def test_a_table_makes_a_column_only_when_it_is_read_and_only_once():
     made = []
 
     def maker(name):
-        def make():
+        def make(_table):
             made.append(name)
             return column_of(pd.Series([1.0, 2.0, 3.0]))
         return make

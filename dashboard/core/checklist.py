@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import hashlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,18 @@ import yaml
 
 from dashboard.core.grades import format_mrc
 from dashboard.core.joins import rows_in, sort_rank, take_text, text_column
-from dashboard.core.rule_columns import COMPARISONS, Column, Table, column_of, flag, frame_makers, holds, number, taker
+from dashboard.core.rule_columns import (
+    COMPARISONS,
+    Column,
+    Maker,
+    Table,
+    column_of,
+    flag,
+    frame_makers,
+    holds,
+    number,
+    taker,
+)
 
 RULES_PATH = Path(__file__).resolve().parents[2] / "data" / "rules" / "imaging_rules.yaml"
 CATEGORIES = ("red_flag", "compression", "fibrosis", "hardware")
@@ -210,26 +220,25 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
     rows = rows[_by_patient_then_date(patient_rank[patient[rows]], visits["visit_date"].to_numpy()[rows])]
     patient = patient[rows]
 
-    def rise(field: str, from_day: int = 0) -> Callable[[], Column]:
-        def make() -> Column:
+    def rise(field: str, from_day: int = 0) -> Maker:
+        def make(table: Table) -> Column:
             values = np.where(table["day"].values >= from_day, table[field].values, np.nan)
             return number(values - _lowest_before(values, patient))
         return make
 
-    def days_ago() -> Column:
+    def days_ago(table: Table) -> Column:
         return number(patient_table["days_since_surgery"].values[patient] - table["day"].values)
 
-    table = Table(patient, {  # the derived fields read the others from this same table, when first read
+    return Table(patient, {  # the derived fields read the others from the table they are made for
         **frame_makers(visits, VISIT_FIELDS, rows),
         **_patient_makers(patient_table, patient),
         # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
         "crp_rise_from_nadir": rise("crp_mg_l", from_day=3),
         "back_pain_rise": rise("back_pain_nrs"),
         "leg_pain_rise": rise("leg_pain_nrs"),
-        "is_latest_visit": lambda: flag(np.r_[patient[1:] != patient[:-1], True][:len(patient)]),
+        "is_latest_visit": lambda _: flag(np.r_[patient[1:] != patient[:-1], True][:len(patient)]),
         "days_ago": days_ago,
     })
-    return table
 
 
 def _by_patient_then_date(patient_rank: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -259,18 +268,17 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
     patient = patient[rows]
     rows = None if len(rows) == len(muscles) else rows
 
-    def difference(first: str, second: str) -> Callable[[], Column]:
-        return lambda: number(table[first].values - table[second].values)
+    def difference(first: str, second: str) -> Maker:
+        return lambda table: number(table[first].values - table[second].values)
 
-    table = Table(patient, {  # the derived fields read the others from this same table, when first read
+    return Table(patient, {  # the derived fields read the others from the table they are made for
         **frame_makers(muscles, MUSCLE_FIELDS, rows),
         **_patient_makers(patient_table, patient),
         "drop_from_best": difference("best_prior_mrc", "latest_mrc"),
         "drop_from_first": difference("first_post_mrc", "latest_mrc"),
         "gain_before_drop": difference("best_prior_mrc", "baseline_mrc"),
-        "root_at_operated_level": lambda: flag(_root_at_levels(table["root"], table["levels"])),
+        "root_at_operated_level": lambda table: flag(_root_at_levels(table["root"], table["levels"])),
     })
-    return table
 
 
 def _root_at_levels(roots: Column, levels: Column) -> np.ndarray:

@@ -89,11 +89,16 @@ def _text_holds(text: str, test: str, value) -> bool:
     return COMPARISONS[test](text, value)
 
 
+#: Makes a field's column; given the table it is made for, so that a derived field reads the others from it
+#: (a maker that held its own table would keep the table, and all it holds, alive until a garbage collection).
+Maker = Callable[["Table"], Column]
+
+
 class Table:
     """Rows of one scope, each belonging to a patient (`patient`: its row in the patients frame). A field's
     column is made when a rule first reads it, and kept; `take` gives some of the rows, made the same way."""
 
-    def __init__(self, patient: np.ndarray, makers: Mapping[str, Callable[[], Column]]):
+    def __init__(self, patient: np.ndarray, makers: Mapping[str, Maker]):
         self.patient = patient
         self._makers = dict(makers)
         self._made: dict[str, Column] = {}
@@ -106,7 +111,7 @@ class Table:
 
     def __getitem__(self, field: str) -> Column:
         if field not in self._made:
-            self._made[field] = self._makers[field]()
+            self._made[field] = self._makers[field](self)
         return self._made[field]
 
     @property
@@ -117,15 +122,15 @@ class Table:
         return Table(self.patient[rows], {field: taker(self, field, rows) for field in self._makers})
 
 
-def taker(table: Table, field: str, rows: np.ndarray | None) -> Callable[[], Column]:
-    """A maker of `table[field]` at positions `rows` (all when None)."""
-    return lambda: table[field].take(rows)
+def taker(table: Table, field: str, rows: np.ndarray | None) -> Maker:
+    """A maker of `table[field]` (another table's) at positions `rows` (all when None)."""
+    return lambda _: table[field].take(rows)
 
 
-def frame_makers(frame: pd.DataFrame, fields, rows: np.ndarray | None = None) -> dict[str, Callable[[], Column]]:
+def frame_makers(frame: pd.DataFrame, fields, rows: np.ndarray | None = None) -> dict[str, Maker]:
     """Makers of the columns `fields` of `frame` (those it has), at positions `rows` (all when None)."""
     return {field: _converter(frame, field, rows) for field in fields if field in frame.columns}
 
 
-def _converter(frame: pd.DataFrame, field: str, rows: np.ndarray | None) -> Callable[[], Column]:
-    return lambda: column_of(frame[field]).take(rows)
+def _converter(frame: pd.DataFrame, field: str, rows: np.ndarray | None) -> Maker:
+    return lambda _: column_of(frame[field]).take(rows)
