@@ -65,7 +65,7 @@ def parse_column(raw: pd.Series, kind: str, keyed: bool = False, likely: pd.Seri
         parsed = _typed_column(raw, kind)
     elif kind == "text" and not keyed and _as_written(raw):
         parsed = Parsed(raw.astype("string"), raw.isna().to_numpy(), np.zeros(len(raw), dtype=bool),
-                         lambda: factorize(raw))  # coded only if a check asks
+                        lambda: factorize(raw))  # coded only if a check asks
     else:
         parsed = _parse_distinct(raw, kind, likely)
     if keyed:
@@ -109,7 +109,7 @@ def _typed_column(values: pd.Series, kind: str) -> Parsed:
     """A column Arrow's reader has typed (dates, booleans, numbers): every value parsed, none bad."""
     missing = values.isna().to_numpy()
     return Parsed(values, missing, np.zeros(len(values), dtype=bool),
-                   lambda: _days_encoding(values, missing) if kind == "date" else factorize(values))
+                  lambda: _days_encoding(values, missing) if kind == "date" else factorize(values))
 
 
 def _days_encoding(dates: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, pd.Series]:

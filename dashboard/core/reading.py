@@ -28,7 +28,6 @@ DATE_UNIT = "us"
 DATE_DTYPE = f"datetime64[{DATE_UNIT}]"
 
 
-
 def read_raw(path: str | Path, typed: bool = True) -> tuple[dict[str, pd.DataFrame | None], dict[str, str]]:
     """Read a records folder or .xlsx workbook, blank cells as missing.
 

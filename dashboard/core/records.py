@@ -201,7 +201,7 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector,
             one = parsed[column.name] = work.result()
         else:
             one = parsed[column.name] = parse_column(raw[column.name], column.kind, column.name in spec.key,
-                                                      patient_ids if column.name == "patient_id" else None)
+                                                     patient_ids if column.name == "patient_id" else None)
         if one.bad.any():
             out.add("error", label, _lines(np.flatnonzero(one.bad)), column.name, raw[column.name][one.bad].to_numpy(),
                     f"is not {EXPECTED_BY_KIND[column.kind]}")
