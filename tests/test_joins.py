@@ -112,3 +112,9 @@ def test_a_column_listing_known_values_in_runs_is_coded_by_its_runs():
     assert joins.codes_by_runs(pd.Series(["P1", "P2", "P1", "P3"], dtype="str"), patients) is None  # P1 twice
     assert joins.codes_by_runs(pd.Series(["P1", None, "P2", "P3"], dtype="str"), patients) is None
     assert joins.codes_by_runs(pd.Series(["P2", "P1", "P3"], dtype="str"), patients) is None  # another order
+
+
+def test_rows_of_values_in_the_keys_own_order_are_found_without_a_lookup_chunked_or_not():
+    keys = pa.array(["P1", "P2", "P3"])
+    assert rows_in(pa.chunked_array([pa.array(["P1"]), pa.array(["P2", "P3"])]), keys).tolist() == [0, 1, 2]
+    assert rows_in(pa.array(["P3", "P1", "P2"]), keys).tolist() == [2, 0, 1]

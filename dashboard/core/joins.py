@@ -103,17 +103,21 @@ _RUN_SAMPLE = 4096
 
 def _in_runs(array: pa.Array | pa.ChunkedArray) -> bool:
     sample = array.slice(0, _RUN_SAMPLE)
-    runs = pc.run_end_encode(sample)
+    return len(sample) >= _RUN_SAMPLE and len(_runs(sample)[0]) * _LONG_RUNS <= len(sample)
+
+
+def _runs(array: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """The value of each run of equal rows, and the run's length (a run split by chunks counts twice)."""
+    runs = pc.run_end_encode(array)
     runs = runs.chunks if isinstance(runs, pa.ChunkedArray) else [runs]
-    return len(sample) >= _RUN_SAMPLE and sum(len(run.values) for run in runs) * _LONG_RUNS <= len(sample)
+    lengths = np.concatenate([np.diff(run.run_ends.to_numpy(), prepend=0) for run in runs])
+    return pa.concat_arrays([run.values for run in runs]), lengths
 
 
 def _encode_runs(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """`encode` of a column in long runs of equal values: each run's value is hashed once, not each row."""
-    runs = pc.run_end_encode(array)
-    runs = runs.chunks if isinstance(runs, pa.ChunkedArray) else [runs]
-    lengths = np.concatenate([np.diff(run.run_ends.to_numpy(), prepend=0) for run in runs])
-    encoded = pa.concat_arrays([run.values for run in runs]).dictionary_encode()
+    values, lengths = _runs(array)
+    encoded = values.dictionary_encode()
     run_codes = encoded.indices.fill_null(-1) if encoded.indices.null_count else encoded.indices
     return np.repeat(run_codes.to_numpy(), lengths), encoded.dictionary
 
@@ -121,11 +125,10 @@ def _encode_runs(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Arra
 def codes_by_runs(values: pd.Series | pa.Array, distinct: pa.Array) -> np.ndarray | None:
     """Codes of a column that holds `distinct` in that order, each value in one run of rows (a file grouped by
     patient in the order of the patients file): found from its runs alone, no row hashed. None when it does not."""
-    array = one_array(values)
-    runs = pc.run_end_encode(array)
-    if len(runs.values) != len(distinct) or not runs.values.equals(distinct.cast(runs.values.type)):
+    run_values, lengths = _runs(one_array(values))  # in one piece: no run split by chunks
+    if len(run_values) != len(distinct) or not run_values.equals(distinct.cast(run_values.type)):
         return None
-    return np.repeat(np.arange(len(distinct), dtype=np.int32), np.diff(runs.run_ends.to_numpy(), prepend=0))
+    return np.repeat(np.arange(len(distinct), dtype=np.int32), lengths)
 
 
 def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndarray:
@@ -140,7 +143,7 @@ def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndar
         codes, distinct = remembered
         return np.append(rows_in(distinct, keys), -1)[codes]
     values, keys = text_array(values), one_array(keys)
-    if len(values) == len(keys) and values.equals(keys):  # files in the same patient order: nothing to look up
+    if len(values) == len(keys) and one_array(values).equals(keys):  # the same texts in order: nothing to look up
         return np.arange(len(keys))
     found = pc.index_in(values, value_set=keys)
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -313,7 +313,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     typed: dict[str, pd.DataFrame] = {}
     parsed: dict[str, dict[str, Parsed]] = {}
     patient_rows: dict[str, np.ndarray] = {}
-    repeats = np.zeros(0, dtype=np.int64)
+    repeated: dict[str, np.ndarray] = {}  # rows whose key repeats an earlier row's (kept for strength only)
 
     def parse(specs: list[FileSpec]) -> None:
         for spec in specs:
@@ -322,11 +322,9 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
                                                               out, started.columns, patient_ids)
 
     def check_rows(specs: list[FileSpec]) -> None:
-        nonlocal repeats
         for spec in specs:
             found = started.repeats[spec.name].result() if spec.name in started.repeats else None
-            patient_rows[spec.name], repeated = _check_rows(spec, typed, parsed, labels, today, out, found)
-            repeats = repeated if spec is STRENGTH else repeats
+            patient_rows[spec.name], repeated[spec.name] = _check_rows(spec, typed, parsed, labels, today, out, found)
 
     def column_of(file: str, column: str) -> Parsed:  # a large file's columns: from the workers
         return parsed[file][column] if file in parsed else started.columns[(file, column)].result()
@@ -341,6 +339,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     report = out.report()
     if not report.ok:
         return None, report
+    repeats = repeated[STRENGTH.name]
     records = Records(
         patients=typed["patients.csv"],
         surgeries=typed["surgeries.csv"],
