@@ -19,6 +19,7 @@ import pandas as pd
 import pandera.pandas as pandera
 import pyarrow as pa
 
+from dashboard.core import identity
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc
 from dashboard.core.joins import one_array, remember_codes, rows_in
 from dashboard.core.parsed_columns import Parsed, absent_column, key_codes, parse_column, repeated_rows
@@ -333,6 +334,7 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     parse(small)
     _check_values(raws, column_of, labels, today, out)  # every file's checked columns in one pandera run
     check_rows(small)
+    _check_identity(typed[PATIENTS.name], labels.get(PATIENTS.name, PATIENTS.name), out)
     parse(large)
     check_rows(large)
     _check_exams_have_operations(typed, parsed, patient_rows, labels, out)
@@ -404,6 +406,15 @@ def _remember_key_codes(records: Records, parsed: dict[str, dict[str, Parsed]], 
                 else:
                     codes = np.append(patient_rows[spec.name], -1).astype(np.int32)[one.codes[kept]]
                     remember_codes(frame[column.name], codes, patient_ids)
+
+
+def _check_identity(patients: pd.DataFrame, label: str, out: _Collector) -> None:
+    """One id is one person: ids that read the same, mixed-script ids and one MRN under two ids are errors."""
+    for column, problems in (("patient_id", identity.id_problems(patients["patient_id"])),
+                             ("mrn", identity.mrn_problems(patients))):
+        for position, message in problems:
+            out.add("error", label, int(_lines(np.array([position]))[0]), column, patients[column].iloc[position],
+                    message)
 
 
 def _date_text(dates: pd.Series) -> np.ndarray:
