@@ -79,9 +79,35 @@ def cmd_assess(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dashboard.demo import write_cohort
 
-    out = write_cohort(Path(args.out_dir), n_patients=args.patients, seed=args.seed)
-    print(f"wrote {args.patients} synthetic patients to {out}", file=sys.stderr)
+    first = args.first_id if args.first_id is not None else _first_free_demo_number(args.database)
+    out = write_cohort(Path(args.out_dir), n_patients=args.patients, seed=args.seed, first_id=first)
+    width = max(5, len(str(first + args.patients - 1)))
+    print(f"wrote {args.patients} synthetic patients (P{first:0{width}d} …) to {out}", file=sys.stderr)
     return EXIT_OK
+
+
+def _first_free_demo_number(database: str | None) -> int:
+    """1, or one past the highest P-number stored: a new demo cohort never reuses a stored patient's id.
+
+    Only looks when the store exists (a SQLite file that is not there yet is not created for this)."""
+    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.engine import make_url
+
+    from dashboard.store import database_url
+
+    url = make_url(database or database_url())
+    if url.get_backend_name() == "sqlite" and (not url.database or not Path(url.database).exists()):
+        return 1
+    engine = create_engine(url)
+    try:
+        if not inspect(engine).has_table("patients"):
+            return 1
+        with engine.connect() as conn:
+            ids = conn.execute(text("SELECT patient_id FROM patients")).scalars()
+            numbers = [int(pid[1:]) for pid in ids if pid[:1] in "Pp" and pid[1:].isdigit()]
+    finally:
+        engine.dispose()
+    return max(numbers, default=0) + 1
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -109,8 +135,8 @@ def cmd_rules_doc(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from dashboard.store import StoreImportError, get_engine, import_records
-    from dashboard.store.audit import import_details, record
+    from dashboard.store import IdentityConflictError, StoreImportError, get_engine, import_records
+    from dashboard.store.audit import record
 
     records = _load_valid(args.records)
     if records is None:
@@ -118,14 +144,44 @@ def cmd_import(args: argparse.Namespace) -> int:
     engine = get_engine(args.database)
     name = Path(args.records).name
     try:
-        result = import_records(engine, records, source_name=name, user=args.user)
+        result = import_records(engine, records, source_name=name, user=args.user, dry_run=args.dry_run,
+                                audit_user=_cli_user(args.user))
+    except IdentityConflictError as conflict:  # the importing user must see the values to decide
+        for line in conflict.problems:
+            print(_terminal_safe(line), file=sys.stderr)
+        print(f"{conflict}.", file=sys.stderr)
+        return EXIT_INVALID
     except StoreImportError as problem:  # value-free message; nothing was stored
         record(engine, _cli_user(args.user), "import", file=name, status="failed", error=type(problem).__name__)
         print(f"nothing was stored: {problem}", file=sys.stderr)
         return EXIT_FAILED
-    record(engine, _cli_user(args.user), "import", file=name, **import_details(result))
-    print(result, file=sys.stderr)
+    if result.dry_run:
+        print(f"preview, nothing stored: {result.patients_summary()}; {result.summary()}", file=sys.stderr)
+    else:
+        print(f"imported {name}: {result.patients_summary()}; {result.summary()}", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_correct_patient(args: argparse.Namespace) -> int:
+    """An admin's explicit, audited correction of a stored patient's identity (an import never changes it)."""
+    from dashboard.store import get_engine
+    from dashboard.store.identity import correct_identity
+
+    changes = {field: value for field, value in (("name", args.name), ("mrn", args.mrn), ("sex", args.sex),
+                                                 ("birth_year", args.birth_year)) if value is not None}
+    try:
+        old = correct_identity(get_engine(args.database), args.patient_id, changes, _cli_user(args.user))
+    except ValueError as problem:
+        print(f"nothing was changed: {_terminal_safe(str(problem))}", file=sys.stderr)
+        return EXIT_INVALID
+    for field, value in changes.items():
+        print(_terminal_safe(f"{args.patient_id}: {field} {old[field]!r} → {value!r}"), file=sys.stderr)
+    return EXIT_OK
+
+
+def _terminal_safe(text: str) -> str:
+    """Control characters (ANSI escapes, carriage returns) shown as escapes, never acted on by the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 # ---------------------------------------------------------------- login configuration, backup, restore (issue 8)
@@ -376,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--patients", type=int, default=200)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--first-id", type=int, default=None,
+                   help="number of the first patient id (default: one past the highest id in the store, so a new "
+                        "cohort never reuses a stored patient's id)")
+    p.add_argument("--database", default=None, help="the store whose ids to avoid (default: SPINE_DASHBOARD_DB_URL "
+                                                    "or the SQLite store)")
     p.set_defaults(run=cmd_demo)
 
     p = commands.add_parser("calibrate", help="fit reference curves from a clinic's own follow-ups")
@@ -392,7 +453,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("records")
     p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
     p.add_argument("--user", default=None)
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the new, changed and unchanged patients and rows, and store nothing")
     p.set_defaults(run=cmd_import)
+
+    p = commands.add_parser("correct-patient", help="correct a stored patient's name, MRN, sex or birth year "
+                                                     "(admin; audited)")
+    p.add_argument("patient_id")
+    p.add_argument("--name")
+    p.add_argument("--mrn")
+    p.add_argument("--sex", choices=("F", "M", "X"))
+    p.add_argument("--birth-year", type=int)
+    p.add_argument("--database", default=None)
+    p.add_argument("--user", default=None, help="the admin making the correction (audit log)")
+    p.set_defaults(run=cmd_correct_patient)
 
     p = commands.add_parser("backup", help="online backup of the store to a new file (SQLite backup API / pg_dump)")
     p.add_argument("out")

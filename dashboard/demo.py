@@ -105,21 +105,26 @@ HAS_DEFICIT = {NORMAL: 0.75, SLOW: 1.0, PLATEAU: 1.0, RECURRENT: 1.0, NEW_DEFICI
 
 
 # ----------------------------------------------------------------------------------------------- public
-def generate_cohort(n_patients: int, seed: int, anchor: date = DEFAULT_ANCHOR) -> dict[str, pd.DataFrame]:
+def generate_cohort(n_patients: int, seed: int, anchor: date = DEFAULT_ANCHOR, first_id: int = 1
+                    ) -> dict[str, pd.DataFrame]:
     """The demo cohort as text frames: patients, surgeries, strength, visits and scenarios.
 
     Every cell holds the text written to the CSV files (pandas `str` dtype, missing = not recorded).
     """
-    tables = _build(n_patients, seed, anchor)
+    tables = _build(n_patients, seed, anchor, first_id)
     return {name: _to_text_frame(table) for name, table in tables.items()}
 
 
 def write_cohort(out_dir: str | Path, n_patients: int = DEFAULT_PATIENTS, seed: int = DEFAULT_SEED,
-                 anchor: date = DEFAULT_ANCHOR) -> Path:
-    """Write the four records files, scenarios.csv and a README.md into out_dir; return the folder."""
+                 anchor: date = DEFAULT_ANCHOR, first_id: int = 1) -> Path:
+    """Write the four records files, scenarios.csv and a README.md into out_dir; return the folder.
+
+    `first_id`: the number of the first patient id (P00001 by default). A second cohort for the same store must
+    start after the ids stored there, or its P00001 would be another person under a stored patient's id.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = _build(n_patients, seed, anchor)
+    tables = _build(n_patients, seed, anchor, first_id)
     # Plain CSV as clinicians' tools write it: no value holds a comma, quote or newline, so nothing is quoted
     # (the writer refuses rather than write a broken file).
     options = pacsv.WriteOptions(quoting_style="none", include_header=False)
@@ -132,12 +137,13 @@ def write_cohort(out_dir: str | Path, n_patients: int = DEFAULT_PATIENTS, seed: 
 
 
 # ------------------------------------------------------------------------------------------- the model
-def _build(n: int, seed: int, anchor: date) -> dict[str, pa.Table]:
-    if n < 1:
-        raise ValueError("n_patients must be at least 1")
+def _build(n: int, seed: int, anchor: date, first_id: int = 1) -> dict[str, pa.Table]:
+    if n < 1 or first_id < 1:
+        raise ValueError("n_patients and first_id must be at least 1")
     rng = np.random.default_rng(seed)
     reference = load_reference()
     pats = _patients(rng, n, anchor)
+    pats["first_id"] = np.array(first_id)
     _surgery(rng, pats)
     _deficits(rng, pats)
     exams = _exams(rng, pats)
@@ -407,7 +413,7 @@ def _strength(rng: np.random.Generator, p: dict, exams: dict, reference: Referen
 
     token = np.searchsorted(GRADE_THIRDS, grade).astype(np.int8)
     return pa.table({
-        "patient_id": _dict(pid, _patient_ids(int(p["n"]))),
+        "patient_id": _dict(pid, _patient_ids(p)),
         "exam_date": _dates(p["surgery_epoch"][pid] + day),
         "muscle": _dict(ms // 2, MUSCLES),
         "side": _dict(ms % 2, SIDES),
@@ -501,7 +507,7 @@ def _visits(rng: np.random.Generator, p: dict, exams: dict) -> pa.Table:
 
     notes = _notes(rng, p, pid, day, s, at)
     return pa.table({
-        "patient_id": _dict(pid, _patient_ids(n)),
+        "patient_id": _dict(pid, _patient_ids(p)),
         "visit_date": _dates(p["surgery_epoch"][pid] + day),
         "leg_pain_nrs": pa.array(np.clip(np.rint(leg), 0, 10).astype(np.int64), mask=leg_blank),
         "back_pain_nrs": pa.array(np.clip(np.rint(back), 0, 10).astype(np.int64), mask=back_blank),
@@ -559,9 +565,11 @@ def _notes(rng: np.random.Generator, p: dict, pid: np.ndarray, day: np.ndarray, 
 
 
 # ------------------------------------------------------------------------------------------- output
-def _patient_ids(n: int) -> list[str]:
-    width = max(5, len(str(n)))
-    return [f"P{i:0{width}d}" for i in range(1, n + 1)]
+def _patient_ids(p: dict) -> list[str]:
+    """P00001, P00002, … from the cohort's first number (a later cohort starts after the ids already stored)."""
+    first, n = int(p["first_id"]), int(p["n"])
+    width = max(5, len(str(first + n - 1)))
+    return [f"P{i:0{width}d}" for i in range(first, first + n)]
 
 
 def _dict(indices: np.ndarray, values, mask: np.ndarray | None = None) -> pa.Array:
@@ -579,10 +587,9 @@ def _dates(epoch_days: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
 
 
 def _patients_table(p: dict) -> pa.Table:
-    n = int(p["n"])
     mrn = pd.Series(p["mrn"]).astype(str).str.zfill(7)
     return pa.table({
-        "patient_id": pa.array(_patient_ids(n)),
+        "patient_id": pa.array(_patient_ids(p)),
         "name": pa.array(p["first"] + " " + p["last"], type=pa.string()),
         "mrn": pa.array(("MRN" + mrn).tolist(), type=pa.string()),
         "birth_year": pa.array(p["birth_year"]),
@@ -607,7 +614,7 @@ def _surgeries_table(p: dict) -> pa.Table:
     pid, epoch, procedure, levels = pid[order], epoch[order], procedure[order], levels[order]
     revision, revision_blank, onset = revision[order], revision_blank[order], onset[order]
     return pa.table({
-        "patient_id": _dict(pid, _patient_ids(n)),
+        "patient_id": _dict(pid, _patient_ids(p)),
         "surgery_date": _dates(epoch),
         "procedure": _dict(procedure, PROCEDURES),
         "levels": _dict(levels, LEVELS),
@@ -633,7 +640,7 @@ def _scenarios_table(p: dict, exams: dict, strength: pa.Table) -> pa.Table:
         status = np.where(sc == code, value, status)
     categories = np.array([";".join(SCENARIO_CATEGORIES[name]) for name in SCENARIOS], dtype=object)[sc]
     return pa.table({
-        "patient_id": pa.array(_patient_ids(n)),
+        "patient_id": pa.array(_patient_ids(p)),
         "scenario": _dict(sc, SCENARIOS),
         "affected_muscle": _dict(aff // 2, MUSCLES),
         "affected_side": _dict(aff % 2, SIDES),

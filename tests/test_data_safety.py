@@ -41,7 +41,8 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
 def large_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 5,000-patient synthetic cohort written by the command line (`python -m dashboard demo`)."""
     folder = tmp_path_factory.mktemp("cohort") / "cohort-5000"
-    done = _run("demo", str(folder), "--patients", str(LARGE_COHORT), "--seed", "11")
+    # After the shipped demo's P00001–P00200 (seeded below): the same ids would be other people, refused.
+    done = _run("demo", str(folder), "--patients", str(LARGE_COHORT), "--seed", "11", "--first-id", "201")
     assert done.returncode == 0, done.stderr
     return folder
 
@@ -237,16 +238,21 @@ def test_a_backup_from_a_newer_version_is_refused(tmp_path: Path, good_records: 
 
 
 def test_a_backup_from_an_older_schema_restores_and_is_migrated(store_url: str, good_records: Records,
-                                                                tmp_path: Path) -> None:
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
     """A backup taken before the audit log existed (revision 0001) replaces a store that has one."""
     from alembic import command
+
+    from dashboard.store import importer
 
     engine = get_engine(store_url, migrate=False)
     config = alembic_config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
-    import_records(engine, good_records, "old")
+    with monkeypatch.context() as old_code:  # the importer of revision 0001 had no audit log to write to
+        old_code.setattr(importer.audit, "record", lambda *args, **kwargs: 0)
+        import_records(engine, good_records, "old")
     engine.dispose()
     old = backup(tmp_path / "old.bak", store_url).path
 

@@ -155,7 +155,7 @@ def test_failure_half_way_leaves_the_store_unchanged(store_engine: Engine, tmp_p
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import_records(store_engine, good_records, "v1")
     before = load_records(store_engine)
-    files = edited(GOOD_FILES, "patients.csv", "P2,,,1971,M,,N,Dr B,", "P2,,,1972,M,,N,Dr C,\nP4,,,1980,F,,,,")
+    files = edited(GOOD_FILES, "patients.csv", "P2,,,1971,M,,N,Dr B,", "P2,,,1971,M,,N,Dr C,\nP4,,,1980,F,,,,")
     files = edited(files, "surgeries.csv", "P2,2026-02-01", "P4,2026-02-01,TLIF,L4-L5,yes,,\nP2,2026-02-01")
     files = edited(files, "strength.csv", "P3,2026-04-01,hip_flexion,R,5,", "P3,2026-04-01,hip_flexion,R,4,")
     changed = records_from(tmp_path / "v2", files)

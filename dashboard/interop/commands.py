@@ -27,13 +27,19 @@ def print_report(report: ValidationReport) -> None:
 
 
 def _store(records: Records, args: argparse.Namespace, source: str, kind: str) -> int:
-    from dashboard.store import get_engine, import_records  # noqa: PLC0415
-    from dashboard.store.audit import command_line_user, import_details, record  # noqa: PLC0415
+    from dashboard.store import IdentityConflictError, get_engine, import_records  # noqa: PLC0415
+    from dashboard.store.audit import command_line_user  # noqa: PLC0415
 
     engine = get_engine(args.database)
-    result = import_records(engine, records, source_name=source, user=args.user, source_kind=kind)
-    record(engine, command_line_user(args.user), "import", file=source, kind=kind, **import_details(result))
-    print(f"imported {source}: {result.summary()}", file=sys.stderr)
+    try:
+        result = import_records(engine, records, source_name=source, user=args.user, source_kind=kind,
+                                audit_user=command_line_user(args.user))
+    except IdentityConflictError as conflict:
+        for line in conflict.problems:
+            print(line, file=sys.stderr)
+        print(f"{conflict}.", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"imported {source}: {result.patients_summary()}; {result.summary()}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -12,9 +12,7 @@ from dashboard.core.records import Records, validate_frames
 from dashboard.core.schema import VISIT_BOOLEANS
 from dashboard.core.text_records import to_text_frames
 from dashboard.store import import_records, load_records
-from dashboard.store.audit import import_details
 from dashboard.ui import data
-from dashboard.ui.auth import audit_event
 
 st.title("Add an examination or visit")
 st.caption("Checked by the same validation as an import; nothing is saved when anything is wrong.")
@@ -74,7 +72,6 @@ if submitted:
         st.dataframe(report.errors, hide_index=True, width="stretch")
     else:
         result = import_records(data.engine(), records, source_name="form", user=st.session_state.get("user_name"),
-                                source_kind="form")
-        audit_event("import", patient_id=patient_id, file="form", kind="form", **import_details(result))
+                                role=st.session_state.get("role"), source_kind="form", patient_id=patient_id)
         data.clear_caches()
         st.success(f"Saved for {patient_id} on {day}: {result.summary()}")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.interop.uploads import IMPORT_SOURCES, RECORDS_FILES, check_interop_uploads, interop_uploader
-from dashboard.store import StoreImportError, import_history, import_records
-from dashboard.store.audit import import_details
+from dashboard.store import IdentityConflictError, StoreImportError, import_history, import_records
 from dashboard.ui import data
 from dashboard.ui.auth import audit_event
 from dashboard.ui.uploads import MAX_UPLOAD_MB, UploadRejected, check_uploads
@@ -40,22 +39,27 @@ if uploads:
     if checked.records is None:
         st.error("Nothing will be stored until every error is corrected.")
     else:
-        counts = ", ".join(f"{len(frame)} {name}" for name, frame in checked.records.frames().items())
-        st.info(f"Ready to import: {counts}.")
+        try:  # the whole import, counted and rolled back: the preview is exactly what the import will do
+            preview = import_records(data.engine(), checked.records, source_name=checked.source_name, dry_run=True)
+        except IdentityConflictError as conflict:
+            st.error(f"**Nothing will be stored.** {len(conflict.problems)} patient(s) in the file contradict who "
+                     "the store says they are:")
+            st.dataframe({"Problem": conflict.problems}, hide_index=True, width="stretch")
+            st.stop()
+        st.info(f"Ready to import: {preview.patients_summary()}. Rows: {preview.summary()}. Blank cells and "
+                "absent columns keep what is stored.")
         if st.button("Import into the store", type="primary"):
             try:
                 result = import_records(data.engine(), checked.records, source_name=checked.source_name,
-                                        user=st.session_state.get("user_name"),
+                                        user=st.session_state.get("user_name"), role=st.session_state.get("role"),
                                         source_kind=getattr(checked, "source_kind", None))
-            except StoreImportError as problem:  # value-free message; nothing was stored
+            except (StoreImportError, IdentityConflictError) as problem:  # value-free message; nothing stored
                 audit_event("import", file=checked.source_name, kind=getattr(checked, "source_kind", None),
                             status="failed", error=type(problem).__name__)
                 st.error(f"Nothing was stored: {problem}.")
                 st.stop()
-            audit_event("import", file=checked.source_name, kind=getattr(checked, "source_kind", None),
-                        **import_details(result))
             data.clear_caches()
-            st.success(f"Imported ({result.summary()}).")
+            st.success(f"Imported ({result.patients_summary()}; {result.summary()}).")
 
 st.subheader("Import history")
 st.dataframe(import_history(data.engine()), hide_index=True, width="stretch")

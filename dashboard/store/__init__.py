@@ -12,6 +12,7 @@ from dashboard.store.db import (
     upgrade_to_head,
 )
 from dashboard.store.decisions import decision_history, latest_decisions, record_decision
+from dashboard.store.identity import IdentityConflictError
 from dashboard.store.importer import FileCounts, ImportResult, StoreImportError, import_records
 from dashboard.store.loader import import_history, load_records, patient_chunks
 from dashboard.store.models import DECISIONS
@@ -20,6 +21,7 @@ __all__ = [
     "DECISIONS",
     "ENV_VAR",
     "FileCounts",
+    "IdentityConflictError",
     "ImportResult",
     "StoreImportError",
     "current_revision",

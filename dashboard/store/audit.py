@@ -40,6 +40,7 @@ DETAIL_KEYS: frozenset[str] = frozenset({
     "patient_ids",   # pseudonymous ids of an export covering several patients
     "revision", "backend",
     "identified",    # an export with names/MRNs/notes (True) or pseudonymous (False)
+    "fields",        # names of the fields an identity correction changed (never their values)
 })
 MAX_TEXT = 200
 MAX_PATIENT_IDS = 1000

@@ -3,8 +3,16 @@
 Each file is bulk-loaded into a temporary staging table (executemany on SQLite, COPY on PostgreSQL) and
 merged with set-based SQL: one UPDATE for rows whose key exists with other values, one INSERT … SELECT for
 new keys. Per-row Python or ORM objects would take minutes for a 1.6-million-row strength file; this takes
-seconds. A re-import of the same data therefore adds nothing, and a changed value is overwritten by the
-file and counted as updated. Rows the store has and the file lacks are kept (an import never deletes).
+seconds. A re-import of the same data therefore adds nothing.
+
+What a re-import may change (docs/format-extensions.md, "Re-imports"):
+- a recorded value that differs from the stored one replaces it and is counted as updated;
+- a blank cell or an absent column is "not recorded in this file" and keeps the stored value: an import never
+  replaces a stored value with nothing (a visits file without the cauda equina columns must not erase them);
+- rows the store has and the file lacks are kept (an import never deletes);
+- who a patient is (name, MRN, sex, birth year) is never changed by an import: a difference is an error
+  (dashboard.store.identity) and nothing is stored.
+The import's audit entry is written in the same transaction as its rows: both land, or neither.
 
 Nothing here logs row contents: files carry names, MRNs and free-text notes.
 """
@@ -44,6 +52,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from dashboard.core.records import Records
 from dashboard.core.schema import FILES, FileSpec
+from dashboard.store import audit
+from dashboard.store.identity import IdentityConflictError, identity_conflicts
 from dashboard.store.models import RECORD_TABLES, Import
 
 log = logging.getLogger(__name__)
@@ -81,6 +91,10 @@ class ImportResult:
     source_name: str
     counts: dict[str, FileCounts] = field(default_factory=dict)
     seconds: float = 0.0
+    new_patients: tuple[str, ...] = ()  # ids not stored before
+    changed_patients: tuple[str, ...] = ()  # stored ids with a new or changed row in any file
+    unchanged_patients: int = 0  # the file's other patients
+    dry_run: bool = False  # a preview: rolled back, nothing stored
 
     @property
     def inserted(self) -> int:
@@ -99,6 +113,17 @@ class ImportResult:
         return "; ".join(f"{name}: {c.inserted} new, {c.updated} updated, {c.unchanged} unchanged"
                          for name, c in self.counts.items())
 
+    def patients_summary(self, show: int = 10) -> str:
+        """New / changed / unchanged patients, naming the first few ids of each (ids are pseudonymous)."""
+        def ids(values: tuple[str, ...]) -> str:
+            if not values:
+                return ""
+            more = f", … {len(values) - show} more" if len(values) > show else ""
+            return f" ({', '.join(values[:show])}{more})"
+        return (f"{len(self.new_patients)} new patient(s){ids(self.new_patients)}, "
+                f"{len(self.changed_patients)} changed{ids(self.changed_patients)}, "
+                f"{self.unchanged_patients} unchanged")
+
 
 def source_basename(source_name: str) -> str:
     """Base name of an uploaded file or folder, whatever the client's path separator."""
@@ -111,30 +136,59 @@ def guess_source_kind(source_name: str) -> str:
     return "workbook" if source_basename(source_name).lower().endswith((".xlsx", ".xlsm")) else "folder"
 
 
-def import_records(engine: Engine, records: Records, source_name: str, user: str | None = None, *,
-                   source_kind: str | None = None) -> ImportResult:
-    """Store validated records atomically: all four files or nothing, with the import logged.
+class _Preview(Exception):
+    """Raised inside a dry run's transaction to roll it back after everything was counted."""
 
+
+def import_records(engine: Engine, records: Records, source_name: str, user: str | None = None, *,
+                   source_kind: str | None = None, role: str | None = None, dry_run: bool = False,
+                   audit_user: str | None = None, patient_id: str | None = None) -> ImportResult:
+    """Store validated records atomically: all four files and the audit entry, or nothing.
+
+    IdentityConflictError (nothing stored) when the file would change who a stored patient is. `dry_run`
+    does the whole import, counts it and rolls it back: the preview shows exactly what the import would do.
     A failed attempt rolls everything back and is then logged in `imports` as failed (without values),
-    so the import history shows what was tried.
+    so the import history shows what was tried. `audit_user` is who the audit log names (default `user`);
+    `patient_id`, the one patient an import from a form is about, for the audit entry.
     """
     name = source_basename(source_name)
     kind = source_kind or guess_source_kind(source_name)
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     frames = records.frames()
+    outcome: dict[str, Any] = {}
     try:
         with engine.begin() as conn:
+            problems = identity_conflicts(conn, frames["patients"])
+            if problems:
+                raise IdentityConflictError(problems)
             _import_cache(conn, SQLITE_IMPORT_CACHE_KIB)
             import_id = conn.execute(insert(Import.__table__).values(
                 started_at=started_at, source_name=name, source_kind=kind, user_name=user, status="running",
             )).inserted_primary_key[0]
             counts: dict[str, FileCounts] = {}
+            new_ids: set[str] = set()
+            touched_ids: set[str] = set()
             for stem, table in RECORD_TABLES.items():  # patients first: the others refer to them
-                counts[stem] = _merge_file(conn, table, SPEC_BY_FRAME[stem], frames[stem], import_id)
+                counts[stem], inserted_ids, updated_ids = _merge_file(conn, table, SPEC_BY_FRAME[stem], frames[stem],
+                                                                      import_id)
+                if stem == "patients":
+                    new_ids = inserted_ids
+                touched_ids |= inserted_ids | updated_ids
+            changed = touched_ids - new_ids
+            outcome = {"import_id": import_id, "counts": counts, "new_patients": tuple(sorted(new_ids)),
+                       "changed_patients": tuple(sorted(changed)),
+                       "unchanged_patients": len(frames["patients"]) - len(new_ids) - len(changed)}
             conn.execute(update(Import.__table__).where(Import.__table__.c.id == import_id).values(
                 finished_at=datetime.now(UTC), status="succeeded", **_count_columns(counts)))
             _import_cache(conn, SQLITE_DEFAULT_CACHE_KIB)  # the pooled connection gives the memory back
+            if dry_run:
+                raise _Preview
+            result = ImportResult(source_name=name, seconds=time.perf_counter() - clock, **outcome)
+            audit.record(conn, audit_user or user, "import", role=role, patient_id=patient_id, file=name, kind=kind,
+                         **audit.import_details(result))
+    except _Preview:
+        return ImportResult(source_name=name, seconds=time.perf_counter() - clock, dry_run=True, **outcome)
     except Exception as problem:
         driver_error = _driver_error(engine, problem)
         reason = _safe_reason(problem, driver_error)
@@ -144,8 +198,6 @@ def import_records(engine: Engine, records: Records, source_name: str, user: str
             # The driver's message can quote a whole row (PostgreSQL: "Failing row contains …").
             raise StoreImportError(f"the database refused the import: {reason}") from None
         raise
-    result = ImportResult(import_id=import_id, source_name=name, counts=counts,
-                          seconds=time.perf_counter() - clock)
     log.info("import %d stored in %.1f s: %s", import_id, result.seconds, result.summary())
     return result
 
@@ -195,10 +247,15 @@ def _log_failed_import(engine: Engine, started_at: datetime, name: str, kind: st
 
 
 # ------------------------------------------------------------------------------------------- merging
-def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFrame, import_id: int) -> FileCounts:
-    """Upsert one file by its natural key and count what happened."""
+def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFrame, import_id: int
+                ) -> tuple[FileCounts, set[str], set[str]]:
+    """Upsert one file by its natural key; its counts and the patient ids of its inserted and updated rows.
+
+    A row is updated only where the file records a value that differs from the stored one; a blank cell or an
+    absent column keeps the stored value (COALESCE), so an import never replaces a value with nothing.
+    """
     if frame.empty:
-        return FileCounts()
+        return FileCounts(), set(), set()
     key = list(spec.key)
     values = [c.name for c in spec.columns if c.name not in spec.key] + [EXTRA]
     columns = key + values
@@ -206,7 +263,7 @@ def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFr
     if conn.execute(select(table.c.id).limit(1)).first() is None:
         # First load of this table: nothing to compare with, so skip the staging table (half the time).
         _bulk_insert(conn, table.name, columns, rows, import_id)
-        return FileCounts(inserted=len(rows))
+        return FileCounts(inserted=len(rows)), set(frame["patient_id"].unique()), set()
     staging = _staging_table(conn, table, columns)
     staging.create(conn)
     _bulk_insert(conn, staging.name, columns, rows)
@@ -215,21 +272,28 @@ def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFr
         conn.exec_driver_sql(f"ANALYZE {staging.name}")  # temp tables get no autovacuum statistics
 
     same_key = and_(*(table.c[k] == staging.c[k] for k in key))
-    differs = or_(*(_comparable(table.c[v]).is_distinct_from(_comparable(staging.c[v])) for v in values))
+    differs = or_(*(and_(staging.c[v].is_not(None),
+                         _comparable(table.c[v]).is_distinct_from(_comparable(staging.c[v]))) for v in values))
     is_new = ~exists().where(same_key)
     found = table.c.id.is_not(None)
-    inserted, updated = conn.execute(  # one pass over the file's rows for both counts
-        select(func.count().filter(~found), func.count().filter(and_(found, differs)))
-        .select_from(staging.outerjoin(table, same_key))).one()
+    new_rows, changed_rows = func.count().filter(~found), func.count().filter(and_(found, differs))
+    per_patient = conn.execute(  # one pass over the file's rows: what happens to each patient's rows
+        select(staging.c.patient_id, new_rows, changed_rows).select_from(staging.outerjoin(table, same_key))
+        .group_by(staging.c.patient_id).having(or_(new_rows > 0, changed_rows > 0))).all()
+    inserted = sum(row[1] for row in per_patient)
+    updated = sum(row[2] for row in per_patient)
+    inserted_ids = {row[0] for row in per_patient if row[1]}
+    updated_ids = {row[0] for row in per_patient if row[2]}
     if updated:
         conn.execute(update(table).where(same_key, differs)
-                     .values({**{v: staging.c[v] for v in values}, "import_id": import_id}))
+                     .values({**{v: func.coalesce(staging.c[v], table.c[v]) for v in values}, "import_id": import_id}))
     if inserted:
         conn.execute(insert(table).from_select(
             [*columns, "import_id"],
             select(*(staging.c[c] for c in columns), literal(import_id)).where(is_new)))
     staging.drop(conn)
-    return FileCounts(inserted=inserted, updated=updated, unchanged=len(frame) - inserted - updated)
+    return (FileCounts(inserted=inserted, updated=updated, unchanged=len(frame) - inserted - updated),
+            inserted_ids, updated_ids)
 
 
 def _comparable(column: ColumnElement[Any]) -> ColumnElement[Any]:
