@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
 import os
 import socket
 import subprocess
@@ -11,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +28,7 @@ from dashboard.store import get_engine, import_records
 
 ANCHOR = date(2026, 11, 20)  # the demo cohort's anchor day (data/demo/README.md)
 EXTENSION = "example.spine-dashboard.prompt"
+FIXTURES = Path(__file__).parent / "fixtures"  # copies of ../shared/fixtures, unchanged (fixtures/SOURCES.md)
 
 
 def free_port() -> int:
@@ -186,3 +191,137 @@ def test_the_documented_command_serves_the_same_cards(store_url: str, expected: 
     log = process.stderr.read().decode()
     names = demo_records().patients["name"].dropna().tolist()
     assert not any(name in log for name in names)  # the access log carries no identifying data
+
+
+# ------------------------------------------------------------------------------ wrong-patient refusals
+def hl7(name: str) -> dict:
+    return json.loads((FIXTURES / "hl7-r4" / name).read_text(encoding="utf-8"))
+
+
+def patient_of(scenario: str) -> str:
+    return SCENARIOS.loc[SCENARIOS["scenario"] == scenario, "patient_id"].iloc[0]
+
+
+def identified_bundle(*patient_ids: str) -> dict:
+    """What an EHR holds: names and MRNs included."""
+    return records_to_bundle(subset(demo_records(), list(patient_ids)), identified=True)
+
+
+def traces_of(patient_id: str, expected: dict) -> list[str]:
+    """Everything that would show a patient's record: id, name, MRN and the evidence of its prompts."""
+    row = demo_records().patients.set_index("patient_id").loc[patient_id]
+    evidence = [line for prompt in expected[patient_id]["prompts"] for line in prompt["evidence"]]
+    assert row["name"] and row["mrn"] and evidence
+    return [patient_id, row["name"], row["mrn"], *evidence]
+
+
+def assert_refused(response: httpx.Response, log: str, traces: list[str]) -> None:
+    """412 (CDS Hooks: the necessary FHIR data cannot be had), no cards, nothing of the other patient."""
+    assert response.status_code == 412, response.text
+    body = response.json()
+    assert "cards" not in body and isinstance(body["detail"], str) and body["detail"]
+    for trace in traces:
+        assert trace not in response.text
+        assert trace not in log
+
+
+@pytest.fixture
+def other_and_requested(expected: dict) -> tuple[str, str]:
+    """A patient with a critical card (the other one) and the patient whose chart is open."""
+    other, requested = patient_of("cauda_equina"), patient_of("plateau_behind")
+    assert any(p["urgency"] == "emergency" for p in expected[other]["prompts"])
+    return other, requested
+
+
+def test_prefetch_of_another_patient_is_refused(service, expected, other_and_requested, caplog):
+    other, requested = other_and_requested
+    with caplog.at_level(logging.DEBUG):
+        response = service.post("/cds-services/patient-view",
+                                json=hook(requested, {"records": identified_bundle(other)}))
+    assert_refused(response, caplog.text, traces_of(other, expected))
+    assert "not the patient in context" in response.json()["detail"]
+
+
+def test_a_bundle_with_two_patients_is_refused(service, expected, other_and_requested, caplog):
+    other, requested = other_and_requested
+    both = identified_bundle(other, requested)
+    for patient_id, someone_else in ((requested, other), (other, requested)):
+        with caplog.at_level(logging.DEBUG):
+            response = service.post("/cds-services/patient-view", json=hook(patient_id, {"records": both}))
+        assert_refused(response, caplog.text, traces_of(someone_else, expected))
+        assert "more than one Patient" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("reference", ["fullUrl", "relative"])
+def test_resources_about_another_patient_are_refused(service, expected, other_and_requested, caplog, reference):
+    """The requested Patient, with the other patient's Procedure, Encounters and Observations."""
+    other, requested = other_and_requested
+    mixed = identified_bundle(requested)
+    foreign = [copy.deepcopy(e) for e in identified_bundle(other)["entry"]
+               if e["resource"]["resourceType"] != "Patient"]
+    if reference == "relative":
+        for entry in foreign:
+            entry["resource"]["subject"] = {"reference": f"Patient/{other}"}
+    mixed["entry"] += foreign
+    with caplog.at_level(logging.DEBUG):
+        response = service.post("/cds-services/patient-view", json=hook(requested, {"records": mixed}))
+    assert_refused(response, caplog.text, traces_of(other, expected))
+    assert "another subject" in response.json()["detail"]
+
+
+def test_resources_of_another_patient_without_any_patient_are_refused(service, expected, other_and_requested, caplog):
+    other, requested = other_and_requested
+    bundle = identified_bundle(other)
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"]
+    for entry in bundle["entry"]:
+        entry["resource"]["subject"] = {"reference": f"Patient/{other}"}
+    with caplog.at_level(logging.DEBUG):
+        response = service.post("/cds-services/patient-view", json=hook(requested, {"records": bundle}))
+    assert_refused(response, caplog.text, traces_of(other, expected))
+
+
+def test_resources_without_a_subject_are_refused(service, other_and_requested):
+    _, requested = other_and_requested
+    bundle = identified_bundle(requested)
+    next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Procedure")["resource"].pop("subject")
+    response = service.post("/cds-services/patient-view", json=hook(requested, {"records": bundle}))
+    assert response.status_code == 412 and "has no subject" in response.json()["detail"]
+
+
+ROEL = ["Roel", "Roelof", "Bor", "f201"]  # Patient/f201 of the HL7 examples: his names and id
+
+
+@pytest.mark.parametrize("prefetch", [
+    pytest.param({"patient": "patient-example-f201-roel.json"}, id="other Patient"),
+    pytest.param({"patient": "patient-example.json", "temperature": "observation-example-f202-temperature.json"},
+                 id="other patient's Observation"),
+    pytest.param({"encounter": "encounter-example-f201-20130404.json",
+                  "procedure": "procedure-example-f201-tpf.json"}, id="no Patient, other patient's data"),
+])
+def test_official_hl7_examples_of_another_patient_are_refused(service, caplog, prefetch):
+    """Real resources as HL7 publishes them (subject display holds the name): refused for Patient/example."""
+    with caplog.at_level(logging.DEBUG):
+        response = service.post("/cds-services/patient-view",
+                                 json=hook("example", {key: hl7(name) for key, name in prefetch.items()}))
+    assert_refused(response, caplog.text, ROEL)
+
+
+def test_a_synthea_patient_is_refused_for_another_synthea_patient(service, caplog):
+    lines = (FIXTURES / "synthea-bulk-10" / "Patient.000.ndjson").read_text(encoding="utf-8").splitlines()
+    first, second = json.loads(lines[0]), json.loads(lines[1])
+    traces = [first["id"], *(n["family"] for n in first["name"]), *(g for n in first["name"] for g in n["given"])]
+    with caplog.at_level(logging.DEBUG):
+        response = service.post("/cds-services/patient-view", json=hook(second["id"], {"patient": first}))
+    assert_refused(response, caplog.text, traces)
+
+
+def test_the_requested_patient_with_relative_references_gets_its_cards(service, expected):
+    """References as a FHIR server writes them (`Patient/<id>`) tie the data to the patient in context."""
+    patient_id = patient_of("cauda_equina")
+    bundle = identified_bundle(patient_id)
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] != "Patient":
+            entry["resource"]["subject"] = {"reference": f"Patient/{patient_id}"}
+    response = service.post("/cds-services/patient-view", json=hook(patient_id, {"records": bundle}))
+    assert response.status_code == 200
+    assert_cards_match(response.json()["cards"], expected[patient_id])

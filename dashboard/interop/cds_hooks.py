@@ -8,6 +8,10 @@ key holding a Bundle or resources is read), that data is converted with the FHIR
 like any import; otherwise the patient is read from the store. Either way the cards come from the same
 `assess` the dashboard and the command line use: one card per prompt, in the assessment's order.
 
+Cards are only ever for `context.patientId`. Prefetched data that is not provably about that patient
+alone (another Patient, two Patients, a resource whose subject is not the patient in context) is refused
+with HTTP 412 and a neutral message (`check_same_patient`): never another patient's cards.
+
 The service binds to 127.0.0.1 by default and does not check the EHR's JWT: run it behind the EHR's
 authenticated gateway. Nothing here logs names, MRNs, notes or card contents.
 """
@@ -151,6 +155,70 @@ class HookRequest(BaseModel):
     fhirServer: str | None = None  # noqa: N815
 
 
+class Unusable(Exception):  # noqa: N818 — a refusal, not a programming error
+    """The FHIR data cannot be used for the patient in context: answered with 412 Precondition Failed.
+
+    The message is neutral by construction (fixed texts and prefetch keys only): it never carries an id,
+    name, MRN or any other content of the data it refuses.
+    """
+
+
+#: Resource types the checklist reads: each must be tied to the patient in context by its subject.
+TIED_TYPES = ("Encounter", "Observation", "Procedure")
+_HISTORY = re.compile(r"/_history/[^/]+$")
+_KNOWN_TYPES = {*TIED_TYPES, "Condition", "OperationOutcome"}
+
+
+def _entries(value: Any) -> list[tuple[str | None, dict[str, Any]]]:
+    """(fullUrl, resource) of a prefetch value: a Bundle's entries or a single resource."""
+    if not isinstance(value, dict):
+        return []
+    if value.get("resourceType") != "Bundle":
+        return [(None, value)]
+    out = []
+    for entry in value.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict):
+            full_url = entry.get("fullUrl")
+            out.append((full_url if isinstance(full_url, str) else None, resource))
+    return out
+
+
+def check_same_patient(prefetch: dict[str, Any] | None, patient_id: str, fhir_server: str | None = None) -> None:
+    """Refuse (`Unusable`) data that is not provably about `patient_id` alone.
+
+    Refused: a Patient other than `patient_id` (or without an id), more than one Patient, and any resource
+    whose `subject` or `patient` does not point at `patient_id` — as `Patient/<id>` (optionally
+    `/_history/<v>`), as `<fhirServer>/Patient/<id>`, or as the `fullUrl` (e.g. `urn:uuid:…`) of the
+    requested Patient's entry. An Encounter, Observation or Procedure without a subject cannot be tied to
+    anyone and is refused too. The messages name what is wrong, never whose data it is.
+    """
+    resources = [(key, url, resource) for key, value in (prefetch or {}).items() for url, resource in _entries(value)]
+    patients = [(url, resource) for _, url, resource in resources if resource.get("resourceType") == "Patient"]
+    ids = {resource.get("id") for _, resource in patients}
+    if len(ids) > 1:
+        raise Unusable("the prefetched data holds more than one Patient; a request is about one patient")
+    if patients and ids != {patient_id}:
+        raise Unusable("the prefetched Patient is not the patient in context (context.patientId)")
+    own = {f"Patient/{patient_id}"} | {url for url, _ in patients if url}
+    if fhir_server:
+        own.add(f"{fhir_server.rstrip('/')}/Patient/{patient_id}")
+    for key, _, resource in resources:
+        kind = resource.get("resourceType")
+        if kind == "Patient":
+            continue
+        named = kind if kind in _KNOWN_TYPES else "resource"  # only names the service knows are echoed
+        where = f"prefetch '{key}': a {named}" if key in PREFETCH else f"prefetch: a {named}"
+        pointers = [resource[e] for e in ("subject", "patient") if e in resource]
+        if not pointers and kind in TIED_TYPES:
+            raise Unusable(f"{where} has no subject: it cannot be tied to the patient in context")
+        for pointer in pointers:
+            target = pointer.get("reference") if isinstance(pointer, dict) else None
+            if not isinstance(target, str) or _HISTORY.sub("", target) not in own:
+                raise Unusable(f"{where} is about another subject than the patient in context "
+                               "(context.patientId)")
+
+
 def _prefetch_bundle(prefetch: dict[str, Any] | None) -> dict[str, Any] | None:
     """All prefetched resources as one collection Bundle (duplicates by type and id kept once)."""
     if not prefetch:
@@ -205,6 +273,7 @@ class _Checklist:
 
     def cards(self, request: HookRequest) -> list[dict[str, Any]]:
         requested = request.context.patientId
+        check_same_patient(request.prefetch, requested, request.fhirServer)
         bundle = _prefetch_bundle(request.prefetch)
         if bundle is not None:
             records, report = bundle_to_records(bundle, "prefetch")
@@ -239,8 +308,7 @@ def _patient_in_bundle(bundle: dict[str, Any], records: Records, requested: str)
                 if identifier.get("system") == C.ID_PATIENT and identifier.get("value"):
                     return identifier["value"]
             return requested
-    ids = list(records.patients["patient_id"])
-    return ids[0] if len(ids) == 1 else None
+    return None  # never another patient's: `check_same_patient` has refused any other
 
 
 def create_app(database: str | None = None, *, as_of: date | None = None,
@@ -260,7 +328,12 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
         if request.hook != "patient-view":
             raise HTTPException(status_code=400, detail=f"this service answers the patient-view hook, "
                                                         f"not '{request.hook}'")
-        return {"cards": checklist.cards(request)}
+        try:
+            cards = checklist.cards(request)
+        except Unusable as refusal:
+            log.warning("patient-view: data refused (412): %s", refusal)
+            raise HTTPException(status_code=412, detail=str(refusal)) from None
+        return {"cards": cards}
 
     return app
 
