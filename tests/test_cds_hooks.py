@@ -19,10 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from interop_helpers import ROOT, SCENARIOS, demo_records, one_per_scenario, subset
 
 from dashboard.core.assessment import assess, to_json_dict
-from dashboard.interop.cds_hooks import INDICATOR, SUMMARY_LIMIT, create_app, markdown_escape
+from dashboard.interop.cds_hooks import INDICATOR, PREFETCH, SUMMARY_LIMIT, create_app, markdown_escape
 from dashboard.interop.fhir import records_to_bundle
 from dashboard.store import get_engine, import_records
 
@@ -71,6 +74,32 @@ def expected() -> dict[str, dict]:
     return {p["patient_id"]: p for p in result["patients"]}
 
 
+def as_served(bundle: dict, base: str = "https://ehr.example/fhir") -> dict:
+    """An exported Bundle as a FHIR server holds it: `Type/id` references and `base/Type/id` fullUrls."""
+    bundle = copy.deepcopy(bundle)
+    local = {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]}
+    for entry in bundle["entry"]:
+        entry["fullUrl"] = f"{base}/{local[entry['fullUrl']]}"
+        for element in ("subject", "encounter"):
+            reference = entry["resource"].get(element, {}).get("reference")
+            if reference in local:
+                entry["resource"][element] = {"reference": local[reference]}
+    return bundle
+
+
+def prefetch_of(bundle: dict) -> dict:
+    """A Bundle as an EHR answers the four prefetch templates: the Patient, and one searchset per type."""
+    bundle = as_served(bundle)
+
+    def searchset(kind: str) -> dict:
+        found = [e for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
+        return {"resourceType": "Bundle", "type": "searchset", "total": len(found), "entry": found}
+    patients = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    return {"patient": patients[0] if len(patients) == 1 else searchset("Patient"),
+            "procedures": searchset("Procedure"), "encounters": searchset("Encounter"),
+            "observations": searchset("Observation")}
+
+
 def hook(patient_id: str, prefetch: dict | None = None) -> dict:
     body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
             "context": {"userId": "Practitioner/example", "patientId": patient_id}}
@@ -104,7 +133,12 @@ def test_discovery_lists_the_patient_view_service(service: httpx.Client):
     assert response.status_code == 200
     (entry,) = response.json()["services"]
     assert entry["hook"] == "patient-view" and entry["id"] == "patient-view"
-    assert entry["prefetch"] == {"records": "Patient/{{context.patientId}}/$everything"}
+    assert entry["prefetch"] == PREFETCH
+    # the subset the specification recommends: one instance read and type searches on the patient in context
+    assert entry["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+    for key in ("procedures", "encounters", "observations"):
+        kind, query = entry["prefetch"][key].split("?")
+        assert kind in ("Procedure", "Encounter", "Observation") and query == "patient={{context.patientId}}"
     assert entry["title"] and entry["description"]
 
 
@@ -133,7 +167,7 @@ def test_prefetched_bundle_gives_the_same_cards(service: httpx.Client, expected:
     patient_id = SCENARIOS.loc[SCENARIOS["scenario"] == scenario, "patient_id"].iloc[0]
     bundle = records_to_bundle(subset(demo_records(), [patient_id]))  # pseudonymous, like an EHR would send
     from_store = service.post("/cds-services/patient-view", json=hook(patient_id)).json()["cards"]
-    prefetched = service.post("/cds-services/patient-view", json=hook(patient_id, {"records": bundle}))
+    prefetched = service.post("/cds-services/patient-view", json=hook(patient_id, prefetch_of(bundle)))
     assert prefetched.status_code == 200
     assert prefetched.json()["cards"] == from_store
     assert_cards_match(prefetched.json()["cards"], expected[patient_id])
@@ -145,7 +179,7 @@ def test_invalid_prefetch_says_why_there_is_no_checklist(service: httpx.Client):
     strength = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
                     and "valueCodeableConcept" in e["resource"])
     strength["resource"]["valueCodeableConcept"]["coding"][0]["code"] = "7"
-    (card,) = service.post("/cds-services/patient-view", json=hook(patient_id, {"records": bundle})).json()["cards"]
+    (card,) = service.post("/cds-services/patient-view", json=hook(patient_id, prefetch_of(bundle))).json()["cards"]
     assert card["indicator"] == "warning" and "1 error(s)" in card["summary"]
     assert "is not an MRC grade" in card["detail"]
 
@@ -237,7 +271,7 @@ def test_prefetch_of_another_patient_is_refused(service, expected, other_and_req
     other, requested = other_and_requested
     with caplog.at_level(logging.DEBUG):
         response = service.post("/cds-services/patient-view",
-                                json=hook(requested, {"records": identified_bundle(other)}))
+                                json=hook(requested, prefetch_of(identified_bundle(other))))
     assert_refused(response, caplog.text, traces_of(other, expected))
     assert "not the patient in context" in response.json()["detail"]
 
@@ -247,7 +281,7 @@ def test_a_bundle_with_two_patients_is_refused(service, expected, other_and_requ
     both = identified_bundle(other, requested)
     for patient_id, someone_else in ((requested, other), (other, requested)):
         with caplog.at_level(logging.DEBUG):
-            response = service.post("/cds-services/patient-view", json=hook(patient_id, {"records": both}))
+            response = service.post("/cds-services/patient-view", json=hook(patient_id, prefetch_of(both)))
         assert_refused(response, caplog.text, traces_of(someone_else, expected))
         assert "more than one Patient" in response.json()["detail"]
 
@@ -264,7 +298,7 @@ def test_resources_about_another_patient_are_refused(service, expected, other_an
             entry["resource"]["subject"] = {"reference": f"Patient/{other}"}
     mixed["entry"] += foreign
     with caplog.at_level(logging.DEBUG):
-        response = service.post("/cds-services/patient-view", json=hook(requested, {"records": mixed}))
+        response = service.post("/cds-services/patient-view", json=hook(requested, prefetch_of(mixed)))
     assert_refused(response, caplog.text, traces_of(other, expected))
     assert "another subject" in response.json()["detail"]
 
@@ -284,7 +318,7 @@ def test_resources_without_a_subject_are_refused(service, other_and_requested):
     _, requested = other_and_requested
     bundle = identified_bundle(requested)
     next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Procedure")["resource"].pop("subject")
-    response = service.post("/cds-services/patient-view", json=hook(requested, {"records": bundle}))
+    response = service.post("/cds-services/patient-view", json=hook(requested, prefetch_of(bundle)))
     assert response.status_code == 412 and "has no subject" in response.json()["detail"]
 
 
@@ -322,6 +356,204 @@ def test_the_requested_patient_with_relative_references_gets_its_cards(service, 
     for entry in bundle["entry"]:
         if entry["resource"]["resourceType"] != "Patient":
             entry["resource"]["subject"] = {"reference": f"Patient/{patient_id}"}
-    response = service.post("/cds-services/patient-view", json=hook(patient_id, {"records": bundle}))
+    response = service.post("/cds-services/patient-view", json=hook(patient_id, prefetch_of(bundle)))
     assert response.status_code == 200
     assert_cards_match(response.json()["cards"], expected[patient_id])
+
+
+# ---------------------------------------------------------------- incomplete prefetch and the FHIR server
+TOKEN = "opaque-fhir-token-5f2c"  # noqa: S105 — a test token
+PAGE = 4  # entries per search page of the stand-in: every demo patient's searches are paged
+
+
+class FhirStandIn:
+    """A local FHIR server holding some demo patients: reads, paged type searches, a bearer token."""
+
+    def __init__(self, patient_ids: list[str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        self.requests: list[tuple[str, str | None]] = []  # (path?query, Authorization header)
+        self.delay = 0.0
+        self.mixed_in: list[dict] = []  # resources added to every search result (a confused server)
+        served = as_served(records_to_bundle(subset(demo_records(), patient_ids), identified=True), self.base)
+        self.resources = [e["resource"] for e in served["entry"]]
+        app = FastAPI()
+
+        def outcome(status: int, text: str) -> JSONResponse:
+            return JSONResponse({"resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "not-found" if status == 404 else "security", "diagnostics": text}]},
+                status_code=status)
+
+        @app.get("/fhir/{kind}/{resource_id}")
+        def read(kind: str, resource_id: str, request: Request):
+            self.requests.append((request.url.path, request.headers.get("authorization")))
+            time.sleep(self.delay)
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return outcome(401, "invalid token")
+            found = [r for r in self.resources if r["resourceType"] == kind and r["id"] == resource_id]
+            return JSONResponse(found[0]) if found else outcome(404, "not found")
+
+        @app.get("/fhir/{kind}")
+        def search(kind: str, patient: str, request: Request, page: int = 0):
+            self.requests.append((f"{request.url.path}?{request.url.query}", request.headers.get("authorization")))
+            time.sleep(self.delay)
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return outcome(401, "invalid token")
+            found = [r for r in self.resources if r["resourceType"] == kind
+                     and r.get("subject", {}).get("reference") == f"Patient/{patient}"]
+            found += [r for r in self.mixed_in if r["resourceType"] == kind]
+            bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+                      "link": [{"relation": "self", "url": str(request.url)}],
+                      "entry": [{"fullUrl": f"{self.base}/{kind}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                                for r in found[page * PAGE:(page + 1) * PAGE]]}
+            if (page + 1) * PAGE < len(found):
+                bundle["link"].append({"relation": "next",
+                                       "url": f"{self.base}/{kind}?patient={patient}&page={page + 1}"})
+            return JSONResponse(bundle)
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def first_page(self, kind: str, patient_id: str) -> dict:
+        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+            return client.get(f"{self.base}/{kind}", params={"patient": patient_id}).json()
+
+
+@pytest.fixture(scope="module")
+def fhir() -> Iterator[FhirStandIn]:
+    stand_in = FhirStandIn([patient_of(s) for s in ("cauda_equina", "recurrent_radicular", "plateau_behind")])
+    stand_in.thread.start()
+    deadline = time.monotonic() + 30
+    while not stand_in.server.started:
+        assert time.monotonic() < deadline and stand_in.thread.is_alive(), "the FHIR stand-in did not start"
+        time.sleep(0.05)
+    yield stand_in
+    stand_in.server.should_exit = True
+    stand_in.thread.join(timeout=10)
+
+
+def with_server(body: dict, base: str, token: str = TOKEN, **authorization) -> dict:
+    return body | {"fhirServer": base, "fhirAuthorization": {
+        "access_token": token, "token_type": "Bearer", "expires_in": 300,
+        "scope": "user/Patient.read user/Observation.read user/Procedure.read user/Encounter.read",
+        "subject": "spine-dashboard-cds"} | authorization}
+
+
+def only_patient(patient_id: str) -> dict:
+    return {"patient": prefetch_of(records_to_bundle(subset(demo_records(), [patient_id])))["patient"]}
+
+
+@pytest.mark.parametrize("prefetched", ["patient only", "nothing"])
+def test_what_is_not_prefetched_is_fetched_from_the_fhir_server(service, expected, fhir, prefetched, caplog):
+    patient_id = patient_of("cauda_equina")
+    fhir.requests.clear()
+    body = hook(patient_id, only_patient(patient_id) if prefetched == "patient only" else None)
+    with caplog.at_level(logging.DEBUG):
+        response = service.post("/cds-services/patient-view", json=with_server(body, fhir.base))
+    assert response.status_code == 200, response.text
+    assert_cards_match(response.json()["cards"], expected[patient_id])
+    assert response.json()["cards"][0]["indicator"] == "critical"
+    paths = [path for path, _ in fhir.requests]
+    for kind in ("Procedure", "Encounter", "Observation"):
+        assert f"/fhir/{kind}?patient={patient_id}" in paths  # the template, as the specification writes it
+    assert any("page=1" in path for path in paths)  # paged searches are followed to the end
+    assert (f"/fhir/Patient/{patient_id}" in paths) == (prefetched == "nothing")
+    assert {auth for _, auth in fhir.requests} == {f"Bearer {TOKEN}"}
+    assert TOKEN not in response.text and TOKEN not in caplog.text
+
+
+def test_a_paged_prefetch_is_completed_from_the_fhir_server(service, expected, fhir):
+    patient_id = patient_of("recurrent_radicular")
+    prefetch = {"patient": only_patient(patient_id)["patient"],
+                **{key: fhir.first_page(kind, patient_id) for key, kind in
+                   (("procedures", "Procedure"), ("encounters", "Encounter"), ("observations", "Observation"))}}
+    assert any(link["relation"] == "next" for link in prefetch["observations"]["link"])
+    fhir.requests.clear()
+    response = service.post("/cds-services/patient-view", json=with_server(hook(patient_id, prefetch), fhir.base))
+    assert response.status_code == 200, response.text
+    assert_cards_match(response.json()["cards"], expected[patient_id])
+    assert fhir.requests and all("page=" in path for path, _ in fhir.requests)  # only the missing pages
+    # without a FHIR server the same first pages are refused, not assessed as if complete
+    refused = service.post("/cds-services/patient-view", json=hook(patient_id, prefetch))
+    assert refused.status_code == 412 and "one page of several" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize(("prefetch", "why"), [
+    pytest.param("patient only", "prefetch 'procedures' is missing (and 2 more)", id="Patient only"),
+    pytest.param("empty", "prefetch 'patient' is missing (and 3 more)", id="empty prefetch"),
+    pytest.param("outcome", "prefetch 'observations' holds an OperationOutcome", id="OperationOutcome"),
+    pytest.param("null patient", "is not there", id="null Patient"),
+])
+def test_incomplete_prefetch_without_a_fhir_server_is_412(service, prefetch, why):
+    patient_id = patient_of("cauda_equina")
+    full = prefetch_of(records_to_bundle(subset(demo_records(), [patient_id])))
+    body = {"patient only": only_patient(patient_id), "empty": {},
+            "outcome": full | {"observations": {"resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "timeout"}]}},
+            "null patient": full | {"patient": None}}[prefetch]
+    response = service.post("/cds-services/patient-view", json=hook(patient_id, body))
+    assert response.status_code == 412
+    assert why in response.json()["detail"]
+
+
+def test_null_searches_are_empty_results(service, expected):
+    """`null` for a search template: the client has no such data. The checklist says what that means."""
+    patient_id = patient_of("cauda_equina")
+    prefetch = prefetch_of(records_to_bundle(subset(demo_records(), [patient_id]))) | {"observations": None}
+    response = service.post("/cds-services/patient-view", json=hook(patient_id, prefetch))
+    assert response.status_code == 200
+
+
+def test_fhir_server_problems_are_412_and_never_echo_the_token(service, fhir, caplog):
+    patient_id = patient_of("plateau_behind")
+    body = hook(patient_id, only_patient(patient_id))
+    with caplog.at_level(logging.DEBUG):
+        refused = service.post("/cds-services/patient-view", json=with_server(body, fhir.base, token="wrong-token-9"))
+    assert refused.status_code == 412 and "HTTP 401" in refused.json()["detail"]
+    assert "wrong-token-9" not in refused.text and "wrong-token-9" not in caplog.text
+    plain = service.post("/cds-services/patient-view", json=with_server(body, "http://ehr.example/fhir"))
+    assert plain.status_code == 412 and "https" in plain.json()["detail"]
+    nobody = service.post("/cds-services/patient-view", json=with_server(hook("NOBODY"), fhir.base))
+    assert nobody.status_code == 412 and "not there" in nobody.json()["detail"]
+
+
+def test_a_next_link_elsewhere_gets_no_token(service, fhir):
+    patient_id = patient_of("recurrent_radicular")
+    prefetch = prefetch_of(records_to_bundle(subset(demo_records(), [patient_id])))
+    elsewhere = f"http://127.0.0.1:{free_port()}/fhir/Observation?patient={patient_id}&page=1"
+    prefetch["observations"]["link"] = [{"relation": "next", "url": elsewhere}]
+    response = service.post("/cds-services/patient-view", json=with_server(hook(patient_id, prefetch), fhir.base))
+    assert response.status_code == 412 and "outside fhirServer" in response.json()["detail"]
+
+
+def test_a_slow_fhir_server_is_412_within_the_timeout(store_url, fhir):
+    patient_id = patient_of("plateau_behind")
+    client = TestClient(create_app(store_url, as_of=ANCHOR, fhir_timeout=0.5))
+    fhir.delay = 2.0
+    try:
+        started = time.monotonic()
+        response = client.post("/cds-services/patient-view",
+                               json=with_server(hook(patient_id, only_patient(patient_id)), fhir.base))
+        took = time.monotonic() - started
+    finally:
+        fhir.delay = 0.0
+    assert response.status_code == 412 and "did not answer within 0.5 s" in response.json()["detail"]
+    assert took < 1.9  # one timeout, not one per template
+
+
+def test_fetched_data_is_checked_like_prefetched_data(service, expected, fhir):
+    """A token restricted to another patient, or a server answering with another patient's data: refused."""
+    patient_id, other = patient_of("plateau_behind"), patient_of("cauda_equina")
+    body = hook(patient_id, only_patient(patient_id))
+    restricted = service.post("/cds-services/patient-view", json=with_server(body, fhir.base, patient=other))
+    assert restricted.status_code == 412 and "another patient" in restricted.json()["detail"]
+    assert other not in restricted.text
+    fhir.mixed_in = [r for r in fhir.resources if r["resourceType"] == "Observation"
+                     and r["subject"]["reference"] == f"Patient/{other}"]
+    try:  # a confused server answers this patient's search with the other patient's Observations too
+        mixed = service.post("/cds-services/patient-view", json=with_server(body, fhir.base))
+    finally:
+        fhir.mixed_in = []
+    assert mixed.status_code == 412 and "another subject" in mixed.json()["detail"]
+    for trace in traces_of(other, expected):
+        assert trace not in mixed.text

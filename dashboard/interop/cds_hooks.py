@@ -25,8 +25,9 @@ import uuid
 from datetime import date
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 from sqlalchemy import func, select
 
 from dashboard.core.assessment import assess, to_json_dict
@@ -34,6 +35,13 @@ from dashboard.core.checklist import evidence_hash, load_rules
 from dashboard.core.curves import load_reference
 from dashboard.core.records import Records
 from dashboard.interop import codes as C
+from dashboard.interop.cds_prefetch import (
+    DEFAULT_TIMEOUT,
+    PREFETCH,
+    Unusable,
+    check_same_patient,
+    complete,
+)
 from dashboard.interop.fhir import bundle_to_records, fhir_id
 
 log = logging.getLogger(__name__)
@@ -53,7 +61,6 @@ SUMMARY_LIMIT = 140  # CDS Hooks: a summary is under 140 characters
 SOURCE_LABEL = "Spine Recovery Dashboard imaging checklist"
 DEFAULT_SOURCE_URL = "https://spine-dashboard.example/docs/rule-catalogue"
 EXTENSION = "example.spine-dashboard.prompt"
-PREFETCH = {"records": "Patient/{{context.patientId}}/$everything"}
 _NAMESPACE = uuid.UUID("0b5c1f2e-8d4a-4f7e-9a61-3c2d9e8f7a10")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|])")
 
@@ -67,8 +74,9 @@ def discovery() -> dict[str, Any]:
         "description": ("Imaging prompts for a patient after lumbar spine surgery, from muscle strength "
                         "trajectories, visits and red flags: what to consider, why, and the source."),
         "prefetch": PREFETCH,
-        "usageRequirements": ("Prefetch the patient's data as a FHIR R4 Bundle coded as in the dashboard's "
-                              "docs/interoperability.md, or import the patient into the dashboard's store."),
+        "usageRequirements": ("Prefetch the four templates (FHIR R4, coded as in the dashboard's "
+                              "docs/interoperability.md), or give fhirServer with fhirAuthorization to fetch "
+                              "what is not prefetched; or import the patient into the dashboard's store."),
     }]}
 
 
@@ -146,6 +154,17 @@ class HookContext(BaseModel):
     userId: str | None = None  # noqa: N815
 
 
+class FhirAuthorization(BaseModel):
+    """The bearer token the CDS Client grants for its FHIR server (never shown in a repr, log or error)."""
+    model_config = ConfigDict(extra="allow")
+    access_token: SecretStr
+    token_type: str
+    expires_in: int
+    scope: str
+    subject: str
+    patient: str | None = None
+
+
 class HookRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     hook: str
@@ -153,78 +172,15 @@ class HookRequest(BaseModel):
     context: HookContext
     prefetch: dict[str, Any] | None = None
     fhirServer: str | None = None  # noqa: N815
-
-
-class Unusable(Exception):  # noqa: N818 — a refusal, not a programming error
-    """The FHIR data cannot be used for the patient in context: answered with 412 Precondition Failed.
-
-    The message is neutral by construction (fixed texts and prefetch keys only): it never carries an id,
-    name, MRN or any other content of the data it refuses.
-    """
-
-
-#: Resource types the checklist reads: each must be tied to the patient in context by its subject.
-TIED_TYPES = ("Encounter", "Observation", "Procedure")
-_HISTORY = re.compile(r"/_history/[^/]+$")
-_KNOWN_TYPES = {*TIED_TYPES, "Condition", "OperationOutcome"}
-
-
-def _entries(value: Any) -> list[tuple[str | None, dict[str, Any]]]:
-    """(fullUrl, resource) of a prefetch value: a Bundle's entries or a single resource."""
-    if not isinstance(value, dict):
-        return []
-    if value.get("resourceType") != "Bundle":
-        return [(None, value)]
-    out = []
-    for entry in value.get("entry") or []:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict):
-            full_url = entry.get("fullUrl")
-            out.append((full_url if isinstance(full_url, str) else None, resource))
-    return out
-
-
-def check_same_patient(prefetch: dict[str, Any] | None, patient_id: str, fhir_server: str | None = None) -> None:
-    """Refuse (`Unusable`) data that is not provably about `patient_id` alone.
-
-    Refused: a Patient other than `patient_id` (or without an id), more than one Patient, and any resource
-    whose `subject` or `patient` does not point at `patient_id` — as `Patient/<id>` (optionally
-    `/_history/<v>`), as `<fhirServer>/Patient/<id>`, or as the `fullUrl` (e.g. `urn:uuid:…`) of the
-    requested Patient's entry. An Encounter, Observation or Procedure without a subject cannot be tied to
-    anyone and is refused too. The messages name what is wrong, never whose data it is.
-    """
-    resources = [(key, url, resource) for key, value in (prefetch or {}).items() for url, resource in _entries(value)]
-    patients = [(url, resource) for _, url, resource in resources if resource.get("resourceType") == "Patient"]
-    ids = {resource.get("id") for _, resource in patients}
-    if len(ids) > 1:
-        raise Unusable("the prefetched data holds more than one Patient; a request is about one patient")
-    if patients and ids != {patient_id}:
-        raise Unusable("the prefetched Patient is not the patient in context (context.patientId)")
-    own = {f"Patient/{patient_id}"} | {url for url, _ in patients if url}
-    if fhir_server:
-        own.add(f"{fhir_server.rstrip('/')}/Patient/{patient_id}")
-    for key, _, resource in resources:
-        kind = resource.get("resourceType")
-        if kind == "Patient":
-            continue
-        named = kind if kind in _KNOWN_TYPES else "resource"  # only names the service knows are echoed
-        where = f"prefetch '{key}': a {named}" if key in PREFETCH else f"prefetch: a {named}"
-        pointers = [resource[e] for e in ("subject", "patient") if e in resource]
-        if not pointers and kind in TIED_TYPES:
-            raise Unusable(f"{where} has no subject: it cannot be tied to the patient in context")
-        for pointer in pointers:
-            target = pointer.get("reference") if isinstance(pointer, dict) else None
-            if not isinstance(target, str) or _HISTORY.sub("", target) not in own:
-                raise Unusable(f"{where} is about another subject than the patient in context "
-                               "(context.patientId)")
+    fhirAuthorization: FhirAuthorization | None = None  # noqa: N815
 
 
 def _prefetch_bundle(prefetch: dict[str, Any] | None) -> dict[str, Any] | None:
-    """All prefetched resources as one collection Bundle (duplicates by type and id kept once)."""
+    """All resources of the template keys as one collection Bundle (duplicates by type and id kept once)."""
     if not prefetch:
         return None
     entries, seen = [], set()
-    for value in prefetch.values():
+    for value in (prefetch[key] for key in PREFETCH if key in prefetch):
         if not isinstance(value, dict):
             continue
         items = (value.get("entry") or []) if value.get("resourceType") == "Bundle" else [{"resource": value}]
@@ -249,8 +205,10 @@ def _one_patient(records: Records, patient_id: str) -> Records:
 class _Checklist:
     """Assessment for one patient, from prefetched FHIR data or from the store (cached per import)."""
 
-    def __init__(self, database: str | None, as_of: date | None, source_url: str) -> None:
+    def __init__(self, database: str | None, as_of: date | None, source_url: str,
+                 fhir_timeout: float = DEFAULT_TIMEOUT, fhir_transport: httpx.BaseTransport | None = None) -> None:
         self.database, self.as_of, self.source_url = database, as_of, source_url
+        self.fhir_timeout, self.fhir_transport = fhir_timeout, fhir_transport
         self.reference = load_reference()
         self.rules = load_rules()
         self._lock = threading.Lock()
@@ -274,7 +232,18 @@ class _Checklist:
     def cards(self, request: HookRequest) -> list[dict[str, Any]]:
         requested = request.context.patientId
         check_same_patient(request.prefetch, requested, request.fhirServer)
-        bundle = _prefetch_bundle(request.prefetch)
+        authorization = request.fhirAuthorization
+        if authorization is not None and authorization.patient not in (None, requested):
+            raise Unusable("fhirAuthorization is restricted to another patient than the patient in context")
+        bundle = None
+        if request.prefetch is not None or authorization is not None:
+            token = {"access_token": authorization.access_token.get_secret_value()} if authorization else None
+            data = complete(request.prefetch, requested, request.fhirServer, token,
+                            timeout=self.fhir_timeout, transport=self.fhir_transport)
+            check_same_patient(data, requested, request.fhirServer)
+            bundle = _prefetch_bundle(data)
+            if bundle is None:
+                raise Unusable("the FHIR data of the patient in context holds no resources")
         if bundle is not None:
             records, report = bundle_to_records(bundle, "prefetch")
             if records is None:
@@ -312,10 +281,15 @@ def _patient_in_bundle(bundle: dict[str, Any], records: Records, requested: str)
 
 
 def create_app(database: str | None = None, *, as_of: date | None = None,
-               source_url: str = DEFAULT_SOURCE_URL) -> FastAPI:
-    """The FastAPI application; `as_of` pins the assessment day (default: today, per request)."""
+               source_url: str = DEFAULT_SOURCE_URL, fhir_timeout: float = DEFAULT_TIMEOUT,
+               fhir_transport: httpx.BaseTransport | None = None) -> FastAPI:
+    """The FastAPI application; `as_of` pins the assessment day (default: today, per request).
+
+    `fhir_timeout` bounds each HTTP request to the EHR's FHIR server; `fhir_transport` replaces the
+    network (tests).
+    """
     app = FastAPI(title="Spine Recovery Dashboard CDS Hooks", docs_url=None, redoc_url=None)
-    checklist = _Checklist(database, as_of, source_url)
+    checklist = _Checklist(database, as_of, source_url, fhir_timeout, fhir_transport)
 
     @app.get("/cds-services")
     def services() -> dict[str, Any]:
@@ -326,8 +300,12 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
         if service_id != SERVICE_ID:
             raise HTTPException(status_code=404, detail=f"no CDS service '{service_id}'")
         if request.hook != "patient-view":
-            raise HTTPException(status_code=400, detail=f"this service answers the patient-view hook, "
-                                                        f"not '{request.hook}'")
+            raise HTTPException(status_code=400, detail="this service answers the patient-view hook only")
+        if request.fhirAuthorization is not None:
+            if not request.fhirServer:
+                raise HTTPException(status_code=400, detail="fhirAuthorization is given without fhirServer")
+            if request.fhirAuthorization.token_type.lower() != "bearer":
+                raise HTTPException(status_code=400, detail="fhirAuthorization.token_type must be Bearer")
         try:
             cards = checklist.cards(request)
         except Unusable as refusal:
