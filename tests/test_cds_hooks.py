@@ -557,3 +557,52 @@ def test_fetched_data_is_checked_like_prefetched_data(service, expected, fhir):
     assert mixed.status_code == 412 and "another subject" in mixed.json()["detail"]
     for trace in traces_of(other, expected):
         assert trace not in mixed.text
+
+
+# ------------------------------------------------------------------------------------ error bodies
+def test_validation_errors_name_location_and_type_but_never_echo_the_request(service, caplog):
+    """FastAPI's own 422 repeats the invalid input: here the token, the Patient's name and MRN."""
+    patient_id = patient_of("cauda_equina")
+    row = demo_records().patients.set_index("patient_id").loc[patient_id]
+    secrets = [TOKEN, row["name"], row["mrn"]]
+    body = with_server(hook(patient_id, prefetch_of(identified_bundle(patient_id))), "https://ehr.example/fhir")
+    del body["context"]["patientId"]
+    body["fhirAuthorization"]["expires_in"] = "never"
+    with caplog.at_level(logging.DEBUG):
+        response = service.post("/cds-services/patient-view", json=body)
+        broken = service.post("/cds-services/patient-view", content=json.dumps(body)[:-40].encode(),
+                              headers={"Content-Type": "application/json"})
+        not_an_object = service.post("/cds-services/patient-view", json=[row["name"], TOKEN])
+    assert response.status_code == 422
+    assert {(p["location"], p["type"]) for p in response.json()["detail"]} == {
+        ("body.context.patientId", "missing"), ("body.fhirAuthorization.expires_in", "int_parsing")}
+    assert broken.status_code == 422 and broken.json()["detail"][0]["type"] == "json_invalid"
+    assert not_an_object.status_code == 422
+    for answer in (response, broken, not_an_object):
+        assert set(answer.json()) == {"detail", "message"}
+        for secret in secrets:
+            assert secret not in answer.text
+    for secret in secrets:
+        assert secret not in caplog.text
+
+
+def test_an_internal_error_does_not_pass_its_message_on(store_url, monkeypatch, caplog):
+    """An exception message may quote a record (pandas quotes values): neither the answer nor the log holds it."""
+    import dashboard.interop.cds_hooks as cds  # noqa: PLC0415
+
+    patient_id = patient_of("cauda_equina")
+    row = demo_records().patients.set_index("patient_id").loc[patient_id]
+    message = f"cannot compare {row['name']!r} ({row['mrn']})"
+
+    def failing(*args, **kwargs):
+        raise ValueError(message)
+
+    monkeypatch.setattr(cds, "assess", failing)
+    client = TestClient(create_app(store_url, as_of=ANCHOR), raise_server_exceptions=False)
+    with caplog.at_level(logging.INFO):
+        response = client.post("/cds-services/patient-view", json=hook(patient_id))
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error; the service log names where"}
+    for text in (response.text, caplog.text):
+        assert row["name"] not in text and row["mrn"] not in text
+    assert "patient-view failed: ValueError (message withheld)" in caplog.text and "in cards" in caplog.text

@@ -21,12 +21,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import traceback
 import uuid
 from datetime import date
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, SecretStr
 from sqlalchemy import func, select
 
@@ -280,6 +283,26 @@ def _patient_in_bundle(bundle: dict[str, Any], records: Records, requested: str)
     return None  # never another patient's: `check_same_patient` has refused any other
 
 
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+MAX_PROBLEMS = 20
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """Where a validation problem is, as 'body.context.patientId': element names and indexes, no values."""
+    return ".".join(str(part) if isinstance(part, int) or _PLAIN_NAME.match(str(part)) else "…" for part in loc)
+
+
+def validation_problems(exc: RequestValidationError) -> list[dict[str, str]]:
+    """The problems of an invalid request by location and type only.
+
+    FastAPI's default 422 body repeats each invalid value (`input`) and, for a missing element, the whole
+    object around it: the access token, the prefetched record. This keeps only where and what kind.
+    """
+    problems = [{"location": _location(tuple(e.get("loc", ()))), "type": str(e.get("type", "invalid"))}
+                for e in exc.errors()]
+    return problems[:MAX_PROBLEMS]
+
+
 def create_app(database: str | None = None, *, as_of: date | None = None,
                source_url: str = DEFAULT_SOURCE_URL, fhir_timeout: float = DEFAULT_TIMEOUT,
                fhir_transport: httpx.BaseTransport | None = None) -> FastAPI:
@@ -291,6 +314,15 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
     app = FastAPI(title="Spine Recovery Dashboard CDS Hooks", docs_url=None, redoc_url=None)
     checklist = _Checklist(database, as_of, source_url, fhir_timeout, fhir_transport)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = validation_problems(exc)
+        log.info("invalid CDS Hooks request: %s", ", ".join(f"{p['location']} ({p['type']})" for p in problems))
+        return JSONResponse(status_code=422, content={
+            "detail": problems,
+            "message": "the request is not a valid CDS Hooks request; problems are named by location and type "
+                       "(values are never repeated)"})
+
     @app.get("/cds-services")
     def services() -> dict[str, Any]:
         return discovery()
@@ -298,7 +330,7 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
     @app.post("/cds-services/{service_id}")
     def patient_view(service_id: str, request: HookRequest) -> dict[str, Any]:
         if service_id != SERVICE_ID:
-            raise HTTPException(status_code=404, detail=f"no CDS service '{service_id}'")
+            raise HTTPException(status_code=404, detail="no such CDS service (see GET /cds-services)")
         if request.hook != "patient-view":
             raise HTTPException(status_code=400, detail="this service answers the patient-view hook only")
         if request.fhirAuthorization is not None:
@@ -311,6 +343,10 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
         except Unusable as refusal:
             log.warning("patient-view: data refused (412): %s", refusal)
             raise HTTPException(status_code=412, detail=str(refusal)) from None
+        except Exception as problem:  # an exception's message may quote record contents: not passed on
+            frames = "".join(traceback.format_tb(problem.__traceback__))
+            log.error("patient-view failed: %s (message withheld)\n%s", type(problem).__name__, frames)
+            raise HTTPException(status_code=500, detail="internal error; the service log names where") from None
         return {"cards": cards}
 
     return app
