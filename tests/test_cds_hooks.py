@@ -198,7 +198,8 @@ def test_the_documented_command_serves_the_same_cards(store_url: str, expected: 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "dashboard", "serve-cds", "--port", str(port), "--database", store_url,
-         "--as-of", ANCHOR.isoformat()], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--as-of", ANCHOR.isoformat(), "--source-url", "https://hospital.example/rules",
+         "--cors-origin", "https://ehr.example"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
@@ -215,6 +216,9 @@ def test_the_documented_command_serves_the_same_cards(store_url: str, expected: 
             cards = client.post("/cds-services/patient-view", json=hook(patient_id)).json()["cards"]
             assert_cards_match(cards, expected[patient_id])
             assert cards and cards[0]["indicator"] == "critical"
+            assert cards[0]["source"]["url"].startswith("https://hospital.example/rules#")
+            cors = client.get("/cds-services", headers={"Origin": "https://ehr.example"})
+            assert cors.headers["access-control-allow-origin"] == "https://ehr.example"
     finally:
         process.terminate()
         try:
@@ -606,3 +610,75 @@ def test_an_internal_error_does_not_pass_its_message_on(store_url, monkeypatch, 
     for text in (response.text, caplog.text):
         assert row["name"] not in text and row["mrn"] not in text
     assert "patient-view failed: ValueError (message withheld)" in caplog.text and "in cards" in caplog.text
+
+
+# ------------------------------------------------------------------ hook rules, source, CORS, auth seam
+@pytest.mark.parametrize(("change", "status", "why"), [
+    pytest.param({"hookInstance": "call-1"}, 400, "hookInstance must be a UUID", id="hookInstance not a UUID"),
+    pytest.param({"context": {"patientId": "P00001", "userId": "Dr Smith"}}, 400, "context.userId", id="userId text"),
+    pytest.param({"context": {"patientId": "P00001", "userId": "Device/7"}}, 400, "context.userId", id="userId Device"),
+    pytest.param({"context": {"patientId": "P00001"}}, 422, None, id="userId missing"),
+    pytest.param({"fhirAuthorization": {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
+                                        "scope": "user/Patient.read", "subject": "cds"}}, 400, "without fhirServer",
+                 id="token without fhirServer"),
+])
+def test_requests_that_break_the_hook_rules_are_refused(service, change, status, why):
+    response = service.post("/cds-services/patient-view", json=hook("P00001") | change)
+    assert response.status_code == status
+    if why:
+        assert why in response.json()["detail"]
+    assert TOKEN not in response.text
+
+
+def test_the_user_in_context(service, expected):
+    patient_id = patient_of("cauda_equina")
+    body = hook(patient_id)
+    for user in ("PractitionerRole/123", "Practitioner/abc"):  # the hook definition's examples
+        body["context"]["userId"] = user
+        assert_cards_match(service.post("/cds-services/patient-view", json=body).json()["cards"], expected[patient_id])
+    for user in ("Patient/123", "RelatedPerson/9"):  # a patient or proxy: the checklist is for clinicians
+        body["context"]["userId"] = user
+        response = service.post("/cds-services/patient-view", json=body)
+        assert response.status_code == 200 and response.json() == {"cards": []}
+
+
+def test_the_source_url_is_configurable(store_url):
+    client = TestClient(create_app(store_url, as_of=ANCHOR, source_url="https://hospital.example/cds/rules"))
+    cards = client.post("/cds-services/patient-view", json=hook(patient_of("cauda_equina"))).json()["cards"]
+    assert cards and all(c["source"]["url"].startswith("https://hospital.example/cds/rules#") for c in cards)
+    with pytest.raises(ValueError, match="absolute"):
+        create_app(store_url, source_url="rule-catalogue.md")
+
+
+def test_cors_only_for_the_allowed_origins(store_url):
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type,authorization"}
+    allowed = TestClient(create_app(store_url, as_of=ANCHOR, cors_origins=["https://ehr.example"]))
+    ok = allowed.options("/cds-services/patient-view", headers={"Origin": "https://ehr.example", **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://ehr.example"
+    assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-credentials" not in ok.headers
+    other = allowed.options("/cds-services/patient-view", headers={"Origin": "https://evil.example", **preflight})
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    got = allowed.get("/cds-services", headers={"Origin": "https://ehr.example"})
+    assert got.headers["access-control-allow-origin"] == "https://ehr.example"
+    closed = TestClient(create_app(store_url, as_of=ANCHOR))  # default: no CORS at all
+    assert "access-control-allow-origin" not in closed.get("/cds-services", headers={"Origin": "https://ehr.example"}).headers
+    with pytest.raises(ValueError, match="no '\\*'"):
+        create_app(store_url, cors_origins=["*"])
+
+
+def test_an_authorize_hook_sees_every_request_first(store_url):
+    """The seam for the EHR's JWT check (not implemented here): it can refuse before anything is read."""
+    from fastapi import HTTPException  # noqa: PLC0415
+
+    seen = []
+
+    def refuse(request: Request) -> None:
+        seen.append(request.url.path)
+        raise HTTPException(status_code=401, detail="no valid JWT")
+
+    client = TestClient(create_app(store_url, as_of=ANCHOR, authorize=refuse))
+    assert client.get("/cds-services").status_code == 401
+    assert client.post("/cds-services/patient-view", json=hook(patient_of("cauda_equina"))).status_code == 401
+    assert seen == ["/cds-services", "/cds-services/patient-view"]

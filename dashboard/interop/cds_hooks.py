@@ -23,12 +23,14 @@ import re
 import threading
 import traceback
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, SecretStr
 from sqlalchemy import func, select
@@ -140,21 +142,29 @@ def prompt_cards(patient: dict[str, Any], as_of: str, source_url: str = DEFAULT_
     return cards
 
 
-def _problem_card(summary: str, lines: list[str]) -> dict[str, Any]:
+def _problem_card(summary: str, lines: list[str], source_url: str = DEFAULT_SOURCE_URL) -> dict[str, Any]:
     """Say that the checklist could not be computed, and why, rather than show nothing."""
     shown = lines[:20] + ([f"… and {len(lines) - 20} more"] if len(lines) > 20 else [])
     return {
         "uuid": str(uuid.uuid4()), "summary": summary[: SUMMARY_LIMIT - 1], "indicator": "warning",
         "detail": "The imaging checklist was **not** assessed:\n\n" + "\n".join(
             f"- {markdown_escape(line)}" for line in shown),
-        "source": {"label": SOURCE_LABEL, "url": DEFAULT_SOURCE_URL},
+        "source": {"label": SOURCE_LABEL, "url": source_url},
     }
+
+
+#: patient-view: `context.userId` is `[ResourceType]/[id]` of one of these (hook definition, 1.0).
+USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson")
+#: The checklist is for the clinicians: a patient or a proxy viewing the record gets no cards.
+CLINICIAN_TYPES = ("Practitioner", "PractitionerRole")
+_USER_ID = re.compile(r"^(?P<type>[A-Za-z]+)/[A-Za-z0-9\-.]{1,64}$")
 
 
 class HookContext(BaseModel):
     model_config = ConfigDict(extra="allow")
     patientId: str  # noqa: N815 — the CDS Hooks name
-    userId: str | None = None  # noqa: N815
+    userId: str  # noqa: N815 — REQUIRED by the patient-view hook
+    encounterId: str | None = None  # noqa: N815
 
 
 class FhirAuthorization(BaseModel):
@@ -252,7 +262,7 @@ class _Checklist:
             if records is None:
                 log.info("patient-view: prefetched data has %d error(s); no assessment", len(report.errors))
                 return [_problem_card(f"Imaging checklist not assessed: the prefetched FHIR data has "
-                                      f"{len(report.errors)} error(s)", report.error_lines())]
+                                      f"{len(report.errors)} error(s)", report.error_lines(), self.source_url)]
             patient_id = _patient_in_bundle(bundle, records, requested)
         else:
             records = self._store()
@@ -303,15 +313,58 @@ def validation_problems(exc: RequestValidationError) -> list[dict[str, str]]:
     return problems[:MAX_PROBLEMS]
 
 
+def hook_problem(request: HookRequest) -> str | None:
+    """What makes a request not a patient-view call as the specification defines it (None: nothing)."""
+    if request.hook != "patient-view":
+        return "this service answers the patient-view hook only"
+    try:
+        uuid.UUID(request.hookInstance)
+    except ValueError:
+        return "hookInstance must be a UUID"
+    match = _USER_ID.match(request.context.userId)
+    if match is None or match["type"] not in USER_TYPES:
+        return f"context.userId must be [ResourceType]/[id] with a type of {', '.join(USER_TYPES)}"
+    if request.fhirAuthorization is not None:
+        if not request.fhirServer:
+            return "fhirAuthorization is given without fhirServer"
+        if request.fhirAuthorization.token_type.lower() != "bearer":
+            return "fhirAuthorization.token_type must be Bearer"
+    return None
+
+
+def _check_url(url: str) -> str:
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("source_url must be an absolute http(s) URL")
+    return url
+
+
 def create_app(database: str | None = None, *, as_of: date | None = None,
                source_url: str = DEFAULT_SOURCE_URL, fhir_timeout: float = DEFAULT_TIMEOUT,
-               fhir_transport: httpx.BaseTransport | None = None) -> FastAPI:
+               fhir_transport: httpx.BaseTransport | None = None, cors_origins: Sequence[str] = (),
+               authorize: Callable[[Request], None] | None = None) -> FastAPI:
     """The FastAPI application; `as_of` pins the assessment day (default: today, per request).
 
+    `source_url` is where a card's source links (the rule catalogue; `#rule_id` is added).
     `fhir_timeout` bounds each HTTP request to the EHR's FHIR server; `fhir_transport` replaces the
-    network (tests).
+    network (tests). `cors_origins` is the allow-list of browser origins (exact origins, no wildcard;
+    empty: no CORS headers at all). `authorize` is called with every request before it is answered and
+    raises `HTTPException(401)` to refuse it: the place for the EHR's JWT check (none is made here yet).
     """
-    app = FastAPI(title="Spine Recovery Dashboard CDS Hooks", docs_url=None, redoc_url=None)
+    _check_url(source_url)
+    if any(origin.strip() in ("*", "null", "") for origin in cors_origins):
+        raise ValueError("cors_origins must name each allowed origin (no '*', 'null' or empty entries)")
+
+    def authorized(request: Request) -> None:
+        if authorize is not None:
+            authorize(request)
+
+    app = FastAPI(title="Spine Recovery Dashboard CDS Hooks", docs_url=None, redoc_url=None,
+                  dependencies=[Depends(authorized)])
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                           max_age=600)
     checklist = _Checklist(database, as_of, source_url, fhir_timeout, fhir_transport)
 
     @app.exception_handler(RequestValidationError)
@@ -331,13 +384,12 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
     def patient_view(service_id: str, request: HookRequest) -> dict[str, Any]:
         if service_id != SERVICE_ID:
             raise HTTPException(status_code=404, detail="no such CDS service (see GET /cds-services)")
-        if request.hook != "patient-view":
-            raise HTTPException(status_code=400, detail="this service answers the patient-view hook only")
-        if request.fhirAuthorization is not None:
-            if not request.fhirServer:
-                raise HTTPException(status_code=400, detail="fhirAuthorization is given without fhirServer")
-            if request.fhirAuthorization.token_type.lower() != "bearer":
-                raise HTTPException(status_code=400, detail="fhirAuthorization.token_type must be Bearer")
+        problem = hook_problem(request)
+        if problem is not None:
+            raise HTTPException(status_code=400, detail=problem)
+        if request.context.userId.split("/")[0] not in CLINICIAN_TYPES:
+            log.info("patient-view: the user is a patient or proxy; no cards")
+            return {"cards": []}
         try:
             cards = checklist.cards(request)
         except Unusable as refusal:
@@ -353,9 +405,13 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
 
 
 def serve(host: str = "127.0.0.1", port: int = 8090, database: str | None = None,
-          as_of: date | None = None) -> None:
+          as_of: date | None = None, *, source_url: str = DEFAULT_SOURCE_URL, cors_origins: Sequence[str] = (),
+          fhir_timeout: float = DEFAULT_TIMEOUT) -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn  # noqa: PLC0415
 
-    uvicorn.run(create_app(database, as_of=as_of), host=host, port=port, log_level="info")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO line holds FHIR URLs with patient ids
+    app = create_app(database, as_of=as_of, source_url=source_url, cors_origins=cors_origins,
+                     fhir_timeout=fhir_timeout)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
