@@ -1,19 +1,30 @@
 """CDS Hooks service: the imaging checklist of one patient as cards, for an EHR's patient-view hook.
 
     python -m dashboard serve-cds [--host 127.0.0.1 --port 8090] [--database URL] [--as-of YYYY-MM-DD]
+                                  [--source-url URL] [--cors-origin ORIGIN ...] [--fhir-timeout S]
 
-Discovery is `GET /cds-services`; the service is `POST /cds-services/patient-view`. When the EHR sends
-prefetched FHIR data (the `records` template asks for the patient's `$everything` Bundle; any prefetch
-key holding a Bundle or resources is read), that data is converted with the FHIR importer and validated
-like any import; otherwise the patient is read from the store. Either way the cards come from the same
+Discovery is `GET /cds-services`; the service is `POST /cds-services/patient-view` (CDS Hooks 2.0). The
+prefetch templates are the recommended kind: `Patient/{{context.patientId}}` and Procedure, Encounter and
+Observation searches on `patient={{context.patientId}}` (`cds_prefetch.PREFETCH`). Template keys the EHR
+did not satisfy (absent, an OperationOutcome, a paged Bundle) are fetched from `fhirServer` with the
+`fhirAuthorization` bearer token, with a timeout; when they cannot be had the answer is HTTP 412. The
+FHIR data is converted with the FHIR importer and validated like any import. A request with neither
+prefetch nor a token is answered from the dashboard's store. Either way the cards come from the same
 `assess` the dashboard and the command line use: one card per prompt, in the assessment's order.
 
-Cards are only ever for `context.patientId`. Prefetched data that is not provably about that patient
-alone (another Patient, two Patients, a resource whose subject is not the patient in context) is refused
-with HTTP 412 and a neutral message (`check_same_patient`): never another patient's cards.
+Cards are only ever for `context.patientId`. FHIR data that is not provably about that patient alone
+(another Patient, two Patients, a resource whose subject is not the patient in context, a token for
+another patient) is refused with HTTP 412 and a neutral message (`cds_prefetch.check_same_patient`):
+never another patient's cards, and nothing of theirs in the answer or the log. 412 rather than an error
+card because the specification defines 412 for "unable to retrieve the necessary FHIR data" and data of
+another patient does not satisfy the templates; a 412 cannot be shown in the wrong chart.
 
-The service binds to 127.0.0.1 by default and does not check the EHR's JWT: run it behind the EHR's
-authenticated gateway. Nothing here logs names, MRNs, notes or card contents.
+Error bodies name problems by location and type only (no token, name or record content is repeated);
+the hook's rules are enforced (`hookInstance` a UUID, `context.userId` a reference of the hook's user
+types; a patient or proxy user gets no cards). The service binds to 127.0.0.1 by default and does not yet
+check the EHR's JWT (`create_app(authorize=...)` is where that check goes): run it behind the EHR's
+authenticated gateway. CORS only for the listed origins. Nothing here logs names, MRNs, notes, tokens or
+card contents.
 """
 
 from __future__ import annotations
