@@ -344,6 +344,19 @@ def test_official_hl7_examples_of_another_patient_are_refused(service, caplog, p
     assert_refused(response, caplog.text, ROEL)
 
 
+def test_official_hl7_examples_are_accepted_for_their_own_patient_only(service, caplog):
+    """Patient/example with its Glasgow coma score Observation (subject display: his name)."""
+    glasgow = {"resourceType": "Bundle", "type": "searchset",
+               "entry": [{"resource": hl7("observation-example-glasgow.json")}]}
+    own = {"patient": hl7("patient-example.json"), "procedures": None, "encounters": None, "observations": glasgow}
+    accepted = service.post("/cds-services/patient-view", json=hook("example", own))
+    assert accepted.status_code == 200 and accepted.json() == {"cards": []}  # no spine operation: no prompt
+    with caplog.at_level(logging.DEBUG):
+        refused = service.post("/cds-services/patient-view",
+                               json=hook("f201", own | {"patient": hl7("patient-example-f201-roel.json")}))
+    assert_refused(refused, caplog.text, ["Chalmers", "Peter", "Patient/example"])
+
+
 def test_a_synthea_patient_is_refused_for_another_synthea_patient(service, caplog):
     lines = (FIXTURES / "synthea-bulk-10" / "Patient.000.ndjson").read_text(encoding="utf-8").splitlines()
     first, second = json.loads(lines[0]), json.loads(lines[1])

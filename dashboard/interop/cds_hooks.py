@@ -404,7 +404,7 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
         try:
             cards = checklist.cards(request)
         except Unusable as refusal:
-            log.warning("patient-view: data refused (412): %s", refusal)
+            log.warning("patient-view %s: data refused (412): %s", request.hookInstance, refusal)
             raise HTTPException(status_code=412, detail=str(refusal)) from None
         except Exception as problem:  # an exception's message may quote record contents: not passed on
             frames = "".join(traceback.format_tb(problem.__traceback__))
