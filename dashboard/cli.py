@@ -515,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--database", default=None, help=db_help)
     p.add_argument("--as-of", type=_date, default=None, help="assess as of this day (default: today)")
+    p.add_argument("--source-url", default=None,
+                   help="where a card's source links: the published rule catalogue (#rule_id is added)")
+    p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                   help="a browser origin allowed to call the service (repeat for more; default: no CORS)")
+    p.add_argument("--fhir-timeout", type=float, default=5.0,
+                   help="seconds per request to the EHR's FHIR server (default 5)")
     p.set_defaults(run=cmd_serve_cds)
 
     p = commands.add_parser("handout", help="de-identified case-conference handout (.pdf or .html)")

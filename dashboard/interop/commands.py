@@ -95,7 +95,8 @@ def import_redcap(args: argparse.Namespace) -> int:
 
 def serve_cds(args: argparse.Namespace) -> int:
     """Run the CDS Hooks service until interrupted."""
-    from dashboard.interop.cds_hooks import serve  # noqa: PLC0415
+    from dashboard.interop.cds_hooks import DEFAULT_SOURCE_URL, serve  # noqa: PLC0415
 
-    serve(args.host, args.port, args.database, args.as_of)
+    serve(args.host, args.port, args.database, args.as_of, source_url=args.source_url or DEFAULT_SOURCE_URL,
+          cors_origins=args.cors_origin or (), fhir_timeout=args.fhir_timeout)
     return EXIT_OK
