@@ -1,4 +1,4 @@
-"""Command line: validate, assess, demo, calibrate, rules-doc, import (see shared/spec/assessment.md).
+"""Command line: validate, assess, demo, calibrate, rules-doc, import (see docs/assessment-format.md).
 
 Exit status 0 when the input is valid (warnings on standard error), 2 when it is not, with every error
 on standard error; nothing is assessed or stored from invalid input.
@@ -407,7 +407,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dashboard", description=__doc__.splitlines()[0],
+        epilog="RECORDS is a folder of CSV files or an .xlsx workbook in the records format: docs/records-format.md "
+               "(extensions: docs/format-extensions.md).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("validate", help="check a records folder or workbook")

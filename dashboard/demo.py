@@ -1,4 +1,4 @@
-"""Synthetic demo cohort in the records format v1 (shared/spec/records.md), with known scenarios.
+"""Synthetic demo cohort in the records format v1 (docs/records-format.md), with known scenarios.
 
 Everything is fictional and drawn from one numpy Generator, so a seed always gives the same files. Dates
 are counted back from a fixed anchor day (never from today) and none lies after it. Rows are built with

@@ -1,4 +1,4 @@
-"""The command line as shared/spec/assessment.md describes it: exit codes, stderr, JSON shape."""
+"""The command line as docs/assessment-format.md describes it: exit codes, stderr, JSON shape."""
 
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ def _number(value, digits: int = 2) -> float | None:
 
 
 def to_json_dict(assessment: Assessment) -> dict:
-    """The assessment in the output format of shared/spec/assessment.md (plus documented extensions)."""
+    """The assessment in the output format of docs/assessment-format.md (plus documented extensions)."""
     muscles = assessment.muscles.copy()
     muscles["_root_order"] = muscles["muscle"].map({m: i for i, m in enumerate(
         ["hip_flexion", "knee_extension", "ankle_dorsiflexion", "great_toe_extension", "ankle_plantarflexion"])})

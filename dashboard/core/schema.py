@@ -1,4 +1,4 @@
-"""The records format v1 (shared/spec/records.md) as data: files, columns, types and value checks.
+"""The records format v1 (docs/records-format.md) as data: files, columns, types and value checks.
 
 Parsing text into types is ours (MRC grades, yes/no booleans and ISO dates have no pandas parser that
 reports the bad value); range, code-list, required and uniqueness checks are pandera schemas.

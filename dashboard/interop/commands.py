@@ -1,6 +1,6 @@
 """The command-line side of interoperability (`import-fhir`, `export-fhir`, `import-redcap`, `serve-cds`).
 
-Same contract as the other commands (shared/spec/assessment.md): exit status 2 and every error on
+Same contract as the other commands (docs/assessment-format.md): exit status 2 and every error on
 standard error for invalid input, and nothing stored from it. Only counts and messages are printed,
 never row values beyond what a validation message quotes.
 """
