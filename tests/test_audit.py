@@ -75,6 +75,37 @@ def test_the_database_refuses_to_change_or_delete_audit_rows(store_engine: Engin
         conn.execute(AuditEntry.__table__.insert().values(at=datetime.now(UTC), user_name="x", action="edit"))
 
 
+def test_replace_and_upsert_cannot_rewrite_audit_entries_or_decisions(store_engine: Engine,
+                                                                      good_records: Records) -> None:
+    """REPLACE deletes the old row without the DELETE trigger (SQLite); an UPSERT updates it: both refused."""
+    from dashboard.store import record_decision
+
+    import_records(store_engine, good_records, "good", user="dr.a")
+    record_decision(store_engine, patient_id="P1", rule_id="red-cauda-equina", evidence_hash="h", decision="ordered",
+                    clinician="Dr A")
+    before_audit = audit_log(store_engine)[["id", "user_name", "action"]].to_dict("records")
+    if store_engine.dialect.name == "sqlite":
+        rewrites = [
+            "INSERT OR REPLACE INTO audit_log (id, at, user_name, action) VALUES (1, '2026-01-01', 'mallory', 'login')",
+            "REPLACE INTO decisions (id, patient_id, rule_id, evidence_hash, decision, clinician, decided_at) "
+            "VALUES (1, 'P1', 'red-cauda-equina', 'h', 'deferred', 'mallory', '2026-01-01')",
+        ]
+    else:
+        rewrites = []
+    rewrites += [
+        "INSERT INTO audit_log (id, at, user_name, action) VALUES (1, '2026-01-01', 'mallory', 'login') "
+        "ON CONFLICT (id) DO UPDATE SET user_name = 'mallory'",
+        "INSERT INTO decisions (id, patient_id, rule_id, evidence_hash, decision, clinician, decided_at) "
+        "VALUES (1, 'P1', 'red-cauda-equina', 'h', 'deferred', 'mallory', '2026-01-01') "
+        "ON CONFLICT (id) DO UPDATE SET decision = 'deferred'",
+    ]
+    for statement in rewrites:
+        with pytest.raises(DBAPIError, match="append-only"), store_engine.begin() as conn:
+            conn.execute(text(statement))
+    assert audit_log(store_engine)[["id", "user_name", "action"]].to_dict("records") == before_audit
+    assert decision_history(store_engine, "P1")[["decision", "clinician"]].values.tolist() == [["ordered", "Dr A"]]
+
+
 def test_an_entry_can_join_the_callers_transaction(store_engine: Engine) -> None:
     with pytest.raises(RuntimeError), store_engine.begin() as conn:
         record(conn, "dr.a", "export", kind="handout", format="pdf", patients=3)
