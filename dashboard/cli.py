@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from dashboard.core.records import Records, validate
+from dashboard.private_files import owner_only
 from dashboard.runtime import keep_freed_memory
 
 EXIT_OK, EXIT_INVALID = 0, 2
@@ -550,5 +551,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    owner_only()  # the store, backups and reports it writes hold patient data
     keep_freed_memory()
     return args.run(args)

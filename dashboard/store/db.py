@@ -18,6 +18,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from dashboard.private_files import tighten
+
 ENV_VAR = "SPINE_DASHBOARD_DB_URL"
 STORE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = STORE_DIR.parents[1]
@@ -43,7 +45,8 @@ def get_engine(url: str | None = None, *, migrate: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tighten(Path(database).expanduser())
         engine = create_engine(parsed, hide_parameters=True)
         _configure_sqlite(engine)
     else:
