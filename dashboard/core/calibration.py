@@ -461,10 +461,13 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
     groups = []
     for group in raw["groups"]:
         entry = by_id[group["id"]]
-        out = {k: v for k, v in group.items() if k not in ("rmax", "tau_days", "sources", "n_patients", "note")}
+        out = {k: v for k, v in group.items()
+               if k not in ("rmax", "tau_days", "basis", "sources", "n_patients", "note")}
         fit = fitted.get(group["id"])
         if fit is None:
             out.update(rmax=group["rmax"], tau_days=group["tau_days"], sources=group["sources"])
+            if "basis" in group:
+                out["basis"] = group["basis"]
             if "note" in group:
                 out["note"] = group["note"]
         else:
@@ -496,7 +499,13 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
         "kind": "calibrated",
         "created": created,
         "based_on": reference.reference_id,
-        "band": raw.get("band", {"low_percentile": 10, "high_percentile": 90}),
+        "band": {
+            "label": ("10th–90th percentile fitted to the clinic's patients (groups marked 'published' keep "
+                      "the published expected range)"),
+            "evidence": (f"Quantile regression on {source_name}; coverage of the band on the same patients is in "
+                         "provenance.coverage_summary and per group."),
+            "low_percentile": 10, "high_percentile": 90,
+        },
         "provenance": {
             "source_records": source_name,
             "created": created,
