@@ -462,12 +462,13 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
     for group in raw["groups"]:
         entry = by_id[group["id"]]
         out = {k: v for k, v in group.items()
-               if k not in ("rmax", "tau_days", "basis", "sources", "n_patients", "note")}
+               if k not in ("rmax", "tau_days", "basis", "evidence", "sources", "n_patients", "note")}
         fit = fitted.get(group["id"])
         if fit is None:
             out.update(rmax=group["rmax"], tau_days=group["tau_days"], sources=group["sources"])
-            if "basis" in group:
-                out["basis"] = group["basis"]
+            for key in ("basis", "evidence"):
+                if key in group:
+                    out[key] = group[key]
             if "note" in group:
                 out["note"] = group["note"]
         else:
@@ -481,6 +482,8 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
                     f"exams; an estimated {_percent(cover.get('below_low'))} of true grades below the low and "
                     f"{_percent(cover.get('above_high'))} above the high edge (target 10% each)")}],
                 confidence="clinic",
+                evidence=(f"Fitted to {entry['n_patients']} of the clinic's own patients ({source_name}); see the "
+                          "coverage in this file's provenance."),
                 note=f"Calibrated from {source_name}; baseline range and modifiers as in {reference.reference_id}.",
             )
         out["provenance"] = entry["provenance"]

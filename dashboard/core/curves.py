@@ -142,6 +142,7 @@ def _check_group(path: Path, group: dict, sources: dict) -> dict:
         "sources": _check_sources(path, where, group, sources),
         "basis": _check_basis(path, where, group.get("basis")),
         "note": group.get("note"),
+        "evidence": group.get("evidence"),
     }
     if not row["rmax_p10"] <= row["rmax_median"] <= row["rmax_p90"]:
         raise ReferenceError(f"{path}: {where}: rmax must satisfy p10 <= median <= p90")
