@@ -213,6 +213,7 @@ def test_written_file_has_the_published_structure_and_provenance(calibrated):
     assert provenance["groups"]["moderate"]["n_patients"] == 400
     for group in written["groups"]:
         if group["id"] != "complete":
+            assert "basis" not in group and "clinic's own patients" in group["evidence"]  # not the published basis
             assert group["sources"][0]["key"] == "clinic-calibration"
             assert group["n_patients"] == 400
             assert group["provenance"].startswith("fitted (400 patients")
@@ -243,6 +244,8 @@ def test_cli_calibrate_writes_the_file_and_assess_uses_it(tmp_path, capsys):
     assert main(["calibrate", str(folder), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "fitted (40 patients" in err and "published (too few patients: 12 < 30)" not in err
+    assert "coverage of this file's band on the clinic's own exams" in err  # below / inside / above, counts
+    assert "the same for the published band (published-v2)" in err
     assert load_reference(out).provenance["source_records"] == "clinic"
     assert load_reference(out).kind == "calibrated"
     assert main(["assess", str(folder), "--reference", str(out), "--as-of", "2023-06-01", "--format", "json"]) == 0
