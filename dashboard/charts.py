@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard.core.curves import DEFAULT_BAND_LABEL
 from dashboard.core.grades import MUSCLE_ROOTS, MUSCLES, SIDES, format_mrc
 from dashboard.core.patient_view import PatientView
 from dashboard.theme import BAND_FILL, BASELINE, EXPECTED_LINE, MEASURED, MUSCLE_SHORT, STATUS_COLOURS, STATUS_LABELS
@@ -135,7 +136,7 @@ def strength_spec(view: PatientView, large: bool = False, show_all: bool = False
                                "y": np.concatenate([curve["expected_high"], curve["expected_low"][::-1]]),
                                "fill": "toself", "fillcolor": BAND_FILL,
                                "line": {"width": 0}, "hoverinfo": "skip", "mode": "lines",
-                               "name": "Expected band (10th–90th percentile)", "legendgroup": "band",
+                               "name": band_legend(view.band_label), "legendgroup": "band",
                                "showlegend": legend("band")})
                 traces.append({**on_axes, "x": weeks, "y": curve["expected_mrc"],
                                "mode": "lines", "line": {"color": EXPECTED_LINE, "dash": "dash", "width": 2},
@@ -273,12 +274,18 @@ def _numbers(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype=float, na_value=np.nan)
 
 
-def reference_figure(curve: pd.DataFrame, baseline: float, title: str) -> go.Figure:
+def band_legend(label: str | None) -> str:
+    """The band's legend entry: what the reference file says the band is, never a percentile it is not."""
+    label = (label or DEFAULT_BAND_LABEL).strip()
+    return label[:1].upper() + label[1:]
+
+
+def reference_figure(curve: pd.DataFrame, baseline: float, title: str, band_label: str | None = None) -> go.Figure:
     """One expected curve with its band, for the reference-curve page."""
     figure = go.Figure()
     x, y = _band_polygon(curve)
     figure.add_trace(go.Scatter(x=x, y=y, fill="toself", fillcolor=BAND_FILL, line=dict(width=0),
-                                name="10th–90th percentile", hoverinfo="skip"))
+                                name=band_legend(band_label), hoverinfo="skip"))
     figure.add_trace(go.Scatter(x=curve["day"] / WEEK, y=curve["expected_mrc"], mode="lines", name="Expected",
                                 line=dict(color=EXPECTED_LINE, dash="dash", width=3)))
     figure.add_trace(go.Scatter(x=[0], y=[baseline], mode="markers", name="Pre-operative grade",

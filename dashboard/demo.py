@@ -6,7 +6,7 @@ array operations over all patients at once, so 100,000 patients (about 5 million
 seconds rather than minutes.
 
 Normal recoverers follow the published reference curve (data/reference/published.yaml): each patient
-gets a position inside the 10th–90th percentile band and keeps it, so their grades stay inside the band
+gets a position inside the expected range (the band) and keeps it, so their grades stay inside the band
 after rounding to the grades clinicians write. The other scenarios deviate from that curve in ways the
 trajectory statuses and the imaging checklist must recognise; `scenarios.csv` says, for one muscle of
 each patient, which status it should get as of the anchor and which prompt categories should fire.
@@ -83,7 +83,7 @@ LAST = ("Abernethy", "Birkeland", "Castellano", "Dunmore", "Eklund", "Fairweathe
 # MRC grades in thirds of a grade: 0 1 2 3 4- 4 4+ 5- 5 (integers, so comparisons are exact).
 GRADE_THIRDS = np.array([0, 3, 6, 9, 11, 12, 13, 14, 15], dtype=np.int16)
 GRADE_TOKENS = ("0", "1", "2", "3", "4-", "4", "4+", "5-", "5")
-BAND_SLACK = 0.165  # a rounded grade may sit this far outside the band (behind_tolerance is 0.17)
+BAND_SLACK = 0.165  # a rounded grade may sit this far outside the band (behind_tolerance is 0.34)
 PLANNED_DAYS = np.array([14, 42, 91, 182, 365, 730])  # after surgery; the pre-op exam comes first
 MISSED_VISIT = 0.15
 DAY_OFFSET = 100  # keeps (patient, day) keys positive: days run from -30 to 912
@@ -263,7 +263,7 @@ def _deficits(rng: np.random.Generator, p: dict) -> None:
 
     grade = GRADE_THIRDS[np.array([2, 3, 4, 5, 6])[_pick(rng, n, [0.05, 0.2, 0.2, 0.3, 0.25])]]
     grade = np.where(sc == SLOW, np.where(rng.random(n) < 0.4, 3, 6), grade)
-    grade = np.where(sc == PLATEAU, 9, grade)  # 4- for some, once their band is known
+    grade = np.where(sc == PLATEAU, 0, grade)  # 4- for some, once their band is known
     grade = np.where(sc == RECURRENT, np.where(rng.random(n) < 0.5, 9, 11), grade)
     grade = np.where(sc == ACUTE, np.array([9, 11, 12])[rng.integers(3, size=n)], grade)
 
@@ -338,15 +338,18 @@ def _band(p: dict, pid: np.ndarray, baseline_thirds: np.ndarray, day: np.ndarray
 
 
 def _choose_plateau_baseline(rng: np.random.Generator, p: dict, exams: dict, reference: Reference) -> None:
-    """Plateau patients start at 3, or at 4- where 4- still lies clearly below the band at the last exam."""
+    """Plateau patients have a complete deficit (0) that never recovers, where the expected range's lower edge
+    at the last exam lies clearly above 0 (everyone in Liu 2013 regained a grade); the others (slow
+    modifiers, a half at random) start at 4- and stay at 3 after the operation: weaker than before by two
+    steps, less than a grade. For baselines 1-4+ no recovery at all is inside the expected range."""
     patients = np.flatnonzero(p["scenario"] == PLATEAU)
     if not len(patients):
         return
     last_day = exams["day"][exams["latest"]][np.searchsorted(exams["pid"][exams["latest"]], patients)]
-    low, _ = _band(p, patients, np.full(len(patients), 11), last_day, reference)
-    clear = low - reference.status["behind_tolerance"] - 11 / 3 >= 0.1
-    upgrade = patients[clear & (rng.random(len(patients)) < 0.5)]
-    p["baseline"][upgrade, p["affected"][upgrade]] = 11
+    low, _ = _band(p, patients, np.zeros(len(patients)), last_day, reference)
+    clear = low - reference.status["behind_tolerance"] >= 0.1
+    change = patients[~clear | (rng.random(len(patients)) < 0.5)]
+    p["baseline"][change, p["affected"][change]] = 11
 
 
 def _grade_in_band(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -394,8 +397,8 @@ def _strength(rng: np.random.Generator, p: dict, exams: dict, reference: Referen
     who, d, b = pid[rows], day[rows], base[rows].astype(np.int64)
     sc, steps, event = p["scenario"][who], p["steps"][who], p["event_day"][who]
     coin, coin2 = steps * 4 % 1 < 0.5, steps * 8 % 1 < 0.5  # independent-looking bits of one draw
-    # plateau_behind: no motor gain at all; stays at the pre-operative grade.
-    plateau = b
+    # plateau_behind: a complete deficit with no gain at all, or 4- that stays at 3 after the operation.
+    plateau = np.where(b == 11, 9, b)
     # recurrent_radicular: partial gain at 2 weeks, 4+ or 5 by 6 weeks–3 months, then a fall at the event.
     best = np.where((b == 9) & (steps < 0.5), 13, 15)
     fallen = np.where((b == 9) & (best == 15) & coin2, 11, b)
@@ -674,16 +677,18 @@ def _readme(scenarios: pa.Table, n: int, seed: int, anchor: date) -> str:
         "`scenarios.csv` (not a records file; the reader ignores it): for each patient its scenario, one",
         "muscle and side to check, the trajectory status that muscle should get as of the anchor, and the",
         "prompt categories that should fire (`;`-joined, empty for none). Expected statuses assume the",
-        "published reference `data/reference/published.yaml` (published-v1).",
+        "published reference `data/reference/published.yaml` (published-v2).",
         "",
         "| scenario | target share | patients here | expected status | expected categories | what happens |",
         "|---|---|---|---|---|---|",
     ]
     what = {
         "normal_recovery": ("on_track / recovered / no_deficit", "follows the published curve at the patient's "
-                            "own percentile, inside the 10th–90th band; about a quarter have no deficit"),
+                            "own position inside the expected range; about a quarter have no deficit"),
         "slow_severe": ("on_track", "baseline 1–2, weak for 3–12 months before surgery, slow recovery in the band"),
-        "plateau_behind": ("behind", "baseline 3 or 4-, no motor gain, clearly below the band from 6 months"),
+        "plateau_behind": ("behind", "complete deficit (0) with no gain at all, below the expected range from "
+                           "about 3 months (everyone regains a grade, Liu 2013); or 4- that stays at 3 after "
+                           "the operation (weaker than before by two steps, less than a grade)"),
         "recurrent_radicular": ("deteriorating", "recovers to 4+/5 by 6 weeks–3 months, falls back at 3–6 "
                                 "months (≥ 1 1/3 grades) with radicular pain the same day"),
         "new_deficit_instrumented": ("new_deficit", "instrumented, 16–80 days ago; a normal L5/S1 muscle whose "

@@ -83,8 +83,9 @@ def test_patient_page_shows_strength_panels_band_and_prompts(store_url):
     figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     strength = figures[0]
     names = {trace.get("name") for trace in strength["data"]}
-    assert {"Expected band (10th–90th percentile)", "Expected (median)", "Measured grade",
-            "Pre-operative grade"} <= names
+    assert {"Expected range (expert estimate from published series, mostly decompression)", "Expected (median)",
+            "Measured grade", "Pre-operative grade"} <= names
+    assert not any("percentile" in str(name) for name in names)  # no source reports percentiles
     assert strength["layout"]["title"]["text"] == "Strength against the expected recovery band"
     assert any("Behind expected" in a["text"] for a in strength["layout"]["annotations"])
     assert figures[1]["layout"]["title"]["text"] == "Pain and disability"
@@ -214,7 +215,9 @@ def test_uploaded_bad_file_gives_every_error_and_nothing_to_store():
 def test_reference_page_draws_the_band_and_lists_sources(store_url):
     at = app("pages/reference.py")
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert [t["name"] for t in figure["data"]] == ["10th–90th percentile", "Expected", "Pre-operative grade"]
+    assert [t["name"] for t in figure["data"]] == [
+        "Expected range (expert estimate from published series, mostly decompression)", "Expected",
+        "Pre-operative grade"]
     assert any("Asian Spine J" in m.value or "Eur Spine J" in m.value for m in at.markdown)
     at.select_slider[0].set_value("1").run()
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)

@@ -22,12 +22,14 @@ from dashboard.core.assessment import assess
 from dashboard.core.calibration import (
     CalibrationError,
     GroupFit,
+    band_coverage,
     calibrate_reference,
     fit_quantile_curve,
     fit_warnings,
     observations,
 )
-from dashboard.core.curves import load_reference
+from dashboard.core.curves import expected_band, load_reference
+from dashboard.core.patient_view import band_in_steps
 from dashboard.core.records import Records
 from tests.builders import exams, make_records, patient, surgery
 
@@ -211,6 +213,7 @@ def test_written_file_has_the_published_structure_and_provenance(calibrated):
     assert provenance["groups"]["moderate"]["n_patients"] == 400
     for group in written["groups"]:
         if group["id"] != "complete":
+            assert "basis" not in group and "clinic's own patients" in group["evidence"]  # not the published basis
             assert group["sources"][0]["key"] == "clinic-calibration"
             assert group["n_patients"] == 400
             assert group["provenance"].startswith("fitted (400 patients")
@@ -241,6 +244,8 @@ def test_cli_calibrate_writes_the_file_and_assess_uses_it(tmp_path, capsys):
     assert main(["calibrate", str(folder), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "fitted (40 patients" in err and "published (too few patients: 12 < 30)" not in err
+    assert "coverage of this file's band on the clinic's own exams" in err  # below / inside / above, counts
+    assert "the same for the published band (published-v2)" in err
     assert load_reference(out).provenance["source_records"] == "clinic"
     assert load_reference(out).kind == "calibrated"
     assert main(["assess", str(folder), "--reference", str(out), "--as-of", "2023-06-01", "--format", "json"]) == 0
@@ -303,3 +308,60 @@ def test_parameters_on_a_bound_are_flagged(calibrated):
     assert "check before use" not in report
     degenerate = GroupFit(0.1, 0.5, 0.9, 1.0, 40.0, 40.0)
     assert fit_warnings(degenerate) == ["tau.fast at its lower bound (1 day)", "tau.slow equals tau.median"]
+
+
+# ----------------------------------------------------------------------------- coverage on a hand-made cohort
+def _hand_made_cohort() -> Records:
+    """15 patients, one ankle-dorsiflexion exam each on day 7 after the operation, no modifier applying.
+
+    Published band on day 7 (shown in MRC steps): baseline 3 -> 3 to 4, baseline 2 -> 2 to 3.
+    moderate: 2 (below) | 3 3 3 4 4 4 4 (inside) | 4+ 5 (above)   -> 1 / 7 / 2 of 10
+    severe:   1 (below) | 2 2 3 (inside)           | 4 (above)      -> 1 / 3 / 1 of 5
+    One more patient has no pre-operative exam: left out, not counted.
+    """
+    grades = [("3", g) for g in ("2", "3", "3", "3", "4", "4", "4", "4", "4+", "5")] + \
+             [("2", g) for g in ("1", "2", "2", "3", "4")]
+    patients, surgeries, strength = [], [], []
+    for i, (baseline, latest) in enumerate(grades):
+        pid = f"H{i:02d}"
+        patients.append(patient(pid, birth_year="1980"))
+        surgeries.append(surgery(pid, deficit_onset_date="2026-01-05"))  # 5 days of weakness
+        strength += exams(pid, "ankle_dorsiflexion", "L", {-2: baseline, 7: latest})
+    patients.append(patient("H99", birth_year="1980"))
+    surgeries.append(surgery("H99", deficit_onset_date="2026-01-05"))
+    strength += exams("H99", "ankle_dorsiflexion", "L", {7: "1"})
+    return make_records(patients, surgeries, strength)
+
+
+def test_band_coverage_counts_exams_below_inside_and_above_per_group_and_overall():
+    reference = load_reference()
+    records = _hand_made_cohort()
+    data = observations(records, reference)
+    assert len(data.rows) == 15 and data.left_out["no pre-operative exam (no baseline)"] == 1
+    band = expected_band([3.0, 2.0], [7, 7], pd.DataFrame({"deficit_days": [5.0] * 2, "diabetes": [False] * 2,
+                                                           "age": [46.0] * 2}), reference)
+    assert band_in_steps(band["expected_mrc"], band["expected_low"], band["expected_high"])[1] == \
+        ["3 to 4", "2 to 3"]  # the hand-made shares below assume these edges
+    table = band_coverage(data.rows, reference).set_index("group")
+    assert list(table.index) == ["severe", "moderate", "all"]
+    expected = {"moderate": (10, 1, 7, 2), "severe": (5, 1, 3, 1), "all": (15, 2, 10, 3)}
+    for group, (n, below, inside, above) in expected.items():
+        row = table.loc[group]
+        assert (row["exams"], row["below"], row["inside"], row["above"]) == (n, below, inside, above), group
+        assert row["share_below"] == pytest.approx(below / n) and row["share_above"] == pytest.approx(above / n)
+        assert row["share_below"] + row["share_inside"] + row["share_above"] == pytest.approx(1.0)
+    assert table.loc["all", "patients"] == 15 and table.loc["all", "muscle_sides"] == 15
+
+
+def test_calibrate_reports_coverage_in_the_file_and_the_printout(calibrated):
+    out, report, _ = calibrated
+    summary = yaml.safe_load(out.read_text())["provenance"]["coverage_summary"]
+    for band in ("calibrated", "published"):
+        total = summary[band]["all"]
+        assert total["below"] + total["inside"] + total["above"] == total["exams"]
+        assert total["exams"] == sum(summary[band][g]["exams"] for g in summary[band] if g != "all")
+    # fitted to these patients, its band holds most of their exams
+    assert summary["calibrated"]["all"]["share_inside"] >= 0.7
+    assert "coverage of this file's band on the clinic's own exams" in report
+    assert "inside" in report and "below" in report and "above" in report
+    assert load_reference(out).band_label.startswith("10th–90th percentile fitted")

@@ -34,7 +34,7 @@ def test_validate_valid_and_invalid_exit_codes_with_errors_on_stderr(tmp_path, c
 def test_assess_json_follows_the_spec(capsys):
     assert main(["assess", str(DEMO), "--as-of", ANCHOR, "--format", "json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["as_of"] == ANCHOR and result["reference"] == "published-v1"
+    assert result["as_of"] == ANCHOR and result["reference"] == "published-v2"
     patients = result["patients"]
     assert len(patients) == 200
     first = patients[0]

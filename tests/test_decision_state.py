@@ -13,7 +13,7 @@ from dashboard.core.decision_state import open_prompts, with_decisions
 from dashboard.store import decision_history, get_engine, import_records, latest_decisions, record_decision
 
 DF = "ankle_dorsiflexion"
-PLATEAU = {-3: "3", 14: "3", 42: "3", 90: "3"}
+PLATEAU = {-3: "4-", 14: "3", 42: "3", 90: "3"}  # below the published-v2 expected range (weaker than before)
 
 
 def prompts(records, as_of=date(2026, 6, 1)):

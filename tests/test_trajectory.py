@@ -25,7 +25,9 @@ def status_of(grades: dict[int, str], as_of: date = AS_OF, **patient_fields: str
     ({-3: "5", 14: "5-", 90: "5"}, "no_deficit"),           # one ± step is measurement noise
     ({-3: "3", 42: "4", 180: "5"}, "recovered"),
     ({-3: "3", 42: "4-", 90: "4+"}, "on_track"),
-    ({-3: "3", 42: "3", 180: "3"}, "behind"),
+    ({-3: "3", 42: "3", 180: "3"}, "on_track"),                 # no recovery is inside the expected range
+    ({-3: "4-", 42: "3", 180: "3"}, "behind"),                  # weaker than before by 2 steps, not a grade
+    ({-3: "0", 42: "0", 180: "0"}, "behind"),                   # MRC 0: everyone regains something (Liu 2013)
     ({-3: "3", 42: "4+", 120: "3"}, "deteriorating"),
     ({-3: "5", 2: "3"}, "new_deficit"),
     ({-3: "4", 2: "2", 30: "3"}, "new_deficit"),            # markedly weaker than an abnormal baseline

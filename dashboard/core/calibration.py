@@ -39,6 +39,10 @@ Method, and why:
   a clinician sees, and lower on a coarse scale, where the 10th-percentile grade is shared by many exams.
   In-sample coverage uses the assessment's own `expected_band`; held-out coverage scores each fold of
   patients on curves fitted without it; the published band's coverage on the same exams is shown too.
+* Coverage as the clinician reads it (`band_coverage`): each exam's recorded grade against the band with its
+  edges rounded to the nearest MRC step (as the patient view shows it), counted below, inside and above, per
+  group and overall, for the written band and for the published one; in the file (provenance.
+  coverage_summary) and in the printout. Tested on a hand-made cohort with known shares.
 * Checked on a simulated cohort with known parameters and MRC rounding (tests/test_calibration.py):
   median Rmax within 0.07 and tau within 22% (seeds 1-7); band edges where the scale resolves them.
 """
@@ -354,6 +358,63 @@ def _coverage(rows: pd.DataFrame, reference: Reference) -> dict[str, dict[str, f
             for group in np.unique(groups) for at in [groups == group]}
 
 
+COVERAGE_COLUMNS = ["group", "patients", "muscle_sides", "exams", "below", "inside", "above", "share_below",
+                    "share_inside", "share_above"]
+
+
+def band_coverage(rows: pd.DataFrame, reference: Reference) -> pd.DataFrame:
+    """Where the clinic's own exams fall against a band, as the clinician reads it: per group and overall.
+
+    `rows` are `observations(...).rows` (post-operative exams with a baseline in a group, modifiers known).
+    Each exam is compared with the band `expected_band` draws for it (modifiers applied), its edges rounded to
+    the nearest MRC step as the patient view shows them ("4- to 4+"): below the lower edge, inside, or above
+    the upper edge. Counts and shares of exams, with the patients and muscle-sides behind them; the last row
+    ('all') pools the groups. An exact share per exam, no rounding interval: what a clinic sees.
+    """
+    if rows.empty:
+        return pd.DataFrame(columns=COVERAGE_COLUMNS)
+    band = expected_band(rows["baseline_mrc"].to_numpy(), rows["day"].to_numpy(),
+                         rows[["age", "diabetes", "deficit_days"]].reset_index(drop=True), reference)
+    grade = rows["mrc"].to_numpy(float)
+    graded = on_scale(grade)
+    low, high = band["expected_low"].to_numpy(float), band["expected_high"].to_numpy(float)
+    low, high = np.where(graded, to_scale(low), low), np.where(graded, to_scale(high), high)
+    where = np.select([grade < low - 1e-6, grade > high + 1e-6], ["below", "above"], "inside")
+    frame = rows.assign(_where=where, _side=rows["patient_id"].astype(str) + "|" + rows["muscle"].astype(str)
+                        + "|" + rows["side"].astype(str))
+    out = []
+    groups = [g for g in reference.groups["id"] if (frame["curve_group"] == g).any()]
+    for name, part in [*((g, frame[frame["curve_group"] == g]) for g in groups), ("all", frame)]:
+        counts = part["_where"].value_counts()
+        n = len(part)
+        entry = {"group": name, "patients": int(part["patient_id"].nunique()),
+                 "muscle_sides": int(part["_side"].nunique()), "exams": n}
+        for side in ("below", "inside", "above"):
+            entry[side] = int(counts.get(side, 0))
+            entry[f"share_{side}"] = entry[side] / n
+        out.append(entry)
+    return pd.DataFrame(out, columns=COVERAGE_COLUMNS)
+
+
+def _coverage_lines(title: str, table: pd.DataFrame) -> list[str]:
+    shown = pd.DataFrame({
+        "group": table["group"], "patients": table["patients"], "muscle-sides": table["muscle_sides"],
+        "exams": table["exams"],
+        **{side: [f"{n} ({100 * s:.1f}%)" for n, s in zip(table[side], table[f"share_{side}"], strict=True)]
+           for side in ("below", "inside", "above")},
+    })
+    return [title, shown.to_string(index=False)]
+
+
+def _coverage_summary(table: pd.DataFrame) -> dict:
+    return {row["group"]: {"patients": int(row["patients"]), "muscle_sides": int(row["muscle_sides"]),
+                           "exams": int(row["exams"]), "below": int(row["below"]), "inside": int(row["inside"]),
+                           "above": int(row["above"]), "share_below": round(float(row["share_below"]), 3),
+                           "share_inside": round(float(row["share_inside"]), 3),
+                           "share_above": round(float(row["share_above"]), 3)}
+            for _, row in table.iterrows()}
+
+
 # ------------------------------------------------------------------------------------------------- the file
 def calibrate_reference(records: Records, out_path: str | Path, source_name: str = "records",
                         min_patients: int = 30, base: str | Path | None = None, created: date | None = None,
@@ -397,14 +458,21 @@ def calibrate_reference(records: Records, out_path: str | Path, source_name: str
             f"post-operative exams (patients per group: {counts})"
             + (f"; muscle-sides left out: {left}" if left else ""))
 
-    coverage = _coverage(rows, _calibrated_reference(reference, fitted))
+    calibrated = _calibrated_reference(reference, fitted)
+    coverage = _coverage(rows, calibrated)
     published = _coverage(rows, reference)
+    graded = {"calibrated": band_coverage(rows, calibrated), "published": band_coverage(rows, reference)}
     for entry in summary:
         entry["coverage"] = coverage.get(entry["id"], {})
         entry["published"] = published.get(entry["id"], {})
     reference_id = _reference_id(source_name, created, fitted, summary)
     document = _document(raw, reference, fitted, summary, data.left_out, reference_id=reference_id,
                          source_name=source_name, created=created, min_patients=min_patients, folds=folds)
+    document["provenance"]["coverage_summary"] = {
+        "what": ("post-operative exams of the clinic's own patients against the band as shown (edges rounded to "
+                 "the nearest MRC step, modifiers applied): counts and shares below, inside and above, per group "
+                 "and overall ('all'); 'calibrated' is this file's band, 'published' the band it was based on"),
+        **{name: _coverage_summary(table) for name, table in graded.items()}}
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -417,7 +485,7 @@ def calibrate_reference(records: Records, out_path: str | Path, source_name: str
         temporary.unlink(missing_ok=True)
         raise CalibrationError(f"the calibrated reference would not load: {problem}") from problem
     os.replace(temporary, out_path)
-    return _report(out_path, reference_id, source_name, summary, fitted, reference, data.left_out)
+    return _report(out_path, reference_id, source_name, summary, fitted, reference, data.left_out, graded)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -461,10 +529,14 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
     groups = []
     for group in raw["groups"]:
         entry = by_id[group["id"]]
-        out = {k: v for k, v in group.items() if k not in ("rmax", "tau_days", "sources", "n_patients", "note")}
+        out = {k: v for k, v in group.items()
+               if k not in ("rmax", "tau_days", "basis", "evidence", "sources", "n_patients", "note")}
         fit = fitted.get(group["id"])
         if fit is None:
             out.update(rmax=group["rmax"], tau_days=group["tau_days"], sources=group["sources"])
+            for key in ("basis", "evidence"):
+                if key in group:
+                    out[key] = group[key]
             if "note" in group:
                 out["note"] = group["note"]
         else:
@@ -478,6 +550,8 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
                     f"exams; an estimated {_percent(cover.get('below_low'))} of true grades below the low and "
                     f"{_percent(cover.get('above_high'))} above the high edge (target 10% each)")}],
                 confidence="clinic",
+                evidence=(f"Fitted to {entry['n_patients']} of the clinic's own patients ({source_name}); see the "
+                          "coverage in this file's provenance."),
                 note=f"Calibrated from {source_name}; baseline range and modifiers as in {reference.reference_id}.",
             )
         out["provenance"] = entry["provenance"]
@@ -496,7 +570,13 @@ def _document(raw: dict, reference: Reference, fitted: dict[str, GroupFit], summ
         "kind": "calibrated",
         "created": created,
         "based_on": reference.reference_id,
-        "band": raw.get("band", {"low_percentile": 10, "high_percentile": 90}),
+        "band": {
+            "label": ("10th–90th percentile fitted to the clinic's patients (groups marked 'published' keep "
+                      "the published expected range)"),
+            "evidence": (f"Quantile regression on {source_name}; coverage of the band on the same patients is in "
+                         "provenance.coverage_summary and per group."),
+            "low_percentile": 10, "high_percentile": 90,
+        },
         "provenance": {
             "source_records": source_name,
             "created": created,
@@ -553,7 +633,7 @@ def _low_high(shares: dict[str, float] | None) -> str:
 
 
 def _report(out_path: Path, reference_id: str, source_name: str, summary: list[dict], fitted: dict[str, GroupFit],
-            reference: Reference, left_out: dict[str, int]) -> str:
+            reference: Reference, left_out: dict[str, int], graded: dict[str, pd.DataFrame] | None = None) -> str:
     params = reference.groups.set_index("id")
     table = []
     for entry in summary:
@@ -578,6 +658,11 @@ def _report(out_path: Path, reference_id: str, source_name: str, summary: list[d
              "coverage: estimated share of true grades below the band's 10th / above its 90th percentile curve "
              "(near 10% each is good; each exam counts the part of its rounding interval beyond the edge); in "
              "brackets, exams graded beyond the edge rounded to the MRC scale (lower on a coarse scale)"]
+    for name, title in (("calibrated", "coverage of this file's band on the clinic's own exams (recorded grade "
+                                        "against the band in MRC steps):"),
+                        ("published", f"the same for the published band ({reference.reference_id}):")):
+        if graded and not graded[name].empty:
+            lines += ["", *_coverage_lines(title, graded[name])]
     left = [f"  {n} {why}" for why, n in left_out.items() if n]
     if left:
         lines += ["muscle-sides left out:", *left]

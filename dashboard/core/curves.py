@@ -41,9 +41,30 @@ class Reference:
     sources: dict[str, dict]
     path: Path
     provenance: dict = field(default_factory=dict)
+    band: dict = field(default_factory=dict)  # what the band is: label, evidence (and percentiles when fitted)
 
     def group_label(self, group_id: str) -> str:
         return str(self.groups.set_index("id").at[group_id, "label"])
+
+    @property
+    def band_label(self) -> str:
+        """What the band is, in words for the legend and reports (never a percentile unless fitted as one)."""
+        return band_label(self.band, self.kind)
+
+
+DEFAULT_BAND_LABEL = "expected range (expert estimate from published series, mostly decompression)"
+
+
+def band_label(band: dict | None, kind: str = "published") -> str:
+    """The band's name: the file's `band.label`; else, for a fitted (calibrated) file that states its
+    percentiles, those percentiles; else the published expected range."""
+    band = band or {}
+    if band.get("label"):
+        return str(band["label"])
+    if kind == "calibrated" and "low_percentile" in band and "high_percentile" in band:
+        return (f"{band['low_percentile']:g}th–{band['high_percentile']:g}th percentile fitted to the clinic's "
+                "patients")
+    return DEFAULT_BAND_LABEL
 
 
 def load_reference(path: str | Path | None = None) -> Reference:
@@ -79,8 +100,11 @@ def _read_reference(path: str | Path | None = None) -> Reference:
         if not isinstance(value, (int, float)):
             raise ReferenceError(f"{path}: status: '{name}' must be a number, found {value!r}")
         status[name] = float(value)
+    band = raw.get("band") or {}
+    if not isinstance(band, dict):
+        raise ReferenceError(f"{path}: band: expected a mapping (label, evidence), found {band!r}")
     return Reference(raw["reference_id"], raw["title"], raw["kind"], groups, modifiers, status, sources, path,
-                     raw.get("provenance", {}))
+                     raw.get("provenance", {}), band)
 
 
 def _number(path: Path, where: str, value, low: float, high: float) -> float:
@@ -116,6 +140,9 @@ def _check_group(path: Path, group: dict, sources: dict) -> dict:
         "confidence": group.get("confidence", "unstated"),
         "n_patients": group.get("n_patients"),
         "sources": _check_sources(path, where, group, sources),
+        "basis": _check_basis(path, where, group.get("basis")),
+        "note": group.get("note"),
+        "evidence": group.get("evidence"),
     }
     if not row["rmax_p10"] <= row["rmax_median"] <= row["rmax_p90"]:
         raise ReferenceError(f"{path}: {where}: rmax must satisfy p10 <= median <= p90")
@@ -124,6 +151,30 @@ def _check_group(path: Path, group: dict, sources: dict) -> dict:
     if row["baseline_min"] > row["baseline_max"]:
         raise ReferenceError(f"{path}: {where}: baseline_min is above baseline_max")
     return row
+
+
+PARAMETERS = ("rmax.p10", "rmax.median", "rmax.p90", "tau_days.fast", "tau_days.median", "tau_days.slow")
+
+
+def _check_basis(path: Path, where: str, basis) -> dict[str, str]:
+    """A group's `basis`: for each parameter (or `rmax` / `tau_days` for all three), the source and population
+    it comes from, or 'judgement'. Optional (calibrated groups cite the fit instead); when given, every key
+    must name parameters."""
+    if basis is None:
+        return {}
+    if not isinstance(basis, dict):
+        raise ReferenceError(f"{path}: {where}: basis must map parameters to their source, found {basis!r}")
+    for key, text in basis.items():
+        if key not in PARAMETERS and key not in ("rmax", "tau_days"):
+            raise ReferenceError(f"{path}: {where}: basis: '{key}' is not a parameter ({', '.join(PARAMETERS)})")
+        if not isinstance(text, str) or not text.strip():
+            raise ReferenceError(f"{path}: {where}: basis: '{key}' must say its source or 'judgement'")
+    return {str(k): str(v) for k, v in basis.items()}
+
+
+def parameter_basis(basis: dict[str, str], parameter: str) -> str | None:
+    """The basis of one parameter ('rmax.p10'): its own entry, else its family's ('rmax'), else None."""
+    return basis.get(parameter) or basis.get(parameter.split(".")[0])
 
 
 def _check_modifier(path: Path, modifier: dict, sources: dict) -> dict:

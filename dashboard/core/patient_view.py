@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from dashboard.core.assessment import Assessment
-from dashboard.core.curves import FACTORS, expected_band
-from dashboard.core.grades import MUSCLE_LABELS, MUSCLES, SIDES
+from dashboard.core.curves import FACTORS, Reference, expected_band
+from dashboard.core.grades import MRC_TOKENS, MUSCLE_LABELS, MUSCLES, SIDES, format_mrc
 
 CURVE_DAYS_MIN = 730
 
@@ -29,6 +29,7 @@ class PatientView:
     prompts: pd.DataFrame
     missing: list[str]
     curve_sources: pd.DataFrame  # group, label, confidence, citation per curve used
+    band_label: str = ""  # what the band is ("expected range (expert estimate ...)"), for legends and headings
 
 
 def patient_view(assessment: Assessment, patient_id: str, exams: pd.DataFrame | None = None,
@@ -66,6 +67,7 @@ def patient_view(assessment: Assessment, patient_id: str, exams: pd.DataFrame | 
     muscles = muscles.assign(label=muscles["muscle"].map(MUSCLE_LABELS),
                              _order=muscles["muscle"].map(order) * 2 + muscles["side"].map({"L": 0, "R": 1}))
     muscles = muscles.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    muscles = with_band_text(muscles, assessment.reference)
 
     factors = {name: (None if pd.isna(info.get(name)) else info.get(name)) for name in FACTORS}
     horizon = int(max(CURVE_DAYS_MIN, (exams["day"].max() if exams["day"].notna().any() else 0) + 60))
@@ -76,7 +78,60 @@ def patient_view(assessment: Assessment, patient_id: str, exams: pd.DataFrame | 
     header = _header(info, assessment)
     return PatientView(patient_id, header, muscles, exams.sort_values(["exam_date", "muscle", "side"]),
                        curves, visits.reset_index(drop=True), prompts, _missing(info, muscles, exams, visits),
-                       _curve_sources(muscles, assessment))
+                       _curve_sources(muscles, assessment), assessment.reference.band_label)
+
+
+_SCALE = np.array(sorted(MRC_TOKENS.values()))
+_CELL_EDGES = (_SCALE[1:] + _SCALE[:-1]) / 2  # a grade between two scale points belongs to the nearer one
+
+
+def nearest_grades(values) -> np.ndarray:
+    """The nearest point of the MRC scale (0 1 2 3 4- 4 4+ 5- 5) to each value; NaN stays NaN."""
+    values = np.asarray(values, dtype=float)
+    out = _SCALE[np.clip(np.searchsorted(_CELL_EDGES, np.nan_to_num(values, nan=0.0)), 0, len(_SCALE) - 1)]
+    return np.where(np.isnan(values), np.nan, out)
+
+
+def band_in_steps(expected, low, high) -> tuple[list[str], list[str]]:
+    """Expected grade and expected range in MRC steps, as clinicians write grades: ('4', '4- to 4+').
+
+    The model's tenths of a grade are finer than examination resolves (agreement on ± steps is 48%), so both
+    are rounded to the nearest step of the scale; a range whose edges round to one step reads as that step.
+    Missing (no curve) reads '—'.
+    """
+    grade, lo, hi = (nearest_grades(v) for v in (expected, low, high))
+    shown_grade, shown_range = [], []
+    for g, a, b in zip(grade, lo, hi, strict=True):
+        if np.isnan(g):
+            shown_grade.append("—")
+            shown_range.append("—")
+            continue
+        shown_grade.append(format_mrc(g))
+        shown_range.append(format_mrc(a) if a == b else f"{format_mrc(a)} to {format_mrc(b)}")
+    return shown_grade, shown_range
+
+
+def group_band_facts(reference: Reference) -> pd.DataFrame:
+    """Per reference group: how sure the band is (confidence) and what it rests on (evidence), in words."""
+    default = reference.band.get("evidence") or reference.band_label
+    groups = reference.groups
+    evidence = groups["evidence"] if "evidence" in groups else pd.Series([None] * len(groups), index=groups.index)
+    return pd.DataFrame({
+        "curve_group": groups["id"].to_numpy(dtype=object),
+        "band_confidence": groups["confidence"].astype(str).to_numpy(dtype=object),
+        "band_evidence": [e if isinstance(e, str) and e.strip() else str(default).strip() for e in evidence],
+    })
+
+
+def with_band_text(muscles: pd.DataFrame, reference: Reference) -> pd.DataFrame:
+    """The muscle rows with the band in MRC steps (`expected_grade`, `expected_range`) and, beside each
+    status, the group's `band_confidence` and `band_evidence` (None where no curve applies)."""
+    grade, shown_range = band_in_steps(muscles["expected_mrc"], muscles["expected_low"], muscles["expected_high"])
+    facts = group_band_facts(reference).set_index("curve_group")
+    group = muscles["curve_group"].astype(object)
+    return muscles.assign(expected_grade=grade, expected_range=shown_range,
+                          band_confidence=group.map(facts["band_confidence"]).astype(object).where(group.notna(), None),
+                          band_evidence=group.map(facts["band_evidence"]).astype(object).where(group.notna(), None))
 
 
 def _value(info: pd.Series, name: str):

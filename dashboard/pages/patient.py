@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure, timeline_figure
@@ -61,14 +60,14 @@ with left:
     table = view.muscles.assign(
         status=view.muscles["status"].map(STATUS_LABELS),
         baseline=view.muscles["baseline_mrc"].map(format_mrc), latest=view.muscles["latest_mrc"].map(format_mrc),
-        expected=[("—" if pd.isna(e) else f"{e:.1f} ({lo:.1f}–{hi:.1f})") for e, lo, hi in
-                  zip(view.muscles["expected_mrc"], view.muscles["expected_low"], view.muscles["expected_high"],
-                      strict=True)],
+        expected=[e if r in ("—", e) else f"{e} ({r})" for e, r in
+                  zip(view.muscles["expected_grade"], view.muscles["expected_range"], strict=True)],
         latest_date=view.muscles["latest_date"].dt.strftime("%Y-%m-%d"),
     )[["root", "label", "side", "baseline", "latest", "latest_date", "expected", "status"]]
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "root": "Root", "label": "Muscle", "side": "Side", "baseline": "Pre-op", "latest": "Latest",
-        "latest_date": "Latest exam", "expected": "Expected (band)", "status": "Status"})
+        "latest_date": "Latest exam", "expected": "Expected (expected range)", "status": "Status"})
+    st.caption(f"Expected range: {view.band_label}; in MRC steps.")
     with st.expander("Where the expected curves come from"):
         st.caption(f"Reference: {assessment.reference.title} ({assessment.reference.kind}, "
                    f"{assessment.reference.reference_id})")

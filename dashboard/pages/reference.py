@@ -26,24 +26,30 @@ factors = {"age": float(age), "diabetes": None if diabetes == "unknown" else dia
 baseline = MRC_TOKENS[baseline_token]
 curve = curve_table(baseline, factors, reference, np.arange(0, 731, 3))
 group = reference.groups.set_index("id").loc[curve["curve_group"].iloc[0]]
-st.plotly_chart(reference_figure(curve, baseline, f"{group['label']} — {reference.title}"), width="stretch")
+st.plotly_chart(reference_figure(curve, baseline, f"{group['label']} — {reference.title}", reference.band_label),
+                width="stretch")
+st.caption(f"Shaded: {reference.band_label}. Confidence {group['confidence']}. "
+           f"{group['evidence'] or reference.band.get('evidence', '')}")
 
 at = curve_table(baseline, factors, reference, np.array([14, 42, 91, 182, 365, 730]))
 st.dataframe(at.assign(weeks=(at["day"] / 7).round(0)).round(2)[["weeks", "expected_low", "expected_mrc",
                                                                   "expected_high"]],
-             hide_index=True, column_config={"weeks": "Weeks", "expected_low": "10th percentile",
-                                             "expected_mrc": "Expected", "expected_high": "90th percentile"})
+             hide_index=True, column_config={"weeks": "Weeks", "expected_low": "Lower edge",
+                                             "expected_mrc": "Expected", "expected_high": "Upper edge"})
 
 st.subheader("Parameters and their sources")
 st.caption(f"{reference.reference_id} · {reference.kind} · {reference.path.name}")
 for row in reference.groups.itertuples():
-    with st.expander(f"{row.label} — Rmax {row.rmax_median:g} (p10 {row.rmax_p10:g}, p90 {row.rmax_p90:g}), "
+    with st.expander(f"{row.label} — Rmax {row.rmax_median:g} (lower edge {row.rmax_p10:g}, upper edge "
+                     f"{row.rmax_p90:g}), "
                      f"tau {row.tau_median:g} days · confidence {row.confidence}",
                      expanded=row.Index == 0 or row.id == group.name):
         for source in row.sources:
             cited = reference.sources[source["key"]]
             url = cited.get("url", "")
             st.markdown(f"- {source['figure']} — *{cited['citation']}* [{url}]({url})")
+        for parameter, basis in (row.basis or {}).items():
+            st.markdown(f"- `{parameter}`: {basis}")
 st.markdown("**Patient modifiers**")
 flags = modifier_flags(pd.DataFrame([factors]), reference).iloc[0]
 for row in reference.modifiers.itertuples():

@@ -123,7 +123,7 @@ def report_html(assessment: Assessment, view: PatientView, prompts: pd.DataFrame
         f"{identity}{h.missing_block(view.missing)}"
         f"<h3>Imaging checklist</h3>{checklist}"
         f"<h3>Strength</h3>{h.figure(images[0], 'Strength against the expected recovery band')}"
-        f"{h.muscle_table(view.muscles, 'latest_date', 'Latest exam', _date)}"
+        f"{h.muscle_table(view.muscles, 'latest_date', 'Latest exam', _date, band_label=view.band_label)}"
         f"{h.figure(images[1], 'Pain and disability')}{h.figure(images[2], 'Timeline')}"
         f"<h3>Visits</h3>{_visits_table(view)}{_sources(view)}"
         f'<p class="note">Reference curves: {h.esc(assessment.reference.title)} '

@@ -160,13 +160,15 @@ def _case_section(case: ConferenceCase, images: dict[str, str]) -> str:
         strength = '<p class="muted">No strength examination recorded.</p>'
     else:
         strength = "<p><b>No motor deficit:</b> every examined muscle graded 5 at every examination.</p>"
+    muscles = h.muscle_table(case.view.muscles, "latest_day", "Latest exam", _week_or_dash, compact=True,
+                             band_label=case.view.band_label)
     return (f'<section class="case" id="case-{case.number}">'
             f'<div class="case-head"><h2>{h.esc(case.label)}</h2>{h.badge(head["top_urgency"])}</div>'
             f'<p class="facts">{facts}</p><p class="small muted">{factors}</p>'
             f"{h.missing_block(case.missing)}"
             f"<h3>Imaging checklist</h3>{checklist}"
             f"{strength}"
-            f"{h.muscle_table(case.view.muscles, 'latest_day', 'Latest exam', _week_or_dash, compact=True)}"
+            f"{muscles}"
             f"{h.figure(images['proms'], f'{case.label}: pain and disability')}"
             "</section>")
 

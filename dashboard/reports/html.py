@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from dashboard.core.grades import format_mrc
+from dashboard.core.patient_view import band_in_steps
 from dashboard.theme import (
     CATEGORY_LABELS,
     MODALITY_LABELS,
@@ -115,8 +116,9 @@ def figure(image_ref: str, alt: str) -> str:
 
 
 def muscle_table(muscles: pd.DataFrame, latest_column: str, latest_heading: str, latest_format: Callable,
-                 compact: bool = False) -> str:
-    """Root, muscle, side, pre-operative and latest grade, expected band and status, one row per side.
+                 compact: bool = False, band_label: str | None = None) -> str:
+    """Root, muscle, side, pre-operative and latest grade, expected grade and range in MRC steps, and status,
+    one row per side; `band_label` (what the range is) goes in a note below the table.
 
     `compact` leaves out the muscle-sides with no deficit (counted in a line below the table).
     """
@@ -124,18 +126,22 @@ def muscle_table(muscles: pd.DataFrame, latest_column: str, latest_heading: str,
     shown = muscles[muscles["status"] != "no_deficit"] if compact else muscles
     hidden = len(muscles) - len(shown)
     for m in shown.itertuples(index=False):
-        expected = ("—" if pd.isna(m.expected_mrc) else
-                    f"{m.expected_mrc:.1f} ({m.expected_low:.1f}–{m.expected_high:.1f})")
+        grade, shown_range = (shown[0] for shown in band_in_steps([m.expected_mrc], [m.expected_low],
+                                                                   [m.expected_high]))
+        expected = grade if shown_range in ("—", grade) else f"{grade} ({shown_range})"
         rows.append(f"<tr><td>{esc(m.root)}</td><td>{esc(m.label)}</td><td>{esc(m.side)}</td>"
                     f"<td>{esc(format_mrc(m.baseline_mrc))}</td><td>{esc(format_mrc(m.latest_mrc))}</td>"
                     f'<td class="nowrap">{latest_format(getattr(m, latest_column))}</td><td>{esc(expected)}</td>'
                     f'<td class="nowrap">{status_cell(m.status)}</td></tr>')
     more = (f'<p class="small muted">{hidden} other muscle-side{"s" if hidden != 1 else ""}: no deficit '
             "(normal before the operation, no new weakness since).</p>") if hidden else ""
+    if band_label and rows:
+        more += (f'<p class="small muted">Expected grade and, in brackets, the expected range: '
+                 f"{esc(band_label)}; in MRC steps.</p>")
     if not rows:
         return more or '<p class="muted">No strength examination recorded.</p>'
     return ("<table><thead><tr><th>Root</th><th>Muscle</th><th>Side</th><th>Pre-op</th><th>Latest</th>"
-            f"<th>{esc(latest_heading)}</th><th>Expected (10th–90th)</th><th>Status</th></tr></thead>"
+            f"<th>{esc(latest_heading)}</th><th>Expected (expected range)</th><th>Status</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{more}")
 
 
