@@ -153,7 +153,7 @@ def test_nothing_but_the_sign_in_form_before_login(app_store: str) -> None:
     assert [t.label for t in at.text_input] == ["User name", "Password"]
     assert "**surgeon** / `surgeon-demo`" in at.info[0].value  # demo mode shows the demo users
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/patient.py")
+        at.switch_page("screens/patient.py")
 
 
 def test_wrong_passwords_are_refused_and_audited_without_the_typed_name(app_store: str) -> None:
@@ -191,13 +191,13 @@ def test_each_role_sees_only_its_pages(app_store: str, role: str) -> None:
     assert registered == allowed
     for page in forbidden:
         with pytest.raises(ValueError, match="Could not find a navigation page"):
-            at.switch_page(f"pages/{page}.py")
+            at.switch_page(f"screens/{page}.py")
 
 
 def test_audit_page_refuses_other_roles_even_when_opened_directly(app_store: str) -> None:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "dashboard" / "pages" / "audit.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "dashboard" / "screens" / "audit.py"), default_timeout=60)
     at.session_state["user_name"], at.session_state["role"] = "surgeon", "surgeon"
     at.run()
     assert [e.value for e in at.error] == ["This page is not available in your role."]
