@@ -380,7 +380,7 @@ def identified_download(make: Callable[[], bytes], kind: str, format: str, *,
         if not grant.live:
             raise PermissionError("the session that showed this download has signed out")
         audit.record(engine, grant.user, "export", role=grant.role, patient_id=patient_id, kind=kind,
-                     format=format)
+                     format=format, identified=True)
         return make()
 
     return build
