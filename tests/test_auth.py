@@ -291,7 +291,9 @@ def _sign_in_and_wait_for_the_cookie(page, context) -> None:  # noqa: ANN001 - P
 
 @pytest.mark.browser
 def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_path: Path) -> None:
-    """Streamlit's legacy pages/ mode would run pages/patient.py directly on a fresh server's first request."""
+    """A fresh server's first request for a screen shows the sign-in form (Streamlit's legacy pages/ mode once
+    ran the page file directly); then the re-login cookie, sign-out, and signing in again. Several screens at
+    once after a start: tests/test_browser.py."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
@@ -322,7 +324,8 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
             page = context.new_page()
             page.goto(f"{url}/patient?patient={patient}", timeout=90_000)  # the server's very first request
             page.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
-            time.sleep(1.5)  # whatever else would render, would have by now
+            # Positive marker that the run is over (no fixed wait): whatever else it would show is shown by now.
+            page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=90_000)
             assert page.get_by_text("Imaging checklist").count() == 0
             assert page.locator(".js-plotly-plot").count() == 0
             _sign_in_and_wait_for_the_cookie(page, context)
