@@ -20,9 +20,10 @@ st.set_page_config(page_title="Spine Recovery Dashboard", page_icon=":material/m
 
 
 def screen(name: str, title: str, icon: str, **options) -> tuple[st.Page, tuple[str, ...]]:
-    """A screen of dashboard/screens/ with the roles that may open it: SCREEN_ROLES, the one table of roles,
-    which each screen also checks itself as its first statement (`require_screen(__file__)`)."""
-    return st.Page(f"screens/{name}.py", title=title, icon=icon, **options), SCREEN_ROLES[name]
+    """A screen of dashboard/screens/ at /name, with the roles that may open it: SCREEN_ROLES, the one table of
+    roles, which each screen also checks itself as its first statement (`require_screen(__file__)`). The sign-in
+    form answers at the same addresses until sign-in (dashboard.ui.auth._only_page)."""
+    return st.Page(f"screens/{name}.py", title=title, icon=icon, url_path=name, **options), SCREEN_ROLES[name]
 
 
 CONFERENCE = screen("conference", "Case conference", ":material/co_present:")

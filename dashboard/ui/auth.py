@@ -155,12 +155,16 @@ def require_screen(script: str) -> str:
 
 
 def _only_page(render: Callable[[], None], title: str, url_path: str) -> NoReturn:
-    """Run `render` as the app's one and only page, then stop.
+    """Run `render` as the app's one page, whatever screen the address names, then stop.
 
-    Registering it through st.navigation (rather than drawing it and stopping) means no other page exists
-    for the session until sign-in: a link to /patient cannot open it.
+    Registering it through st.navigation (rather than drawing it and stopping) means no screen exists for the
+    session until sign-in: a link to /patient cannot open it. Each screen's address is registered too, running
+    `render`, not the screen: a link to /patient?patient=… shows the form without Streamlit's "Page not found"
+    dialog (which blocks the form), and once signed in, the rerun opens the screen the link asked for.
     """
-    st.navigation([st.Page(render, title=title, icon=":material/lock:", url_path=url_path)], position="hidden").run()
+    pages = [st.Page(render, title=title, icon=":material/lock:", url_path=url_path, default=True)]
+    pages += [st.Page(render, title=title, icon=":material/lock:", url_path=screen) for screen in SCREEN_ROLES]
+    st.navigation(pages, position="hidden").run()
     st.stop()
 
 
