@@ -82,12 +82,16 @@ def _server(env: dict[str, str], log: Path):
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """The app started as a user would, on its own empty store (seeded with the demo cohort)."""
-    folder = tmp_path_factory.mktemp("store")
-    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": f"sqlite:///{folder / 'browser.db'}",
-           "SPINE_DASHBOARD_MODE": "demo"}
-    with _server(env, folder / "server.log") as url:
+def store_url(tmp_path_factory) -> str:
+    """The browser tests' own store, empty: the app seeds it with the demo cohort."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'browser.db'}"
+
+
+@pytest.fixture(scope="module")
+def app_url(store_url, tmp_path_factory):
+    """The app started as a user would, in demo mode, on its own store."""
+    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": store_url, "SPINE_DASHBOARD_MODE": "demo"}
+    with _server(env, tmp_path_factory.mktemp("log") / "server.log") as url:
         yield url
 
 
@@ -192,6 +196,33 @@ def test_conference_page_presents_deidentified_cases(browser, app_url):
     page.locator(".st-key-conference_next button").click()
     page.get_by_text("Case 2 of").wait_for(timeout=60_000)
     check_deidentified()
+    page.close()
+
+
+
+def test_the_identified_follow_up_report_downloads_for_the_signed_in_user_and_is_audited(browser, app_url,
+                                                                                          store_url):
+    from dashboard.store import get_engine
+    from dashboard.store.audit import audit_log
+
+    patient = _demo_patient("plateau_behind")
+    mrn = pd.read_csv(ROOT / "data" / "demo" / "patients.csv", dtype=str).set_index("patient_id").loc[patient, "mrn"]
+    page = _open(browser, app_url, f"patient?patient={patient}")
+    button = page.get_by_role("button", name="Follow-up report HTML")
+    button.wait_for(timeout=90_000)
+    with page.expect_download(timeout=120_000) as download:
+        button.click()
+    html = Path(download.value.path()).read_text(encoding="utf-8")
+    assert mrn in html and patient in html  # identified: for the patient's chart
+    engine = get_engine(store_url)
+    try:
+        exports = audit_log(engine, actions=["export"], patient_id=patient)
+    finally:
+        engine.dispose()
+    assert len(exports) == 1  # written before the report was built
+    entry = exports.iloc[0]
+    assert (entry["user_name"], entry["role"]) == ("surgeon", "surgeon")
+    assert entry["details"]["kind"] == "follow_up_report" and entry["details"]["identified"] is True
     page.close()
 
 
