@@ -178,6 +178,15 @@ def test_the_follow_up_report_is_built_for_the_signed_in_session_only_and_audite
     assert buttons["Follow-up report PDF"]() == FakeReport.pdf()
     assert len(entries(app_store, actions=["export"])) == before + 2
 
+    from dataclasses import replace
+
+    from dashboard.ui import auth
+
+    config = auth.auth_config()
+    with monkeypatch.context() as edited:  # the user removed from the login configuration
+        edited.setattr(auth, "auth_config", lambda: replace(config, users={}))
+        with pytest.raises(PermissionError, match="no longer in the login configuration"):
+            html()
     at.sidebar.button(key="sign_out").click().run()  # the button's callable outlives the screen in Streamlit
     with pytest.raises(PermissionError, match="signed out"):
         html()

@@ -367,15 +367,23 @@ def _download_grant() -> _DownloadGrant:
     return grant
 
 
+def _still_configured(grant: _DownloadGrant) -> bool:
+    try:
+        known = auth_config().users.get(grant.user)
+    except AuthConfigError:
+        return False
+    return known is not None and known.role == grant.role
+
+
 def identified_download(make: Callable[[], bytes], kind: str, format: str, *,
                         patient_id: str) -> Callable[[], bytes]:
     """The `data=` of a download button for an identified document (name, MRN, dates).
 
     Streamlit runs a callable `data` only when the button is clicked, for the session that showed the button
-    (an unguessable id sent to that browser alone), and serves the result once at a media URL. The callable
-    returned here builds nothing unless the session that showed the button is still signed in (signing out, or
-    the user leaving the configuration, ends it), and writes the export to the audit log first: no entry, no
-    document. Call it only after the screen's `require_screen`.
+    (an unguessable id sent to that browser alone), and serves the result at a short-lived media URL. The
+    callable returned here builds nothing unless the session that showed the button has not signed out and its
+    user is still in the login configuration with the same role, and it writes the export to the audit log
+    first: no entry, no document. Call it only after the screen's `require_screen`.
     """
     grant = _download_grant()
     engine = data.engine()  # here, in the script run: the callable runs outside it
@@ -383,6 +391,8 @@ def identified_download(make: Callable[[], bytes], kind: str, format: str, *,
     def build() -> bytes:
         if not grant.live:
             raise PermissionError("the session that showed this download has signed out")
+        if not _still_configured(grant):
+            raise PermissionError("the user is no longer in the login configuration with this role")
         audit.record(engine, grant.user, "export", role=grant.role, patient_id=patient_id, kind=kind,
                      format=format, identified=True)
         return make()
