@@ -95,7 +95,7 @@ def _page_reruns(url: str, repeat: int) -> list[float]:
     at.session_state["role"] = "surgeon"
     at.session_state["user_name"] = "surgeon"  # the demo surgeon, as the sign-in form leaves the session
     at.run()
-    at.switch_page("pages/patient.py").run()  # loads and assesses the cohort once (cached)
+    at.switch_page("screens/patient.py").run()  # loads and assesses the cohort once (cached)
     assert not at.exception, at.exception
     picker = next(box for box in at.selectbox if box.label == "Patient")  # the most urgent patients first
     ids = picker.options[1: max(repeat, 10) + 1]  # each a patient not shown before (the first is on screen)

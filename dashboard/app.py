@@ -13,31 +13,36 @@ import streamlit as st  # noqa: E402
 
 from dashboard.private_files import owner_only  # noqa: E402
 from dashboard.runtime import keep_freed_memory  # noqa: E402
-from dashboard.ui.auth import require_login  # noqa: E402
+from dashboard.ui.auth import SCREEN_ROLES, require_login  # noqa: E402
 from dashboard.ui.widgets import sidebar_settings  # noqa: E402
 
 owner_only()  # the store, reports and uploads' files hold patient data
 keep_freed_memory()
 st.set_page_config(page_title="Spine Recovery Dashboard", page_icon=":material/monitor_heart:", layout="wide")
 
-# Each page with the roles that may open it; the entry point shows a user only their pages.
+
+def screen(name: str, title: str, icon: str, **options) -> tuple[st.Page, tuple[str, ...]]:
+    """A screen of dashboard/screens/ at /name, with the roles that may open it: SCREEN_ROLES, the one table of
+    roles, which each screen also checks itself as its first statement (`require_screen(__file__)`). The sign-in
+    form answers at the same addresses until sign-in (dashboard.ui.auth._only_page)."""
+    return st.Page(f"screens/{name}.py", title=title, icon=icon, url_path=name, **options), SCREEN_ROLES[name]
+
+
+CONFERENCE = screen("conference", "Case conference", ":material/co_present:")
+# Each screen with the roles that may open it; the entry point shows a user only their screens.
 PAGES: dict[str, list[tuple[st.Page, tuple[str, ...]]]] = {
     "Follow-up": [
-        (st.Page("pages/clinic.py", title="Clinic", icon=":material/groups:", default=True), ("surgeon",)),
-        (st.Page("pages/patient.py", title="Patient", icon=":material/person:"), ("surgeon",)),
-        (st.Page("pages/add_exam.py", title="Add exam / visit", icon=":material/edit_note:"), ("surgeon",)),
+        screen("clinic", "Clinic", ":material/groups:", default=True),
+        screen("patient", "Patient", ":material/person:"),
+        screen("add_exam", "Add exam / visit", ":material/edit_note:"),
     ],
-    "Conference": [
-        (st.Page("pages/conference.py", title="Case conference", icon=":material/co_present:",
-                 default=False), ("surgeon", "conference")),
-    ],
+    "Conference": [CONFERENCE],
     "Data and reference": [
-        (st.Page("pages/import_records.py", title="Import", icon=":material/upload_file:"), ("surgeon", "admin")),
-        (st.Page("pages/reference.py", title="Reference curves", icon=":material/show_chart:"),
-         ("surgeon", "conference", "admin")),
+        screen("import_records", "Import", ":material/upload_file:"),
+        screen("reference", "Reference curves", ":material/show_chart:"),
     ],
     "Administration": [
-        (st.Page("pages/audit.py", title="Audit", icon=":material/policy:"), ("admin",)),
+        screen("audit", "Audit", ":material/policy:"),
     ],
 }
 
@@ -49,7 +54,9 @@ def pages_for(role: str) -> dict[str, list[st.Page]]:
 
 role = require_login()  # the sign-in form until a user is signed in: no page runs before
 navigation = st.navigation(pages_for(role))
-if navigation.url_path != "conference":  # a calendar day beside "week N" would date a projected case
+# A calendar day beside "week N" would date a projected case. Not by url_path: the first screen of a role
+# without the Clinic (conference) is its default, whose url_path is "".
+if navigation.title != CONFERENCE[0].title:
     sidebar_settings()
 st.sidebar.caption("Decision support only: the clinician decides. Suggestions name their rule, evidence and "
                    "source.")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
-from streamlit.runtime.pages_manager import PagesManager
-from streamlit.testing.v1 import AppTest, app_test
+from streamlit.testing.v1 import AppTest
 
 from dashboard.access import hash_password
 from dashboard.store import get_engine
@@ -24,20 +22,6 @@ CLINIC_USERS = {"dr.a": ("surgeon", "Dr-A-password-1"), "conf.b": ("conference",
                 "admin.c": ("admin", "Admin-C-password-3"), "dr.lock": ("surgeon", "Lock-password-4")}
 
 
-class ServerLikePagesManager(PagesManager):
-    """Run every AppTest run through app.py, as the server does.
-
-    AppTest resets Streamlit's legacy pages/ flag before every run, so each run after the first would execute
-    the page file directly, without app.py and its sign-in — the very bypass dashboard/_entry_guard.py and
-    the sign-in page's st.navigation close in a real server. Keeping the flag off makes AppTest behave like
-    the server, so these tests see what a user sees.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        PagesManager.uses_pages_directory = False
-        super().__init__(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def app_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A SQLite store for the module, demo mode; the app's cached engine and login configuration are reset."""
@@ -48,7 +32,6 @@ def app_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     patcher.delenv("SPINE_DASHBOARD_AUTH_FILE", raising=False)
     from dashboard.ui import auth, data
 
-    patcher.setattr(app_test, "PagesManager", ServerLikePagesManager)
     data.engine.clear()
     data.clear_caches()
     auth._load.clear()

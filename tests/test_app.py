@@ -78,7 +78,7 @@ def test_clinic_search_filters_by_patient_id(store_url):
 
 def test_patient_page_shows_strength_panels_band_and_prompts(store_url):
     patient = demo_patient("plateau_behind")
-    at = app("pages/patient.py", patient_id=patient)
+    at = app("screens/patient.py", patient_id=patient)
     assert f"## {patient}" in texts(at)
     figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     strength = figures[0]
@@ -100,7 +100,7 @@ def patient_picker(at: AppTest):
 
 def test_typing_a_whole_patient_id_opens_that_patient(store_url):
     first, target = demo_patient("plateau_behind"), demo_patient("calf_swelling")
-    at = app("pages/patient.py", patient_id=first)
+    at = app("screens/patient.py", patient_id=first)
     assert f"## {first}" in texts(at)
     at.text_input(key="patient_search").input(f"  {target.lower()} ").run()  # any case, spaces ignored
     assert not at.exception, at.exception
@@ -114,7 +114,7 @@ def test_typing_a_whole_patient_id_opens_that_patient(store_url):
 def test_part_of_an_id_lists_the_matches_and_picking_one_opens_it(store_url, monkeypatch):
     monkeypatch.setattr(widgets, "PICKER_OPTIONS", 5)  # as on a large cohort: a short list, not every patient
     first = demo_patient("plateau_behind")
-    at = app("pages/patient.py", patient_id=first)
+    at = app("screens/patient.py", patient_id=first)
     options = patient_picker(at).options
     assert first in options and len(options) in (5, 6)  # the 5 most urgent, and the patient shown
     at.text_input(key="patient_search").input("P001").run()
@@ -135,7 +135,7 @@ def test_part_of_an_id_lists_the_matches_and_picking_one_opens_it(store_url, mon
 def test_a_link_with_a_patient_id_opens_that_patient(store_url):
     """?patient=ID (as in a link or the browser's address) wins over the patient the session showed last."""
     first, target = demo_patient("plateau_behind"), demo_patient("normal_recovery")
-    at = app("pages/patient.py", patient_id=first)
+    at = app("screens/patient.py", patient_id=first)
     at.query_params["patient"] = target
     at.run()
     assert not at.exception, at.exception
@@ -150,7 +150,7 @@ def test_a_link_with_a_patient_id_opens_that_patient(store_url):
 
 def test_recording_a_decision_stores_it_and_marks_the_prompt(store_url):
     patient = demo_patient("calf_swelling")
-    at = app("pages/patient.py", patient_id=patient)
+    at = app("screens/patient.py", patient_id=patient)
     key = f"{patient}-red-venous-thrombosis"
     at.radio(key=f"choice-{key}").set_value("not_indicated")
     at.text_input(key=f"who-{key}").input("Dr Test")
@@ -162,14 +162,14 @@ def test_recording_a_decision_stores_it_and_marks_the_prompt(store_url):
     history = decision_history(get_engine(store_url), patient)
     assert history[["rule_id", "decision", "reason", "clinician"]].values.tolist() == [
         ["red-venous-thrombosis", "already_done", "Duplex done yesterday at the GP", "Dr Test"]]
-    at = app("pages/patient.py", patient_id=patient)
+    at = app("screens/patient.py", patient_id=patient)
     assert "Decision: **Already done** — Duplex done yesterday at the GP (Dr Test" in "\n".join(
         i.value for i in at.info)
 
 
 def test_add_exam_saves_valid_grades_and_refuses_invalid_ones(store_url):
     patient = demo_patient("normal_recovery")
-    at = app("pages/add_exam.py", patient_id=patient)
+    at = app("screens/add_exam.py", patient_id=patient)
     at.selectbox(key="g-ankle_dorsiflexion-R").set_value("4+")
     at.text_input[0].input("11")  # leg pain out of range
     at.button[0].click().run()
@@ -189,7 +189,7 @@ def test_add_exam_saves_valid_grades_and_refuses_invalid_ones(store_url):
 
 
 def test_import_page_renders_with_its_history(store_url):
-    at = app("pages/import_records.py")
+    at = app("screens/import_records.py")
     assert at.title[0].value == "Import records"
     history = at.dataframe[-1].value
     assert history["source_name"].iloc[-1] == "demo"  # the first import: the demo cohort seeded at start
@@ -213,7 +213,7 @@ def test_uploaded_bad_file_gives_every_error_and_nothing_to_store():
 
 
 def test_reference_page_draws_the_band_and_lists_sources(store_url):
-    at = app("pages/reference.py")
+    at = app("screens/reference.py")
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert [t["name"] for t in figure["data"]] == [
         "Expected range (expert estimate from published series, mostly decompression)", "Expected",

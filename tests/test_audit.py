@@ -238,21 +238,21 @@ def _patient(scenario: str) -> str:
 
 def test_opening_a_patient_is_audited_once_per_patient_and_session(app_store: str) -> None:
     first, second = _patient("plateau_behind"), _patient("normal_recovery")
-    at = run_app("pages/patient.py", user="surgeon", role="surgeon", patient_id=first)
+    at = run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id=first)
     at.run()  # a rerun (any click) is the same view
     at.run()
     views = entries(app_store, actions=["patient_view"], user="surgeon")
     assert [(e["patient_id"], e["role"]) for e in views] == [(first, "surgeon")]
     at.selectbox[0].set_value(second).run()
     assert f"## {second}" in at.markdown[0].value
-    run_app("pages/patient.py", user="surgeon", role="surgeon", patient_id=first)  # another session
+    run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id=first)  # another session
     views = entries(app_store, actions=["patient_view"], user="surgeon")
     assert [e["patient_id"] for e in views] == [first, second, first]
 
 
 def test_a_decision_is_audited_with_its_code_not_its_reason(app_store: str) -> None:
     patient = _patient("calf_swelling")
-    at = run_app("pages/patient.py", user="surgeon", role="surgeon", patient_id=patient)
+    at = run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id=patient)
     key = f"{patient}-red-venous-thrombosis"
     at.radio(key=f"choice-{key}").set_value("not_indicated")
     at.text_input(key=f"reason-{key}").input("Ann Example had a duplex at the GP")
@@ -268,7 +268,7 @@ def test_a_decision_is_audited_with_its_code_not_its_reason(app_store: str) -> N
 
 def test_an_exam_saved_from_the_form_is_audited_as_an_import(app_store: str) -> None:
     patient = _patient("normal_recovery")
-    at = run_app("pages/add_exam.py", user="surgeon", role="surgeon", patient_id=patient)
+    at = run_app("screens/add_exam.py", user="surgeon", role="surgeon", patient_id=patient)
     at.selectbox(key="g-ankle_dorsiflexion-R").set_value("4+")
     at.button[0].click().run()
     assert at.success and "Saved for" in at.success[0].value
@@ -279,8 +279,8 @@ def test_an_exam_saved_from_the_form_is_audited_as_an_import(app_store: str) -> 
 
 def test_the_audit_page_filters_by_user_action_and_patient(app_store: str) -> None:
     patient = _patient("plateau_behind")
-    run_app("pages/patient.py", user="surgeon", role="surgeon", patient_id=patient)
-    at = run_app("pages/audit.py", user="admin", role="admin")
+    run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id=patient)
+    at = run_app("screens/audit.py", user="admin", role="admin")
     assert at.title[0].value == "Audit log"
     assert "surgeon" in at.selectbox(key="audit_user").options
     at.selectbox(key="audit_user").set_value("surgeon").run()

@@ -153,7 +153,7 @@ def test_nothing_but_the_sign_in_form_before_login(app_store: str) -> None:
     assert [t.label for t in at.text_input] == ["User name", "Password"]
     assert "**surgeon** / `surgeon-demo`" in at.info[0].value  # demo mode shows the demo users
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/patient.py")
+        at.switch_page("screens/patient.py")
 
 
 def test_wrong_passwords_are_refused_and_audited_without_the_typed_name(app_store: str) -> None:
@@ -191,13 +191,13 @@ def test_each_role_sees_only_its_pages(app_store: str, role: str) -> None:
     assert registered == allowed
     for page in forbidden:
         with pytest.raises(ValueError, match="Could not find a navigation page"):
-            at.switch_page(f"pages/{page}.py")
+            at.switch_page(f"screens/{page}.py")
 
 
 def test_audit_page_refuses_other_roles_even_when_opened_directly(app_store: str) -> None:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "dashboard" / "pages" / "audit.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "dashboard" / "screens" / "audit.py"), default_timeout=60)
     at.session_state["user_name"], at.session_state["role"] = "surgeon", "surgeon"
     at.run()
     assert [e.value for e in at.error] == ["This page is not available in your role."]
@@ -291,7 +291,9 @@ def _sign_in_and_wait_for_the_cookie(page, context) -> None:  # noqa: ANN001 - P
 
 @pytest.mark.browser
 def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_path: Path) -> None:
-    """Streamlit's legacy pages/ mode would run pages/patient.py directly on a fresh server's first request."""
+    """A fresh server's first request for a screen shows the sign-in form (Streamlit's legacy pages/ mode once
+    ran the page file directly); then the re-login cookie, sign-out, and signing in again. Several screens at
+    once after a start: tests/test_browser.py."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
@@ -322,10 +324,13 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
             page = context.new_page()
             page.goto(f"{url}/patient?patient={patient}", timeout=90_000)  # the server's very first request
             page.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
-            time.sleep(1.5)  # whatever else would render, would have by now
+            # Positive marker that the run is over (no fixed wait): whatever else it would show is shown by now.
+            page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=90_000)
             assert page.get_by_text("Imaging checklist").count() == 0
             assert page.locator(".js-plotly-plot").count() == 0
+            assert page.get_by_role("dialog").count() == 0  # no "Page not found" over the form
             _sign_in_and_wait_for_the_cookie(page, context)
+            page.get_by_role("heading", name=patient).wait_for(timeout=90_000)  # the screen the link asked for
             # A new tab is a new session: the signed re-login cookie signs it in without the form.
             second = context.new_page()
             second.goto(f"{url}/patient?patient={patient}", timeout=90_000)

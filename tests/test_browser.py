@@ -6,6 +6,7 @@ fails the run instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -49,31 +50,49 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """The app started as a user would, on its own empty store (seeded with the demo cohort)."""
+@contextlib.contextmanager
+def _server(env: dict[str, str], log: Path):
+    """`streamlit run dashboard/app.py` as a user starts it, a direct child process; stopped by its own PID."""
     port = _free_port()
-    store = tmp_path_factory.mktemp("store") / "browser.db"
-    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": f"sqlite:///{store}", "SPINE_DASHBOARD_MODE": "demo"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with log.open("ab") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("the app did not start: " + log.read_text(errors="replace")[-2000:])
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
         try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("the app did not start: " + server.stdout.read().decode(errors="replace")[-2000:])
-    yield url
-    server.terminate()
-    server.wait(timeout=20)
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory) -> str:
+    """The browser tests' own store, empty: the app seeds it with the demo cohort."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'browser.db'}"
+
+
+@pytest.fixture(scope="module")
+def app_url(store_url, tmp_path_factory):
+    """The app started as a user would, in demo mode, on its own store."""
+    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": store_url, "SPINE_DASHBOARD_MODE": "demo"}
+    with _server(env, tmp_path_factory.mktemp("log") / "server.log") as url:
+        yield url
 
 
 def _sign_in(page, url: str) -> None:
@@ -178,3 +197,93 @@ def test_conference_page_presents_deidentified_cases(browser, app_url):
     page.get_by_text("Case 2 of").wait_for(timeout=60_000)
     check_deidentified()
     page.close()
+
+
+
+def test_the_identified_follow_up_report_downloads_for_the_signed_in_user_and_is_audited(browser, app_url,
+                                                                                          store_url):
+    from dashboard.store import get_engine
+    from dashboard.store.audit import audit_log
+
+    patient = _demo_patient("plateau_behind")
+    mrn = pd.read_csv(ROOT / "data" / "demo" / "patients.csv", dtype=str).set_index("patient_id").loc[patient, "mrn"]
+    page = _open(browser, app_url, f"patient?patient={patient}")
+    button = page.get_by_role("button", name="Follow-up report HTML")
+    button.wait_for(timeout=90_000)
+    with page.expect_download(timeout=120_000) as download:
+        button.click()
+    html = Path(download.value.path()).read_text(encoding="utf-8")
+    assert mrn in html and patient in html  # identified: for the patient's chart
+    engine = get_engine(store_url)
+    try:
+        exports = audit_log(engine, actions=["export"], patient_id=patient)
+    finally:
+        engine.dispose()
+    assert len(exports) == 1  # written before the report was built
+    entry = exports.iloc[0]
+    assert (entry["user_name"], entry["role"]) == ("surgeon", "surgeon")
+    assert entry["details"]["kind"] == "follow_up_report" and entry["details"]["identified"] is True
+    page.close()
+
+
+# ------------------------------------------------------------------ sign-in right after a (re)start (issue 22.1)
+#: Every screen's address, opened at once by anonymous browsers on a freshly started server.
+SCREEN_PATHS = ("patient?patient={patient}", "add_exam", "clinic", "conference", "audit", "import_records",
+                "reference")
+#: What any screen would show: titles, panels, the identified report's buttons, the screens' own notice.
+SCREEN_TEXT = ("Clinic follow-up", "Add an examination or visit", "Case conference", "Audit log", "Import records",
+               "Expected recovery curves", "Imaging checklist", "Follow-up report", "Sign in first")
+FRESH_STARTS = 3
+
+
+@pytest.fixture(scope="module")
+def production_env(tmp_path_factory) -> dict[str, str]:
+    """Production mode: a clinic's login file (no demo users) and a store holding the demo cohort's patients."""
+    from dashboard.core.records import validate
+    from dashboard.store import get_engine, import_records
+    from tests.app_fixtures import write_clinic_config
+
+    folder = tmp_path_factory.mktemp("production")
+    url = f"sqlite:///{folder / 'store.db'}"
+    records, report = validate(ROOT / "data" / "demo")
+    assert records is not None, report.errors
+    engine = get_engine(url)
+    import_records(engine, records, source_name="data/demo", user="test-seed")
+    engine.dispose()
+    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": url, "SPINE_DASHBOARD_MODE": "production",
+           "SPINE_DASHBOARD_AUTH_FILE": str(write_clinic_config(folder / "auth.yaml"))}
+    return env
+
+
+def test_fresh_server_screens_opened_at_once_all_ask_to_sign_in(browser, production_env, tmp_path):
+    """Streamlit's legacy pages/ mode ran page files directly, without app.py's sign-in, for the requests that
+    came in together after a (re)start (issue 22.1: 8 of 10 restarts showed a patient or Add exam anonymously).
+    Per fresh server: every screen's address at once, each in its own anonymous browser context."""
+    patients = pd.read_csv(ROOT / "data" / "demo" / "patients.csv", dtype=str)
+    patient = _demo_patient("plateau_behind")
+    identifiers = [*patients["name"], *patients["mrn"]]
+    for start in range(FRESH_STARTS):
+        contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in SCREEN_PATHS]
+        pages = [context.new_page() for context in contexts]
+        try:
+            with _server(production_env, tmp_path / f"server-{start}.log") as url:
+                for page, path in zip(pages, SCREEN_PATHS, strict=True):  # all sent before any is answered
+                    page.goto(f"{url}/{path.format(patient=patient)}", wait_until="commit", timeout=60_000)
+                for page, path in zip(pages, SCREEN_PATHS, strict=True):
+                    try:
+                        # Positive markers: the sign-in form's button, and the script run over.
+                        page.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
+                        page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+                            timeout=60_000)
+                        text = page.locator('[data-testid="stApp"]').inner_text()
+                        assert not [t for t in SCREEN_TEXT if t in text], f"start {start}: /{path} shows a screen"
+                        assert not re.search(r"\bP\d{5}\b", text), f"start {start}: /{path} shows a patient id"
+                        assert not [i for i in identifiers if i in text], f"start {start}: /{path} shows a name or MRN"
+                        for widget in ("stDataFrame", "stMetric", "stDownloadButton", "stPlotlyChart"):
+                            assert page.locator(f'[data-testid="{widget}"]').count() == 0, (start, path, widget)
+                    except Exception:
+                        page.screenshot(path=str(tmp_path / f"start-{start}-{path.split('?')[0]}.png"))
+                        raise
+        finally:
+            for context in contexts:
+                context.close()

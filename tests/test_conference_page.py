@@ -51,7 +51,7 @@ def conference(user: str = "surgeon", role: str = "surgeon") -> AppTest:
     at.session_state["user_name"] = user  # signed in as a demo user
     at.session_state["role"] = role
     at.run()
-    at.switch_page("pages/conference.py").run()
+    at.switch_page("screens/conference.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -158,7 +158,7 @@ def test_patient_page_offers_the_identified_follow_up_report(store_url):
     at.session_state["role"] = "surgeon"
     at.session_state["patient_id"] = PATIENTS["patient_id"].iloc[0]
     at.run()
-    at.switch_page("pages/patient.py").run()
+    at.switch_page("screens/patient.py").run()
     assert not at.exception, at.exception
     assert any(s.value == "Follow-up report" for s in at.subheader)
     assert {b.label for b in at.get("download_button")} == {"Follow-up report PDF", "Follow-up report HTML"}

@@ -29,7 +29,7 @@ def test_import_page_switches_to_fhir_and_redcap_uploads(demo_store, source: str
     at.session_state["user_name"] = "admin"  # the demo admin, signed in as the sign-in form leaves it
     at.session_state["role"] = "admin"
     at.run()
-    at.switch_page("pages/import_records.py").run()
+    at.switch_page("screens/import_records.py").run()
     assert not at.exception, at.exception
     (radio,) = [r for r in at.radio if r.label == "Import from"]
     assert radio.options == ["Records files", "FHIR Bundle", "REDCap export"] and radio.value == "Records files"

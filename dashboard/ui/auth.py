@@ -1,7 +1,11 @@
-"""Who is using the app and in which role: sign-in before any page, sign-out, and the audit of both.
+"""Who is using the app and in which role: sign-in before any screen, sign-out, and the audit of both.
 
-dashboard/app.py calls `require_login()` before `st.navigation`, so no page (and no patient data) runs before
-a successful sign-in; pages read the user through `current_user()` and `current_role()`.
+dashboard/app.py calls `require_login()` before `st.navigation`, so no screen (and no patient data) runs before
+a successful sign-in. Each screen of dashboard/screens/ checks again itself, as its first statement
+(`require_screen(__file__)`), whatever ran it: SCREEN_ROLES is the one table of who may open which screen, for
+app.py's navigation and for the screens' own checks. Screens read the user through `current_user()` and
+`current_role()`; downloads of identified documents go through `identified_download` (built for a signed-in
+session only, audited before they are built).
 
 Roles: surgeon (everything, records decisions), conference (de-identified views only), admin (imports,
 users, audit). The users, their bcrypt password hashes and roles come from the login configuration
@@ -20,7 +24,9 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NoReturn
 
 import streamlit as st
@@ -46,8 +52,8 @@ from dashboard.access import (
 from dashboard.store import audit
 from dashboard.ui import data
 
-__all__ = ["ROLES", "audit_event", "audit_export", "audit_patient_view", "current_role", "current_user",
-           "require_login", "require_role"]
+__all__ = ["ROLES", "SCREEN_ROLES", "audit_event", "audit_export", "audit_patient_view", "current_role",
+           "current_user", "identified_download", "require_login", "require_screen"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,20 @@ LOCKOUT_WINDOW = timedelta(minutes=15)
 PATIENT_VIEW_REPEAT = timedelta(minutes=15)
 #: streamlit-authenticator's own session keys, cleared on sign-out.
 LIBRARY_KEYS = ("authentication_status", "username", "name", "roles", "email")
+
+#: Who may open each screen of dashboard/screens/ (by file name): app.py's navigation shows a role only its
+#: screens from this table, and each screen checks it again as its first statement (`require_screen(__file__)`).
+SCREEN_ROLES: dict[str, tuple[str, ...]] = {
+    "clinic": ("surgeon",),
+    "patient": ("surgeon",),
+    "add_exam": ("surgeon",),
+    "conference": ("surgeon", "conference"),
+    "import_records": ("surgeon", "admin"),
+    "reference": ("surgeon", "conference", "admin"),
+    "audit": ("admin",),
+}
+SIGN_IN_FIRST = "Sign in first."
+NOT_IN_ROLE = "This page is not available in your role."
 
 
 def current_role() -> str | None:
@@ -110,21 +130,41 @@ def require_login() -> str:
     _login_page(config)
 
 
-def require_role(*roles: str) -> None:
-    """A page's own check (defence in depth: app.py already shows each role only its pages)."""
-    if current_role() not in roles:
-        st.error("This page is not available in your role.")
+def require_screen(script: str) -> str:
+    """A screen's first statement, `require_screen(__file__)`: the signed-in user's role, or a notice and stop.
+
+    Defence in depth, whatever runs the file (app.py's navigation, or Streamlit running it directly): the screen
+    goes on only for a session holding a user of the login configuration, in the role the configuration gives
+    that user, and that role among the screen's SCREEN_ROLES (a file missing from the table opens for nobody).
+    Otherwise a neutral "Sign in first." (or "not available in your role"), nothing else, and the script stops —
+    before the screen reads the store, the cohort or a query parameter.
+    """
+    roles = SCREEN_ROLES.get(Path(script).stem, ())
+    try:
+        config = auth_config()
+    except AuthConfigError:
+        config = None
+    user = None if config is None else config.users.get(current_user() or "")
+    if user is None or user.role != current_role():
+        st.info(SIGN_IN_FIRST, icon=":material/lock:")
         st.stop()
+    if user.role not in roles:
+        st.error(NOT_IN_ROLE)
+        st.stop()
+    return user.role
 
 
 def _only_page(render: Callable[[], None], title: str, url_path: str) -> NoReturn:
-    """Run `render` as the app's one and only page, then stop.
+    """Run `render` as the app's one page, whatever screen the address names, then stop.
 
-    Registering it through st.navigation (rather than drawing it and stopping) means no other page exists
-    for the session until sign-in — a link to /patient cannot open it — and it switches off Streamlit's
-    legacy pages/ mode (see dashboard/_entry_guard.py).
+    Registering it through st.navigation (rather than drawing it and stopping) means no screen exists for the
+    session until sign-in: a link to /patient cannot open it. Each screen's address is registered too, running
+    `render`, not the screen: a link to /patient?patient=… shows the form without Streamlit's "Page not found"
+    dialog (which blocks the form), and once signed in, the rerun opens the screen the link asked for.
     """
-    st.navigation([st.Page(render, title=title, icon=":material/lock:", url_path=url_path)], position="hidden").run()
+    pages = [st.Page(render, title=title, icon=":material/lock:", url_path=url_path, default=True)]
+    pages += [st.Page(render, title=title, icon=":material/lock:", url_path=screen) for screen in SCREEN_ROLES]
+    st.navigation(pages, position="hidden").run()
     st.stop()
 
 
@@ -255,7 +295,10 @@ def _sign_out() -> None:
 
 
 def _end_session() -> None:
-    """Forget everything the session knew, including the patient it showed last."""
+    """Forget everything the session knew, including the patient it showed last; end its downloads' grant."""
+    grant = st.session_state.get("_download_grant")
+    if isinstance(grant, _DownloadGrant):
+        grant.live = False
     for key in list(st.session_state.keys()):
         if key not in ("logout", "_cookie_pending"):
             del st.session_state[key]
@@ -300,3 +343,58 @@ def audit_export(kind: str, format: str, *, patient_id: str | None = None, patie
                     file=file)
     except Exception as problem:
         log.warning("could not record an export in the audit log (%s)", type(problem).__name__)
+
+
+# ------------------------------------------------------------------------------ identified downloads
+@dataclass
+class _DownloadGrant:
+    """What a session's download callables may build for: its signed-in user, until the session ends."""
+
+    user: str
+    role: str
+    live: bool = True
+
+
+def _download_grant() -> _DownloadGrant:
+    user, role = current_user(), current_role()
+    if user is None or role is None:  # only after require_screen: a programming error, not a user's
+        st.info(SIGN_IN_FIRST, icon=":material/lock:")
+        st.stop()
+    grant = st.session_state.get("_download_grant")
+    if not isinstance(grant, _DownloadGrant) or not grant.live or (grant.user, grant.role) != (user, role):
+        grant = _DownloadGrant(user, role)
+        st.session_state["_download_grant"] = grant
+    return grant
+
+
+def _still_configured(grant: _DownloadGrant) -> bool:
+    try:
+        known = auth_config().users.get(grant.user)
+    except AuthConfigError:
+        return False
+    return known is not None and known.role == grant.role
+
+
+def identified_download(make: Callable[[], bytes], kind: str, format: str, *,
+                        patient_id: str) -> Callable[[], bytes]:
+    """The `data=` of a download button for an identified document (name, MRN, dates).
+
+    Streamlit runs a callable `data` only when the button is clicked, for the session that showed the button
+    (an unguessable id sent to that browser alone), and serves the result at a short-lived media URL. The
+    callable returned here builds nothing unless the session that showed the button has not signed out and its
+    user is still in the login configuration with the same role, and it writes the export to the audit log
+    first: no entry, no document. Call it only after the screen's `require_screen`.
+    """
+    grant = _download_grant()
+    engine = data.engine()  # here, in the script run: the callable runs outside it
+
+    def build() -> bytes:
+        if not grant.live:
+            raise PermissionError("the session that showed this download has signed out")
+        if not _still_configured(grant):
+            raise PermissionError("the user is no longer in the login configuration with this role")
+        audit.record(engine, grant.user, "export", role=grant.role, patient_id=patient_id, kind=kind,
+                     format=format, identified=True)
+        return make()
+
+    return build

@@ -28,7 +28,10 @@ from dashboard.reports.handout import build_handout
 from dashboard.reports.html import readable
 from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, STATUS_LABELS, URGENCY_ICONS
 from dashboard.ui import auth, data
+from dashboard.ui.auth import require_screen
 from dashboard.ui.widgets import urgency_badge
+
+require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
 # Larger text for a projected screen (this page only: the style goes when the page does).
 PROJECTOR_CSS = """<style>
@@ -208,13 +211,11 @@ def _handout_pdf() -> bytes:
     return cache["pdf"]
 
 
-audit = getattr(auth, "audit_export", None)  # the audit log of exports (sign-in work), when present
 downloads = st.columns(2)
 for column, (label, fmt, make, mime) in zip(downloads, (
         ("Handout PDF", "pdf", _handout_pdf, "application/pdf"),
         ("Handout HTML", "html", _handout_html, "text/html")), strict=True):
     column.download_button(label, data=make, file_name=f"case-conference-handout.{fmt}", mime=mime,
                            icon=":material/download:", key=f"conference_handout_{fmt}", width="stretch",
-                           on_click=audit if audit else "ignore",
-                           args=("conference_handout", fmt) if audit else None,
-                           kwargs={"patients": len(ids)} if audit else None)
+                           on_click=auth.audit_export, args=("conference_handout", fmt),
+                           kwargs={"patients": len(ids)})

@@ -13,6 +13,9 @@ from dashboard.core.schema import VISIT_BOOLEANS
 from dashboard.core.text_records import to_text_frames
 from dashboard.store import import_records, load_records
 from dashboard.ui import data
+from dashboard.ui.auth import require_screen
+
+require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
 st.title("Add an examination or visit")
 st.caption("Checked by the same validation as an import; nothing is saved when anything is wrong.")

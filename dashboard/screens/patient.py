@@ -8,10 +8,11 @@ from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
 from dashboard.core.grades import format_mrc
 from dashboard.reports.follow_up import report_for
 from dashboard.theme import STATUS_LABELS
-from dashboard.ui import auth as ui_auth
 from dashboard.ui import data
-from dashboard.ui.auth import audit_patient_view
+from dashboard.ui.auth import audit_patient_view, identified_download, require_screen
 from dashboard.ui.widgets import checklist_panel, patient_picker, urgency_badge
+
+require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
 cohort = data.cohort()
 assessment = cohort.assessment
@@ -103,13 +104,11 @@ def follow_up_pdf() -> bytes:
     return report_cache["pdf"]
 
 
-audit_export = getattr(ui_auth, "audit_export", None)  # the export audit of the sign-in work, when present
+# Identified (name, MRN): built only on a click from this signed-in session, after the export is audited.
 for column, (label, fmt, make, mime) in zip(st.columns(2), (
         ("Follow-up report PDF", "pdf", follow_up_pdf, "application/pdf"),
         ("Follow-up report HTML", "html", lambda: follow_up_report().html.encode("utf-8"), "text/html")),
         strict=True):
-    column.download_button(label, data=make, file_name=f"follow-up-{patient_id}.{fmt}", mime=mime,
-                           icon=":material/download:", key=f"follow_up_{fmt}", width="stretch",
-                           on_click=audit_export if audit_export else "ignore",
-                           args=("follow_up_report", fmt) if audit_export else None,
-                           kwargs={"patient_id": patient_id} if audit_export else None)
+    column.download_button(label, data=identified_download(make, "follow_up_report", fmt, patient_id=patient_id),
+                           file_name=f"follow-up-{patient_id}.{fmt}", mime=mime, icon=":material/download:",
+                           key=f"follow_up_{fmt}", width="stretch", on_click="ignore")

@@ -7,8 +7,10 @@ import streamlit as st
 from dashboard.interop.uploads import IMPORT_SOURCES, RECORDS_FILES, check_interop_uploads, interop_uploader
 from dashboard.store import IdentityConflictError, StoreImportError, import_history, import_records
 from dashboard.ui import data
-from dashboard.ui.auth import audit_event
+from dashboard.ui.auth import audit_event, require_screen
 from dashboard.ui.uploads import MAX_UPLOAD_MB, UploadRejected, check_uploads
+
+require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
 st.title("Import records")
 st.caption("Records format v1: patients.csv, surgeries.csv, strength.csv and optional visits.csv — or one .xlsx "

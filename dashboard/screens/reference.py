@@ -10,6 +10,9 @@ from dashboard.charts import reference_figure
 from dashboard.core.curves import curve_table, load_reference, modifier_flags
 from dashboard.core.grades import MRC_TOKENS
 from dashboard.ui import data
+from dashboard.ui.auth import require_screen
+
+require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
 st.title("Expected recovery curves")
 files = data.reference_files()

@@ -7,6 +7,9 @@ import streamlit as st
 from dashboard.core.summary import clinic_table
 from dashboard.theme import STATUS_LABELS, URGENCY_ICONS, URGENCY_LABELS
 from dashboard.ui import data
+from dashboard.ui.auth import require_screen
+
+require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
 cohort = data.cohort()
 assessment = cohort.assessment
@@ -68,4 +71,4 @@ event = st.dataframe(
 )
 if event.selection.rows:
     st.session_state["patient_id"] = display.iloc[event.selection.rows[0]]["patient_id"]
-    st.switch_page("pages/patient.py")
+    st.switch_page("screens/patient.py")

@@ -10,11 +10,12 @@ import streamlit as st
 from dashboard.store.audit import audit_log, audit_users
 from dashboard.store.models import AUDIT_ACTIONS
 from dashboard.ui import data
-from dashboard.ui.auth import require_role
+from dashboard.ui.auth import require_screen
+
+require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
 MAX_ROWS = 5_000
 
-require_role("admin")
 st.title("Audit log")
 st.caption("Every sign-in, patient view, import, decision, export, backup and restore: who, what and when (UTC). "
            "Entries cannot be changed or deleted — the database refuses it.")
