@@ -32,18 +32,21 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import traceback
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import date
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import func, select
 
 from dashboard.core.assessment import assess, to_json_dict
@@ -57,6 +60,16 @@ from dashboard.interop.cds_prefetch import (
     Unusable,
     check_same_patient,
     complete,
+)
+from dashboard.interop.cds_security import (
+    DEFAULT_MAX_BODY_BYTES,
+    LOOPBACK_HOSTS,
+    AuthConfig,
+    AuthGuard,
+    FailureLimiter,
+    HostGuard,
+    JwtVerifier,
+    default_hosts,
 )
 from dashboard.interop.fhir import bundle_to_records, fhir_id
 
@@ -79,6 +92,17 @@ DEFAULT_SOURCE_URL = "https://spine-dashboard.example/docs/rule-catalogue"
 EXTENSION = "example.spine-dashboard.prompt"
 _NAMESPACE = uuid.UUID("0b5c1f2e-8d4a-4f7e-9a61-3c2d9e8f7a10")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|])")
+#: The code system of the override reasons offered on every card (feedback maps them to decisions).
+CS_OVERRIDE_REASON = f"{C.BASE}/CodeSystem/cds-override-reason"
+#: code → (display, the dashboard decision it records), in the order offered.
+OVERRIDE_REASONS: dict[str, tuple[str, str]] = {
+    "not-applicable": ("Not applicable to this patient", "not_indicated"),
+    "patient-ineligible": ("Patient not eligible for this imaging", "not_indicated"),
+    "order-already-exists": ("Imaging already ordered", "already_done"),
+    "action-completed": ("Imaging already done", "already_done"),
+    "not-a-priority": ("Not a priority now", "deferred"),
+}
+SUGGESTION_LABEL = "Record in the dashboard: imaging ordered"
 
 
 def discovery() -> dict[str, Any]:
@@ -133,8 +157,9 @@ def prompt_cards(patient: dict[str, Any], as_of: str, source_url: str = DEFAULT_
     cards = []
     for prompt in patient["prompts"]:
         fingerprint = evidence_hash(list(prompt["evidence"]))
+        card_uuid = str(uuid.uuid5(_NAMESPACE, f"{patient['patient_id']}|{prompt['rule_id']}|{fingerprint}"))
         cards.append({
-            "uuid": str(uuid.uuid5(_NAMESPACE, f"{patient['patient_id']}|{prompt['rule_id']}|{fingerprint}")),
+            "uuid": card_uuid,
             "summary": _summary(prompt),
             "indicator": INDICATOR[prompt["urgency"]],
             "detail": _detail(prompt, as_of),
@@ -149,8 +174,18 @@ def prompt_cards(patient: dict[str, Any], as_of: str, source_url: str = DEFAULT_
                 "urgency": prompt["urgency"], "evidence": list(prompt["evidence"]), "evidence_hash": fingerprint,
                 "as_of": as_of,
             }},
+            # Accepting the one suggestion records "ordered" (it orders nothing); dismissing the card with
+            # one of these reasons records the matching decision (feedback endpoint).
+            "suggestions": [{"label": SUGGESTION_LABEL, "uuid": suggestion_uuid(card_uuid)}],
+            "selectionBehavior": "at-most-one",
+            "overrideReasons": [{"system": CS_OVERRIDE_REASON, "code": code, "display": display}
+                                for code, (display, _) in OVERRIDE_REASONS.items()],
         })
     return cards
+
+
+def suggestion_uuid(card_uuid: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{card_uuid}|ordered"))
 
 
 def _problem_card(summary: str, lines: list[str], source_url: str = DEFAULT_SOURCE_URL) -> dict[str, Any]:
@@ -226,6 +261,60 @@ def _one_patient(records: Records, patient_id: str) -> Records:
     return Records(extra_columns=records.extra_columns, **keep)
 
 
+@dataclass(frozen=True)
+class IssuedCard:
+    """What a card's uuid stands for: the prompt of one patient on one evidence, and who was shown it."""
+
+    patient_id: str
+    rule_id: str
+    evidence_hash: str
+    user_id: str
+    issued: float
+
+
+class CardRegistry:
+    """The cards this service issued, by uuid, so that feedback can name its patient, rule and evidence.
+
+    In memory (a card uuid is a one-way hash): at most `capacity` cards, each for `ttl` seconds; feedback
+    on a card issued before a restart or longer ago is answered 404 and the clinician decides in the app.
+    """
+
+    def __init__(self, capacity: int = 100_000, ttl: float = 7 * 24 * 3600.0) -> None:
+        self.capacity, self.ttl = capacity, ttl
+        self._lock = threading.Lock()
+        self._cards: OrderedDict[str, IssuedCard] = OrderedDict()
+        self._feedback: dict[str, set[tuple]] = {}
+
+    def issued(self, cards: list[dict[str, Any]], patient_id: str, user_id: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for card in cards:
+                facts = card.get("extension", {}).get(EXTENSION)
+                if not facts:
+                    continue
+                self._cards[card["uuid"]] = IssuedCard(patient_id, facts["rule_id"], facts["evidence_hash"],
+                                                       user_id, now)
+                self._cards.move_to_end(card["uuid"])
+            while self._cards and (len(self._cards) > self.capacity
+                                   or now - next(iter(self._cards.values())).issued > self.ttl):
+                old, _ = self._cards.popitem(last=False)
+                self._feedback.pop(old, None)
+
+    def get(self, card_uuid: str) -> IssuedCard | None:
+        with self._lock:
+            card = self._cards.get(card_uuid)
+            return card if card is not None and time.monotonic() - card.issued <= self.ttl else None
+
+    def first_feedback(self, card_uuid: str, key: tuple) -> bool:
+        """False if exactly this feedback (outcome, reason, time) was already recorded for the card."""
+        with self._lock:
+            seen = self._feedback.setdefault(card_uuid, set())
+            if key in seen:
+                return False
+            seen.add(key)
+            return True
+
+
 class _Checklist:
     """Assessment for one patient, from prefetched FHIR data or from the store (cached per import)."""
 
@@ -239,14 +328,22 @@ class _Checklist:
         self._engine = None
         self._version: int | None = None
         self._records: Records | None = None
+        self.registry = CardRegistry()
 
-    def _store(self) -> Records:
-        from dashboard.store import get_engine, load_records  # noqa: PLC0415 — only when the store is used
-        from dashboard.store.models import Import  # noqa: PLC0415
+    def engine(self):  # noqa: ANN201 — a SQLAlchemy Engine, imported only when the store is used
+        from dashboard.store import get_engine  # noqa: PLC0415
 
         with self._lock:
             if self._engine is None:
                 self._engine = get_engine(self.database)
+            return self._engine
+
+    def _store(self) -> Records:
+        from dashboard.store import load_records  # noqa: PLC0415 — only when the store is used
+        from dashboard.store.models import Import  # noqa: PLC0415
+
+        self.engine()
+        with self._lock:
             with self._engine.connect() as conn:
                 version = conn.execute(select(func.coalesce(func.max(Import.__table__.c.id), 0))).scalar_one()
             if self._records is None or version != self._version:
@@ -288,6 +385,7 @@ class _Checklist:
                                      rules=self.rules))
         patient = next(p for p in result["patients"] if p["patient_id"] == patient_id)
         cards = prompt_cards(patient, result["as_of"], self.source_url)
+        self.registry.issued(cards, patient_id, request.context.userId)
         log.info("patient-view: %d card(s)", len(cards))
         return cards
 
@@ -343,6 +441,86 @@ def hook_problem(request: HookRequest) -> str | None:
     return None
 
 
+class Coding(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    system: str | None = Field(default=None, max_length=500)
+    code: str = Field(max_length=200)
+    display: str | None = Field(default=None, max_length=500)
+
+
+class OverrideReason(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    reason: Coding | None = None
+    userComment: str | None = Field(default=None, max_length=2000)  # noqa: N815
+
+
+class AcceptedSuggestion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(max_length=200)
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    card: str = Field(max_length=200)
+    outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: list[AcceptedSuggestion] | None = Field(default=None, max_length=20)  # noqa: N815
+    overrideReason: OverrideReason | None = None  # noqa: N815
+    outcomeTimestamp: str = Field(max_length=64)  # noqa: N815
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    feedback: list[Feedback] = Field(min_length=1, max_length=100)
+
+
+MAX_REASON = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CLINICIAN = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+FUTURE_LEEWAY = timedelta(minutes=5)
+
+
+def _one_line(text: str | None, limit: int = MAX_REASON) -> str:
+    text = " ".join(_CONTROL.sub(" ", text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def feedback_decision(item: Feedback) -> tuple[str, str, str]:
+    """(decision, reason, reason code for the audit) of one feedback: accepted → ordered; overridden with
+    one of this service's reasons → its decision; with another system's reason or none → deferred
+    (the prompt stays open in the dashboard). The user's comment is kept with the reason."""
+    comment = _one_line(item.overrideReason.userComment if item.overrideReason else None)
+    if item.outcome == "accepted":
+        return "ordered", "accepted in the EHR (CDS Hooks)", "accepted"
+    coding = item.overrideReason.reason if item.overrideReason else None
+    if coding is not None and coding.system == CS_OVERRIDE_REASON and coding.code in OVERRIDE_REASONS:
+        display, decision = OVERRIDE_REASONS[coding.code]
+        code = coding.code
+    elif coding is not None:
+        display, decision, code = f"overridden in the EHR: {_one_line(coding.display or coding.code, 120)}", \
+            "deferred", "other"
+    else:
+        display, decision, code = "overridden in the EHR without a reason", "deferred", "none"
+    reason = f"{display}; comment: {comment}" if comment else display
+    return decision, _one_line(reason), code
+
+
+def _outcome_time(text: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return None if when > datetime.now(UTC) + FUTURE_LEEWAY else when
+
+
+def _clinician(claims: dict[str, Any], card: IssuedCard) -> str:
+    """Who decided: the JWT's `sub` when the EHR names its user there, else the hook call's `userId`."""
+    sub = claims.get("sub")
+    if isinstance(sub, str) and _CLINICIAN.match(sub.strip() or "-"):
+        return sub.strip()
+    return card.user_id
+
+
 def _check_url(url: str) -> str:
     parsed = httpx.URL(url)
     if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -353,18 +531,43 @@ def _check_url(url: str) -> str:
 def create_app(database: str | None = None, *, as_of: date | None = None,
                source_url: str = DEFAULT_SOURCE_URL, fhir_timeout: float = DEFAULT_TIMEOUT,
                fhir_transport: httpx.BaseTransport | None = None, cors_origins: Sequence[str] = (),
+               auth: AuthConfig | None = None, service_url: str | None = None,
+               allow_unauthenticated: bool = False, allowed_hosts: Sequence[str] | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, failure_limiter: FailureLimiter | None = None,
                authorize: Callable[[Request], None] | None = None) -> FastAPI:
     """The FastAPI application; `as_of` pins the assessment day (default: today, per request).
+
+    `auth` is the JWT check's configuration (trusted issuers and their keys, `cds_security`); it is
+    required unless `allow_unauthenticated`, which only demo mode allows. `service_url` is the service's
+    own base URL as the EHR calls it (the JWT `aud` is it plus the endpoint path; default: the
+    configuration's). `allowed_hosts` are the Host header values answered (default: the loopback names on
+    any port and the service URL's host); `max_body_bytes` the largest request body; `failure_limiter`
+    limits failed authentications per client.
 
     `source_url` is where a card's source links (the rule catalogue; `#rule_id` is added).
     `fhir_timeout` bounds each HTTP request to the EHR's FHIR server; `fhir_transport` replaces the
     network (tests). `cors_origins` is the allow-list of browser origins (exact origins, no wildcard;
-    empty: no CORS headers at all). `authorize` is called with every request before it is answered and
-    raises `HTTPException(401)` to refuse it: the place for the EHR's JWT check (none is made here yet).
+    empty: no CORS headers at all). `authorize` is called with every request that passed the JWT check,
+    before it is answered, and may raise `HTTPException` to refuse it (a site's extra rule).
     """
+    from dashboard.access import MODE_ENV, demo_mode  # noqa: PLC0415
+
     _check_url(source_url)
     if any(origin.strip() in ("*", "null", "") for origin in cors_origins):
         raise ValueError("cors_origins must name each allowed origin (no '*', 'null' or empty entries)")
+    if auth is None and not allow_unauthenticated:
+        raise ValueError("the CDS service needs an authentication configuration (trusted issuers and their keys)")
+    if auth is not None and allow_unauthenticated:
+        raise ValueError("give either an authentication configuration or allow_unauthenticated, not both")
+    if allow_unauthenticated and not demo_mode():
+        raise ValueError(f"authentication can be switched off in demo mode only ({MODE_ENV}=demo)")
+    service_url = service_url or (auth.service_url if auth is not None else None)
+    if auth is not None and not service_url:
+        raise ValueError("service_url is required with authentication: the JWT audience is the service's URL")
+    if service_url:
+        _check_url(service_url)
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be positive")
 
     def authorized(request: Request) -> None:
         if authorize is not None:
@@ -372,11 +575,21 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
 
     app = FastAPI(title="Spine Recovery Dashboard CDS Hooks", docs_url=None, redoc_url=None,
                   dependencies=[Depends(authorized)])
+    # Middleware: the last added runs first. Host and size, then CORS (so a refusal carries its headers),
+    # then the JWT check, then the app.
+    if auth is not None:
+        app.add_middleware(AuthGuard, verifier=JwtVerifier(auth, service_url), limiter=failure_limiter)
+    else:
+        log.warning("CDS service WITHOUT AUTHENTICATION (demo mode): any caller gets any patient's cards")
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
                            max_age=600)
+    hosts = list(allowed_hosts) if allowed_hosts is not None else [
+        *LOOPBACK_HOSTS, *([httpx.URL(service_url).netloc.decode("ascii")] if service_url else [])]
+    app.add_middleware(HostGuard, allowed_hosts=hosts, max_body_bytes=max_body_bytes)
     checklist = _Checklist(database, as_of, source_url, fhir_timeout, fhir_transport)
+    app.state.checklist = checklist
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -412,17 +625,72 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
             raise HTTPException(status_code=500, detail="internal error; the service log names where") from None
         return {"cards": cards}
 
+    @app.post("/cds-services/{service_id}/feedback")
+    def feedback(service_id: str, body: FeedbackRequest, request: Request) -> dict[str, Any]:
+        """CDS Hooks 2.0 feedback: each outcome becomes a clinician's decision and an audit entry."""
+        if service_id != SERVICE_ID:
+            raise HTTPException(status_code=404, detail="no such CDS service (see GET /cds-services)")
+        claims = getattr(request.state, "cds_claims", None) or {}
+        resolved = []
+        for index, item in enumerate(body.feedback):
+            card = checklist.registry.get(item.card)
+            if card is None:
+                raise HTTPException(status_code=404, detail=f"feedback[{index}].card: no card of this service "
+                                    "by that uuid (cards are known for 7 days, until the service restarts)")
+            when = _outcome_time(item.outcomeTimestamp)
+            if when is None:
+                raise HTTPException(status_code=400, detail=f"feedback[{index}].outcomeTimestamp must be an "
+                                    "ISO 8601 date-time in UTC, not in the future")
+            resolved.append((item, card, when, *feedback_decision(item)))
+        from dashboard.store import audit  # noqa: PLC0415
+        from dashboard.store.decisions import record_decision  # noqa: PLC0415
+
+        recorded = duplicates = 0
+        try:
+            with checklist.engine().begin() as conn:
+                for item, card, when, decision, reason, code in resolved:
+                    if not checklist.registry.first_feedback(item.card, (item.outcome, code, when.isoformat())):
+                        duplicates += 1
+                        continue
+                    clinician = _clinician(claims, card)
+                    decision_id = record_decision(conn, patient_id=card.patient_id, rule_id=card.rule_id,
+                                                  evidence_hash=card.evidence_hash, decision=decision,
+                                                  reason=reason, clinician=clinician, decided_at=when)
+                    audit.record(conn, clinician, "decision", role="cds-hooks", patient_id=card.patient_id,
+                                 rule_id=card.rule_id, decision=decision, decision_id=decision_id,
+                                 kind="cds_feedback", status=code)
+                    recorded += 1
+        except ValueError:  # the card's patient is not in the store (cards from prefetched data only)
+            log.info("feedback: a card's patient is not in the store; nothing recorded")
+            raise HTTPException(status_code=409, detail="the patient of a card is not in the dashboard's store; "
+                                "no feedback was recorded") from None
+        log.info("feedback: %d decision(s) recorded, %d repeated", recorded, duplicates)
+        return {"recorded": recorded, "repeated": duplicates}
+
     return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 8090, database: str | None = None,
           as_of: date | None = None, *, source_url: str = DEFAULT_SOURCE_URL, cors_origins: Sequence[str] = (),
-          fhir_timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Run the service with uvicorn until interrupted."""
+          fhir_timeout: float = DEFAULT_TIMEOUT, auth: AuthConfig | None = None, service_url: str | None = None,
+          no_auth: bool = False, allowed_hosts: Sequence[str] = (),
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    """Run the service with uvicorn until interrupted (`no_auth`: demo mode on the loopback only)."""
+    import sys  # noqa: PLC0415
+
     import uvicorn  # noqa: PLC0415
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO line holds FHIR URLs with patient ids
+    if not no_auth:
+        service_url = service_url or (auth.service_url if auth else None) or f"http://{host}:{port}"
+    hosts = default_hosts(host, port, service_url) + list(allowed_hosts)
     app = create_app(database, as_of=as_of, source_url=source_url, cors_origins=cors_origins,
-                     fhir_timeout=fhir_timeout)
+                     fhir_timeout=fhir_timeout, auth=auth, service_url=service_url, allow_unauthenticated=no_auth,
+                     allowed_hosts=hosts, max_body_bytes=max_body_bytes)
+    if no_auth:
+        print("WARNING: the CDS service runs WITHOUT AUTHENTICATION (demo mode, --no-auth): anyone who can "
+              f"reach {host}:{port} gets any stored patient's cards. Never with real patients.", file=sys.stderr)
+    else:
+        print(f"CDS service: JWT required from {len(auth.issuers)} trusted issuer(s); audience "
+              f"{service_url}/cds-services/…; Host allowed: {', '.join(hosts)}", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="info")
-
