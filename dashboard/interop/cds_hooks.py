@@ -1,12 +1,25 @@
 """CDS Hooks service: the imaging checklist of one patient as cards, for an EHR's patient-view hook.
 
-    python -m dashboard serve-cds [--host 127.0.0.1 --port 8090] [--database URL] [--as-of YYYY-MM-DD]
-                                  [--source-url URL] [--cors-origin ORIGIN ...] [--fhir-timeout S]
+    python -m dashboard serve-cds --auth-config FILE [--service-url URL] [--host 127.0.0.1 --port 8090]
+                                  [--database URL] [--as-of YYYY-MM-DD] [--source-url URL] [--cors-origin ORIGIN ...]
+                                  [--fhir-timeout S] [--allowed-host HOST[:PORT] ...] [--max-body-bytes N]
+    SPINE_DASHBOARD_MODE=demo python -m dashboard serve-cds --no-auth      # demo only, loopback only
 
-Discovery is `GET /cds-services`; the service is `POST /cds-services/patient-view` (CDS Hooks 2.0). The
-prefetch templates are the recommended kind: `Patient/{{context.patientId}}` and Procedure, Encounter and
-Observation searches on `patient={{context.patientId}}` (`cds_prefetch.PREFETCH`). Template keys the EHR
-did not satisfy (absent, an OperationOutcome, a paged Bundle) are fetched from `fhirServer` with the
+Discovery is `GET /cds-services`; the service is `POST /cds-services/patient-view` (CDS Hooks 2.0) and its
+feedback `POST /cds-services/patient-view/feedback`.
+
+Who may call (`cds_security`): every call but discovery carries the EHR's signed JWT (`Authorization:
+Bearer`), checked in ASGI middleware before the body is read, the store opened or the prefetch looked at:
+`iss` on the allow-list with its JWK Set, `kid` choosing the key, asymmetric algorithms only (no `none`,
+no HMAC), `aud` = the service URL plus the endpoint path, `exp`/`iat` checked, `jti` never accepted twice.
+Any failure is 401 with one neutral body; failed attempts are limited per client (429). Only the
+configured `Host` values are answered (DNS rebinding: 400) and bodies over the limit are refused (413) by
+their Content-Length or while they stream in. Authentication is on by default: `create_app` refuses to
+build a service without it unless `allow_unauthenticated`, which only demo mode allows (and it warns).
+
+The prefetch templates are the recommended kind: `Patient/{{context.patientId}}` and Procedure, Encounter
+and Observation searches on `patient={{context.patientId}}` (`cds_prefetch.PREFETCH`). Template keys the
+EHR did not satisfy (absent, an OperationOutcome, a paged Bundle) are fetched from `fhirServer` with the
 `fhirAuthorization` bearer token, with a timeout; when they cannot be had the answer is HTTP 412. The
 FHIR data is converted with the FHIR importer and validated like any import. A request with neither
 prefetch nor a token is answered from the dashboard's store. Either way the cards come from the same
@@ -19,12 +32,16 @@ never another patient's cards, and nothing of theirs in the answer or the log. 4
 card because the specification defines 412 for "unable to retrieve the necessary FHIR data" and data of
 another patient does not satisfy the templates; a 412 cannot be shown in the wrong chart.
 
+Each card has a stable `uuid` (patient, rule, evidence hash), one suggestion ("imaging ordered") and the
+`overrideReasons` of `OVERRIDE_REASONS`. Feedback on a card the service issued (remembered in memory,
+`CardRegistry`) becomes a clinician's decision (accepted → ordered; an override reason → not indicated,
+already done or deferred) with its audit entry, in one transaction; the clinician is the JWT's `sub`, else
+the hook call's `userId`.
+
 Error bodies name problems by location and type only (no token, name or record content is repeated);
 the hook's rules are enforced (`hookInstance` a UUID, `context.userId` a reference of the hook's user
-types; a patient or proxy user gets no cards). The service binds to 127.0.0.1 by default and does not yet
-check the EHR's JWT (`create_app(authorize=...)` is where that check goes): run it behind the EHR's
-authenticated gateway. CORS only for the listed origins. Nothing here logs names, MRNs, notes, tokens or
-card contents.
+types; a patient or proxy user gets no cards). The service binds to 127.0.0.1 by default; CORS only for
+the listed origins. Nothing here logs names, MRNs, notes, tokens or card contents.
 """
 
 from __future__ import annotations

@@ -444,7 +444,8 @@ class _TooLarge(HTTPException):
     """Raised from `receive` when the body passes the limit: FastAPI passes an HTTPException on (413)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=f"the request body is over {limit} bytes")
+        super().__init__(status_code=413, detail=f"the request body is over {limit} bytes",
+                         headers={"Connection": "close"})  # the server stops taking the rest
 
 
 class HostGuard:
@@ -475,7 +476,8 @@ class HostGuard:
         length = headers.get("content-length")
         if length is not None and (not length.strip().isdigit() or int(length) > self.max_body_bytes):
             log.warning("CDS request refused (413): Content-Length over %d bytes", self.max_body_bytes)
-            await _send_json(send, 413, {"detail": f"the request body is over {self.max_body_bytes} bytes"})
+            await _send_json(send, 413, {"detail": f"the request body is over {self.max_body_bytes} bytes"},
+                             [(b"connection", b"close")])
             return
         limit, received, started = self.max_body_bytes, 0, False
 
@@ -485,6 +487,7 @@ class HostGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    log.warning("CDS request refused (413): body over %d bytes while reading", limit)
                     raise _TooLarge(limit)
             return message
 
@@ -495,10 +498,10 @@ class HostGuard:
 
         try:
             await self.app(scope, capped_receive, tracking_send)
-        except _TooLarge:
-            log.warning("CDS request refused (413): body over %d bytes", limit)
+        except _TooLarge:  # an app that does not turn it into its answer itself (FastAPI does: 413)
             if not started:
-                await _send_json(send, 413, {"detail": f"the request body is over {limit} bytes"})
+                await _send_json(send, 413, {"detail": f"the request body is over {limit} bytes"},
+                                 [(b"connection", b"close")])
 
 
 def client_address(scope: dict) -> str:
