@@ -497,6 +497,14 @@ def test_feedback_on_a_card_for_a_patient_not_in_the_store_is_409(app):
     assert cards
     refused = client(app, ES).post(f"{ENDPOINT}/feedback", json=feedback(cards[0]["uuid"], "accepted"))
     assert refused.status_code == 409 and "Q99999" not in refused.text
+    stored = cards_of(app, patient_of("plateau_behind"))[0]
+    when = datetime.now(UTC) - timedelta(seconds=5)
+    both = {"feedback": feedback(stored["uuid"], "overridden", "not-a-priority", when=when)["feedback"]
+            + feedback(cards[0]["uuid"], "accepted")["feedback"]}
+    assert client(app, ES).post(f"{ENDPOINT}/feedback", json=both).status_code == 409  # nothing stored
+    alone = client(app, ES).post(f"{ENDPOINT}/feedback",
+                                 json=feedback(stored["uuid"], "overridden", "not-a-priority", when=when))
+    assert alone.json() == {"recorded": 1, "repeated": 0}  # the refused request did not count it as sent
 
 
 # -------------------------------------------------------------------------------------- the command

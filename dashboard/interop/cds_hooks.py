@@ -322,14 +322,16 @@ class CardRegistry:
             card = self._cards.get(card_uuid)
             return card if card is not None and time.monotonic() - card.issued <= self.ttl else None
 
-    def first_feedback(self, card_uuid: str, key: tuple) -> bool:
-        """False if exactly this feedback (outcome, reason, time) was already recorded for the card."""
+    def recorded(self, card_uuid: str, key: tuple) -> bool:
+        """Whether exactly this feedback (outcome, reason, time) was already recorded for the card."""
         with self._lock:
-            seen = self._feedback.setdefault(card_uuid, set())
-            if key in seen:
-                return False
-            seen.add(key)
-            return True
+            return key in self._feedback.get(card_uuid, set())
+
+    def remember(self, card_uuid: str, key: tuple) -> None:
+        """Note feedback as recorded (after its transaction committed)."""
+        with self._lock:
+            if card_uuid in self._cards:
+                self._feedback.setdefault(card_uuid, set()).add(key)
 
 
 class _Checklist:
@@ -662,13 +664,15 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
         from dashboard.store import audit  # noqa: PLC0415
         from dashboard.store.decisions import record_decision  # noqa: PLC0415
 
-        recorded = duplicates = 0
+        recorded, duplicates, done = 0, 0, []
         try:
             with checklist.engine().begin() as conn:
                 for item, card, when, decision, reason, code in resolved:
-                    if not checklist.registry.first_feedback(item.card, (item.outcome, code, when.isoformat())):
+                    key = (item.outcome, code, when.isoformat())
+                    if checklist.registry.recorded(item.card, key) or (item.card, key) in done:
                         duplicates += 1
                         continue
+                    done.append((item.card, key))
                     clinician = _clinician(claims, card)
                     decision_id = record_decision(conn, patient_id=card.patient_id, rule_id=card.rule_id,
                                                   evidence_hash=card.evidence_hash, decision=decision,
@@ -681,6 +685,8 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
             log.info("feedback: a card's patient is not in the store; nothing recorded")
             raise HTTPException(status_code=409, detail="the patient of a card is not in the dashboard's store; "
                                 "no feedback was recorded") from None
+        for card_uuid, key in done:  # only once committed: a refused request can be sent again
+            checklist.registry.remember(card_uuid, key)
         log.info("feedback: %d decision(s) recorded, %d repeated", recorded, duplicates)
         return {"recorded": recorded, "repeated": duplicates}
 
