@@ -510,9 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=None)
     p.set_defaults(run=cmd_import_redcap)
 
-    p = commands.add_parser("serve-cds", help="run the CDS Hooks service (patient-view)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090)
+    p = commands.add_parser("serve-cds", help="run the CDS Hooks service (patient-view, feedback)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="port to listen on (default 8090)")
     p.add_argument("--database", default=None, help=db_help)
     p.add_argument("--as-of", type=_date, default=None, help="assess as of this day (default: today)")
     p.add_argument("--source-url", default=None,

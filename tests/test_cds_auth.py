@@ -513,7 +513,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
-def test_serve_cds_refuses_to_start_without_authentication():
+def test_serve_cds_refuses_to_start_without_authentication(tmp_path):
     help_text = run_cli("--help").stdout
     for option in ("--auth-config", "--service-url", "--allowed-host", "--max-body-bytes", "--no-auth"):
         assert option in help_text
@@ -523,6 +523,13 @@ def test_serve_cds_refuses_to_start_without_authentication():
     assert production.returncode == 2 and "demo mode" in production.stderr
     exposed = run_cli("--no-auth", "--host", "0.0.0.0", env={"SPINE_DASHBOARD_MODE": "demo"})  # noqa: S104
     assert exposed.returncode == 2 and "loopback" in exposed.stderr
+    config = Path(__file__).parent / "fixtures" / "no-such-cds-auth.yaml"
+    unreadable = run_cli("--auth-config", str(config))
+    assert unreadable.returncode == 2 and "cannot be read" in unreadable.stderr
+    (tmp_path / "cds-auth.json").write_text(json.dumps({"issuers": [{"iss": ISSUER, "jwks": jwks(ES)}]}),
+                                            encoding="utf-8")
+    everywhere = run_cli("--auth-config", str(tmp_path / "cds-auth.json"), "--host", "0.0.0.0")  # noqa: S104
+    assert everywhere.returncode == 2 and "--service-url" in everywhere.stderr  # the JWT audience must be known
 
 
 def test_serve_cds_without_authentication_says_so_at_start(store_url):

@@ -120,6 +120,10 @@ def serve_cds(args: argparse.Namespace) -> int:
         except AuthConfigError as problem:
             print(problem, file=sys.stderr)
             return EXIT_INVALID
+    if auth is not None and not (args.service_url or auth.service_url) and args.host in ("0.0.0.0", "::"):  # noqa: S104
+        print("listening on every interface: give --service-url (the URL the EHR calls, the JWT audience)",
+              file=sys.stderr)
+        return EXIT_INVALID
     if args.max_body_bytes < 1:
         print("--max-body-bytes must be positive", file=sys.stderr)
         return EXIT_INVALID
