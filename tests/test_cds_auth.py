@@ -478,6 +478,24 @@ def test_feedback_refusals_are_neutral(app, store_url):
     engine.dispose()
 
 
+def test_feedback_after_a_restart_finds_the_card_in_the_store(store_url):
+    """A card uuid is a hash: after a restart the service finds it among the stored patients' current prompts."""
+    patient_id = patient_of("wound_infection")
+    card = cards_of(create_app(store_url, as_of=ANCHOR, auth=auth_config(ES)), patient_id)[-1]
+    restarted = create_app(store_url, as_of=ANCHOR, auth=auth_config(ES))
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3, seconds=17)
+    body = feedback(card["uuid"], "overridden", "action-completed", when=when)
+    answer = client(restarted, ES).post(f"{ENDPOINT}/feedback", json=body)
+    assert answer.status_code == 200 and answer.json() == {"recorded": 1, "repeated": 0}
+    assert client(restarted, ES).post(f"{ENDPOINT}/feedback", json=body).json() == {"recorded": 0, "repeated": 1}
+    engine = get_engine(store_url)
+    history = decision_history(engine, patient_id)
+    engine.dispose()
+    (row,) = [r for _, r in history.iterrows() if r["decided_at"].to_pydatetime() == when]
+    assert (row["rule_id"], row["evidence_hash"], row["decision"]) == (
+        card["extension"][EXTENSION]["rule_id"], card["extension"][EXTENSION]["evidence_hash"], "already_done")
+
+
 def test_feedback_on_a_card_for_a_patient_not_in_the_store_is_409(app):
     from interop_helpers import subset  # noqa: PLC0415
 

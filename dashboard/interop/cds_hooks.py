@@ -34,9 +34,9 @@ another patient does not satisfy the templates; a 412 cannot be shown in the wro
 
 Each card has a stable `uuid` (patient, rule, evidence hash), one suggestion ("imaging ordered") and the
 `overrideReasons` of `OVERRIDE_REASONS`. Feedback on a card the service issued (remembered in memory,
-`CardRegistry`) becomes a clinician's decision (accepted → ordered; an override reason → not indicated,
-already done or deferred) with its audit entry, in one transaction; the clinician is the JWT's `sub`, else
-the hook call's `userId`.
+`CardRegistry`; after a restart found among the stored patients' current prompts) becomes a clinician's
+decision (accepted → ordered; an override reason → not indicated, already done or deferred) with its
+audit entry, in one transaction; the clinician is the JWT's `sub`, else the hook call's `userId`.
 
 Error bodies name problems by location and type only (no token, name or record content is repeated);
 the hook's rules are enforced (`hookInstance` a UUID, `context.userId` a reference of the hook's user
@@ -278,6 +278,9 @@ def _one_patient(records: Records, patient_id: str) -> Records:
     return Records(extra_columns=records.extra_columns, **keep)
 
 
+UNKNOWN_EHR_USER = "EHR user (not named)"
+
+
 @dataclass(frozen=True)
 class IssuedCard:
     """What a card's uuid stands for: the prompt of one patient on one evidence, and who was shown it."""
@@ -292,15 +295,15 @@ class IssuedCard:
 class CardRegistry:
     """The cards this service issued, by uuid, so that feedback can name its patient, rule and evidence.
 
-    In memory (a card uuid is a one-way hash): at most `capacity` cards, each for `ttl` seconds; feedback
-    on a card issued before a restart or longer ago is answered 404 and the clinician decides in the app.
+    In memory (a card uuid is a one-way hash): at most `capacity` cards, each for `ttl` seconds. A card
+    issued before a restart is looked up among the store's current prompts instead (`_Checklist.card`).
     """
 
     def __init__(self, capacity: int = 100_000, ttl: float = 7 * 24 * 3600.0) -> None:
         self.capacity, self.ttl = capacity, ttl
         self._lock = threading.Lock()
         self._cards: OrderedDict[str, IssuedCard] = OrderedDict()
-        self._feedback: dict[str, set[tuple]] = {}
+        self._feedback: OrderedDict[str, set[tuple]] = OrderedDict()  # card uuid → feedback recorded
 
     def issued(self, cards: list[dict[str, Any]], patient_id: str, user_id: str) -> None:
         now = time.monotonic()
@@ -330,8 +333,10 @@ class CardRegistry:
     def remember(self, card_uuid: str, key: tuple) -> None:
         """Note feedback as recorded (after its transaction committed)."""
         with self._lock:
-            if card_uuid in self._cards:
-                self._feedback.setdefault(card_uuid, set()).add(key)
+            self._feedback.setdefault(card_uuid, set()).add(key)
+            self._feedback.move_to_end(card_uuid)
+            while len(self._feedback) > self.capacity:
+                self._feedback.popitem(last=False)
 
 
 class _Checklist:
@@ -348,6 +353,9 @@ class _Checklist:
         self._version: int | None = None
         self._records: Records | None = None
         self.registry = CardRegistry()
+        self._index_lock = threading.Lock()
+        self._index: dict[str, IssuedCard] | None = None
+        self._index_key: tuple | None = None
 
     def engine(self):  # noqa: ANN201 — a SQLAlchemy Engine, imported only when the store is used
         from dashboard.store import get_engine  # noqa: PLC0415
@@ -368,6 +376,27 @@ class _Checklist:
             if self._records is None or version != self._version:
                 self._records, self._version = load_records(self._engine), version
             return self._records
+
+    def card(self, card_uuid: str) -> IssuedCard | None:
+        """What a card uuid stands for: a card this service issued, else (after a restart) a current prompt
+        of a stored patient, from an index of the whole store built once per import."""
+        card = self.registry.get(card_uuid)
+        if card is not None:
+            return card
+        records = self._store()
+        with self._index_lock:
+            as_of = self.as_of or date.today()
+            if self._index is None or self._index_key != (self._version, as_of):
+                result = to_json_dict(assess(records, as_of=as_of, reference=self.reference, rules=self.rules))
+                index = {}
+                for patient in result["patients"]:
+                    for issued in prompt_cards(patient, result["as_of"], self.source_url):
+                        facts = issued["extension"][EXTENSION]
+                        index[issued["uuid"]] = IssuedCard(patient["patient_id"], facts["rule_id"],
+                                                           facts["evidence_hash"], UNKNOWN_EHR_USER, 0.0)
+                self._index, self._index_key = index, (self._version, as_of)
+                log.info("feedback: card index of the store built (%d card(s))", len(index))
+            return self._index.get(card_uuid)
 
     def cards(self, request: HookRequest) -> list[dict[str, Any]]:
         requested = request.context.patientId
@@ -652,10 +681,10 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
         claims = getattr(request.state, "cds_claims", None) or {}
         resolved = []
         for index, item in enumerate(body.feedback):
-            card = checklist.registry.get(item.card)
+            card = checklist.card(item.card)
             if card is None:
                 raise HTTPException(status_code=404, detail=f"feedback[{index}].card: no card of this service "
-                                    "by that uuid (cards are known for 7 days, until the service restarts)")
+                                    "by that uuid (or its prompt's evidence has changed since)")
             when = _outcome_time(item.outcomeTimestamp)
             if when is None:
                 raise HTTPException(status_code=400, detail=f"feedback[{index}].outcomeTimestamp must be an "
