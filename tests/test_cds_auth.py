@@ -478,6 +478,24 @@ def test_feedback_refusals_are_neutral(app, store_url):
     engine.dispose()
 
 
+def test_a_failing_store_does_not_pass_its_message_on(app, monkeypatch, caplog):
+    import dashboard.store.decisions as decisions  # noqa: PLC0415
+
+    card = cards_of(app, patient_of("cauda_equina"))[0]
+    place = "St Elsewhere"
+    message = f"INSERT failed for reason 'MRI done at {place}, bed 12'"  # a driver quoting the values
+
+    def failing(*args, **kwargs):
+        raise RuntimeError(message)
+    monkeypatch.setattr(decisions, "record_decision", failing)
+    with caplog.at_level(logging.INFO):
+        answer = client(app, ES).post(f"{ENDPOINT}/feedback", json=feedback(card["uuid"], "overridden",
+                                                                              comment=f"MRI done at {place}"))
+    assert answer.status_code == 500 and answer.json() == {"detail": "internal error; the service log names where"}
+    assert place not in caplog.text and place not in answer.text
+    assert "feedback failed: RuntimeError (message withheld)" in caplog.text
+
+
 def test_feedback_after_a_restart_finds_the_card_in_the_store(store_url):
     """A card uuid is a hash: after a restart the service finds it among the stored patients' current prompts."""
     patient_id = patient_of("wound_infection")

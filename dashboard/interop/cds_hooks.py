@@ -678,6 +678,16 @@ def create_app(database: str | None = None, *, as_of: date | None = None,
         """CDS Hooks 2.0 feedback: each outcome becomes a clinician's decision and an audit entry."""
         if service_id != SERVICE_ID:
             raise HTTPException(status_code=404, detail="no such CDS service (see GET /cds-services)")
+        try:
+            return record_feedback(body, request)
+        except HTTPException:
+            raise
+        except Exception as problem:  # a driver's message may quote the reason or an id: not passed on
+            frames = "".join(traceback.format_tb(problem.__traceback__))
+            log.error("feedback failed: %s (message withheld)\n%s", type(problem).__name__, frames)
+            raise HTTPException(status_code=500, detail="internal error; the service log names where") from None
+
+    def record_feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
         claims = getattr(request.state, "cds_claims", None) or {}
         resolved = []
         for index, item in enumerate(body.feedback):

@@ -40,7 +40,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,6 @@ class AuthConfig:
     service_url: str | None = None
     leeway: float = DEFAULT_LEEWAY
     max_lifetime: float = DEFAULT_MAX_LIFETIME
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _absolute_url(url: Any, what: str) -> str:
