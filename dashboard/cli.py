@@ -514,9 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=None)
     p.set_defaults(run=cmd_import_redcap)
 
-    p = commands.add_parser("serve-cds", help="run the CDS Hooks service (patient-view)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090)
+    p = commands.add_parser("serve-cds", help="run the CDS Hooks service (patient-view, feedback)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="port to listen on (default 8090)")
     p.add_argument("--database", default=None, help=db_help)
     p.add_argument("--as-of", type=_date, default=None, help="assess as of this day (default: today)")
     p.add_argument("--source-url", default=None,
@@ -525,6 +525,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a browser origin allowed to call the service (repeat for more; default: no CORS)")
     p.add_argument("--fhir-timeout", type=float, default=5.0,
                    help="seconds per request to the EHR's FHIR server (default 5)")
+    p.add_argument("--auth-config", default=None, metavar="FILE",
+                   help="YAML/JSON file of trusted CDS Clients: each issuer (iss) with its JWK Set (file, inline "
+                        "or URL); required unless --no-auth (docs/interoperability.md)")
+    p.add_argument("--service-url", default=None, metavar="URL",
+                   help="this service's base URL as the EHR calls it: the JWT audience is URL/cds-services/<id> "
+                        "(default: the configuration's service_url, else http://HOST:PORT)")
+    p.add_argument("--allowed-host", action="append", default=None, metavar="HOST[:PORT]",
+                   help="another Host header value to answer (repeatable; default: HOST:PORT, the loopback names "
+                        "with PORT, and the service URL's host)")
+    p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024,
+                   help="largest request body accepted, in bytes (default 10 MiB; larger: 413)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="no JWT check: demo mode only (SPINE_DASHBOARD_MODE=demo) and a loopback --host only")
     p.set_defaults(run=cmd_serve_cds)
 
     p = commands.add_parser("handout", help="de-identified case-conference handout (.pdf or .html)")

@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from cds_auth_helpers import ISSUER, Signer, auth_config, ec_keys, jwks
+from cds_auth_helpers import client as cds_client
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.testclient import TestClient
 from interop_helpers import ROOT, SCENARIOS, demo_records, one_per_scenario, subset
 
 from dashboard.core.assessment import assess, to_json_dict
@@ -32,6 +33,13 @@ from dashboard.store import get_engine, import_records
 ANCHOR = date(2026, 11, 20)  # the demo cohort's anchor day (data/demo/README.md)
 EXTENSION = "example.spine-dashboard.prompt"
 FIXTURES = Path(__file__).parent / "fixtures"  # copies of ../shared/fixtures, unchanged (fixtures/SOURCES.md)
+KEYS = ec_keys()  # the EHR's signing key, made for this test run (every request carries a JWT it signed)
+
+
+def cds_app(store_url: str, **kwargs) -> FastAPI:
+    """The service as deployed: the JWT check on, the test EHR trusted."""
+    kwargs.setdefault("auth", auth_config(KEYS))
+    return create_app(store_url, as_of=kwargs.pop("as_of", ANCHOR), **kwargs)
 
 
 def free_port() -> int:
@@ -53,16 +61,17 @@ def store_url(tmp_path_factory) -> str:
 def service(store_url: str) -> Iterator[httpx.Client]:
     """The app under uvicorn in a thread, on a free localhost port; a real HTTP client talks to it."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store_url, as_of=ANCHOR), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    base = f"http://127.0.0.1:{port}"
+    server = uvicorn.Server(uvicorn.Config(cds_app(store_url, auth=auth_config(KEYS, service_url=base)),
+                                           host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "the CDS service did not start"
         time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-        yield client
+    with httpx.Client(base_url=base, timeout=60, auth=Signer(KEYS, base)) as http:
+        yield http
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -192,17 +201,22 @@ def test_unknown_patient_wrong_hook_and_unknown_service(service: httpx.Client):
     assert service.post("/cds-services/patient-view", json={"hook": "patient-view"}).status_code == 422
 
 
-def test_the_documented_command_serves_the_same_cards(store_url: str, expected: dict):
-    """`python -m dashboard serve-cds` as a real process: discovery and one patient's cards."""
+def test_the_documented_command_serves_the_same_cards(store_url: str, expected: dict, tmp_path: Path):
+    """`python -m dashboard serve-cds` as a real process: discovery and one patient's cards, with a JWT."""
     port = free_port()
+    (tmp_path / "ehr-jwks.json").write_text(json.dumps(jwks(KEYS)), encoding="utf-8")
+    (tmp_path / "cds-auth.yaml").write_text(f"issuers:\n  - iss: {ISSUER}\n    jwks_file: ehr-jwks.json\n",
+                                            encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "dashboard", "serve-cds", "--port", str(port), "--database", store_url,
          "--as-of", ANCHOR.isoformat(), "--source-url", "https://hospital.example/rules",
-         "--cors-origin", "https://ehr.example"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--cors-origin", "https://ehr.example", "--auth-config", str(tmp_path / "cds-auth.yaml")],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=60, auth=Signer(KEYS, base)) as client:
             while True:
                 assert process.poll() is None, process.stderr.read().decode()
                 try:
@@ -219,6 +233,8 @@ def test_the_documented_command_serves_the_same_cards(store_url: str, expected: 
             assert cards[0]["source"]["url"].startswith("https://hospital.example/rules#")
             cors = client.get("/cds-services", headers={"Origin": "https://ehr.example"})
             assert cors.headers["access-control-allow-origin"] == "https://ehr.example"
+            anonymous = httpx.post(f"{base}/cds-services/patient-view", json=hook(patient_id), timeout=60)
+            assert anonymous.status_code == 401 and patient_id not in anonymous.text
     finally:
         process.terminate()
         try:
@@ -545,7 +561,7 @@ def test_a_next_link_elsewhere_gets_no_token(service, fhir):
 
 def test_a_slow_fhir_server_is_412_within_the_timeout(store_url, fhir):
     patient_id = patient_of("plateau_behind")
-    client = TestClient(create_app(store_url, as_of=ANCHOR, fhir_timeout=0.5))
+    client = cds_client(cds_app(store_url, fhir_timeout=0.5), KEYS)
     fhir.delay = 2.0
     try:
         started = time.monotonic()
@@ -615,7 +631,7 @@ def test_an_internal_error_does_not_pass_its_message_on(store_url, monkeypatch, 
         raise ValueError(message)
 
     monkeypatch.setattr(cds, "assess", failing)
-    client = TestClient(create_app(store_url, as_of=ANCHOR), raise_server_exceptions=False)
+    client = cds_client(cds_app(store_url), KEYS, raise_server_exceptions=False)
     with caplog.at_level(logging.INFO):
         response = client.post("/cds-services/patient-view", json=hook(patient_id))
     assert response.status_code == 500
@@ -656,7 +672,7 @@ def test_the_user_in_context(service, expected):
 
 
 def test_the_source_url_is_configurable(store_url):
-    client = TestClient(create_app(store_url, as_of=ANCHOR, source_url="https://hospital.example/cds/rules"))
+    client = cds_client(cds_app(store_url, source_url="https://hospital.example/cds/rules"), KEYS)
     cards = client.post("/cds-services/patient-view", json=hook(patient_of("cauda_equina"))).json()["cards"]
     assert cards and all(c["source"]["url"].startswith("https://hospital.example/cds/rules#") for c in cards)
     with pytest.raises(ValueError, match="absolute"):
@@ -666,7 +682,7 @@ def test_the_source_url_is_configurable(store_url):
 def test_cors_only_for_the_allowed_origins(store_url):
     preflight = {"Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "content-type,authorization"}
-    allowed = TestClient(create_app(store_url, as_of=ANCHOR, cors_origins=["https://ehr.example"]))
+    allowed = cds_client(cds_app(store_url, cors_origins=["https://ehr.example"]), KEYS)
     ok = allowed.options("/cds-services/patient-view", headers={"Origin": "https://ehr.example", **preflight})
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://ehr.example"
     assert "authorization" in ok.headers["access-control-allow-headers"].lower()
@@ -675,14 +691,14 @@ def test_cors_only_for_the_allowed_origins(store_url):
     assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
     got = allowed.get("/cds-services", headers={"Origin": "https://ehr.example"})
     assert got.headers["access-control-allow-origin"] == "https://ehr.example"
-    closed = TestClient(create_app(store_url, as_of=ANCHOR))  # default: no CORS at all
+    closed = cds_client(cds_app(store_url), KEYS)  # default: no CORS at all
     assert "access-control-allow-origin" not in closed.get("/cds-services", headers={"Origin": "https://ehr.example"}).headers
     with pytest.raises(ValueError, match="no '\\*'"):
         create_app(store_url, cors_origins=["*"])
 
 
 def test_an_authorize_hook_sees_every_request_first(store_url):
-    """The seam for the EHR's JWT check (not implemented here): it can refuse before anything is read."""
+    """A site's extra rule (`authorize`) runs after the JWT check and can still refuse before anything is read."""
     from fastapi import HTTPException  # noqa: PLC0415
 
     seen = []
@@ -691,7 +707,7 @@ def test_an_authorize_hook_sees_every_request_first(store_url):
         seen.append(request.url.path)
         raise HTTPException(status_code=401, detail="no valid JWT")
 
-    client = TestClient(create_app(store_url, as_of=ANCHOR, authorize=refuse))
+    client = cds_client(cds_app(store_url, authorize=refuse), KEYS)
     assert client.get("/cds-services").status_code == 401
     assert client.post("/cds-services/patient-view", json=hook(patient_of("cauda_equina"))).status_code == 401
     assert seen == ["/cds-services", "/cds-services/patient-view"]

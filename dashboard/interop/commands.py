@@ -94,9 +94,45 @@ def import_redcap(args: argparse.Namespace) -> int:
 
 
 def serve_cds(args: argparse.Namespace) -> int:
-    """Run the CDS Hooks service until interrupted."""
+    """Run the CDS Hooks service until interrupted: with the JWT check, or (demo mode only) --no-auth."""
+    from dashboard.access import MODE_ENV, demo_mode  # noqa: PLC0415
     from dashboard.interop.cds_hooks import DEFAULT_SOURCE_URL, serve  # noqa: PLC0415
+    from dashboard.interop.cds_security import LOOPBACK_HOSTS, AuthConfigError, load_auth_config  # noqa: PLC0415
 
-    serve(args.host, args.port, args.database, args.as_of, source_url=args.source_url or DEFAULT_SOURCE_URL,
-          cors_origins=args.cors_origin or (), fhir_timeout=args.fhir_timeout)
+    auth = None
+    if args.no_auth:
+        if args.auth_config:
+            print("give either --auth-config or --no-auth, not both", file=sys.stderr)
+            return EXIT_INVALID
+        if not demo_mode():
+            print(f"--no-auth is refused outside demo mode ({MODE_ENV}=demo): give --auth-config", file=sys.stderr)
+            return EXIT_INVALID
+        if args.host not in (*LOOPBACK_HOSTS, "::1"):
+            print("--no-auth only with a loopback --host (127.0.0.1, localhost, ::1)", file=sys.stderr)
+            return EXIT_INVALID
+    elif not args.auth_config:
+        print("the CDS service authenticates its callers: give --auth-config FILE (trusted issuers and their keys, "
+              "docs/interoperability.md), or --no-auth in demo mode", file=sys.stderr)
+        return EXIT_INVALID
+    else:
+        try:
+            auth = load_auth_config(args.auth_config)
+        except AuthConfigError as problem:
+            print(problem, file=sys.stderr)
+            return EXIT_INVALID
+    if auth is not None and not (args.service_url or auth.service_url) and args.host in ("0.0.0.0", "::"):  # noqa: S104
+        print("listening on every interface: give --service-url (the URL the EHR calls, the JWT audience)",
+              file=sys.stderr)
+        return EXIT_INVALID
+    if args.max_body_bytes < 1:
+        print("--max-body-bytes must be positive", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        serve(args.host, args.port, args.database, args.as_of, source_url=args.source_url or DEFAULT_SOURCE_URL,
+              cors_origins=args.cors_origin or (), fhir_timeout=args.fhir_timeout, auth=auth,
+              service_url=args.service_url, no_auth=args.no_auth, allowed_hosts=args.allowed_host or (),
+              max_body_bytes=args.max_body_bytes)
+    except ValueError as problem:
+        print(problem, file=sys.stderr)
+        return EXIT_INVALID
     return EXIT_OK

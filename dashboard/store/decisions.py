@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from dashboard.store.models import DECISIONS, Decision, Patient
 
@@ -18,11 +18,12 @@ DECISION_COLUMNS = ["id", "patient_id", "rule_id", "evidence_hash", "decision", 
                     "decided_at"]
 
 
-def record_decision(engine: Engine, *, patient_id: str, rule_id: str, evidence_hash: str, decision: str,
+def record_decision(engine: Engine | Connection, *, patient_id: str, rule_id: str, evidence_hash: str, decision: str,
                     clinician: str, reason: str | None = None, decided_at: datetime | None = None) -> int:
     """Append one decision and return its id. `reason` is required for 'not_indicated' (an override).
 
-    `decided_at` defaults to now; a naive datetime is taken as UTC.
+    `decided_at` defaults to now; a naive datetime is taken as UTC. `engine` may be an open Connection, to
+    write the decision in the caller's transaction (with its audit entry).
     """
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
@@ -35,14 +36,19 @@ def record_decision(engine: Engine, *, patient_id: str, rule_id: str, evidence_h
             raise ValueError(f"{label} is required")
     when = decided_at or datetime.now(UTC)
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    table = Decision.__table__
-    with engine.begin() as conn:
-        patients = Patient.__table__
+    table, patients = Decision.__table__, Patient.__table__
+
+    def write(conn: Connection) -> int:
         if conn.execute(select(patients.c.id).where(patients.c.patient_id == patient_id)).first() is None:
             raise ValueError(f"patient {patient_id} is not in the store")
         return conn.execute(insert(table).values(
             patient_id=patient_id, rule_id=rule_id, evidence_hash=evidence_hash, decision=decision,
             reason=reason, clinician=clinician.strip(), decided_at=when)).inserted_primary_key[0]
+
+    if isinstance(engine, Connection):
+        return write(engine)
+    with engine.begin() as conn:
+        return write(conn)
 
 
 def decision_history(engine: Engine, patient_id: str | None = None) -> pd.DataFrame:
