@@ -454,7 +454,9 @@ def _check_constraints() -> list[tuple[str, str, str]]:
     for table in Base.metadata.sorted_tables:
         for constraint in table.constraints:
             if isinstance(constraint, CheckConstraint):
-                found.append((table.name, f"ck_{table.name}_{constraint.name}", str(constraint.sqltext)))
+                name = str(constraint.name)  # the naming convention's name once the table is built
+                found.append((table.name, name if name.startswith("ck_") else f"ck_{table.name}_{name}",
+                              str(constraint.sqltext)))
     return found
 
 
@@ -528,21 +530,22 @@ def _sqlite_restore(plain: Path, url: str, label: str, revision: str, counts: di
     except Exception as problem:  # noqa: BLE001
         raise BackupError(f"{label} at schema revision {revision} could not be migrated to "
                           f"{head_revision()} ({type(problem).__name__})") from None
-    try:
-        record(staged, user, "restore", **_restore_details(label, "sqlite", revision, counts))
+    try:  # written here for the app's own formatting; moved after the carried entries by the swap
+        entry = record(staged, user, "restore", **_restore_details(label, "sqlite", revision, counts))
     finally:
         staged.dispose()
     _migrated(url)
-    return _sqlite_swap(plain, _sqlite_path(url))
+    return _sqlite_swap(plain, _sqlite_path(url), entry)
 
 
 def _table_columns(conn: sqlite3.Connection, schema: str, table: str) -> list[str]:
     return [row[1] for row in conn.execute(f'PRAGMA "{schema}".table_info("{table}")')]
 
 
-def _sqlite_swap(staged: Path, target: Path) -> int:
+def _sqlite_swap(staged: Path, target: Path, restore_entry: int) -> int:
     """One write transaction on the live store: its rows become the staged copy's, its audit entries that the
-    copy lacks are appended, the head revision's triggers are re-created, all checked before COMMIT."""
+    copy lacks are appended, then the restore's own entry (`restore_entry` in the copy), the head revision's
+    triggers are re-created, all checked before COMMIT."""
     reference = _reference_schema(str(head_revision()))
     tables = [table.name for table in Base.metadata.sorted_tables]  # parents first
     conn = sqlite3.connect(target, timeout=SQLITE_TIMEOUT_S, isolation_level=None)
@@ -565,10 +568,15 @@ def _sqlite_swap(staged: Path, target: Path) -> int:
                 conn.execute(f'DROP TRIGGER main."{name}"')
             for table in reversed(tables):
                 conn.execute(f'DELETE FROM main."{table}"')
+            conn.execute(f"CREATE TEMP VIEW restore_backup AS SELECT * FROM staged.{AUDIT} "
+                         f"WHERE id <> {restore_entry:d}")
             for table in tables:
                 conn.execute(f'INSERT INTO main."{table}" ({columns[table]}) SELECT {columns[table]} '
-                             f'FROM staged."{table}"')
-            carried = _carry_audit(conn, "temp.restore_carry", f"staged.{AUDIT}", f"main.{AUDIT}")
+                             f'FROM {"temp.restore_backup" if table == AUDIT else f"staged.{table}"}')
+            carried = _carry_audit(conn, "temp.restore_carry", "temp.restore_backup", f"main.{AUDIT}")
+            without_id = ", ".join(f'"{c}"' for c in AUDIT_COLUMNS if c != "id")
+            conn.execute(f"INSERT INTO main.{AUDIT} ({without_id}) SELECT {without_id} FROM staged.{AUDIT} "
+                         f"WHERE id = {restore_entry:d}")
             for sql in reference.triggers.values():
                 conn.execute(sql)
             _verify_swap(conn, tables, reference, carried)
