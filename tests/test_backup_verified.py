@@ -388,3 +388,21 @@ def test_restore_refuses_a_backup_whose_manifest_is_for_the_other_database(
     with pytest.raises(BackupError) as refused:
         restore(out, stocked, safety_dir=tmp_path / "s")
     assert str(refused.value) == f"store.bak is a {other} backup; this store is {make_url(stocked).get_backend_name()}"
+
+
+def test_a_damaged_store_does_not_block_restoring_a_good_backup(stocked: str, tmp_path: Path) -> None:
+    """The issue's sequel: after a bad value reached the store, every restore was refused (its safety copy
+    failed integrity_check). The safety copy now keeps the store as it is, and says what is wrong with it."""
+    if not _is_sqlite(stocked):
+        pytest.skip("PostgreSQL enforces CHECK constraints on every write; a store cannot hold such a value")
+    good = backup(tmp_path / "good.bak", stocked).path
+    at_backup = _digest(stocked)
+    with sqlite3.connect(make_url(stocked).database) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("UPDATE strength_exams SET mrc = 13 WHERE muscle = 'hip_flexion'")
+    conn.close()
+    result = restore(good, stocked, safety_dir=tmp_path / "s")
+    assert _without_audit(_digest(stocked)) == _without_audit(at_backup)
+    assert result.safety_copy is not None
+    assert json.loads(manifest_of(result.safety_copy).read_text())["damaged"] == (
+        f"{result.safety_copy} is damaged (SQLite integrity_check: CHECK constraint failed in strength_exams)")

@@ -116,9 +116,13 @@ def manifest_of(backup_file: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ backup
-def backup(out: str | Path, url: str | None = None, *, secret: bytes | None = None) -> BackupResult:
+def backup(out: str | Path, url: str | None = None, *, secret: bytes | None = None,
+           damaged_ok: bool = False) -> BackupResult:
     """Write an online backup of the store at `url` (default: the app's store) to `out`, a new file, and its
-    manifest beside it; encrypted with `secret` (dashboard.store.encryption.secret_from) when given."""
+    manifest beside it; encrypted with `secret` (dashboard.store.encryption.secret_from) when given.
+
+    `damaged_ok` (the safety copy before a restore): a SQLite store that fails integrity_check is copied all
+    the same, with the finding in the manifest, so a damaged store never blocks restoring a good backup."""
     out = Path(out)
     manifest_path = manifest_of(out)
     for existing in (out, manifest_path):
@@ -133,8 +137,9 @@ def backup(out: str | Path, url: str | None = None, *, secret: bytes | None = No
     for leftover in (partial, sealed):
         leftover.unlink(missing_ok=True)
     try:
+        damage = None
         if backend == "sqlite":
-            revision, digest = _sqlite_backup(_sqlite_path(url), partial, out)
+            revision, digest, damage = _sqlite_backup(_sqlite_path(url), partial, out, damaged_ok)
         elif backend == "postgresql":
             revision, digest = _pg_backup(url, partial)
         else:
@@ -157,6 +162,8 @@ def backup(out: str | Path, url: str | None = None, *, secret: bytes | None = No
             "tables": {name: ({"rows": rows} if secret is not None else {"rows": rows, "sha256": sha})
                        for name, (rows, sha) in digest.items() if name != "alembic_version"},
         }
+        if damage:
+            manifest["damaged"] = damage
         os.replace(written, out)
         _write_private(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
     finally:
@@ -193,23 +200,34 @@ def _write_private(path: Path, content: bytes) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _sqlite_backup(source: Path, partial: Path, label: Path) -> tuple[str | None, dict[str, tuple[int, str]]]:
+def _sqlite_backup(source: Path, partial: Path, label: Path, damaged_ok: bool = False
+                   ) -> tuple[str | None, dict[str, tuple[int, str]], str | None]:
     if not source.exists():
         raise BackupError(f"there is no database at {source}")
     _create_private(partial)
     src = sqlite3.connect(source, timeout=SQLITE_TIMEOUT_S)
     dst = sqlite3.connect(partial)
+    damage = None
     try:
         src.backup(dst)  # one step: a consistent snapshot, writers (WAL) are not blocked
         dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
-        revision = _check_sqlite(dst, label)
+        try:
+            revision = _check_sqlite(dst, label)  # writable: integrity_check includes the CHECK constraints
+        except BackupError as problem:
+            if not damaged_ok:
+                raise
+            damage, revision = str(problem), None
     finally:
         dst.close()
         src.close()
     engine = _plain_sqlite_engine(partial)  # reads only: no WAL switch, the file stays as written
     try:
         with engine.connect() as conn:
-            return revision, _digest(conn)
+            return revision, _digest(conn), damage
+    except Exception:  # noqa: BLE001 - a damaged store's safety copy is kept even if it cannot be read through
+        if damage is None:
+            raise
+        return revision, {}, damage
     finally:
         engine.dispose()
 
@@ -503,7 +521,7 @@ def _safety_copy(url: str, backend: str, folder: Path, secret: bytes | None) -> 
         engine.dispose()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return backup(folder / f"pre-restore-{stamp}.{'db' if backend == 'sqlite' else 'dump'}", url,
-                  secret=secret).path
+                  secret=secret, damaged_ok=True).path
 
 
 def _migrated(url: str) -> None:
