@@ -295,7 +295,7 @@ def restore(source: str | Path, url: str | None = None, *, safety_dir: str | Pat
     else:
         work_parent = None
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=work_parent) as work:  # 0700
-        plain = _opened(source, Path(work), secret)
+        plain = _opened(source, Path(work), secret, manifest)
         if backend == "sqlite":
             revision, counts = _verify_sqlite_backup(plain, source.name, manifest)
             safety = _safety_copy(url, backend, safety_folder, secret)
@@ -316,7 +316,7 @@ def restore(source: str | Path, url: str | None = None, *, safety_dir: str | Pat
 
 
 def _verified_manifest(source: Path, backend: str, unverified: bool) -> dict[str, Any] | None:
-    """The backup's manifest, after checking the file's SHA-256 against it; None only when `unverified`."""
+    """The backup's manifest (its checksum is compared by `_opened`); None only when `unverified`."""
     path = manifest_of(source)
     if not path.is_file():
         if unverified:
@@ -337,27 +337,34 @@ def _verified_manifest(source: Path, backend: str, unverified: bool) -> dict[str
         raise BackupError(f"{path.name} is not a readable backup manifest ({problem})") from None
     if manifest.get("backend") != backend:
         raise BackupError(f"{source.name} is a {manifest.get('backend')} backup; this store is {backend}")
-    if _sha256(source) != manifest["sha256"]:
-        raise BackupError(f"{source.name}: the backup was changed after it was written (its SHA-256 is not the "
-                          f"one in {path.name})")
     return manifest
 
 
-def _opened(source: Path, work: Path, secret: bytes | None) -> Path:
-    """The backup as a private, writable plain file in `work` (decrypted when it is encrypted)."""
+def _opened(source: Path, work: Path, secret: bytes | None, manifest: dict[str, Any] | None) -> Path:
+    """The backup as a private, writable plain file in `work`: copied, its SHA-256 taken from the copy and
+    compared with the manifest (so what is checked is what is restored), then decrypted if it is encrypted."""
+    copy = work / "backup.copy"
+    _create_private(copy)
+    hasher = hashlib.sha256()
+    with open(source, "rb") as src, open(copy, "wb") as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            hasher.update(block)
+            dst.write(block)
+    if manifest is not None and hasher.hexdigest() != manifest["sha256"]:
+        raise BackupError(f"{source.name}: the backup was changed after it was written (its SHA-256 is not the "
+                          f"one in {manifest_of(source).name})")
+    if not is_encrypted(copy):
+        return copy
+    if secret is None:
+        raise BackupError(f"{source.name} is encrypted: give its passphrase in {PASSPHRASE_ENV} or its key "
+                          "file with --key-file")
     plain = work / "backup.plain"
-    if is_encrypted(source):
-        if secret is None:
-            raise BackupError(f"{source.name} is encrypted: give its passphrase in {PASSPHRASE_ENV} or its key "
-                              "file with --key-file")
-        try:
-            decrypt_file(source, plain, secret)
-        except EncryptionError as problem:
-            raise BackupError(f"{source.name}: {problem}") from None
-    else:
-        _create_private(plain)
-        with open(source, "rb") as src, open(plain, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+    try:
+        decrypt_file(copy, plain, secret)
+    except EncryptionError as problem:
+        raise BackupError(f"{source.name}: {problem}") from None
+    finally:
+        copy.unlink()
     return plain
 
 
