@@ -24,7 +24,7 @@ from dashboard.core.records import Records
 from dashboard.store import encryption, get_engine, import_records
 from dashboard.store.audit import audit_log, record
 from dashboard.store.backup import BackupError, backup, manifest_of, restore, store_digest
-from tests.store_fixtures import good_records, store_url
+from tests.store_fixtures import GOOD_FILES, good_records, records_from, store_url
 
 FIXTURES = (good_records, store_url)  # imported for pytest, which finds them by name
 PASSPHRASE = "correct horse battery staple 22"
@@ -166,24 +166,34 @@ def test_a_backup_with_one_flipped_bit_is_refused_naming_the_check_and_later_res
 
 def test_a_file_with_only_the_revision_table_is_refused_even_with_a_matching_manifest(
         stocked: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not _is_sqlite(stocked):
-        pytest.skip("a hand-made SQLite file")
-    out = backup(tmp_path / "store.bak", stocked).path
-    hollow = tmp_path / "hollow.bak"
-    with sqlite3.connect(hollow) as conn:
-        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
-        conn.execute("INSERT INTO alembic_version VALUES ('0003')")
-    conn.close()
-    manifest_of(hollow).write_text(manifest_of(out).read_text())
-    _forge_manifest(hollow)
-    before = _digest(stocked)
     expected = ("hollow.bak is not a complete dashboard store: it has no table audit_log, decisions, imports, "
                 "patients, strength_exams, surgeries, visits (a store at schema revision 0003 has them)")
+    hollow = tmp_path / "hollow.bak"
+    if _is_sqlite(stocked):
+        out = backup(tmp_path / "store.bak", stocked).path
+        with sqlite3.connect(hollow) as conn:
+            conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+            conn.execute("INSERT INTO alembic_version VALUES ('0003')")
+        conn.close()
+        manifest_of(hollow).write_text(manifest_of(out).read_text())
+        _forge_manifest(hollow)
+    else:  # a genuine backup, manifest and all, of a schema holding nothing but the revision table
+        engine = create_engine(stocked)
+        with engine.begin() as conn:
+            for table in ("strength_exams", "surgeries", "visits", "decisions", "patients", "imports", "audit_log"):
+                conn.exec_driver_sql(f"DROP TABLE {table} CASCADE")
+        engine.dispose()
+        backup(hollow, stocked)
+        _wipe(stocked)
+        engine = get_engine(stocked)
+        import_records(engine, records_from(tmp_path / "again", GOOD_FILES), "good", user="seed")
+        engine.dispose()
+    before = _digest(stocked)
     args = ["restore", str(hollow), "--database", stocked, "--safety-dir", str(tmp_path / "s")]
     assert _refused(args, capsys) == REFUSED + expected
     manifest_of(hollow).unlink()
     assert _refused([*args, "--unverified"], capsys) == REFUSED + expected
-    assert _digest(stocked) == before
+    assert _digest(stocked) == before and not (tmp_path / "s").exists()
 
 
 def test_an_edited_backup_is_refused(stocked: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
