@@ -416,3 +416,34 @@ def test_a_damaged_store_does_not_block_restoring_a_good_backup(stocked: str, tm
     assert result.safety_copy is not None
     assert json.loads(manifest_of(result.safety_copy).read_text())["damaged"] == (
         f"{result.safety_copy} is damaged (SQLite integrity_check: CHECK constraint failed in strength_exams)")
+
+
+def test_a_backup_with_a_trigger_or_function_of_its_own_is_refused(
+        stocked: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A planted trigger (here: one that empties the visits whenever a patient is added) never comes back."""
+    if _is_sqlite(stocked):
+        out = backup(tmp_path / "store.bak", stocked).path
+        with sqlite3.connect(out) as conn:
+            conn.execute("CREATE TRIGGER planted AFTER INSERT ON patients BEGIN DELETE FROM visits; END")
+        conn.close()
+        manifest_of(out).unlink()
+        args = ["restore", str(out), "--database", stocked, "--safety-dir", str(tmp_path / "s"), "--unverified"]
+        expected = ("store.bak has trigger(s) a dashboard store at schema revision 0003 does not have: planted "
+                    "(the backup was edited, or is not a dashboard backup)")
+    else:  # planted in the store itself, then backed up with a genuine manifest
+        engine = create_engine(stocked)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE FUNCTION planted() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                                 "BEGIN DELETE FROM visits; RETURN NEW; END $$")
+            conn.exec_driver_sql("CREATE TRIGGER planted AFTER INSERT ON patients FOR EACH ROW "
+                                 "EXECUTE FUNCTION planted()")
+        out = backup(tmp_path / "store.bak", stocked).path
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP FUNCTION planted() CASCADE")
+        engine.dispose()
+        args = ["restore", str(out), "--database", stocked, "--safety-dir", str(tmp_path / "s")]
+        expected = ("store.bak holds objects a dashboard store does not have: FUNCTION planted(), planted (the "
+                    "backup was edited, or is not a dashboard backup)")
+    before = _digest(stocked)
+    assert _refused(args, capsys) == REFUSED + expected
+    assert _digest(stocked) == before and not (tmp_path / "s").exists()

@@ -468,6 +468,10 @@ def _verify_sqlite_schema(conn: sqlite3.Connection, revision: str, label: str) -
         raise BackupError(f"{label} lacks the append-only trigger(s) {', '.join(lost)} of schema revision "
                           f"{revision} (missing or changed): restoring it would leave the audit log and decisions "
                           "open to edits, so it is refused (the backup was edited, or is not a dashboard backup)")
+    extra = sorted(set(found.triggers) - set(reference.triggers))
+    if extra:
+        raise BackupError(f"{label} has trigger(s) a dashboard store at schema revision {revision} does not have: "
+                          f"{', '.join(extra)} (the backup was edited, or is not a dashboard backup)")
     missing_indexes = sorted(reference.indexes - found.indexes)
     if missing_indexes:
         raise BackupError(f"{label} lacks the index(es) {', '.join(missing_indexes)} of schema revision {revision}")
@@ -735,13 +739,14 @@ class _Toc:
     tables: set[str]
     triggers: set[tuple[str, str]]  # (table, trigger)
     schemas: set[str]
+    functions: set[str]
 
 
 def _pg_toc(dump: Path) -> _Toc:
     """The table of contents of a pg_dump archive; refuses a file that is not a dashboard store."""
     listing = _run([_pg_program("pg_restore"), "--list", str(dump)], {**os.environ},
                    f"reading {dump.name} (is it a pg_dump custom-format backup?)").decode(errors="replace")
-    toc = _Toc(set(), set(), set())
+    toc = _Toc(set(), set(), set(), set())
     for line in listing.splitlines():  # "216; 1259 18352 TABLE schema name owner"
         parts = line.split()
         if line.startswith(";") or len(parts) < 6:
@@ -752,6 +757,8 @@ def _pg_toc(dump: Path) -> _Toc:
             toc.schemas.add(parts[4])
         elif kind == "TRIGGER" and len(parts) >= 7:
             toc.triggers.add((parts[5], parts[6]))
+        elif kind in ("FUNCTION", "PROCEDURE", "AGGREGATE", "RULE", "POLICY", "EVENT"):
+            toc.functions.add(f"{kind} {parts[5] if kind != 'EVENT' else ' '.join(parts[4:6])}")
     if "alembic_version" not in toc.tables:
         raise BackupError(f"{dump} is a pg_dump archive but not a dashboard store (no schema revision)")
     return toc
@@ -785,6 +792,11 @@ def _verify_pg_backup(dump: Path, label: str, url: str) -> tuple[str, set[str]]:
                           f"is in {schema}: restoring it would write into the other schema, so it is refused")
     expected = {(table, name) for table, names in PG_TRIGGERS.items() if table in _reference_schema(revision).tables
                 for name in names}
+    unexpected = sorted({name for _table, name in toc.triggers - expected}
+                        | (toc.functions - {f"FUNCTION {name}()" for name in PG_FUNCTIONS}))
+    if unexpected:
+        raise BackupError(f"{label} holds objects a dashboard store does not have: {', '.join(unexpected)} (the "
+                          "backup was edited, or is not a dashboard backup)")
     lost = sorted(name for _table, name in expected - toc.triggers)
     if lost:
         raise BackupError(f"{label} lacks the append-only trigger(s) {', '.join(lost)} of schema revision "
