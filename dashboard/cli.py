@@ -484,9 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=None, help="the admin making the correction (audit log)")
     p.set_defaults(run=cmd_correct_patient)
 
-    p = commands.add_parser(
-        "backup", help="online backup of the store to a new file (SQLite backup API / pg_dump), with a manifest "
-                       "beside it (OUT.manifest.json: schema revision, rows per table, SHA-256), both 0600")
+    about = ("online backup of the store to a new file (SQLite backup API / pg_dump), with a manifest beside it "
+             "(OUT.manifest.json: schema revision, rows per table, SHA-256), both 0600")
+    p = commands.add_parser("backup", help=about, description=about)
     p.add_argument("out")
     p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
     p.add_argument("--user", default=None, help="who, for the audit log (default: the system account)")
@@ -496,11 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", default=None, help="a file holding the backup key or passphrase (with --encrypt)")
     p.set_defaults(run=cmd_backup)
 
-    p = commands.add_parser(
-        "restore", help="replace the store with a verified backup: refused unless its checksum matches its "
-                        "manifest and its schema, append-only triggers, CHECK constraints, foreign keys and row "
-                        "counts are as written; the current store is kept first, and its audit entries the "
-                        "backup lacks are carried over")
+    about = ("replace the store with a verified backup: refused unless its checksum matches its manifest and its "
+             "schema, append-only triggers, CHECK constraints, foreign keys and row counts are as written; the "
+             "current store is kept first (safety copy), and its audit entries the backup lacks are kept")
+    p = commands.add_parser("restore", help=about, description=about)
     p.add_argument("backup")
     p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
     p.add_argument("--user", default=None, help="who, for the audit log (default: the system account)")
