@@ -245,7 +245,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from dashboard.store.backup import BackupError, restore
+    from dashboard.store.backup import BackupError, RestoredUnprotectedError, restore
     from dashboard.store.encryption import EncryptionError
 
     try:
@@ -254,6 +254,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
                          unverified=args.unverified, user=_cli_user(args.user))
     except (BackupError, EncryptionError) as problem:
         print(f"restore failed, nothing was changed: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    except RestoredUnprotectedError as problem:
+        print(f"restored, but {problem}", file=sys.stderr)
         return EXIT_FAILED
     if result.safety_copy is not None:
         print(f"the store as it was before is kept in {result.safety_copy}", file=sys.stderr)
