@@ -210,46 +210,61 @@ def _audit_export(args: argparse.Namespace, kind: str, out: Path, **details: obj
         engine.dispose()
 
 
+def _backup_secret(args: argparse.Namespace, *, required: bool) -> bytes | None:
+    """The backup key: --key-file, else $SPINE_BACKUP_PASSPHRASE (EncryptionError when unusable)."""
+    from dashboard.store.encryption import PASSPHRASE_ENV, EncryptionError, secret_from
+
+    secret = secret_from(getattr(args, "key_file", None))
+    if secret is None and required:
+        raise EncryptionError(f"--encrypt needs a passphrase in {PASSPHRASE_ENV} or a key file (--key-file)")
+    return secret
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from dashboard.store import get_engine
     from dashboard.store.audit import record
     from dashboard.store.backup import BackupError, backup
+    from dashboard.store.encryption import EncryptionError
 
     try:
-        result = backup(args.out, args.database)
-    except BackupError as problem:
+        secret = _backup_secret(args, required=args.encrypt) if args.encrypt else None
+        result = backup(args.out, args.database, secret=secret)
+    except (BackupError, EncryptionError) as problem:
         print(f"backup failed: {problem}", file=sys.stderr)
         return EXIT_FAILED
     engine = get_engine(args.database)
     try:
         record(engine, _cli_user(args.user), "backup", file=result.path.name, backend=result.backend,
-               bytes=result.bytes, counts=result.counts)
+               bytes=result.bytes, counts=result.counts, revision=result.revision)
     finally:
         engine.dispose()
     rows = ", ".join(f"{n} {table}" for table, n in result.counts.items())
-    print(f"backed up ({result.backend}, {result.bytes / 1e6:.1f} MB, {result.seconds:.1f} s) to {result.path}: {rows}",
-          file=sys.stderr)
+    print(f"backed up ({result.backend}, {'encrypted, ' if result.encrypted else ''}{result.bytes / 1e6:.1f} MB, "
+          f"{result.seconds:.1f} s) to {result.path}, manifest {result.manifest}: {rows}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from dashboard.store import get_engine
-    from dashboard.store.audit import record
-    from dashboard.store.backup import BackupError, restore
+    from dashboard.store.backup import BackupError, RestoredUnprotectedError, restore
+    from dashboard.store.encryption import EncryptionError
 
     try:
-        result = restore(args.backup, args.database, safety_dir=args.safety_dir)
-    except BackupError as problem:
+        secret = _backup_secret(args, required=False)
+        result = restore(args.backup, args.database, safety_dir=args.safety_dir, secret=secret,
+                         unverified=args.unverified, user=_cli_user(args.user))
+    except (BackupError, EncryptionError) as problem:
         print(f"restore failed, nothing was changed: {problem}", file=sys.stderr)
         return EXIT_FAILED
-    engine = get_engine(args.database)
-    try:
-        record(engine, _cli_user(args.user), "restore", file=result.source.name, backend=result.backend,
-               revision=result.revision, counts=result.counts)
-    finally:
-        engine.dispose()
+    except RestoredUnprotectedError as problem:
+        print(f"restored, but {problem}", file=sys.stderr)
+        return EXIT_FAILED
     if result.safety_copy is not None:
         print(f"the store as it was before is kept in {result.safety_copy}", file=sys.stderr)
+    if not result.verified:
+        print("restored WITHOUT a manifest (--unverified): its checksum and row counts were not checked; its "
+              "schema, append-only triggers, CHECK constraints and foreign keys were", file=sys.stderr)
+    if result.carried_audit_entries:
+        print(f"{result.carried_audit_entries} audit entries the backup did not have were kept", file=sys.stderr)
     rows = ", ".join(f"{n} {table}" for table, n in result.counts.items())
     print(f"restored {result.source} ({result.backend}, schema {result.revision}): {rows}", file=sys.stderr)
     return EXIT_OK
@@ -472,17 +487,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=None, help="the admin making the correction (audit log)")
     p.set_defaults(run=cmd_correct_patient)
 
-    p = commands.add_parser("backup", help="online backup of the store to a new file (SQLite backup API / pg_dump)")
+    about = ("online backup of the store to a new file (SQLite backup API / pg_dump), with a manifest beside it "
+             "(OUT.manifest.json: schema revision, rows per table, SHA-256), both 0600")
+    p = commands.add_parser("backup", help=about, description=about)
     p.add_argument("out")
     p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
     p.add_argument("--user", default=None, help="who, for the audit log (default: the system account)")
+    p.add_argument("--encrypt", action="store_true",
+                   help="encrypt the backup (AES-256-GCM, key from scrypt) with the passphrase in "
+                        "SPINE_BACKUP_PASSPHRASE or the key file given by --key-file")
+    p.add_argument("--key-file", default=None, help="a file holding the backup key or passphrase (with --encrypt)")
     p.set_defaults(run=cmd_backup)
 
-    p = commands.add_parser("restore", help="replace the store with a backup (the current store is kept first)")
+    about = ("replace the store with a verified backup: refused unless its checksum matches its manifest and its "
+             "schema, append-only triggers, CHECK constraints, foreign keys and row counts are as written; the "
+             "current store is kept first (safety copy), and its audit entries the backup lacks are kept")
+    p = commands.add_parser("restore", help=about, description=about)
     p.add_argument("backup")
     p.add_argument("--database", default=None, help="database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)")
     p.add_argument("--user", default=None, help="who, for the audit log (default: the system account)")
     p.add_argument("--safety-dir", default=None, help="where the copy of the current store goes (default: var/backups)")
+    p.add_argument("--key-file", default=None,
+                   help="key file of an encrypted backup (else the passphrase in SPINE_BACKUP_PASSPHRASE)")
+    p.add_argument("--unverified", action="store_true",
+                   help="restore a backup that has no manifest (older versions): its checksum and row counts "
+                        "are then NOT checked; schema, triggers, CHECK constraints and foreign keys still are")
     p.set_defaults(run=cmd_restore)
 
     p = commands.add_parser("hash-password", help="bcrypt hash of a password for the login configuration")

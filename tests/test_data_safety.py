@@ -161,11 +161,12 @@ def test_backup_and_restore_bring_the_store_back_exactly(store_url: str, tmp_pat
         after = store_digest(engine)
         assert _without_audit(after) == _without_audit(at_backup)
         log = audit_log(engine)
-        assert log["action"].tolist()[:1] == ["restore"] and len(log) == at_backup["audit_log"][0] + 1
+        # Every entry of the store before the restore is kept (issue 22: the ones made since the backup too).
+        assert log["action"].tolist()[:1] == ["restore"] and len(log) == before_restore["audit_log"][0] + 1
         assert log.iloc[0]["details"]["counts"]["patients"] == 200
     finally:
         engine.dispose()
-    [kept] = list(safety.iterdir())
+    [kept] = [path for path in safety.iterdir() if not path.name.endswith(".manifest.json")]
     if make_url(store_url).get_backend_name() == "sqlite":
         copy = get_engine(f"sqlite:///{kept}", migrate=False)
         try:
@@ -233,8 +234,11 @@ def test_a_backup_from_a_newer_version_is_refused(tmp_path: Path, good_records: 
     newer = backup(tmp_path / "newer.bak", url).path
     with sqlite3.connect(newer) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    with pytest.raises(BackupError, match="revision '9999'.*upgrade the app first"):
+    with pytest.raises(BackupError, match="newer.bak: the backup was changed after it was written"):
         restore(newer, url, safety_dir=tmp_path / "safety")
+    newer.with_name("newer.bak.manifest.json").unlink()  # as if written by a newer app without one we know
+    with pytest.raises(BackupError, match="revision '9999'.*upgrade the app first"):
+        restore(newer, url, safety_dir=tmp_path / "safety", unverified=True)
 
 
 def test_a_backup_from_an_older_schema_restores_and_is_migrated(store_url: str, good_records: Records,
@@ -263,7 +267,8 @@ def test_a_backup_from_an_older_schema_restores_and_is_migrated(store_url: str, 
     assert result.revision == head_revision() and result.counts["patients"] == 3
     engine = get_engine(store_url)
     try:
-        assert audit_log(engine).empty  # the restored store, brought to head, with its own (new) audit log
+        # The restored store, brought to head: its new audit log keeps the live store's entry, and the restore.
+        assert audit_log(engine)["action"].tolist() == ["restore", "login"]
         with pytest.raises(Exception, match="append-only"), engine.begin() as conn:
             record(conn, "x", "login")
             conn.execute(text("DELETE FROM audit_log"))
