@@ -25,10 +25,10 @@ def test_a_decision_holds_until_the_evidence_changes(tmp_path):
     records = make_records([patient("P1")], [surgery("P1")], exams("P1", DF, "R", PLATEAU))
     import_records(engine, records, source_name="test")
     before = prompts(records)
-    assert before["rule_id"].tolist() == ["compression-behind-expected"]
-    record_decision(engine, patient_id="P1", rule_id="compression-behind-expected",
+    assert before["rule_id"].tolist() == ["compression-no-gain-3-months"]
+    record_decision(engine, patient_id="P1", rule_id="compression-no-gain-3-months",
                     evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="deferred", clinician="Dr A")
-    record_decision(engine, patient_id="P1", rule_id="compression-behind-expected",
+    record_decision(engine, patient_id="P1", rule_id="compression-no-gain-3-months",
                     evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="not_indicated",
                     reason="Known foot drop, orthosis fitted", clinician="Dr A")
     shown = with_decisions(before, latest_decisions(engine))

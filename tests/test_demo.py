@@ -98,6 +98,12 @@ def test_each_scenario_in_its_proportion(cohort):
 
 def test_expected_categories_follow_the_scenario(cohort):
     table = cohort["scenarios"]
+    # A new deficit after instrumentation is also a hematoma emergency in the first 14 days, and an
+    # unexplained deficit (MRI) later while it has not improved: its categories depend on the exam days.
+    varies = (table["scenario"] == "new_deficit_instrumented").to_numpy()
+    assert set(table.loc[varies, "expected_rule_categories"]) <= {"hardware", "red_flag;hardware",
+                                                                  "compression;hardware"}
+    table = table[~varies]
     expected = table["scenario"].map(lambda s: ";".join(SCENARIO_CATEGORIES[s]) or np.nan)
     pd.testing.assert_series_equal(table["expected_rule_categories"], expected, check_names=False,
                                    check_dtype=False)
@@ -112,7 +118,7 @@ def test_shipped_statuses_and_prompts_match_the_assessment(shipped_assessment):
     wrong = merged[merged["status"] != merged["expected_status"]]
     assert wrong.empty, wrong[["patient_id", "scenario", "expected_status", "status"]].to_string()
 
-    order = ("red_flag", "compression", "fibrosis", "hardware")
+    order = ("red_flag", "compression", "recurrence", "hardware", "recovery")
     got = shipped_assessment.prompts.groupby("patient_id")["category"].agg(
         lambda c: ";".join(x for x in order if x in set(c)))
     merged["got"] = merged["patient_id"].map(got).fillna("")

@@ -68,13 +68,31 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
     # factors has one row per index operation, in the same order
     patients = join_rows(patients, factors[["patient_id", "age", "deficit_days"]], op_row)
     patients["days_since_surgery"] = (pd.Timestamp(as_of) - patients["surgery_date"]).dt.days.astype("Int64")
+    patients["implants"], patients["implant_levels"] = _implants(known.surgeries, patients)
     surgery_date = take_rows(index_ops[["surgery_date"]], rows_in(known.visits["patient_id"], index_ops["patient_id"]))
     visits = known.visits.reset_index(drop=True)
     visits["day"] = (visits["visit_date"] - surgery_date["surgery_date"]).dt.days.astype("Int64")
 
-    prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules())
+    prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules(), reference.status)
     patients = _sort_by_urgency(patients, prompts)
     return Assessment(as_of, patients, muscles, prompts, visits, reference, known)
+
+
+def _implants(surgeries: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per patient: whether any operation up to the index one placed implants, and the levels of those
+    operations (';'-joined). Unknown (`instrumented` blank) is not 'no' when another operation says yes."""
+    surgery_date = take_rows(patients[["surgery_date"]], rows_in(surgeries["patient_id"], patients["patient_id"]))
+    up_to_index = (surgeries["surgery_date"].to_numpy() <= surgery_date["surgery_date"].to_numpy())
+    placed = surgeries["instrumented"].fillna(False).to_numpy(dtype=bool) & up_to_index
+    with_implants = surgeries[placed]
+
+    def union(values: pd.Series) -> str:
+        return ";".join(dict.fromkeys(level.strip() for text in values.dropna() for level in str(text).split(";")))
+
+    levels = with_implants.groupby("patient_id", sort=False)["levels"].agg(union)
+    implants = pd.array(patients["patient_id"].isin(with_implants["patient_id"]).to_numpy(), dtype="boolean")
+    implants[patients["surgery_date"].isna().to_numpy()] = pd.NA
+    return implants, pd.array(patients["patient_id"].map(levels).to_numpy(dtype=object), dtype="string")
 
 
 def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
@@ -144,6 +162,7 @@ def _prompt_json(p) -> dict:
     return {
         "rule_id": p.rule_id, "category": p.category, "modality": p.modality, "urgency": p.urgency,
         "summary": p.summary, "evidence": list(p.evidence), "source": p.source,
+        "rule_ids": list(p.rule_ids),  # extension: every rule behind this one scan (docs/format-extensions.md)
     }
 
 

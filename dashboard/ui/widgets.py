@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
-from dashboard.core.checklist import evidence_hash
+from dashboard.core.checklist import evidence_hash, no_prompt_text
 from dashboard.core.decision_state import DECISION_LABELS
 from dashboard.store import record_decision
 from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, URGENCY_COLOURS, URGENCY_ICONS, URGENCY_LABELS
@@ -79,14 +79,15 @@ def checklist_panel(prompts: pd.DataFrame, clinician: str | None, allow_decision
                     key_prefix: str = "") -> None:
     """Each prompt: urgency, modality, why (evidence with dates), source and the decision form."""
     if prompts.empty:
-        st.success("No imaging prompt: nothing in the recorded findings calls for imaging.")
+        st.markdown(f":gray[{no_prompt_text()}]")  # neutral: an empty checklist is not reassurance
         return
     for prompt in prompts.itertuples(index=False):
         decided = bool(prompt.decision_current) and prompt.decision != "deferred"
         with st.container(border=True):
             st.markdown(
                 f"{URGENCY_ICONS[prompt.urgency]} {urgency_badge(prompt.urgency)} &nbsp; "
-                f"**{CATEGORY_LABELS[prompt.category]}** · `{prompt.rule_id}`", unsafe_allow_html=True)
+                f"**{CATEGORY_LABELS[prompt.category]}** · "
+                + " + ".join(f"`{rule}`" for rule in _rule_ids(prompt)), unsafe_allow_html=True)
             st.markdown(f"#### {prompt.summary}")
             st.markdown(f"**Suggested imaging:** {MODALITY_LABELS[prompt.modality]}")
             st.markdown("**Why:**\n" + "\n".join(f"- {line}" for line in prompt.evidence))
@@ -102,6 +103,12 @@ def checklist_panel(prompts: pd.DataFrame, clinician: str | None, allow_decision
                                f"{prompt.decided_by}, {when}): please review again.")
             if allow_decisions and not decided:
                 _decision_form(prompt, clinician, key_prefix)
+
+
+def _rule_ids(prompt) -> list[str]:
+    """The rules behind a prompt (one scan asked for by several rules is one prompt)."""
+    ids = getattr(prompt, "rule_ids", None)
+    return list(ids) if isinstance(ids, list | tuple) or hasattr(ids, "tolist") else [prompt.rule_id]
 
 
 def _decision_form(prompt, clinician: str | None, key_prefix: str) -> None:
