@@ -115,7 +115,7 @@ def test_plateau_below_the_band_asks_for_routine_mri():
     assert prompts[["rule_id", "modality", "urgency"]].values.tolist() == [["compression-no-gain-3-months", "mri",
                                                                             "routine"]]
     assert prompts.iloc[0].evidence[0].startswith("right ankle dorsiflexion (tibialis anterior) 3 on 2026-07-09 "
-                                                  "(day 180), below the expected range")
+                                                  "(day 180), no stronger than against gravity")
 
 
 def test_behind_at_six_weeks_alone_prompts_nothing():

@@ -68,7 +68,8 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
     # factors has one row per index operation, in the same order
     patients = join_rows(patients, factors[["patient_id", "age", "deficit_days"]], op_row)
     patients["days_since_surgery"] = (pd.Timestamp(as_of) - patients["surgery_date"]).dt.days.astype("Int64")
-    patients["implants"], patients["implant_levels"] = _implants(known.surgeries, patients)
+    patients["implants"], patients["implant_levels"], patients["operated_levels"] = _operations(known.surgeries,
+                                                                                                patients)
     surgery_date = take_rows(index_ops[["surgery_date"]], rows_in(known.visits["patient_id"], index_ops["patient_id"]))
     visits = known.visits.reset_index(drop=True)
     visits["day"] = (visits["visit_date"] - surgery_date["surgery_date"]).dt.days.astype("Int64")
@@ -78,21 +79,23 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
     return Assessment(as_of, patients, muscles, prompts, visits, reference, known)
 
 
-def _implants(surgeries: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Per patient: whether any operation up to the index one placed implants, and the levels of those
-    operations (';'-joined). Unknown (`instrumented` blank) is not 'no' when another operation says yes."""
+def _operations(surgeries: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.array, pd.array, pd.array]:
+    """Per patient, from every operation up to the index one: whether any placed implants, the levels of
+    those that did, and the levels of all of them (';'-joined). Implants of an earlier operation count."""
     surgery_date = take_rows(patients[["surgery_date"]], rows_in(surgeries["patient_id"], patients["patient_id"]))
     up_to_index = (surgeries["surgery_date"].to_numpy() <= surgery_date["surgery_date"].to_numpy())
     placed = surgeries["instrumented"].fillna(False).to_numpy(dtype=bool) & up_to_index
-    with_implants = surgeries[placed]
 
     def union(values: pd.Series) -> str:
         return ";".join(dict.fromkeys(level.strip() for text in values.dropna() for level in str(text).split(";")))
 
-    levels = with_implants.groupby("patient_id", sort=False)["levels"].agg(union)
-    implants = pd.array(patients["patient_id"].isin(with_implants["patient_id"]).to_numpy(), dtype="boolean")
+    def levels_of(rows: np.ndarray) -> pd.array:
+        levels = surgeries[rows].groupby("patient_id", sort=False)["levels"].agg(union)
+        return pd.array(patients["patient_id"].map(levels).to_numpy(dtype=object), dtype="string")
+
+    implants = pd.array(patients["patient_id"].isin(surgeries.loc[placed, "patient_id"]).to_numpy(), dtype="boolean")
     implants[patients["surgery_date"].isna().to_numpy()] = pd.NA
-    return implants, pd.array(patients["patient_id"].map(levels).to_numpy(dtype=object), dtype="string")
+    return implants, levels_of(placed), levels_of(up_to_index)
 
 
 def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:

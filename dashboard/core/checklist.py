@@ -63,7 +63,7 @@ CRP_FIELDS = ("crp_last", "crp_last_date", "crp_last_day", "crp_rise_last", "fev
 NEAR_VISIT_DAYS = 7
 
 PATIENT_FIELDS = ("instrumented", "revision", "days_since_surgery", "age", "diabetes", "smoker", "procedure",
-                  "levels", "implants", "implant_levels")
+                  "levels", "implants", "implant_levels", "operated_levels")
 VISIT_FIELDS = ("visit_date", "day", "leg_pain_nrs", "back_pain_nrs", "odi", "radicular_pain", "numbness",
                 "saddle_anesthesia", "urinary_retention", "fecal_incontinence", "fever", "wound_drainage",
                 "crp_mg_l", "calf_swelling", "screw_lucency", "implant_migration", "rod_fracture",
@@ -74,7 +74,8 @@ MUSCLE_FIELDS = ("muscle", "root", "side", "baseline_mrc", "baseline_date", "fir
                  "expected_low", "expected_high", "status", "drop_from_best", "drop_from_first",
                  "gain_before_drop", "root_at_operated_level", "root_at_implant_level", "first_post_day",
                  "no_baseline", "new_vs_baseline", "newly_weak", "loss", "gain", "weaker_both_sides",
-                 "leg_pain_near", "muscle_label", "side_label", "gain_since_first", "first_post_new")
+                 "leg_pain_near", "muscle_label", "side_label", "gain_since_first", "first_post_new",
+                 "start_mrc")
 FIELDS_BY_SCOPE = {
     "visit": set(PATIENT_FIELDS) | set(VISIT_FIELDS),
     "muscle": set(PATIENT_FIELDS) | set(MUSCLE_FIELDS),
@@ -431,8 +432,11 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
         return number(np.where(np.isnan(best), baseline, best) - latest)
 
     def gain(table: Table) -> Column:
-        baseline, first, latest = values(table, "baseline_mrc", "first_post_mrc", "latest_mrc")
-        return number(latest - np.fmin(baseline, first))
+        """The most the muscle has gained since the operation: its best post-operative grade above the lower of
+        its pre-operative and first post-operative grades (without a baseline, above the first)."""
+        baseline, first, best, latest = values(table, "baseline_mrc", "first_post_mrc", "best_prior_mrc",
+                                               "latest_mrc")
+        return number(np.fmax(best, latest) - np.fmin(baseline, first))
 
     def first_post_day(table: Table) -> Column:
         between = (table["latest_date"].values - table["first_post_date"].values) / np.timedelta64(1, "D")
@@ -466,7 +470,8 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
         "drop_from_best": difference("best_prior_mrc", "latest_mrc"),
         "drop_from_first": difference("first_post_mrc", "latest_mrc"),
         "gain_before_drop": difference("best_prior_mrc", "baseline_mrc"),
-        "root_at_operated_level": lambda table: flag(_muscle_at_levels(table["muscle"], table["levels"])),
+        "root_at_operated_level": lambda table: flag(_muscle_at_levels(
+            table["muscle"], table["operated_levels"] if "operated_levels" in table else table["levels"])),
         "root_at_implant_level": lambda table: flag(_muscle_at_levels(table["muscle"], table["implant_levels"])),
         "first_post_day": first_post_day,
         "no_baseline": lambda table: flag(np.isnan(table["baseline_mrc"].values)),
@@ -476,6 +481,7 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
         "loss": loss,
         "gain": gain,
         "gain_since_first": difference("latest_mrc", "first_post_mrc"),
+        "start_mrc": lambda table: number(np.fmin(table["baseline_mrc"].values, table["first_post_mrc"].values)),
         "weaker_both_sides": weaker_both_sides,
         "leg_pain_near": leg_pain_near,
         "muscle_label": lambda table: _relabelled(table["muscle"], MUSCLE_WORDS),
