@@ -12,7 +12,7 @@ from builders import exams, make_records, patient, surgery, visit
 
 from dashboard.core.assessment import assess
 from dashboard.core.catalogue import CATALOGUE_PATH, render_catalogue
-from dashboard.core.checklist import RULES_PATH, RulesError, load_rules
+from dashboard.core.checklist import RULES_PATH, RulesError, load_rules, no_prompt_text
 
 AS_OF = date(2026, 11, 1)
 DF, EHL, KNEE = "ankle_dorsiflexion", "great_toe_extension", "knee_extension"
@@ -211,7 +211,7 @@ def test_evidence_lists_each_line_once_by_trajectory_then_template():
     assert prompts.iloc[0].urgency == "emergency"
     assert prompts.iloc[0].evidence == [
         "right ankle dorsiflexion (tibialis anterior) (L4) 3 on 2026-05-10 (day 120) after 4+ on 2026-02-21",
-        "Emergency because: weaker on both sides (cauda equina?)",
+        "Emergency because: weaker on both sides (central compression or cauda equina?)",
         "left great-toe extension (EHL) (L5) 3 on 2026-05-10 (day 120) after 4+ on 2026-02-21",
         "right ankle dorsiflexion (tibialis anterior) 3 on 2026-05-10 after 4+ on 2026-02-21",
         "2026-05-10: radiating leg pain (leg pain missing/10)",
@@ -233,3 +233,15 @@ def test_an_assessment_let_go_is_freed_at_once_not_at_a_garbage_collection():
         assert [frame() for frame in frames] == [None, None]
     finally:
         gc.enable()
+
+
+def test_the_no_prompt_text_is_neutral_and_says_what_the_rules_cannot_see():
+    # Was a green "No imaging prompt: nothing in the recorded findings calls for imaging." (false reassurance).
+    text = no_prompt_text()
+    assert text.startswith("No rule fired on the recorded findings. Checked: cauda equina signs")
+    assert "Not seen by the rules: findings that were never recorded (a blank is not normal)" in text
+    assert "nothing" not in text.lower() and "calls for imaging" not in text
+    for page in ("dashboard/ui/widgets.py", "dashboard/pages/conference.py", "dashboard/reports/handout.py",
+                 "dashboard/reports/follow_up.py"):
+        source = (RULES_PATH.parents[2] / page).read_text(encoding="utf-8")
+        assert "calls for imaging" not in source and "no_prompt_text()" in source, page
