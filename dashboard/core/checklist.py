@@ -49,7 +49,7 @@ URGENCIES = ("emergency", "urgent", "routine")
 SCOPES = ("visit", "muscle", "muscle_visit")
 OPERATORS = (*COMPARISONS, "in", "is")
 PROMPT_COLUMNS = ["patient_id", "rule_id", "category", "modality", "urgency", "summary", "evidence", "source",
-                  "rule_ids"]
+                  "rule_ids", "decision_basis"]
 #: Red-flag findings that stay in force until a later visit records them absent: a visit that leaves them
 #: blank does not resolve them (unknown is not resolved). Each gives `<finding>_last` (its last recorded
 #: value), `<finding>_date` and `<finding>_day` (when that was recorded).
@@ -624,7 +624,27 @@ def _evidence_by_patient(hits: Table, rule: Rule) -> tuple[np.ndarray, np.ndarra
     starts = np.flatnonzero(np.r_[True, patient[1:] != patient[:-1]])
     urgent_patients = np.unique(hits.patient[escalated])
     return (patient[starts], np.diff(np.r_[starts, len(patient)]), lines,
-            np.isin(patient[starts], urgent_patients))
+            np.isin(patient[starts], urgent_patients), _basis_by_patient(hits, rule))
+
+
+def _basis_by_patient(hits: Table, rule: Rule) -> dict[int, dict[str, float]]:
+    """What each patient's prompt rests on, for deciding whether new evidence is worse than the evidence a
+    decision was made on: per muscle-side its latest grade (lower is worse), per finding that held, 1."""
+    basis: dict[int, dict[str, float]] = {}
+    if rule.scope == "visit":
+        held = [(f"f:{rule.id}:{i}", _item_holds(hits, item)) for i, item in enumerate(rule.any_of)] or [
+            (f"f:{rule.id}", np.ones(len(hits), dtype=bool))]
+        for key, hit in held:
+            for patient in np.unique(hits.patient[hit]).tolist():
+                basis.setdefault(patient, {})[key] = 1.0
+        return basis
+    muscle, side, grade = hits["muscle"], hits["side"], hits["latest_mrc"].values
+    for patient, m, sd, g in zip(hits.patient.tolist(), muscle.values.tolist(), side.values.tolist(), grade.tolist(),
+                                 strict=True):
+        key = f"m:{muscle.texts[m] if m >= 0 else '?'}/{side.texts[sd] if sd >= 0 else '?'}"
+        entry = basis.setdefault(patient, {})
+        entry[key] = min(entry.get(key, g), g)
+    return basis
 
 
 def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame, rules: RuleSet,
@@ -651,11 +671,11 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
             tables["muscle"], tables["visit"], rule)
         rows = _rule_rows(table, rule)
         if len(rows):
-            patient, counts, lines, escalated = _evidence_by_patient(table.take(rows), rule)
+            patient, counts, lines, escalated, basis = _evidence_by_patient(table.take(rows), rule)
             lines = lines.to_pylist()
             ends = np.cumsum(counts)
             urgency = URGENCIES.index(rule.urgency)
-            fired += [(p, order, 0 if up else urgency, lines[end - count:end])
+            fired += [(p, order, 0 if up else urgency, lines[end - count:end], basis.get(p, {}))
                       for p, count, end, up in zip(patient.tolist(), counts.tolist(), ends.tolist(),
                                                    escalated.tolist(), strict=True)]
     if not fired:
@@ -674,11 +694,13 @@ def _merged(fired: list[tuple], rules: RuleSet) -> list[tuple]:
     for item in sorted(fired, key=rank):
         key = rank(item)[:2]
         if key not in merged:
-            merged[key] = [item[0], [item[1]], item[2], list(item[3])]
+            merged[key] = [item[0], [item[1]], item[2], list(item[3]), dict(item[4])]
         else:
             prompt = merged[key]
             prompt[1].append(item[1])
             prompt[3] += [line for line in item[3] if line not in prompt[3]]
+            for field, value in item[4].items():
+                prompt[4][field] = min(prompt[4].get(field, value), value)
     return [tuple(prompt) for prompt in merged.values()]
 
 
@@ -717,7 +739,59 @@ def _prompt_frame(prompts: list[tuple], patients: pd.DataFrame, patient_rank: np
         "evidence": [p[3] for p in prompts],
         "source": texts([sources(p[1]) for p in prompts]),
         "rule_ids": [[rules.rules[i].id for i in p[1]] for p in prompts],
+        "decision_basis": [_basis_text(p[2], [rules.rules[i].id for i in p[1]], p[4]) for p in prompts],
     })
+
+
+BASIS_PREFIX = "basis:v1"
+
+
+def _basis_text(urgency: int, rule_ids: list[str], basis: dict[str, float]) -> str:
+    """A prompt's decision basis as text (stored with a decision): urgency, rules, and per muscle-side the
+    latest grade and per finding that it held. `evidence_no_worse` compares two of them."""
+    parts = [BASIS_PREFIX, f"u={urgency}", "r=" + ",".join(sorted(rule_ids))]
+    parts += [f"{key}={value:.2f}" for key, value in sorted(basis.items())]
+    return "|".join(parts)
+
+
+def _parse_basis(text: str) -> tuple[int, set[str], dict[str, float]] | None:
+    parts = text.split("|")
+    if not parts or parts[0] != BASIS_PREFIX or len(parts) < 3:
+        return None
+    try:
+        urgency = int(parts[1].removeprefix("u="))
+        rule_ids = set(filter(None, parts[2].removeprefix("r=").split(",")))
+        values = {key: float(value) for key, value in (part.rsplit("=", 1) for part in parts[3:])}
+    except ValueError:
+        return None
+    return urgency, rule_ids, values
+
+
+def evidence_no_worse(now: str, decided_on: str) -> bool:
+    """Whether a prompt's evidence now is no worse than the evidence a decision was made on: not more urgent,
+    no rule and no finding or muscle that was not there, and no muscle weaker than it was (an improving
+    grade keeps the decision; a lower grade, a new finding, a new muscle or a higher urgency reopens it)."""
+    then, current = _parse_basis(decided_on or ""), _parse_basis(now or "")
+    if then is None or current is None:
+        return False
+    urgency_then, rules_then, values_then = then
+    urgency_now, rules_now, values_now = current
+    if urgency_now < urgency_then or not rules_now <= rules_then:
+        return False
+    for key, value in values_now.items():
+        if key not in values_then or (key.startswith("m:") and value < values_then[key] - 1e-6):
+            return False
+    return True
+
+
+def decision_fingerprint(prompt) -> str:
+    """What a decision on this prompt is recorded against: its decision basis (evidence_no_worse compares
+    it with later evidence), or the hash of its evidence lines when the prompt has no basis."""
+    basis = prompt.get("decision_basis") if isinstance(prompt, dict) else getattr(prompt, "decision_basis", None)
+    if isinstance(basis, str) and basis:
+        return basis
+    evidence = prompt["evidence"] if isinstance(prompt, dict) else prompt.evidence
+    return evidence_hash(list(evidence))
 
 
 def no_prompt_text(rules: RuleSet | None = None) -> str:

@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
-from dashboard.core.checklist import evidence_hash, no_prompt_text
+from dashboard.core.checklist import decision_fingerprint, no_prompt_text
 from dashboard.core.decision_state import DECISION_LABELS
 from dashboard.store import record_decision
 from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, URGENCY_COLOURS, URGENCY_ICONS, URGENCY_LABELS
@@ -122,7 +122,7 @@ def _decision_form(prompt, clinician: str | None, key_prefix: str) -> None:
         if st.form_submit_button("Record decision", type="primary"):
             try:
                 decision_id = record_decision(data.engine(), patient_id=prompt.patient_id, rule_id=prompt.rule_id,
-                                              evidence_hash=evidence_hash(list(prompt.evidence)), decision=choice,
+                                              evidence_hash=decision_fingerprint(prompt), decision=choice,
                                               reason=reason, clinician=who)
             except ValueError as problem:
                 st.error(str(problem))
