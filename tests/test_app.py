@@ -89,7 +89,7 @@ def test_patient_page_shows_strength_panels_band_and_prompts(store_url):
     assert any("Behind expected" in a["text"] for a in strength["layout"]["annotations"])
     assert figures[1]["layout"]["title"]["text"] == "Pain and disability"
     page = texts(at)
-    assert "Weakness recovering more slowly than expected (residual compression?)" in page
+    assert "Possible residual compression (no gain in strength by about 3 months)?" in page
     assert "**Suggested imaging:** MRI lumbar spine" in page
 
 
