@@ -81,19 +81,30 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
 
 def _operations(surgeries: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.array, pd.array, pd.array]:
     """Per patient, from every operation up to the index one: whether any placed implants, the levels of
-    those that did, and the levels of all of them (';'-joined). Implants of an earlier operation count."""
-    surgery_date = take_rows(patients[["surgery_date"]], rows_in(surgeries["patient_id"], patients["patient_id"]))
-    up_to_index = (surgeries["surgery_date"].to_numpy() <= surgery_date["surgery_date"].to_numpy())
+    those that did, and the levels of all of them (';'-joined). Implants of an earlier operation count.
+
+    Most patients have one operation: their levels are taken as they are; only the few with several are
+    joined one by one."""
+    patient = rows_in(surgeries["patient_id"], patients["patient_id"])
+    surgery_date = patients["surgery_date"].to_numpy()
+    known = patient >= 0
+    up_to_index = np.zeros(len(surgeries), dtype=bool)
+    up_to_index[known] = surgeries["surgery_date"].to_numpy()[known] <= surgery_date[patient[known]]
     placed = surgeries["instrumented"].fillna(False).to_numpy(dtype=bool) & up_to_index
+    levels = surgeries["levels"].to_numpy(dtype=object, na_value=None)
 
-    def union(values: pd.Series) -> str:
-        return ";".join(dict.fromkeys(level.strip() for text in values.dropna() for level in str(text).split(";")))
+    def levels_of(mask: np.ndarray) -> pd.array:
+        rows = np.flatnonzero(mask)
+        count = np.bincount(patient[rows], minlength=len(patients))
+        out = np.full(len(patients), None, dtype=object)
+        single = count[patient[rows]] == 1
+        out[patient[rows[single]]] = levels[rows[single]]
+        for who in np.unique(patient[rows[~single]]).tolist():
+            texts = [str(text) for text in levels[rows[patient[rows] == who]] if text]
+            out[who] = ";".join(dict.fromkeys(level.strip() for text in texts for level in text.split(";")))
+        return pd.array(out, dtype="string")
 
-    def levels_of(rows: np.ndarray) -> pd.array:
-        levels = surgeries[rows].groupby("patient_id", sort=False)["levels"].agg(union)
-        return pd.array(patients["patient_id"].map(levels).to_numpy(dtype=object), dtype="string")
-
-    implants = pd.array(patients["patient_id"].isin(surgeries.loc[placed, "patient_id"]).to_numpy(), dtype="boolean")
+    implants = pd.array(np.bincount(patient[placed], minlength=len(patients)) > 0, dtype="boolean")
     implants[patients["surgery_date"].isna().to_numpy()] = pd.NA
     return implants, levels_of(placed), levels_of(up_to_index)
 

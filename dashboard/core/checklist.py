@@ -453,16 +453,28 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
         return flag((left & right)[table.patient])
 
     def leg_pain_near(table: Table) -> Column:
-        """The highest leg pain recorded at a visit within NEAR_VISIT_DAYS of the latest exam."""
-        pair, visit = _visits_of(table.patient, visits.patient)
-        visit_date, latest_date = visits["visit_date"].values[visit], table["latest_date"].values[pair]
-        with np.errstate(invalid="ignore"):
-            gap = np.abs((visit_date - latest_date) // np.timedelta64(1, "D"))
-        pain = np.where(~np.isnat(visit_date) & ~np.isnat(latest_date) & (gap <= NEAR_VISIT_DAYS),
-                        visits["leg_pain_nrs"].values[visit] if "leg_pain_nrs" in visits else np.nan, np.nan)
-        highest = np.full(len(table), -np.inf)
-        np.fmax.at(highest, pair, np.nan_to_num(pain, nan=-np.inf))
-        return number(np.where(np.isfinite(highest), highest, np.nan))
+        """The highest leg pain recorded at a visit within NEAR_VISIT_DAYS of the latest exam: each
+        trajectory's visits found by two binary searches in the visits ordered by patient and day."""
+        if "leg_pain_nrs" not in visits or not len(visits) or not len(table):
+            return number(np.full(len(table), np.nan))
+        span = np.int64(1) << 32
+        visit_day = visits["visit_date"].values.astype("datetime64[D]").astype(np.int64)
+        pain = visits["leg_pain_nrs"].values
+        dated = ~np.isnat(visits["visit_date"].values) & ~np.isnan(pain)
+        key = visits.patient[dated].astype(np.int64) * span + visit_day[dated] + (span >> 1)
+        order = np.argsort(key, kind="stable")
+        key, pain = key[order], pain[dated][order]
+        latest = table["latest_date"].values.astype("datetime64[D]").astype(np.int64)
+        at = table.patient.astype(np.int64) * span + latest + (span >> 1)
+        known = ~np.isnat(table["latest_date"].values)
+        low = np.searchsorted(key, at - NEAR_VISIT_DAYS, "left")
+        high = np.searchsorted(key, at + NEAR_VISIT_DAYS, "right")
+        high = np.where(known, high, low)
+        highest = np.full(len(table), np.nan)
+        for step in range(int((high - low).max(initial=0))):
+            inside = low + step < high
+            highest[inside] = np.fmax(highest[inside], pain[low[inside] + step])
+        return number(highest)
 
     return Table(patient, {  # the derived fields read the others from the table they are made for
         **frame_makers(muscles, MUSCLE_FIELDS, rows),
@@ -685,14 +697,15 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
 
 def _merged(fired: list[tuple], rules: RuleSet) -> list[tuple]:
     """One prompt per patient and scan: (patient, rule positions most urgent first, urgency, lines)."""
+    scan = [SCAN_OF_MODALITY.get(rule.modality, rule.modality) for rule in rules.rules]
+    not_red = [rule.category != "red_flag" for rule in rules.rules]
+
     def rank(item):
-        rule = rules.rules[item[1]]
-        scan = SCAN_OF_MODALITY.get(rule.modality, rule.modality)
-        return item[0], scan, item[2], rule.category != "red_flag", item[1]
+        return item[0], scan[item[1]], item[2], not_red[item[1]], item[1]
 
     merged: dict[tuple, list] = {}
     for item in sorted(fired, key=rank):
-        key = rank(item)[:2]
+        key = (item[0], scan[item[1]])
         if key not in merged:
             merged[key] = [item[0], [item[1]], item[2], list(item[3]), dict(item[4])]
         else:
