@@ -115,7 +115,7 @@ def test_plateau_below_the_band_asks_for_routine_mri():
     assert prompts[["rule_id", "modality", "urgency"]].values.tolist() == [["compression-no-gain-3-months", "mri",
                                                                             "routine"]]
     assert prompts.iloc[0].evidence[0].startswith("right ankle dorsiflexion (tibialis anterior) 3 on 2026-07-09 "
-                                                  "(day 180), no stronger than against gravity")
+                                                  "(day 180): no gain since the operation")
 
 
 def test_behind_at_six_weeks_alone_prompts_nothing():
@@ -131,10 +131,10 @@ def test_recurrent_weakness_with_radicular_pain_gives_one_contrast_mri_prompt_wi
     row = prompts.iloc[0]
     assert row.rule_ids == ["compression-progressive-weakness", "recurrence-disc-or-scar"]
     assert (row.modality, row.urgency) == ("mri_contrast", "urgent")
-    assert row.evidence == ["right ankle dorsiflexion (tibialis anterior) (L4) 3 on 2026-05-10 (day 120) after 4+ "
-                            "on 2026-02-21",
-                            "right ankle dorsiflexion (tibialis anterior) 3 on 2026-05-10 after 4+ on 2026-02-21",
-                            "2026-05-10: radiating leg pain (leg pain 7/10)"]
+    assert row.evidence == ["right ankle dorsiflexion (tibialis anterior) (L4) 3 on 2026-05-10 (day 120); best earlier "
+                            "post-operative grade 4+ (2026-02-21); pre-operative 3",
+                            "2026-05-10: radiating leg pain (leg pain 7/10) with the weakness of right ankle "
+                            "dorsiflexion (tibialis anterior)"]
 
 
 def test_radicular_pain_is_required_and_unknown_pain_is_not_assumed():
@@ -210,12 +210,14 @@ def test_evidence_lists_each_line_once_by_trajectory_then_template():
     # Both sides weaker: an emergency (review 2026-12: bilateral progressive weakness), one MRI prompt.
     assert prompts.iloc[0].urgency == "emergency"
     assert prompts.iloc[0].evidence == [
-        "right ankle dorsiflexion (tibialis anterior) (L4) 3 on 2026-05-10 (day 120) after 4+ on 2026-02-21",
+        "right ankle dorsiflexion (tibialis anterior) (L4) 3 on 2026-05-10 (day 120); best earlier post-operative "
+        "grade 4+ (2026-02-21); pre-operative 3",
         "Emergency because: weaker on both sides (central compression or cauda equina?)",
-        "left great-toe extension (EHL) (L5) 3 on 2026-05-10 (day 120) after 4+ on 2026-02-21",
-        "right ankle dorsiflexion (tibialis anterior) 3 on 2026-05-10 after 4+ on 2026-02-21",
-        "2026-05-10: radiating leg pain (leg pain missing/10)",
-        "left great-toe extension (EHL) 3 on 2026-05-10 after 4+ on 2026-02-21"]
+        "left great-toe extension (EHL) (L5) 3 on 2026-05-10 (day 120); best earlier post-operative grade 4+ "
+        "(2026-02-21); pre-operative 3",
+        "2026-05-10: radiating leg pain (leg pain missing/10) with the weakness of right ankle dorsiflexion "
+        "(tibialis anterior)",
+        "2026-05-10: radiating leg pain (leg pain missing/10) with the weakness of left great-toe extension (EHL)"]
 
 
 def test_an_assessment_let_go_is_freed_at_once_not_at_a_garbage_collection():
