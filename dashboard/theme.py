@@ -13,8 +13,8 @@ STATUS_COLOURS = {
     "recovered": "#009E73", "no_deficit": "#009E73", "no_baseline": "#6E6E6E", "insufficient_data": "#6E6E6E",
 }
 STATUS_LABELS = {
-    "new_deficit": "New deficit", "deteriorating": "Deteriorating", "behind": "Behind expected",
-    "on_track": "On track", "recovered": "Recovered", "no_deficit": "No deficit", "no_baseline": "No baseline",
+    "new_deficit": "Weaker than before surgery", "deteriorating": "Deteriorating", "behind": "Behind expected",
+    "on_track": "On track", "recovered": "Normal now", "no_deficit": "No deficit", "no_baseline": "No baseline",
     "insufficient_data": "Insufficient data",
 }
 MUSCLE_SHORT = {"hip_flexion": "Hip flexion", "knee_extension": "Knee extension",
