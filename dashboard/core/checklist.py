@@ -517,10 +517,12 @@ def _muscle_at_levels(muscles: Column, levels: Column) -> np.ndarray:
 
 
 def new_neuro_deficit(muscles: Table, thresholds: dict[str, float], size: int) -> np.ndarray:
-    """Per patient (rows of the patients frame): a muscle weaker than before the operation, weaker than its
-    last normal exam, or a whole grade below its best earlier post-operative exam."""
+    """Per patient (rows of the patients frame): a muscle weaker than its last normal exam, a whole grade
+    below its best earlier post-operative exam, or weaker than before the operation at an exam in the first
+    four weeks. An old deficit from the operation, months later, is not new."""
     with np.errstate(invalid="ignore"):
-        weaker = ((muscles["new_vs_baseline"].values == 1) | (muscles["newly_weak"].values == 1)
+        early = muscles["latest_day"].values <= 28
+        weaker = (((muscles["new_vs_baseline"].values == 1) & early) | (muscles["newly_weak"].values == 1)
                   | (muscles["drop_from_best"].values >= thresholds["deterioration_drop"] - 1e-9))
     return np.bincount(muscles.patient[weaker], minlength=size) > 0
 
