@@ -8,8 +8,10 @@ whole-cohort table of plain columns (rule_columns), and each condition one numpy
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import re
 from dataclasses import dataclass
@@ -679,6 +681,25 @@ def evaluate(patients: pd.DataFrame, muscles: pd.DataFrame, visits: pd.DataFrame
         deficit = new_neuro_deficit(muscle_table, thresholds, len(patients))
         visit_table.add("new_neuro_deficit", flag(deficit[visit_table.patient]))
     tables = {"visit": visit_table, "muscle": muscle_table}
+    with _collector_paused():  # tens of thousands of small lists and dicts: no cycle scans while they are made
+        return _prompts(patients, rules, patient_rank, tables)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause Python's cycle collector (if it runs) while many small containers are made, none of them in a
+    cycle: each collection would scan every tracked object of a large cohort's frames, several times over."""
+    running = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if running:
+            gc.enable()
+
+
+def _prompts(patients: pd.DataFrame, rules: RuleSet, patient_rank: np.ndarray, tables: dict) -> pd.DataFrame:
+    """Evaluate every rule on its scope's table and make the prompt frame (evaluate's second half)."""
     fired = []  # per rule and patient: (patient, rule position, urgency code, evidence lines)
     for order, rule in enumerate(rules.rules):
         table = tables[rule.scope] if rule.scope != "muscle_visit" else _muscle_visit_table(
@@ -733,28 +754,28 @@ def _prompt_frame(prompts: list[tuple], patients: pd.DataFrame, patient_rank: np
         codes, distinct = pd.factorize(pd.Series(values, dtype=object))
         return text_column(pa.array(list(distinct), pa.string()), codes)
 
-    def modality(positions: list[int]) -> str:
-        wanted = {rules.rules[i].modality for i in positions}
-        return "mri_contrast" if wanted == {"mri", "mri_contrast"} else rules.rules[positions[0]].modality
+    @functools.cache
+    def combination(positions: tuple[int, ...]) -> tuple[str, str, str, list[str]]:
+        """Modality, question, sources and rule ids of one combination of rules (a cohort has a few)."""
+        chosen = [rules.rules[i] for i in positions]
+        wanted = {rule.modality for rule in chosen}
+        modality = "mri_contrast" if wanted == {"mri", "mri_contrast"} else chosen[0].modality
+        keys = dict.fromkeys(key for rule in chosen for key in rule.source_keys)
+        return (modality, " ".join(dict.fromkeys(rule.summary for rule in chosen)),
+                "; ".join(rules.sources[key]["citation"] for key in keys), [rule.id for rule in chosen])
 
-    def joined(values) -> str:
-        return " ".join(dict.fromkeys(values))
-
-    def sources(positions: list[int]) -> str:
-        keys = dict.fromkeys(key for i in positions for key in rules.rules[i].source_keys)
-        return "; ".join(rules.sources[key]["citation"] for key in keys)
-
+    combos = [combination(tuple(p[1])) for p in prompts]
     return pd.DataFrame({
         "patient_id": take_text(patients["patient_id"], patient[order]),
-        "rule_id": texts([rules.rules[p[1][0]].id for p in prompts]),
+        "rule_id": texts([combo[3][0] for combo in combos]),
         "category": texts([rules.rules[p[1][0]].category for p in prompts]),
-        "modality": texts([modality(p[1]) for p in prompts]),
+        "modality": texts([combo[0] for combo in combos]),
         "urgency": texts([URGENCIES[p[2]] for p in prompts]),
-        "summary": texts([joined(rules.rules[i].summary for i in p[1]) for p in prompts]),
+        "summary": texts([combo[1] for combo in combos]),
         "evidence": [p[3] for p in prompts],
-        "source": texts([sources(p[1]) for p in prompts]),
-        "rule_ids": [[rules.rules[i].id for i in p[1]] for p in prompts],
-        "decision_basis": [_basis_text(p[2], [rules.rules[i].id for i in p[1]], p[4]) for p in prompts],
+        "source": texts([combo[2] for combo in combos]),
+        "rule_ids": [list(combo[3]) for combo in combos],
+        "decision_basis": [_basis_text(p[2], combo[3], p[4]) for p, combo in zip(prompts, combos, strict=True)],
     })
 
 
