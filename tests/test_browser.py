@@ -129,7 +129,7 @@ def test_patient_page_renders_strength_charts_and_checklist(browser, app_url):
     assert "Pain and disability" in titles
     assert page.locator(".js-plotly-plot").first.locator("path.js-fill").count() >= 1  # a shaded band
     assert page.get_by_text("Suggested imaging:").count() >= 1
-    assert page.get_by_text("compression-behind-expected").count() >= 1
+    assert page.get_by_text("compression-no-gain-3-months").count() >= 1
     page.close()
 
 
