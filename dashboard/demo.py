@@ -50,7 +50,7 @@ SCENARIO_CATEGORIES: dict[str, tuple[str, ...]] = {
     "normal_recovery": (),
     "slow_severe": (),
     "plateau_behind": ("compression",),
-    "recurrent_radicular": ("compression", "fibrosis"),
+    "recurrent_radicular": ("compression",),  # one MRI prompt (with contrast: recurrent disc or scar)
     "new_deficit_instrumented": ("hardware",),
     "late_hardware": ("hardware",),
     "cauda_equina": ("red_flag",),
@@ -642,6 +642,13 @@ def _scenarios_table(p: dict, exams: dict, strength: pa.Table) -> pa.Table:
     for code, value in fixed.items():
         status = np.where(sc == code, value, status)
     categories = np.array([";".join(SCENARIO_CATEGORIES[name]) for name in SCENARIOS], dtype=object)[sc]
+    # new_deficit_instrumented: within 14 days the deficit is also a hematoma emergency; later, while it has
+    # not improved since the first post-operative exam, an unexplained deficit (MRI) as well as the CT.
+    latest_day = np.full(n, -1)
+    latest_day[exams["pid"][exams["latest"]]] = exams["day"][exams["latest"]]
+    unchanged = latest == np.where(p["steps"] < 0.5, 6, 9)
+    categories = np.where((sc == NEW_DEFICIT) & (latest_day <= 14), "red_flag;hardware", categories)
+    categories = np.where((sc == NEW_DEFICIT) & (latest_day > 14) & unchanged, "compression;hardware", categories)
     return pa.table({
         "patient_id": pa.array(_patient_ids(p)),
         "scenario": _dict(sc, SCENARIOS),

@@ -4,7 +4,7 @@ readers and legible on a projector). Presentation only: no clinical logic here."
 from __future__ import annotations
 
 URGENCY_COLOURS = {"emergency": "#D55E00", "urgent": "#E69F00", "routine": "#0072B2"}
-URGENCY_LABELS = {"emergency": "Emergency — same day", "urgent": "Urgent — within days",
+URGENCY_LABELS = {"emergency": "Emergency — now, within hours", "urgent": "Urgent — within days",
                   "routine": "Routine — next planned review"}
 URGENCY_ICONS = {"emergency": ":material/emergency:", "urgent": ":material/priority_high:",
                  "routine": ":material/schedule:"}
@@ -13,8 +13,8 @@ STATUS_COLOURS = {
     "recovered": "#009E73", "no_deficit": "#009E73", "no_baseline": "#6E6E6E", "insufficient_data": "#6E6E6E",
 }
 STATUS_LABELS = {
-    "new_deficit": "New deficit", "deteriorating": "Deteriorating", "behind": "Behind expected",
-    "on_track": "On track", "recovered": "Recovered", "no_deficit": "No deficit", "no_baseline": "No baseline",
+    "new_deficit": "Weaker than before surgery", "deteriorating": "Deteriorating", "behind": "Behind expected",
+    "on_track": "On track", "recovered": "Normal now", "no_deficit": "No deficit", "no_baseline": "No baseline",
     "insufficient_data": "Insufficient data",
 }
 MUSCLE_SHORT = {"hip_flexion": "Hip flexion", "knee_extension": "Knee extension",
@@ -25,9 +25,10 @@ MODALITY_LABELS = {
     "ct": "CT lumbar spine (thin-slice, metal-artefact reduction)", "ct_myelography": "CT myelography",
     "radiograph": "Radiographs", "flexion_extension_radiograph": "Flexion-extension radiographs",
     "venous_duplex": "Venous duplex ultrasound of the leg",
+    "electrodiagnostics": "Electrodiagnostics (EMG and nerve conduction; not imaging)",
 }
-CATEGORY_LABELS = {"red_flag": "Red flag", "compression": "Compression", "fibrosis": "Fibrosis",
-                   "hardware": "Hardware"}
+CATEGORY_LABELS = {"red_flag": "Red flag", "compression": "Compression", "recurrence": "Recurrence (disc or scar)",
+                   "hardware": "Hardware", "recovery": "Recovery"}
 BAND_FILL = "rgba(86, 180, 233, 0.25)"  # sky blue
 EXPECTED_LINE = "#0072B2"
 MEASURED = "#000000"

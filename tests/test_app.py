@@ -61,10 +61,10 @@ def test_clinic_lists_every_patient_in_follow_up_by_urgency(store_url):
     at = app()
     assert at.title[0].value == "Clinic follow-up"
     labels = {m.label: m.value for m in at.metric}
-    assert int(labels[":material/emergency: Emergency — same day"]) >= 1
+    assert int(labels[":material/emergency: Emergency — now, within hours"]) >= 1
     table = at.dataframe[-1].value
     assert len(table) == 200
-    order = {"Emergency — same day": 0, "Urgent — within days": 1, "Routine — next planned review": 2, "—": 3}
+    order = {"Emergency — now, within hours": 0, "Urgent — within days": 1, "Routine — next planned review": 2, "—": 3}
     ranks = table["urgency"].map(order).tolist()
     assert ranks == sorted(ranks)
 
@@ -90,7 +90,7 @@ def test_patient_page_shows_strength_panels_band_and_prompts(store_url):
     assert any("Behind expected" in a["text"] for a in strength["layout"]["annotations"])
     assert figures[1]["layout"]["title"]["text"] == "Pain and disability"
     page = texts(at)
-    assert "Weakness recovering more slowly than expected (residual compression?)" in page
+    assert "Possible residual compression (no gain in strength by about 3 months)?" in page
     assert "**Suggested imaging:** MRI lumbar spine" in page
 
 

@@ -124,7 +124,7 @@ def _wait_for_plots(page, count: int) -> None:
 def test_clinic_page_lists_patients_by_urgency(browser, app_url):
     page = _open(browser, app_url)
     page.get_by_text("Clinic follow-up").wait_for(timeout=90_000)
-    page.get_by_text("Emergency — same day").first.wait_for(timeout=30_000)
+    page.get_by_text("Emergency — now, within hours").first.wait_for(timeout=30_000)
     page.locator('[data-testid="stDataFrame"]:visible').first.wait_for(timeout=60_000)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "clinic.png"), full_page=True)
@@ -148,7 +148,7 @@ def test_patient_page_renders_strength_charts_and_checklist(browser, app_url):
     assert "Pain and disability" in titles
     assert page.locator(".js-plotly-plot").first.locator("path.js-fill").count() >= 1  # a shaded band
     assert page.get_by_text("Suggested imaging:").count() >= 1
-    assert page.get_by_text("compression-behind-expected").count() >= 1
+    assert page.get_by_text("compression-no-gain-3-months").count() >= 1
     page.close()
 
 

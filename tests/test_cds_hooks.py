@@ -226,9 +226,11 @@ def test_the_documented_command_serves_the_same_cards(store_url: str, expected: 
                     pass
                 assert time.monotonic() < deadline, "serve-cds did not answer within 60 s"
                 time.sleep(0.2)
-            patient_id = SCENARIOS.loc[SCENARIOS["scenario"] == "wound_infection", "patient_id"].iloc[0]
+            patient_id = SCENARIOS.loc[SCENARIOS["scenario"] == "cauda_equina", "patient_id"].iloc[0]
             cards = client.post("/cds-services/patient-view", json=hook(patient_id)).json()["cards"]
             assert_cards_match(cards, expected[patient_id])
+            # (Was the wound-infection patient: infection is now urgent — wound review, CRP/ESR and cultures
+            # first — and an emergency only with a new neurological deficit; clinical review 2026-12.)
             assert cards and cards[0]["indicator"] == "critical"
             assert cards[0]["source"]["url"].startswith("https://hospital.example/rules#")
             cors = client.get("/cds-services", headers={"Origin": "https://ehr.example"})

@@ -42,7 +42,7 @@ def test_assess_json_follows_the_spec(capsys):
     assert set(first["index_surgery"]) == {"date", "procedure", "levels", "instrumented"}
     muscle_keys = {"muscle", "root", "side", "baseline_mrc", "latest_mrc", "latest_date", "expected_mrc",
                    "expected_low", "expected_high", "status", "curve"}
-    prompt_keys = {"rule_id", "category", "modality", "urgency", "summary", "evidence", "source"}
+    prompt_keys = {"rule_id", "category", "modality", "urgency", "summary", "evidence", "source", "rule_ids"}
     assert all(set(m) == muscle_keys for p in patients for m in p["muscles"])
     assert all(set(x) == prompt_keys for p in patients for x in p["prompts"])
     rank = {"emergency": 0, "urgent": 1, "routine": 2}

@@ -8,7 +8,7 @@ from datetime import date
 from builders import exams, make_records, patient, surgery, visit
 
 from dashboard.core.assessment import assess
-from dashboard.core.checklist import evidence_hash
+from dashboard.core.checklist import decision_fingerprint, evidence_hash
 from dashboard.core.decision_state import open_prompts, with_decisions
 from dashboard.store import decision_history, get_engine, import_records, latest_decisions, record_decision
 
@@ -25,10 +25,10 @@ def test_a_decision_holds_until_the_evidence_changes(tmp_path):
     records = make_records([patient("P1")], [surgery("P1")], exams("P1", DF, "R", PLATEAU))
     import_records(engine, records, source_name="test")
     before = prompts(records)
-    assert before["rule_id"].tolist() == ["compression-behind-expected"]
-    record_decision(engine, patient_id="P1", rule_id="compression-behind-expected",
+    assert before["rule_id"].tolist() == ["compression-no-gain-3-months"]
+    record_decision(engine, patient_id="P1", rule_id="compression-no-gain-3-months",
                     evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="deferred", clinician="Dr A")
-    record_decision(engine, patient_id="P1", rule_id="compression-behind-expected",
+    record_decision(engine, patient_id="P1", rule_id="compression-no-gain-3-months",
                     evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="not_indicated",
                     reason="Known foot drop, orthosis fitted", clinician="Dr A")
     shown = with_decisions(before, latest_decisions(engine))
@@ -39,9 +39,51 @@ def test_a_decision_holds_until_the_evidence_changes(tmp_path):
 
     later = make_records([patient("P1")], [surgery("P1")], exams("P1", DF, "R", {**PLATEAU, 140: "3"}))
     after = with_decisions(prompts(later), latest_decisions(engine))
-    assert after["decision_current"].tolist() == [False]  # new exam, new evidence: review again
+    assert after["decision_current"].tolist() == [False]  # recorded against the evidence lines: they changed
     assert after["decision"].tolist() == ["not_indicated"]  # the earlier decision is still shown
     assert len(open_prompts(after)) == 1
+
+
+EHL = "great_toe_extension"
+NEW_DEFICIT = {-3: "5", 2: "3", 20: "3"}  # a new deficit at an instrumented level: CT (and MRI)
+
+
+def decided_on(records, engine, as_of=date(2026, 2, 1)):
+    current = prompts(records, as_of)
+    ct = current[current["rule_id"] == "hardware-screw-position"].iloc[0]
+    record_decision(engine, patient_id="P1", rule_id=ct.rule_id, evidence_hash=decision_fingerprint(ct),
+                    decision="ordered", clinician="Dr A")
+    return ct
+
+
+def ct_state(strength, engine, as_of):
+    records = make_records([patient("P1")], [surgery("P1")], strength)
+    shown = with_decisions(prompts(records, as_of), latest_decisions(engine))
+    return shown[shown["rule_id"] == "hardware-screw-position"].iloc[0]
+
+
+def test_a_decision_stays_in_force_while_the_evidence_is_no_worse(tmp_path):
+    # Was: any change of the evidence lines (a new exam, even a better grade) reopened the decision.
+    engine = get_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    records = make_records([patient("P1")], [surgery("P1")], exams("P1", EHL, "L", NEW_DEFICIT))
+    import_records(engine, records, source_name="test")
+    decided_on(records, engine)
+    better = ct_state(exams("P1", EHL, "L", {**NEW_DEFICIT, 40: "4"}), engine, date(2026, 2, 25))
+    assert bool(better.decision_current)  # improving: the CT decided on stays decided
+    same = ct_state(exams("P1", EHL, "L", {**NEW_DEFICIT, 40: "3"}), engine, date(2026, 2, 25))
+    assert bool(same.decision_current)  # the same grade at a later exam is no worse
+
+
+def test_a_decision_reopens_when_the_evidence_is_worse_or_new(tmp_path):
+    engine = get_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    records = make_records([patient("P1")], [surgery("P1")], exams("P1", EHL, "L", NEW_DEFICIT))
+    import_records(engine, records, source_name="test")
+    decided_on(records, engine)
+    worse = ct_state(exams("P1", EHL, "L", {**NEW_DEFICIT, 24: "2"}), engine, date(2026, 2, 5))
+    assert not worse.decision_current and worse.decision == "ordered"  # a grade lower: review again
+    other = exams("P1", DF, "L", {-3: "5", 2: "5", 22: "3"})
+    new_muscle = ct_state(exams("P1", EHL, "L", NEW_DEFICIT) + other, engine, date(2026, 2, 5))
+    assert not new_muscle.decision_current  # a new muscle weak at the screw level: review again
 
 
 def test_deferred_prompts_stay_open_and_other_patients_are_untouched():

@@ -98,9 +98,24 @@ def test_each_scenario_in_its_proportion(cohort):
 
 def test_expected_categories_follow_the_scenario(cohort):
     table = cohort["scenarios"]
+    # A new deficit after instrumentation is also a hematoma emergency in the first 14 days, and an
+    # unexplained deficit (MRI) later while it has not improved: its categories depend on the exam days.
+    varies = (table["scenario"] == "new_deficit_instrumented").to_numpy()
+    assert set(table.loc[varies, "expected_rule_categories"]) <= {"hardware", "red_flag;hardware",
+                                                                  "compression;hardware"}
+    table = table[~varies]
     expected = table["scenario"].map(lambda s: ";".join(SCENARIO_CATEGORIES[s]) or np.nan)
     pd.testing.assert_series_equal(table["expected_rule_categories"], expected, check_names=False,
                                    check_dtype=False)
+
+
+#: Categories a scenario may raise besides its key's, depending on where its last exam falls: no gain by about
+#: 3 months asks for MRI (compression) and, for a dense deficit (MRC ≤ 2), electrodiagnostics (recovery) —
+#: compression-no-gain-3-months and recovery-electrodiagnostics (clinical review 2026-12, section 5).
+TIMING_DEPENDENT: dict[str, set[str]] = {
+    "slow_severe": {"compression", "recovery"}, "plateau_behind": {"recovery"},
+    "adjacent_segment": {"recovery"}, "late_hardware": {"compression"},
+}
 
 
 def test_shipped_statuses_and_prompts_match_the_assessment(shipped_assessment):
@@ -112,11 +127,13 @@ def test_shipped_statuses_and_prompts_match_the_assessment(shipped_assessment):
     wrong = merged[merged["status"] != merged["expected_status"]]
     assert wrong.empty, wrong[["patient_id", "scenario", "expected_status", "status"]].to_string()
 
-    order = ("red_flag", "compression", "fibrosis", "hardware")
-    got = shipped_assessment.prompts.groupby("patient_id")["category"].agg(
-        lambda c: ";".join(x for x in order if x in set(c)))
-    merged["got"] = merged["patient_id"].map(got).fillna("")
-    wrong = merged[merged["got"] != merged["expected_rule_categories"]]
+    got = shipped_assessment.prompts.groupby("patient_id")["category"].agg(set)
+    merged["got"] = merged["patient_id"].map(got).map(lambda c: c if isinstance(c, set) else set())
+    expected = merged["expected_rule_categories"].map(lambda c: set(filter(None, c.split(";"))))
+    allowed = [e | TIMING_DEPENDENT.get(s, set()) for e, s in zip(expected, merged["scenario"], strict=True)]
+    missing = [not e <= g for e, g in zip(expected, merged["got"], strict=True)]
+    unexpected = [not g <= a for g, a in zip(merged["got"], allowed, strict=True)]
+    wrong = merged[pd.Series(missing, index=merged.index) | pd.Series(unexpected, index=merged.index)]
     assert wrong.empty, wrong[["patient_id", "scenario", "expected_rule_categories", "got"]].to_string()
 
 

@@ -32,6 +32,7 @@ def status_of(grades: dict[int, str], as_of: date = AS_OF, **patient_fields: str
     ({-3: "5", 2: "3"}, "new_deficit"),
     ({-3: "4", 2: "2", 30: "3"}, "new_deficit"),            # markedly weaker than an abnormal baseline
     ({14: "3", 42: "4"}, "no_baseline"),
+    ({2: "4", 30: "2"}, "deteriorating"),                   # no baseline never hides a fall (assessment.md)
     ({-3: "3"}, "insufficient_data"),
 ])
 def test_each_status_on_a_hand_built_patient(grades, expected):

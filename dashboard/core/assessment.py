@@ -68,13 +68,45 @@ def assess(records: Records, as_of: date | None = None, reference: Reference | N
     # factors has one row per index operation, in the same order
     patients = join_rows(patients, factors[["patient_id", "age", "deficit_days"]], op_row)
     patients["days_since_surgery"] = (pd.Timestamp(as_of) - patients["surgery_date"]).dt.days.astype("Int64")
+    patients["implants"], patients["implant_levels"], patients["operated_levels"] = _operations(known.surgeries,
+                                                                                                patients)
     surgery_date = take_rows(index_ops[["surgery_date"]], rows_in(known.visits["patient_id"], index_ops["patient_id"]))
     visits = known.visits.reset_index(drop=True)
     visits["day"] = (visits["visit_date"] - surgery_date["surgery_date"]).dt.days.astype("Int64")
 
-    prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules())
+    prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules(), reference.status)
     patients = _sort_by_urgency(patients, prompts)
     return Assessment(as_of, patients, muscles, prompts, visits, reference, known)
+
+
+def _operations(surgeries: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.array, pd.array, pd.array]:
+    """Per patient, from every operation up to the index one: whether any placed implants, the levels of
+    those that did, and the levels of all of them (';'-joined). Implants of an earlier operation count.
+
+    Most patients have one operation: their levels are taken as they are; only the few with several are
+    joined one by one."""
+    patient = rows_in(surgeries["patient_id"], patients["patient_id"])
+    surgery_date = patients["surgery_date"].to_numpy()
+    known = patient >= 0
+    up_to_index = np.zeros(len(surgeries), dtype=bool)
+    up_to_index[known] = surgeries["surgery_date"].to_numpy()[known] <= surgery_date[patient[known]]
+    placed = surgeries["instrumented"].fillna(False).to_numpy(dtype=bool) & up_to_index
+    levels = surgeries["levels"].to_numpy(dtype=object, na_value=None)
+
+    def levels_of(mask: np.ndarray) -> pd.array:
+        rows = np.flatnonzero(mask)
+        count = np.bincount(patient[rows], minlength=len(patients))
+        out = np.full(len(patients), None, dtype=object)
+        single = count[patient[rows]] == 1
+        out[patient[rows[single]]] = levels[rows[single]]
+        for who in np.unique(patient[rows[~single]]).tolist():
+            texts = [str(text) for text in levels[rows[patient[rows] == who]] if text]
+            out[who] = ";".join(dict.fromkeys(level.strip() for text in texts for level in text.split(";")))
+        return pd.array(out, dtype="string")
+
+    implants = pd.array(np.bincount(patient[placed], minlength=len(patients)) > 0, dtype="boolean")
+    implants[patients["surgery_date"].isna().to_numpy()] = pd.NA
+    return implants, levels_of(placed), levels_of(up_to_index)
 
 
 def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
@@ -144,6 +176,7 @@ def _prompt_json(p) -> dict:
     return {
         "rule_id": p.rule_id, "category": p.category, "modality": p.modality, "urgency": p.urgency,
         "summary": p.summary, "evidence": list(p.evidence), "source": p.source,
+        "rule_ids": list(p.rule_ids),  # extension: every rule behind this one scan (docs/format-extensions.md)
     }
 
 

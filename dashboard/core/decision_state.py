@@ -1,7 +1,9 @@
 """Which prompts a clinician has already decided on, and which are new.
 
-A decision holds for the evidence it was made on: when a prompt's evidence changes (new exam, new
-finding), its fingerprint changes and the prompt comes back as new, with the earlier decision shown.
+A decision holds while the evidence is no worse than the evidence it was made on (checklist.evidence_no_worse:
+an improving grade or the same finding recorded again keeps it); a lower grade, a new finding or muscle, or a
+higher urgency brings the prompt back as new, with the earlier decision shown. Decisions recorded against the
+hash of the evidence lines (before decision bases) hold while the lines are unchanged.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard.core.checklist import evidence_hash
+from dashboard.core.checklist import evidence_hash, evidence_no_worse
 
 DECISION_LABELS = {"ordered": "Imaging ordered", "already_done": "Already done",
                    "not_indicated": "Not indicated", "deferred": "Deferred"}
@@ -28,9 +30,11 @@ def with_decisions(prompts: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFra
         on=["patient_id", "rule_id"], how="left")
     decided = merged["decided_hash"].notna().to_numpy()  # fingerprints only where there is a decision
     current = np.zeros(len(merged), dtype=bool)
-    current[decided] = [evidence_hash(list(lines)) == made_on for lines, made_on in
-                        zip(merged["evidence"].to_numpy()[decided], merged["decided_hash"].to_numpy()[decided],
-                            strict=True)]
+    basis = merged["decision_basis"].to_numpy()[decided] if "decision_basis" in merged else [None] * decided.sum()
+    current[decided] = [
+        evidence_hash(list(lines)) == made_on or (isinstance(now, str) and evidence_no_worse(now, made_on))
+        for lines, made_on, now in zip(merged["evidence"].to_numpy()[decided],
+                                       merged["decided_hash"].to_numpy()[decided], basis, strict=True)]
     merged["decision_current"] = current
     return merged.drop(columns="decided_hash")
 

@@ -65,7 +65,7 @@ def flag(values: np.ndarray) -> Column:
 
 def holds(column: Column, condition: Mapping) -> np.ndarray:
     """Where a rule condition ({field, operator: value}) holds; never where the value is missing."""
-    (test, value), = ((key, wanted) for key, wanted in condition.items() if key != "field")
+    (test, value), = ((key, wanted) for key, wanted in condition.items() if key not in ("field", "label"))
     if column.kind == "text":  # decided once per distinct text, then spread by the codes
         per_text = [_text_holds(text, test, value) for text in column.texts]
         return np.array([*per_text, False], dtype=bool)[column.values]
@@ -117,6 +117,11 @@ class Table:
     @property
     def fields(self) -> list[str]:
         return list(self._makers)
+
+    def add(self, field: str, column: Column) -> None:
+        """A field already made (it holds no table, so no cycle keeps this one alive)."""
+        self._makers[field] = lambda _: column
+        self._made[field] = column
 
     def take(self, rows: np.ndarray) -> Table:
         return Table(self.patient[rows], {field: taker(self, field, rows) for field in self._makers})

@@ -146,12 +146,15 @@ def muscle_trajectories(strength: pd.DataFrame, index_ops: pd.DataFrame, factors
     return pd.DataFrame(columns, columns=MUSCLE_COLUMNS, copy=False)
 
 
-_STATUS_CHOICES = ("no_baseline", "insufficient_data", "new_deficit", "deteriorating", "no_deficit", "recovered",
+_STATUS_CHOICES = ("insufficient_data", "new_deficit", "deteriorating", "no_baseline", "no_deficit", "recovered",
                    "behind", "on_track")
 
 
 def _status_codes(rows, thresholds: dict[str, float]) -> np.ndarray:
-    """The position in _STATUS_CHOICES of each row's status, in order of clinical priority (first match wins)."""
+    """The position in _STATUS_CHOICES of each row's status, in order of clinical priority (first match wins).
+
+    A fall between post-operative exams is `deteriorating` with or without a baseline: `no_baseline` never
+    hides deterioration (shared/spec/assessment.md)."""
     normal = thresholds["normal_grade"]
     noise = thresholds["measurement_noise"]
     baseline = np.asarray(rows["baseline_mrc"], dtype=float)
@@ -161,11 +164,11 @@ def _status_codes(rows, thresholds: dict[str, float]) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         baseline_normal = baseline >= normal
         conditions = [
-            np.isnan(baseline),
             np.isnan(latest),
             (baseline_normal & (latest < normal - noise))
             | (~baseline_normal & (latest <= baseline - thresholds["marked_drop_from_baseline"])),
             ~np.isnan(best) & (latest <= best - thresholds["deterioration_drop"]),
+            np.isnan(baseline),
             baseline_normal,
             latest >= normal - noise,
             latest < low - thresholds["behind_tolerance"],

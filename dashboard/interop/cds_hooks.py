@@ -94,15 +94,15 @@ log = logging.getLogger(__name__)
 
 SERVICE_ID = "patient-view"
 INDICATOR = {"emergency": "critical", "urgent": "warning", "routine": "info"}
-URGENCY_TEXT = {"emergency": "emergency: same day", "urgent": "urgent: within days",
+URGENCY_TEXT = {"emergency": "emergency: now, within hours", "urgent": "urgent: within days",
                 "routine": "routine: at the next planned review"}
 MODALITY_TEXT = {
     "mri": "MRI", "mri_contrast": "MRI with contrast", "ct": "CT", "ct_myelography": "CT myelography",
     "radiograph": "radiograph", "flexion_extension_radiograph": "flexion-extension radiographs",
-    "venous_duplex": "venous duplex ultrasound",
+    "venous_duplex": "venous duplex ultrasound", "electrodiagnostics": "electrodiagnostics (EMG/NCS)",
 }
-CATEGORY_TEXT = {"red_flag": "red flag", "compression": "compression", "fibrosis": "fibrosis",
-                 "hardware": "hardware"}
+CATEGORY_TEXT = {"red_flag": "red flag", "compression": "compression", "recurrence": "recurrence (disc or scar)",
+                 "hardware": "hardware", "recovery": "recovery"}
 SUMMARY_LIMIT = 140  # CDS Hooks: a summary is under 140 characters
 SOURCE_LABEL = "Spine Recovery Dashboard imaging checklist"
 DEFAULT_SOURCE_URL = "https://spine-dashboard.example/docs/rule-catalogue"

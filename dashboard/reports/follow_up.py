@@ -14,6 +14,7 @@ import pandas as pd
 
 from dashboard.charts import prom_figure, strength_figure, timeline_figure
 from dashboard.core.assessment import Assessment
+from dashboard.core.checklist import no_prompt_text
 from dashboard.core.decision_state import DECISION_LABELS
 from dashboard.core.patient_view import PatientView, patient_view
 from dashboard.reports import html as h
@@ -117,7 +118,7 @@ def report_html(assessment: Assessment, view: PatientView, prompts: pd.DataFrame
         f"<th>Assessed as of</th><td>{_date(head['as_of'])}</td></tr>"
         "</tbody></table>")
     checklist = "".join(h.prompt_card(p, _decision(p)) for p in prompts.to_dict("records")) or (
-        '<p class="muted">No imaging prompt: nothing in the recorded findings calls for imaging.</p>')
+        f'<p class="muted">{h.esc(no_prompt_text())}</p>')
     body = (
         f'<div class="case-head"><h1>Follow-up report</h1>{h.badge(head["top_urgency"])}</div>'
         f"{identity}{h.missing_block(view.missing)}"

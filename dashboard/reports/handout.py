@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 
 from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
 from dashboard.core.assessment import Assessment
+from dashboard.core.checklist import no_prompt_text
 from dashboard.core.deidentify import ConferenceCase, deidentify_patient, identifiers, leaks, week_label
 from dashboard.reports import html as h
 from dashboard.reports.render import ReportError, data_uri, html_to_pdf, render_pngs
@@ -153,7 +154,7 @@ def _case_section(case: ConferenceCase, images: dict[str, str]) -> str:
                + ("duration of weakness before the operation not recorded" if head["weakness_before_operation"]
                   is None else f"weak for {h.esc(head['weakness_before_operation'])} before the operation"))
     checklist = "".join(h.prompt_card(p, _decision(p)) for p in case.prompts.to_dict("records")) or (
-        '<p class="muted">No imaging prompt: nothing in the recorded findings calls for imaging.</p>')
+        f'<p class="muted">{h.esc(no_prompt_text())}</p>')
     if "strength" in images:
         strength = h.figure(images["strength"], f"{case.label}: strength against the expected recovery band")
     elif case.view.exams.empty:

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
+from dashboard.core.checklist import no_prompt_text
 from dashboard.core.decision_state import open_prompts
 from dashboard.core.deidentify import (
     CASE_FILTERS,
@@ -136,7 +137,7 @@ for note in case.missing:
 def case_checklist(case: ConferenceCase) -> None:
     """The checklist read-only: evidence with weeks, imaging, urgency, source and the decision taken."""
     if case.prompts.empty:
-        st.success("No imaging prompt: nothing in the recorded findings calls for imaging.")
+        st.markdown(f":gray[{no_prompt_text()}]")  # neutral: an empty checklist is not reassurance
         return
     for prompt in case.prompts.to_dict("records"):
         with st.container(border=True):

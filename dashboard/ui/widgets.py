@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
-from dashboard.core.checklist import evidence_hash
+from dashboard.core.checklist import decision_fingerprint, no_prompt_text
 from dashboard.core.decision_state import DECISION_LABELS
 from dashboard.store import record_decision
 from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, URGENCY_COLOURS, URGENCY_ICONS, URGENCY_LABELS
@@ -79,14 +79,15 @@ def checklist_panel(prompts: pd.DataFrame, clinician: str | None, allow_decision
                     key_prefix: str = "") -> None:
     """Each prompt: urgency, modality, why (evidence with dates), source and the decision form."""
     if prompts.empty:
-        st.success("No imaging prompt: nothing in the recorded findings calls for imaging.")
+        st.markdown(f":gray[{no_prompt_text()}]")  # neutral: an empty checklist is not reassurance
         return
     for prompt in prompts.itertuples(index=False):
         decided = bool(prompt.decision_current) and prompt.decision != "deferred"
         with st.container(border=True):
             st.markdown(
                 f"{URGENCY_ICONS[prompt.urgency]} {urgency_badge(prompt.urgency)} &nbsp; "
-                f"**{CATEGORY_LABELS[prompt.category]}** · `{prompt.rule_id}`", unsafe_allow_html=True)
+                f"**{CATEGORY_LABELS[prompt.category]}** · "
+                + " + ".join(f"`{rule}`" for rule in _rule_ids(prompt)), unsafe_allow_html=True)
             st.markdown(f"#### {prompt.summary}")
             st.markdown(f"**Suggested imaging:** {MODALITY_LABELS[prompt.modality]}")
             st.markdown("**Why:**\n" + "\n".join(f"- {line}" for line in prompt.evidence))
@@ -104,6 +105,12 @@ def checklist_panel(prompts: pd.DataFrame, clinician: str | None, allow_decision
                 _decision_form(prompt, clinician, key_prefix)
 
 
+def _rule_ids(prompt) -> list[str]:
+    """The rules behind a prompt (one scan asked for by several rules is one prompt)."""
+    ids = getattr(prompt, "rule_ids", None)
+    return list(ids) if isinstance(ids, list | tuple) or hasattr(ids, "tolist") else [prompt.rule_id]
+
+
 def _decision_form(prompt, clinician: str | None, key_prefix: str) -> None:
     key = f"{key_prefix}{prompt.patient_id}-{prompt.rule_id}"
     with st.form(f"decision-{key}", border=False):
@@ -115,7 +122,7 @@ def _decision_form(prompt, clinician: str | None, key_prefix: str) -> None:
         if st.form_submit_button("Record decision", type="primary"):
             try:
                 decision_id = record_decision(data.engine(), patient_id=prompt.patient_id, rule_id=prompt.rule_id,
-                                              evidence_hash=evidence_hash(list(prompt.evidence)), decision=choice,
+                                              evidence_hash=decision_fingerprint(prompt), decision=choice,
                                               reason=reason, clinician=who)
             except ValueError as problem:
                 st.error(str(problem))
