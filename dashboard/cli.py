@@ -494,8 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_check_auth)
 
     db_help = "database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)"
-    p = commands.add_parser("import-fhir", help="validate and store a FHIR R4 Bundle (docs/interoperability.md)")
-    p.add_argument("bundle")
+    p = commands.add_parser("import-fhir", help="validate and store FHIR R4: a Bundle (.json), NDJSON, or a Bulk "
+                            "Data folder of .ndjson files (docs/interoperability.md)")
+    p.add_argument("bundle", metavar="PATH", help="a Bundle .json, an .ndjson file, or a folder of .ndjson files")
     p.add_argument("--database", default=None, help=db_help)
     p.add_argument("--user", default=None)
     p.set_defaults(run=cmd_import_fhir)

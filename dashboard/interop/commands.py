@@ -44,11 +44,14 @@ def _store(records: Records, args: argparse.Namespace, source: str, kind: str) -
 
 
 def import_fhir(args: argparse.Namespace) -> int:
-    """Validate a FHIR R4 Bundle like a records folder and store it (all or nothing)."""
-    from dashboard.interop.fhir import read_bundle  # noqa: PLC0415
+    """Validate a FHIR R4 Bundle, NDJSON file or Bulk Data folder like a records folder; store it (all or nothing)."""
+    from dashboard.interop.fhir import no_spine_operations, read_fhir  # noqa: PLC0415
 
-    records, report = read_bundle(args.bundle)
+    records, report = read_fhir(args.bundle)
     print_report(report)
+    if records is None and no_spine_operations(report):
+        print("no spine operations found: nothing was stored.", file=sys.stderr)
+        return EXIT_OK
     if records is None:
         return EXIT_INVALID
     return _store(records, args, Path(args.bundle).name, "fhir")
