@@ -22,6 +22,7 @@ from dashboard.interop.fhir import (
     no_spine_operations,
     read_fhir,
     records_to_bundle,
+    write_ndjson,
 )
 from dashboard.interop.uploads import FHIR_BUNDLE, check_interop_uploads
 from dashboard.store import get_engine, import_history, load_records
@@ -534,3 +535,39 @@ def test_pseudonymous_export_reimported_never_blanks_or_changes_identity(small, 
     assert records.patients["name"].isna().all() and records.patients["mrn"].isna().all()
     assert f"{label(exported, patient)}: name: is in a pseudonymous (PSEUDED) resource: not read as the patient's " \
            "identity; the store keeps what it has" in report.warning_lines()
+
+
+# ------------------------------------------------------------------------------------------ Bulk Data export
+def test_ndjson_export_streams_from_the_store_and_reads_back(small, tmp_path: Path, capsys):
+    records = subset(demo_records(), one_per_scenario())
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    path = tmp_path / "cohort.json"
+    path.write_text(json.dumps(records_to_bundle(records, identified=True)), encoding="utf-8")
+    assert main(["import-fhir", str(path), "--database", url]) == 0
+    out = tmp_path / "bulk"
+    counts = write_ndjson(get_engine(url), out, identified=True, chunk=3)  # several chunks
+    assert sorted(p.name for p in out.iterdir()) == ["Encounter.ndjson", "Observation.ndjson", "Patient.ndjson",
+                                                     "Procedure.ndjson"]
+    bundle = records_to_bundle(records, identified=True)
+    assert sum(counts.values()) == len(bundle["entry"])
+    lines = {kind: ndjson_lines(out / f"{kind}.ndjson") for kind in counts}
+    assert lines["Patient"] == [e["resource"] for e in entries(bundle, "Patient")]  # same resources, same order
+    observation = next(r for r in lines["Observation"] if "encounter" in r)
+    assert observation["encounter"]["reference"].startswith("Encounter/")
+    assert observation["subject"]["reference"] == f"Patient/{fhir_id(observation['subject']['reference'][8:])}"
+    back, report = read_fhir(out)
+    assert report.issues.empty, report.error_lines() + report.warning_lines()
+    assert_same_records(back, records)
+    capsys.readouterr()
+    pseudonymous = tmp_path / "pseudonymous"
+    assert main(["export-fhir", str(pseudonymous), "--ndjson", "--database", url]) == 0
+    assert f"wrote {len(records.patients)} patient(s) to {pseudonymous}/ as NDJSON" in capsys.readouterr().err
+    text = "".join(p.read_text(encoding="utf-8") for p in pseudonymous.iterdir())
+    assert all(json.loads(line)["meta"]["security"][0]["code"] == "PSEUDED" for line in text.splitlines())
+    assert not any(name in text for name in records.patients["name"].dropna())
+    first = records.patients["patient_id"].iloc[0]
+    assert main(["export-fhir", str(tmp_path / "one"), "--ndjson", "--patient", first, "--database", url]) == 0
+    assert len(ndjson_lines(tmp_path / "one" / "Patient.ndjson")) == 1
+    assert main(["export-fhir", str(tmp_path / "none"), "--ndjson", "--patient", "NOBODY", "--database", url]) == 2
+    assert "no such patient: NOBODY: nothing was written." in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -58,12 +58,26 @@ def import_fhir(args: argparse.Namespace) -> int:
 
 
 def export_fhir(args: argparse.Namespace) -> int:
-    """Write stored patients (all, or those named) as a FHIR R4 Bundle."""
-    from dashboard.interop.fhir import write_bundle  # noqa: PLC0415
+    """Write stored patients (all, or those named) as a FHIR R4 Bundle, or as Bulk Data NDJSON (streamed)."""
+    from dashboard.interop.fhir import write_bundle, write_ndjson  # noqa: PLC0415
     from dashboard.store import get_engine, load_records  # noqa: PLC0415
     from dashboard.store.audit import command_line_user, record  # noqa: PLC0415
 
     engine = get_engine(args.database)
+    what = "identified" if args.identified else "pseudonymous (no names, MRNs, notes or extra columns)"
+    if getattr(args, "ndjson", False):
+        try:
+            counts = write_ndjson(engine, args.out, args.patient or None, identified=args.identified)
+        except KeyError as problem:
+            print(f"{problem.args[0]}: nothing was written.", file=sys.stderr)
+            return EXIT_INVALID
+        patients = counts["Patient"]
+        record(engine, command_line_user(getattr(args, "user", None)), "export", kind="fhir_bulk", format="ndjson",
+               file=Path(args.out).name, patients=patients, identified=bool(args.identified),
+               patient_ids=list(args.patient) if args.patient and len(args.patient) <= 1000 else None)
+        files = ", ".join(f"{kind}.ndjson {n}" for kind, n in counts.items())
+        print(f"wrote {patients} patient(s) to {args.out}/ as NDJSON ({files}), {what}", file=sys.stderr)
+        return EXIT_OK
     records = load_records(engine)
     try:
         path = write_bundle(records, args.out, args.patient or None, identified=args.identified)
@@ -74,7 +88,6 @@ def export_fhir(args: argparse.Namespace) -> int:
     record(engine, command_line_user(getattr(args, "user", None)), "export", kind="fhir_bundle", format="json",
            file=Path(path).name, patients=count, identified=bool(args.identified),
            patient_ids=list(args.patient) if args.patient and len(args.patient) <= 1000 else None)
-    what = "identified" if args.identified else "pseudonymous (no names, MRNs, notes or extra columns)"
     print(f"wrote {count} patient(s) to {path}, {what}", file=sys.stderr)
     return EXIT_OK
 
