@@ -20,9 +20,11 @@ import uuid
 from collections import Counter
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
@@ -719,6 +721,7 @@ def _yes_no(value: Any) -> str | None:
 
 
 # ================================================================================================ export
+@lru_cache(maxsize=65536)
 def fhir_id(patient_id: str) -> str:
     """The Patient.id for a records patient_id: the id itself when FHIR allows it, else a stable hash."""
     return patient_id if _FHIR_ID.match(patient_id) else "p-" + uuid.uuid5(_NAMESPACE, patient_id).hex[:24]
@@ -780,14 +783,12 @@ class NdjsonFiles:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.files = {kind: (self.folder / f"{kind}.ndjson").open("w", encoding="utf-8", buffering=1 << 20)
-                      for kind in NDJSON_TYPES}
+        self.files = {kind: (self.folder / f"{kind}.ndjson").open("wb", buffering=1 << 20) for kind in NDJSON_TYPES}
         self.counts: Counter[str] = Counter()
-        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
     def __call__(self, resource: dict[str, Any]) -> None:
         kind = resource["resourceType"]
-        self.files[kind].write(self._dumps(resource) + "\n")
+        self.files[kind].write(orjson.dumps(resource, option=orjson.OPT_APPEND_NEWLINE))
         self.counts[kind] += 1
 
     def close(self) -> None:
@@ -864,6 +865,19 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
     return {"system": system, "code": code, **({"display": display} if display else {})}
 
 
+_MRC_TOKEN_BY_VALUE = {round(float(value), 9): token for token, value in MRC_TOKENS.items()}
+
+
+def _body_site(muscle: str, side: str) -> dict[str, Any]:
+    laterality_code, laterality_display = C.LATERALITY[side]
+    qualifier_code, qualifier_display = C.LATERALITY_QUALIFIER[side]
+    return {"extension": [{"url": C.EXT_LATERALITY, "valueCodeableConcept": {
+                "coding": [_coding(C.SNOMED, laterality_code, laterality_display),
+                           _coding(C.SNOMED, qualifier_code, qualifier_display)]}}],
+            "coding": [_coding(C.CS_KEY_MUSCLE, muscle, MUSCLE_LABELS[muscle])],
+            "text": f"{MUSCLE_LABELS[muscle]}, {qualifier_display.lower()}"}
+
+
 class _BundleWriter:
     """Builds validated resources with stable ids and urn:uuid fullUrls; references use the fullUrls.
 
@@ -881,11 +895,31 @@ class _BundleWriter:
         self.check_first = check_first
         self.checked: Counter[str] = Counter()
         self.count = 0
+        # Streamed output is serialised at once and never edited: parts that repeat (codes, body sites,
+        # grades, references) are built once and shared. A Bundle's resources stay independent objects.
+        self._cache: dict[Any, Any] | None = {} if sink is not None else None
+        self._days: dict[Any, str] = {}
+
+    def _shared(self, key: Any, build: Any) -> Any:
+        if self._cache is None:
+            return build()
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = build()
+        return found
+
+    def _day(self, value: Any) -> str:
+        found = self._days.get(value)
+        if found is None:
+            if len(self._days) > 100_000:
+                self._days.clear()
+            found = self._days[value] = _day(value)
+        return found
 
     def _add(self, resource: dict[str, Any]) -> str:
         kind = resource["resourceType"]
         if not self.identified:  # every resource says so, also when read alone (NDJSON, a server)
-            resource["meta"] = {"security": [dict(C.PSEUDONYMIZED)]}
+            resource["meta"] = self._shared("meta", lambda: {"security": [dict(C.PSEUDONYMIZED)]})
         if self.check or self.checked[kind] < self.check_first:  # our own output must be valid R4
             self.checked[kind] += 1
             get_fhir_model_class(kind).model_validate(resource)
@@ -899,7 +933,10 @@ class _BundleWriter:
 
     def _patient_ref(self, patient_id: str) -> dict[str, str]:
         if self.sink is not None:
-            return {"reference": f"Patient/{fhir_id(patient_id)}"}
+            if self._cache.get("patient") != patient_id:  # rows come patient by patient within each file
+                self._cache["patient"], self._cache["patient_ref"] = patient_id, {
+                    "reference": f"Patient/{fhir_id(patient_id)}"}
+            return self._cache["patient_ref"]
         return {"reference": f"urn:uuid:{uuid.uuid5(_NAMESPACE, 'Patient/' + fhir_id(patient_id))}"}
 
     def _id(self, *parts: str) -> str:
@@ -954,26 +991,24 @@ class _BundleWriter:
 
     def strength(self, row: dict[str, Any], extras: list[str]) -> None:
         pid, day, muscle, side, grade = (row[c] for c in ("patient_id", "exam_date", "muscle", "side", "mrc"))
-        token = next((t for t, v in MRC_TOKENS.items() if abs(v - grade) < 1e-9), None)
-        value = ({"valueCodeableConcept": {"coding": [_coding(C.CS_MRC_GRADE, token, C.MRC_GRADE_DISPLAY[token])],
-                                           "text": token}}
+        token = _MRC_TOKEN_BY_VALUE.get(round(float(grade), 9))
+        if token is None:
+            token = next((t for t, v in MRC_TOKENS.items() if abs(v - grade) < 1e-9), None)
+        value = (self._shared(("grade", token), lambda: {"valueCodeableConcept": {
+                     "coding": [_coding(C.CS_MRC_GRADE, token, C.MRC_GRADE_DISPLAY[token])], "text": token}})
                  if token is not None else {"valueQuantity": {"value": float(grade)}})
-        laterality_code, laterality_display = C.LATERALITY[side]
-        qualifier_code, qualifier_display = C.LATERALITY_QUALIFIER[side]
-        body_site = {"extension": [{"url": C.EXT_LATERALITY, "valueCodeableConcept": {
-                         "coding": [_coding(C.SNOMED, laterality_code, laterality_display),
-                                    _coding(C.SNOMED, qualifier_code, qualifier_display)]}}],
-                     "coding": [_coding(C.CS_KEY_MUSCLE, muscle, MUSCLE_LABELS[muscle])],
-                     "text": f"{MUSCLE_LABELS[muscle]}, {qualifier_display.lower()}"}
-        self._observation(pid, C.OBSERVATION_BY_COLUMN[("strength", "mrc")], _day(day), value,
-                          (muscle.replace("_", "-"), side), body_site=body_site, extensions=self._extras(row, extras))
+        body_site = self._shared(("site", muscle, side), lambda: _body_site(muscle, side))
+        self._observation(pid, C.OBSERVATION_BY_COLUMN[("strength", "mrc")], self._day(day), value,
+                          (muscle.replace("_", "-"), side), body_site=body_site,
+                          extensions=self._extras(row, extras) if extras else None)
 
     def visit(self, row: dict[str, Any], extras: list[str]) -> None:
-        pid, day = row["patient_id"], _day(row["visit_date"])
+        pid, day = row["patient_id"], self._day(row["visit_date"])
         encounter: dict[str, Any] = {
             "resourceType": "Encounter", "id": self._id("visit", fhir_id(pid), day.replace("-", "")),
-            "status": "finished", "class": _coding(C.ACT_CODE, "AMB", "ambulatory"),
-            "type": [{"coding": [_coding(C.CS_ENCOUNTER_TYPE, C.VISIT_TYPE, "Spine follow-up visit")]}],
+            "status": "finished", "class": self._shared("class", lambda: _coding(C.ACT_CODE, "AMB", "ambulatory")),
+            "type": self._shared("visit-type", lambda: [{"coding": [
+                _coding(C.CS_ENCOUNTER_TYPE, C.VISIT_TYPE, "Spine follow-up visit")]}]),
             "subject": self._patient_ref(pid), "period": {"start": day, "end": day},
         }
         extensions = self._extras(row, extras)
@@ -1002,14 +1037,16 @@ class _BundleWriter:
             "resourceType": "Observation",
             "id": self._id(kind.local, fhir_id(pid), *((day.replace("-", ""),) if day else ()), *id_parts),
             "status": "final",
-            "code": {"coding": [_coding(C.CS_OBSERVATION, kind.local, kind.display),
-                                *(_coding(*standard) for standard in kind.standard)], "text": kind.display},
+            "code": self._shared(("code", kind.local), lambda: {"coding": [
+                _coding(C.CS_OBSERVATION, kind.local, kind.display),
+                *(_coding(*standard) for standard in kind.standard)], "text": kind.display}),
             "subject": self._patient_ref(pid),
         }
         if extensions:
             resource["extension"] = extensions
         if kind.category:
-            resource["category"] = [{"coding": [_coding(C.OBSERVATION_CATEGORY, kind.category)]}]
+            resource["category"] = self._shared(("category", kind.category), lambda: [
+                {"coding": [_coding(C.OBSERVATION_CATEGORY, kind.category)]}])
         if encounter:
             resource["encounter"] = {"reference": encounter}
         if day:
