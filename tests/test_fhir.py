@@ -254,6 +254,9 @@ def test_upload_on_the_import_page_is_checked_the_same_way(small):
     assert checked.records is None
     assert [line.split(": ", 1)[1] for line in checked.report.error_lines()] == [
         "odi: '-1' is not an ODI score (0–100)"]
+    synthea = [(f.name, f.read_bytes()) for f in sorted((FIXTURES / "synthea-bulk-10").iterdir())]
+    checked = check_interop_uploads(FHIR_BUNDLE, synthea)  # a Bulk Data export's files
+    assert checked.records is None and checked.report.ok and no_spine_operations(checked.report)
 
 
 # ------------------------------------------------------------------------------------- an EHR's own Bundle

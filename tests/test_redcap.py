@@ -360,6 +360,16 @@ def test_missing_data_codes_are_blank_with_a_warning_naming_field_and_code(expor
     stored = load_records(get_engine(url))
     assert pd.isna(stored.patients.set_index("patient_id").loc["P00003", "birth_year"])
     assert len(stored.strength) == len(demo_records().strength) - 1
+    # A checkbox's Missing Data Code column (REDCap adds one per code, lower case): blank, then required.
+    surgery = row(frame, "7", "surgery")
+    frame["surg_levels___unk"] = frame["surg_levels___1"].where(frame["surg_levels___1"].isna(), "0")
+    frame.loc[surgery, [f"surg_levels___{i}" for i in range(1, 6)]] = "0"
+    frame.loc[surgery, "surg_levels___unk"] = "1"
+    records, report = export_to_records(frame, load_mapping(configured))
+    assert "redcap_export.csv: field surg_levels: 'UNK' is a Missing Data Code (Unknown) in 1 row(s) (records 7): " \
+           "read as blank" in report.warning_lines()
+    assert report.error_lines() == ["redcap_export.csv: record 7, field surg_levels___* [follow_up_arm_1, "
+                                    "surgery #1]: is missing (required)"]
 
 
 def test_a_ticked_checkbox_choice_outside_the_mapping_is_named(export, mapping, tmp_path: Path, capsys):

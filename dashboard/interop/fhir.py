@@ -111,7 +111,7 @@ def ndjson_to_records(files: list[tuple[str, Path | bytes]], source: str = "bulk
                       today: date | None = None) -> tuple[Records | None, ValidationReport]:
     """Convert Bulk Data NDJSON (one resource per line; files given as (name, path or bytes)) to records."""
     builder = FrameBuilder(source)
-    reader = _BundleReader(builder, source)
+    reader = _BundleReader(builder, source, "export (no Patient file holds it)")
     items: list[tuple[str, str | None, Any]] = []
     for name, content in files:
         try:
@@ -158,9 +158,10 @@ def no_spine_operations(report: ValidationReport) -> bool:
 class _BundleReader:
     """One pass over a Bundle or NDJSON: resources validated per entry, then converted to records rows."""
 
-    def __init__(self, builder: FrameBuilder, source: str) -> None:
+    def __init__(self, builder: FrameBuilder, source: str, kind: str = "Bundle") -> None:
         self.out = builder
         self.source = source
+        self.kind = kind  # what the input is called in messages: 'Bundle' or 'export' (NDJSON)
         self.patients: dict[str, tuple[str, int]] = {}  # reference form → (patient_id, patients row)
         self.patient_keys: dict[str, Any] = {}  # reference form → parsed Patient (kept or not)
         self.skipped_patients: set[int] = set()  # id() of Patients skipped (no spine operation)
@@ -334,7 +335,7 @@ class _BundleReader:
             match = _PATIENT_REFERENCE.search(target)
             found = self.patients.get(f"Patient/{match.group(1)}") if match else None
         if found is None:
-            self.out.error(label, element, target, "is not a Patient in this Bundle")
+            self.out.error(label, element, target, f"is not a Patient in this {self.kind}")
             return None
         return found[0]
 

@@ -419,8 +419,7 @@ class _ExportReader:
                     else:
                         self.unmapped_choices[name] = (column, choice)
                     mapped.add(name)
-        never = [name for name in self.unmapped_choices if self.frame[name].isin(["0"]).all()
-                 or self.frame[name].isna().all() or not self.frame[name].eq("1").any()]
+        never = [name for name in self.unmapped_choices if not self.frame[name].eq("1").any()]
         for name in never:
             column, choice = self.unmapped_choices[name]
             self.out.warning(self.source, None, name, f"is choice '{choice}' of checkbox {column.field}, not in "
