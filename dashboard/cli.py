@@ -523,14 +523,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_check_auth)
 
     db_help = "database URL (default: SPINE_DASHBOARD_DB_URL or SQLite)"
-    p = commands.add_parser("import-fhir", help="validate and store a FHIR R4 Bundle (docs/interoperability.md)")
-    p.add_argument("bundle")
+    p = commands.add_parser("import-fhir", help="validate and store FHIR R4: a Bundle (.json), NDJSON, or a Bulk "
+                            "Data folder of .ndjson files (docs/interoperability.md)")
+    p.add_argument("bundle", metavar="PATH", help="a Bundle .json, an .ndjson file, or a folder of .ndjson files")
     p.add_argument("--database", default=None, help=db_help)
     p.add_argument("--user", default=None)
     p.set_defaults(run=cmd_import_fhir)
 
-    p = commands.add_parser("export-fhir", help="write stored patients as a FHIR R4 Bundle")
-    p.add_argument("out")
+    p = commands.add_parser("export-fhir", help="write stored patients as a FHIR R4 Bundle or Bulk Data NDJSON")
+    p.add_argument("out", help="the Bundle .json, or with --ndjson a folder")
+    p.add_argument("--ndjson", action="store_true",
+                   help="write Bulk Data NDJSON (one file per resource type), streamed chunk by chunk")
     p.add_argument("--patient", action="append", default=None, help="a patient_id (repeatable; default: all)")
     p.add_argument("--identified", action="store_true", help="include names, MRNs, notes and extra columns")
     p.add_argument("--database", default=None, help=db_help)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from interop_helpers import REDCAP, assert_same_records, demo_records
+from interop_helpers import REDCAP, ROOT, assert_same_records, demo_records
 from sqlalchemy import func, select
 
 from dashboard.cli import main
 from dashboard.interop.redcap import (
     MappingError,
+    event_and_arm,
     export_to_records,
     load_mapping,
     mapping_from_dict,
@@ -195,6 +197,9 @@ def edited(path: list[str], value) -> dict:
     (["files", "patients", "columns", "patient_id"], "study_id",
      "mapping.yaml: files.patients.columns.patient_id: patient_id comes from 'patient_id_field'"),
     (["version"], 2, "mapping.yaml: version: '2' is not a supported version (1)"),
+    (["missing_data_codes"], "UNK Unknown", "mapping.yaml: missing_data_codes: 'UNK Unknown' is not 'code, value'"),
+    (["files", "visits", "arm"], "two", "mapping.yaml: files.visits.arm: must be an arm number (1, 2, …)"),
+    (["files", "visits", "event"], [], "mapping.yaml: files.visits.event: must be a REDCap event name or a list"),
 ])
 def test_bad_mappings_are_refused_naming_the_entry(path: list[str], value, message: str):
     with pytest.raises(MappingError) as failure:
@@ -264,3 +269,127 @@ def test_upload_on_the_import_page_uses_the_example_mapping_by_default(export):
         check_interop_uploads(REDCAP_EXPORT, [("redcap_export.csv", EXPORT.read_bytes()), ("m.yaml", bad_mapping)])
     with pytest.raises(UploadRejected, match="one REDCap export"):
         check_interop_uploads(REDCAP_EXPORT, [("notes.txt", b"x")])
+
+
+# ------------------------------------------------------------- projects shaped as REDCap really exports them
+def two_arms(export: pd.DataFrame) -> pd.DataFrame:
+    """The example as a two-arm project: even records in arm 2 (`enrolment_arm_2`, `follow_up_arm_2`), and the
+    data access group column REDCap adds after the repeat instance (as in the PyCap two-arm project, whose
+    events are `enrollment_arm_1` … `enrollment_arm_2` …: tests/fixtures/redcap/pycap_test_long_project.xml)."""
+    frame = export.copy()
+    even = frame["record_id"].astype(int) % 2 == 0
+    frame.loc[even, "redcap_event_name"] = frame.loc[even, "redcap_event_name"].str.replace("_arm_1", "_arm_2")
+    frame.insert(4, "redcap_data_access_group", "clinic_a")
+    return frame
+
+
+def test_the_pycap_project_is_a_two_arm_project_with_arm_suffixed_events():
+    text = (ROOT / "tests" / "fixtures" / "redcap" / "pycap_test_long_project.xml").read_text(encoding="utf-8")
+    events = set(re.findall(r'redcap:UniqueEventName="([^"]+)"', text))
+    assert {"enrollment_arm_1", "enrollment_arm_2"} <= events
+    assert {event_and_arm(e)[1] for e in events} == {1, 2}
+    assert event_and_arm("deadline_to_opt_ou_arm_2") == ("deadline_to_opt_ou", 2)
+
+
+def test_a_two_arm_project_is_read_whole(export, mapping):
+    frame = two_arms(export)
+    assert set(frame["redcap_event_name"]) == {"enrolment_arm_1", "follow_up_arm_1", "enrolment_arm_2",
+                                               "follow_up_arm_2"}
+    records, report = export_to_records(frame, mapping)  # the mapping names the arm-1 events only
+    assert report.issues.empty, report.error_lines() + report.warning_lines()
+    assert_same_records(records, demo_records())
+    # Restricting to one arm is explicit, and what is left out is said, never silent.
+    raw = mapping_dict()
+    for name in ("patients", "surgeries", "strength", "visits"):
+        raw["files"][name]["arm"] = 1
+    records, report = export_to_records(frame, mapping_from_dict(raw))
+    warnings = report.warning_lines()
+    assert ("redcap_export.csv: 'follow_up_arm_2' 102 row(s) of this event hold surgery data (records 2, 4, 6, 8, 10, "
+            "12, 14, 16, 18, 20, …) but files.surgeries.event in mapping.yaml reads follow_up (arm 1) only: not read"
+            ) in warnings
+    assert report.ok and sorted(records.patients["patient_id"]) == [f"P{i:05d}" for i in range(1, 201, 2)]
+
+
+def test_repeating_events_datetimes_and_labels(export, mapping):
+    frame = export.copy()
+    visits = frame["redcap_repeat_instrument"] == "clinic_visit"
+    frame.loc[visits, "redcap_event_name"] = "visit_arm_1"  # a repeating event: no instrument, an instance
+    frame.loc[visits, "redcap_repeat_instrument"] = pd.NA
+    raw = mapping_dict()
+    raw["files"]["visits"].pop("repeat_instrument")
+    raw["files"]["visits"].update(instrument="clinic_visit", event="visit_arm_1")
+    first = row(frame, "18", None, 1)
+    frame.loc[first, "visit_date"] = frame.loc[first, "visit_date"] + " 14:30"  # a datetime field
+    exam = row(frame, "18", "motor_exam")
+    frame.loc[exam, "exam_date"] = frame.loc[exam, "exam_date"] + " 09:05:00"
+    records, report = export_to_records(frame, mapping_from_dict(raw))
+    assert report.issues.empty, report.error_lines() + report.warning_lines()
+    assert_same_records(records, demo_records())
+    frame.loc[first, "odi"] = "140"
+    _, report = export_to_records(frame, mapping_from_dict(raw))
+    assert report.error_lines() == ["redcap_export.csv: record 18, field odi [visit_arm_1 #1]: '140' is not an ODI "
+                                    "score (0–100)"]
+
+
+def test_missing_data_codes_are_blank_with_a_warning_naming_field_and_code(export, tmp_path: Path, capsys):
+    frame = export.copy()
+    frame.loc[row(frame, "3", None), "yob"] = "UNK"
+    frame.loc[row(frame, "4", "clinic_visit"), "odi"] = "NASK"
+    frame.loc[row(frame, "5", "motor_exam"), "ta_l_grade"] = "-999"
+    frame.loc[row(frame, "6", "clinic_visit"), "crp"] = "UNK"
+    path = tmp_path / "redcap_export.csv"
+    frame.to_csv(path, index=False)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert main(["import-redcap", str(path), "--mapping", str(MAPPING), "--database", url]) == 2  # not configured
+    assert "record 3, field yob [enrolment_arm_1]: 'UNK' is not a whole number" in capsys.readouterr().err
+    raw = mapping_dict()
+    raw["missing_data_codes"] = "UNK, Unknown | NASK, Not asked | -999, Not recorded"
+    configured = tmp_path / "mapping.yaml"
+    configured.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["import-redcap", str(path), "--mapping", str(configured), "--database", url]) == 0
+    err = capsys.readouterr().err
+    for line in ("warning: redcap_export.csv: field crp: 'UNK' is a Missing Data Code (Unknown) in 1 row(s) "
+                 "(records 6): read as blank",
+                 "warning: redcap_export.csv: field odi: 'NASK' is a Missing Data Code (Not asked) in 1 row(s) "
+                 "(records 4): read as blank",
+                 "warning: redcap_export.csv: field ta_l_grade: '-999' is a Missing Data Code (Not recorded) in 1 "
+                 "row(s) (records 5): read as blank",
+                 "warning: redcap_export.csv: field yob: 'UNK' is a Missing Data Code (Unknown) in 1 row(s) "
+                 "(records 3): read as blank"):
+        assert line in err, err
+    stored = load_records(get_engine(url))
+    assert pd.isna(stored.patients.set_index("patient_id").loc["P00003", "birth_year"])
+    assert len(stored.strength) == len(demo_records().strength) - 1
+    # A checkbox's Missing Data Code column (REDCap adds one per code, lower case): blank, then required.
+    surgery = row(frame, "7", "surgery")
+    frame["surg_levels___unk"] = frame["surg_levels___1"].where(frame["surg_levels___1"].isna(), "0")
+    frame.loc[surgery, [f"surg_levels___{i}" for i in range(1, 6)]] = "0"
+    frame.loc[surgery, "surg_levels___unk"] = "1"
+    records, report = export_to_records(frame, load_mapping(configured))
+    assert "redcap_export.csv: field surg_levels: 'UNK' is a Missing Data Code (Unknown) in 1 row(s) (records 7): " \
+           "read as blank" in report.warning_lines()
+    assert report.error_lines() == ["redcap_export.csv: record 7, field surg_levels___* [follow_up_arm_1, "
+                                    "surgery #1]: is missing (required)"]
+
+
+def test_a_ticked_checkbox_choice_outside_the_mapping_is_named(export, mapping, tmp_path: Path, capsys):
+    frame = export.copy()
+    frame["surg_levels___6"] = frame["surg_levels___5"].where(frame["surg_levels___5"].isna(), "0")
+    frame["surg_levels___7"] = frame["surg_levels___6"]
+    surgery = row(frame, "9", "surgery")
+    frame.loc[surgery, "surg_levels___6"] = "1"
+    records, report = export_to_records(frame, mapping)
+    assert records is None
+    assert report.error_lines() == [
+        "redcap_export.csv: record 9, field surg_levels___6 [follow_up_arm_1, surgery #1]: '6' is a ticked choice of "
+        "checkbox surg_levels that files.surgeries.columns.levels.codes in mapping.yaml does not map (1, 2, 3, 4, "
+        "5): add it there, or untick it in REDCap"]
+    assert report.warning_lines() == [
+        "redcap_export.csv: 'surg_levels___7' is choice '7' of checkbox surg_levels, not in "
+        "files.surgeries.columns.levels.codes of mapping.yaml; never ticked in this export"]
+    path = tmp_path / "redcap_export.csv"
+    frame.to_csv(path, index=False)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert main(["import-redcap", str(path), "--mapping", str(MAPPING), "--database", url]) == 2
+    assert "1 error(s): nothing was stored." in capsys.readouterr().err
+    assert counts(get_engine(url)) == 0

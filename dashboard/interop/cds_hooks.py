@@ -415,6 +415,9 @@ class _Checklist:
                 raise Unusable("the FHIR data of the patient in context holds no resources")
         if bundle is not None:
             records, report = bundle_to_records(bundle, "prefetch")
+            if records is None and report.ok:  # a record without a spine operation: nothing to assess
+                log.info("patient-view: no spine operation in the FHIR data; no cards")
+                return []
             if records is None:
                 log.info("patient-view: prefetched data has %d error(s); no assessment", len(report.errors))
                 return [_problem_card(f"Imaging checklist not assessed: the prefetched FHIR data has "

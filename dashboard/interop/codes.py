@@ -20,6 +20,9 @@ V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"  # identifier type (MR
 V2_0136 = "http://terminology.hl7.org/CodeSystem/v2-0136"  # yes/no indicator (Y, N)
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"  # encounter class (AMB = ambulatory)
+CPT = "http://www.ama-assn.org/go/cpt"  # FHIR's URI for AMA CPT
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"  # FHIR's URI for ICD-10-PCS
+V3_OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"  # security labels
 
 #: Local code systems (CodeSystem.url) and what they hold.
 CS_OBSERVATION = f"{BASE}/CodeSystem/observation"
@@ -27,6 +30,10 @@ CS_KEY_MUSCLE = f"{BASE}/CodeSystem/key-muscle"
 CS_MRC_GRADE = f"{BASE}/CodeSystem/mrc-grade"
 CS_LUMBAR_SEGMENT = f"{BASE}/CodeSystem/lumbar-segment"
 CS_CHECKLIST_RULE = f"{BASE}/CodeSystem/checklist-rule"
+CS_ENCOUNTER_TYPE = f"{BASE}/CodeSystem/encounter-type"  # `spine-follow-up`: a visit of the records
+
+#: The Encounter.type of a records visit: other Encounters of a whole record never become empty visits.
+VISIT_TYPE = "spine-follow-up"
 
 #: Local extensions (StructureDefinition.url).
 EXT_INSTRUMENTED = f"{BASE}/StructureDefinition/instrumented"
@@ -40,9 +47,58 @@ EXT_EXTRA_COLUMN = f"{BASE}/StructureDefinition/extra-column"
 ID_PATIENT = f"{BASE}/sid/patient-id"  # the pseudonymous records patient_id
 ID_MRN = f"{BASE}/sid/mrn"  # a clinic's MRN, exported only on request
 
-#: Side ↔ SNOMED CT laterality qualifier (checked: HL7 structure-laterality value set).
-LATERALITY = {"L": ("7771000", "Left"), "R": ("24028007", "Right")}
-SIDE_BY_LATERALITY = {code: side for side, (code, _) in LATERALITY.items()}
+#: Side → the R4 base value set `bodysite-laterality` (SNOMED CT; tests/fixtures/hl7-r4/
+#: valueset-bodysite-laterality.json), written first, and the SNOMED CT laterality qualifier (mCODE
+#: laterality-qualifier value set), written as a second coding for systems that use the qualifiers.
+LATERALITY = {"L": ("419161000", "Unilateral left"), "R": ("419465000", "Unilateral right")}
+LATERALITY_QUALIFIER = {"L": ("7771000", "Left"), "R": ("24028007", "Right")}
+BILATERAL = "51440002"  # both sides: one Observation read as a left and a right grade
+SIDE_BY_LATERALITY = {code: side for table in (LATERALITY, LATERALITY_QUALIFIER)
+                      for side, (code, _) in table.items()}
+#: Extensions that carry laterality on a bodySite: ours and mCODE's (HL7 US mCODE STU4, R4).
+EXT_LATERALITY_MCODE = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-laterality-qualifier"
+
+#: Security label of a pseudonymous export (v3 ObservationValue PSEUDED, "pseudonymized").
+PSEUDONYMIZED = {"system": V3_OBSERVATION_VALUE, "code": "PSEUDED", "display": "pseudonymized"}
+
+#: Procedures that are spine operations (the rest of a whole record is skipped and counted). Codes only
+#: from what could be checked; docs/interoperability.md gives the source of each.
+SPINE_SNOMED = {
+    "55705006": "Spinal fusion",
+}
+SPINE_CPT = {
+    "22558": "Arthrodesis, anterior interbody technique, lumbar",
+    "22585": "Arthrodesis, anterior interbody, each additional interspace",
+    "22612": "Arthrodesis, posterior or posterolateral technique, lumbar",
+    "22614": "Arthrodesis, posterior or posterolateral technique, each additional vertebral segment",
+    "22630": "Arthrodesis, posterior interbody technique, lumbar",
+    "22632": "Arthrodesis, posterior interbody technique, each additional interspace",
+    "22633": "Arthrodesis, combined posterior or posterolateral and posterior interbody technique, lumbar",
+    "22634": "Arthrodesis, combined technique, each additional interspace and segment",
+    "63005": "Laminectomy, lumbar, 1 or 2 vertebral segments (no facetectomy, foraminotomy or discectomy)",
+    "63012": "Laminectomy with removal of abnormal facets and pars inter-articularis, lumbar",
+    "63017": "Laminectomy, more than 2 vertebral segments, lumbar",
+    "63030": "Laminotomy with decompression of nerve root(s), 1 interspace, lumbar",
+    "63035": "Laminotomy, each additional interspace, cervical or lumbar",
+    "63042": "Laminotomy, reexploration, single interspace, lumbar",
+    "63047": "Laminectomy, facetectomy and foraminotomy, single vertebral segment, lumbar",
+    "63048": "Laminectomy, facetectomy and foraminotomy, each additional segment",
+}
+#: CPT add-on codes for spinal instrumentation: such a Procedure is instrumented.
+INSTRUMENTATION_CPT = {
+    "22840": "Posterior non-segmental instrumentation",
+    "22842": "Posterior segmental instrumentation, 3 to 6 vertebral segments",
+    "22843": "Posterior segmental instrumentation, 7 to 12 vertebral segments",
+    "22844": "Posterior segmental instrumentation, 13 or more vertebral segments",
+    "22845": "Anterior instrumentation, 2 to 3 vertebral segments",
+    "22853": "Insertion of interbody biomechanical device(s)",
+}
+#: ICD-10-PCS roots (first 4 characters of the 7): Fusion (G) in Lower Joints (0S) of a lumbar joint.
+SPINE_ICD10PCS_ROOTS = {
+    "0SG0": "Fusion of Lumbar Vertebral Joint",
+    "0SG1": "Fusion of 2 or more Lumbar Vertebral Joints",
+    "0SG3": "Fusion of Lumbosacral Joint",
+}
 
 #: records sex ↔ FHIR administrative gender.
 GENDER = {"F": "female", "M": "male", "X": "other"}

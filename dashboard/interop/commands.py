@@ -44,23 +44,40 @@ def _store(records: Records, args: argparse.Namespace, source: str, kind: str) -
 
 
 def import_fhir(args: argparse.Namespace) -> int:
-    """Validate a FHIR R4 Bundle like a records folder and store it (all or nothing)."""
-    from dashboard.interop.fhir import read_bundle  # noqa: PLC0415
+    """Validate a FHIR R4 Bundle, NDJSON file or Bulk Data folder like a records folder; store it (all or nothing)."""
+    from dashboard.interop.fhir import no_spine_operations, read_fhir  # noqa: PLC0415
 
-    records, report = read_bundle(args.bundle)
+    records, report = read_fhir(args.bundle)
     print_report(report)
+    if records is None and no_spine_operations(report):
+        print("no spine operations found: nothing was stored.", file=sys.stderr)
+        return EXIT_OK
     if records is None:
         return EXIT_INVALID
     return _store(records, args, Path(args.bundle).name, "fhir")
 
 
 def export_fhir(args: argparse.Namespace) -> int:
-    """Write stored patients (all, or those named) as a FHIR R4 Bundle."""
-    from dashboard.interop.fhir import write_bundle  # noqa: PLC0415
+    """Write stored patients (all, or those named) as a FHIR R4 Bundle, or as Bulk Data NDJSON (streamed)."""
+    from dashboard.interop.fhir import write_bundle, write_ndjson  # noqa: PLC0415
     from dashboard.store import get_engine, load_records  # noqa: PLC0415
     from dashboard.store.audit import command_line_user, record  # noqa: PLC0415
 
     engine = get_engine(args.database)
+    what = "identified" if args.identified else "pseudonymous (no names, MRNs, notes or extra columns)"
+    if getattr(args, "ndjson", False):
+        try:
+            counts = write_ndjson(engine, args.out, args.patient or None, identified=args.identified)
+        except KeyError as problem:
+            print(f"{problem.args[0]}: nothing was written.", file=sys.stderr)
+            return EXIT_INVALID
+        patients = counts["Patient"]
+        record(engine, command_line_user(getattr(args, "user", None)), "export", kind="fhir_bulk", format="ndjson",
+               file=Path(args.out).name, patients=patients, identified=bool(args.identified),
+               patient_ids=list(args.patient) if args.patient and len(args.patient) <= 1000 else None)
+        files = ", ".join(f"{kind}.ndjson {n}" for kind, n in counts.items())
+        print(f"wrote {patients} patient(s) to {args.out}/ as NDJSON ({files}), {what}", file=sys.stderr)
+        return EXIT_OK
     records = load_records(engine)
     try:
         path = write_bundle(records, args.out, args.patient or None, identified=args.identified)
@@ -71,7 +88,6 @@ def export_fhir(args: argparse.Namespace) -> int:
     record(engine, command_line_user(getattr(args, "user", None)), "export", kind="fhir_bundle", format="json",
            file=Path(path).name, patients=count, identified=bool(args.identified),
            patient_ids=list(args.patient) if args.patient and len(args.patient) <= 1000 else None)
-    what = "identified" if args.identified else "pseudonymous (no names, MRNs, notes or extra columns)"
     print(f"wrote {count} patient(s) to {path}, {what}", file=sys.stderr)
     return EXIT_OK
 

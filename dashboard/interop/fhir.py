@@ -20,9 +20,11 @@ import uuid
 from collections import Counter
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
@@ -59,6 +61,26 @@ _NAMESPACE = uuid.UUID("5f0e7c1e-3b1c-4c55-9a7e-2f43a1a6c9d1")  # fullUrls: stab
 
 
 # ================================================================================================ import
+def read_fhir(path: str | Path, today: date | None = None) -> tuple[Records | None, ValidationReport]:
+    """Read a Bundle (.json), one NDJSON file, or a Bulk Data folder of NDJSON files (one per resource type).
+
+    Records only when there is no error. A whole record without any spine operation gives no records and
+    no error: the report's warnings say what was skipped (`no_spine_operations(report)` is then true).
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(".ndjson"))
+        builder = FrameBuilder(path.name)
+        if not files:
+            builder.error(path.name, None, None, "holds no .ndjson file (a Bulk Data export has one per resource "
+                          "type, e.g. Patient.000.ndjson)")
+            return builder.validate(today)
+        return ndjson_to_records([(p.name, p) for p in files], path.name, today)
+    if path.name.lower().endswith(".ndjson"):
+        return ndjson_to_records([(path.name, path)], path.name, today)
+    return read_bundle(path, today)
+
+
 def read_bundle(path: str | Path, today: date | None = None) -> tuple[Records | None, ValidationReport]:
     """Read and validate a Bundle file; records only when there is no error."""
     path = Path(path)
@@ -82,21 +104,73 @@ def bundle_to_records(data: bytes | str | dict, source: str = "bundle.json",
             builder.error(source, None, None, f"is not JSON ({problem})")
             return builder.validate(today)
     _BundleReader(builder, source).read(data)
-    records, report = builder.validate(today)
-    log.info("FHIR Bundle read: %d error(s), %d warning(s)", len(report.errors), len(report.warnings))
+    return _finish(builder, today, "FHIR Bundle")
+
+
+def ndjson_to_records(files: list[tuple[str, Path | bytes]], source: str = "bulk export",
+                      today: date | None = None) -> tuple[Records | None, ValidationReport]:
+    """Convert Bulk Data NDJSON (one resource per line; files given as (name, path or bytes)) to records."""
+    builder = FrameBuilder(source)
+    reader = _BundleReader(builder, source, "export (no Patient file holds it)")
+    items: list[tuple[str, str | None, Any]] = []
+    for name, content in files:
+        try:
+            lines = (content.read_bytes() if isinstance(content, Path) else content).splitlines()
+        except OSError as problem:
+            builder.error(name, None, None, f"cannot be read ({type(problem).__name__})")
+            continue
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except (ValueError, UnicodeDecodeError) as problem:
+                builder.error(f"{name}[line {number}]", None, None, f"is not JSON ({problem})")
+                continue
+            if not isinstance(raw, dict):
+                builder.error(f"{name}[line {number}]", None, None, "is not a FHIR resource (a JSON object)")
+                continue
+            kind, rid = raw.get("resourceType"), raw.get("id")
+            label = f"{name}[line {number}" + (f" {kind}/{rid}]" if isinstance(kind, str) and isinstance(rid, str)
+                                               else "]")
+            items.append((label, None, raw))
+    reader.read_resources(items)
+    return _finish(builder, today, "FHIR NDJSON")
+
+
+def _finish(builder: FrameBuilder, today: date | None, what: str) -> tuple[Records | None, ValidationReport]:
+    if not any(builder.rows.values()) and not any(i["severity"] == "error" for i in builder.issues):
+        records, report = None, builder.validate(today)[1]  # nothing to import, and nothing wrong
+    else:
+        records, report = builder.validate(today)
+    log.info("%s read: %d error(s), %d warning(s)", what, len(report.errors), len(report.warnings))
     return records, report
 
 
-class _BundleReader:
-    """One pass over a Bundle: resources validated per entry, then converted to records rows."""
+NO_SPINE_OPERATIONS = "no spine operations found: nothing to import"
 
-    def __init__(self, builder: FrameBuilder, source: str) -> None:
+
+def no_spine_operations(report: ValidationReport) -> bool:
+    """True when a valid whole record held no spine operation (and no records data): nothing to store."""
+    return report.ok and any(NO_SPINE_OPERATIONS in line for line in report.warning_lines())
+
+
+class _BundleReader:
+    """One pass over a Bundle or NDJSON: resources validated per entry, then converted to records rows."""
+
+    def __init__(self, builder: FrameBuilder, source: str, kind: str = "Bundle") -> None:
         self.out = builder
         self.source = source
+        self.kind = kind  # what the input is called in messages: 'Bundle' or 'export' (NDJSON)
         self.patients: dict[str, tuple[str, int]] = {}  # reference form → (patient_id, patients row)
+        self.patient_keys: dict[str, Any] = {}  # reference form → parsed Patient (kept or not)
+        self.skipped_patients: set[int] = set()  # id() of Patients skipped (no spine operation)
         self.encounters: dict[str, tuple[str | None, str | None]] = {}  # reference → (patient_id, date)
         self.visits: dict[tuple[str, str], int] = {}  # (patient_id, visit_date) → visits row
+        self.surgeries: dict[tuple[str, str], tuple[int, str]] = {}  # (patient_id, day) → (row, label)
         self.ignored: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.pseudonymized = False  # the Bundle (or a resource) is marked PSEUDED
 
     # ------------------------------------------------------------------------------------ structure
     def read(self, data: Any) -> None:
@@ -114,34 +188,69 @@ class _BundleReader:
             return
         if data.get("type") not in BUNDLE_TYPES:
             self.out.error(self.source, "type", data.get("type"), f"is not a Bundle type ({', '.join(BUNDLE_TYPES)})")
-        resources = []
+        self.pseudonymized = _is_pseudonymized(data)
+        items = []
         for index, entry in enumerate(entries):
-            parsed = self._parse_entry(index, entry)
-            if parsed is not None:
-                resources.append(parsed)
+            raw = entry.get("resource") if isinstance(entry, dict) else None
+            full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+            if not isinstance(raw, dict):
+                continue  # e.g. a DELETE or GET of a transaction, a batch-response entry: nothing to read
+            items.append((self._label(index, raw.get("resourceType"), raw.get("id"), full_url), full_url, raw))
+        self.read_resources(items)
+
+    def read_resources(self, items: list[tuple[str, str | None, Any]]) -> None:
+        """Validate each resource and convert: spine operations and their patients only."""
         by_type: dict[str, list] = {name: [] for name in USED_TYPES}
-        for label, full_url, resource in resources:
-            by_type[resource.get_resource_type()].append((label, full_url, resource))
+        for label, full_url, raw in items:
+            parsed = self._parse_entry(label, full_url, raw)
+            if parsed is not None:
+                by_type[parsed[2].get_resource_type()].append(parsed)
+        for _label, full_url, patient in by_type["Patient"]:
+            for key in self._keys(full_url, "Patient", patient.id):
+                self.patient_keys[key] = patient
+        # A patient is imported when it came from this dashboard (our identifier) or has a spine operation.
+        wanted = {id(p) for p in self.patient_keys.values() if _identifier(p, C.ID_PATIENT)}
+        for _, _, procedure in by_type["Procedure"]:
+            found = self._patient_of(procedure)
+            if found is not None:
+                wanted.add(id(found))
         for args in by_type["Patient"]:
-            self._patient(*args)
+            if id(args[2]) in wanted:
+                self._patient(*args)
+            else:
+                self.skipped_patients.add(id(args[2]))
+                self.skipped["Patient"] += 1
         for args in by_type["Encounter"]:
             self._encounter(*args)
         for args in by_type["Procedure"]:
             self._procedure(*args)
         for args in by_type["Observation"]:
             self._observation(*args)
-        if not by_type["Patient"] and not self.out.issues:
-            self.out.error(self.source, None, None, "holds no Patient: there is nothing to import")
+        if self.pseudonymized and self.patients:
+            self.out.warning(self.source, "meta.security", "PSEUDED", "is a pseudonymous export: it holds no "
+                             "names, MRNs or notes, and the store keeps those it has (they are never blanked)")
         for what, count in sorted(self.ignored.items()):
             self.out.warning(self.source, None, None, f"{count} {what}: not records data; ignored")
+        self._report_skipped()
+        if not by_type["Patient"] and not self.out.issues:
+            self.out.error(self.source, None, None, "holds no Patient: there is nothing to import")
+        elif not self.patients and not any(i["severity"] == "error" for i in self.out.issues):
+            self.out.warning(self.source, None, None, NO_SPINE_OPERATIONS + f" ({len(by_type['Patient'])} "
+                             "Patient(s), none with a spine operation by the codes in docs/interoperability.md)")
 
-    def _parse_entry(self, index: int, entry: Any) -> tuple[str, str | None, Any] | None:
-        raw = entry.get("resource") if isinstance(entry, dict) else None
-        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
-        if not isinstance(raw, dict):
-            return None  # e.g. a batch-response entry without a resource: nothing to read
+    def _report_skipped(self) -> None:
+        texts = {
+            "Procedure": "Procedure resource(s) that are not spine operations were skipped",
+            "Patient": "Patient resource(s) without a spine operation were skipped, with their data",
+            "Encounter": "Encounter resource(s) that are not spine follow-up visits were skipped",
+            "Observation": "Observation resource(s) of skipped patients were skipped",
+        }
+        for kind, text in texts.items():
+            if self.skipped[kind]:
+                self.out.warning(self.source, None, None, f"{self.skipped[kind]} {text}")
+
+    def _parse_entry(self, label: str, full_url: str | None, raw: dict) -> tuple[str, str | None, Any] | None:
         kind = raw.get("resourceType")
-        label = self._label(index, kind, raw.get("id"), full_url)
         if not isinstance(kind, str) or not kind:
             self.out.error(label, "resourceType", None, "is missing: every resource needs its type")
             return None
@@ -152,6 +261,9 @@ class _BundleReader:
             return None
         if kind not in USED_TYPES:
             self.ignored[f"{kind} resource(s)"] += 1
+            return None
+        if kind == "Procedure" and not is_spine_operation(raw):
+            self.skipped["Procedure"] += 1  # not validated: an EHR's other Procedures are not our data
             return None
         try:
             resource = model.model_validate(raw)
@@ -166,6 +278,8 @@ class _BundleReader:
         if kind in NOT_HAPPENED and status in NOT_HAPPENED[kind]:
             self.out.warning(label, "status", status, "means it did not happen or was recorded in error; left out")
             return None
+        if _is_pseudonymized(raw):
+            self.pseudonymized = True
         return label, full_url, resource
 
     def _label(self, index: int, kind: object, resource_id: object, full_url: object) -> str:
@@ -174,6 +288,26 @@ class _BundleReader:
         if isinstance(full_url, str):
             return f"{self.source}[entry {index} {full_url}]"
         return f"{self.source}[entry {index}{' ' + kind if isinstance(kind, str) else ''}]"
+
+    @staticmethod
+    def _keys(full_url: str | None, kind: str, resource_id: str | None) -> list[str]:
+        return [key for key in (full_url, f"{kind}/{resource_id}" if resource_id else None) if key]
+
+    def _patient_of(self, resource: Any, element: str = "subject") -> Any:
+        """The Patient resource a reference points to (kept or skipped), or None."""
+        reference = getattr(resource, element, None)
+        target = reference.reference if reference is not None else None
+        if not target:
+            return None
+        found = self.patient_keys.get(target)
+        if found is None:
+            match = _PATIENT_REFERENCE.search(target)
+            found = self.patient_keys.get(f"Patient/{match.group(1)}") if match else None
+        return found
+
+    def _of_skipped_patient(self, resource: Any) -> bool:
+        found = self._patient_of(resource)
+        return found is not None and id(found) in self.skipped_patients
 
     def _report_invalid(self, label: str, kind: str, problem: ValidationError) -> None:
         for error in problem.errors():
@@ -201,7 +335,7 @@ class _BundleReader:
             match = _PATIENT_REFERENCE.search(target)
             found = self.patients.get(f"Patient/{match.group(1)}") if match else None
         if found is None:
-            self.out.error(label, element, target, "is not a Patient in this Bundle")
+            self.out.error(label, element, target, f"is not a Patient in this {self.kind}")
             return None
         return found[0]
 
@@ -209,34 +343,59 @@ class _BundleReader:
     def _patient(self, label: str, full_url: str | None, patient: Any) -> None:
         patient_id = _identifier(patient, C.ID_PATIENT) or patient.id
         if not patient_id:
-            self.out.error(label, "identifier", None,
-                           f"has no patient id: give an identifier with system {C.ID_PATIENT} or a Patient.id")
+            temporary = " (its urn:uuid fullUrl is only a name within this Bundle)" if (full_url or "").startswith(
+                "urn:uuid:") else ""
+            self.out.error(label, "identifier", None, f"has no patient id: give an identifier with system "
+                           f"{C.ID_PATIENT} or a Patient.id{temporary}")
             return
         if patient.gender is not None and patient.gender not in GENDERS:
             self.out.error(label, "gender", patient.gender, f"is not an administrative gender ({', '.join(GENDERS)})")
         birth = _text(patient.birthDate)
+        name, mrn = _name(patient), _mrn(patient)
+        if _is_pseudonymized(patient) or self.pseudonymized:
+            for element, value in (("name", name), ("identifier", mrn)):
+                if value is not None:
+                    self.out.warning(label, element, None, "is in a pseudonymous (PSEUDED) resource: not read as "
+                                     "the patient's identity; the store keeps what it has")
+            name = mrn = None
         values = {
             "patient_id": patient_id,
-            "name": _name(patient),
-            "mrn": _mrn(patient),
+            "name": name,
+            "mrn": mrn,
             "birth_year": birth[:4] if birth and re.match(r"^\d{4}", birth) else birth,
             "sex": C.SEX_BY_GENDER.get(patient.gender, patient.gender) if patient.gender else None,
             "surgeon": _extension_value(patient, C.EXT_SURGEON),
             **_extra_columns(patient),
         }
         row = self.out.add_row("patients.csv", values, label)
-        for key in filter(None, (full_url, f"Patient/{patient.id}" if patient.id else None)):
+        for key in self._keys(full_url, "Patient", patient.id):
             self.patients[key] = (patient_id, row)
 
     def _encounter(self, label: str, full_url: str | None, encounter: Any) -> None:
-        patient_id = self._subject(label, encounter)
         day = _text(encounter.period.start) if encounter.period is not None else None
-        for key in filter(None, (full_url, f"Encounter/{encounter.id}" if encounter.id else None)):
+        if self._of_skipped_patient(encounter):
+            self.skipped["Encounter"] += 1
+            return
+        ours = any(_code_in(kind, C.CS_ENCOUNTER_TYPE) == C.VISIT_TYPE for kind in encounter.type or []) or any(
+            e.url == C.EXT_EXTRA_COLUMN for e in encounter.extension or [])
+        found = self._patient_of(encounter)
+        if ours or found is not None:
+            patient_id = self._subject(label, encounter)
+        else:
+            patient_id = None
+        for key in self._keys(full_url, "Encounter", encounter.id):
             self.encounters[key] = (patient_id, day)
-        if patient_id is None:
+        if patient_id is None and not ours:
+            self.skipped["Encounter"] += 1
             return
         if day is None:
-            self.out.error(label, "period.start", None, "is missing: a visit needs its date")
+            self.out.warning(label, "period.start", None, "is missing: the visit's date is unknown, so it is not a "
+                             "visit (an Observation of it needs its own effective date)")
+            return
+        if not ours:
+            self.skipped["Encounter"] += 1  # another kind of encounter: a visit only if a finding is dated by it
+            return
+        if patient_id is None:
             return
         self._visit_row(patient_id, day, label, _extra_columns(encounter))
 
@@ -249,26 +408,58 @@ class _BundleReader:
             performed = procedure.performedPeriod.start
         levels = []
         for site in procedure.bodySite or []:
-            code = _code_in(site, C.CS_LUMBAR_SEGMENT) or _any_code(site)
-            if code:
+            code = _code_in(site, C.CS_LUMBAR_SEGMENT)
+            if code is None and site.text and site.text.strip().upper() in C.SEGMENT_CODES:
+                code = site.text.strip().upper()
+            code = code or _any_code(site)
+            if code and code not in levels:
                 levels.append(code)
         code = procedure.code
         name = None
         if code is not None:
             name = code.text or next((c.display or c.code for c in code.coding or [] if c.display or c.code), None)
+        instrumented = _yes_no(_extension_value(procedure, C.EXT_INSTRUMENTED))
+        if instrumented is None and code is not None and any(
+                c.system == C.CPT and c.code in C.INSTRUMENTATION_CPT for c in code.coding or []):
+            instrumented = "yes"
+        day = _text(performed)
         values = {
             "patient_id": patient_id,
-            "surgery_date": _text(performed),
+            "surgery_date": day,
             "procedure": name,
             "levels": ";".join(levels) or None,
-            "instrumented": _yes_no(_extension_value(procedure, C.EXT_INSTRUMENTED)),
+            "instrumented": instrumented,
             "revision": _yes_no(_extension_value(procedure, C.EXT_REVISION)),
             "deficit_onset_date": _text(_extension_value(procedure, C.EXT_DEFICIT_ONSET)),
             **_extra_columns(procedure),
         }
-        self.out.add_row("surgeries.csv", values, label)
+        coded_elsewhere = _extension_value(procedure, C.EXT_INSTRUMENTED) is None  # an EHR's, not our export
+        if coded_elsewhere and day and (patient_id, day) in self.surgeries:
+            self._merge_surgery(self.surgeries[(patient_id, day)], values, label)
+            return
+        row = self.out.add_row("surgeries.csv", values, label)
+        if coded_elsewhere and day:
+            self.surgeries[(patient_id, day)] = (row, label)
+
+    def _merge_surgery(self, first: tuple[int, str], values: dict[str, str | None], label: str) -> None:
+        """An EHR codes one operation as several Procedures (fusion, each extra level, instrumentation)."""
+        position, first_label = first
+        row = self.out.row("surgeries.csv", position)
+        old = row.values
+        if values["procedure"] and values["procedure"] not in (old.get("procedure") or "").split(" + "):
+            old["procedure"] = " + ".join(filter(None, (old.get("procedure"), values["procedure"])))
+        levels = [x for x in (old.get("levels") or "").split(";") if x]
+        levels += [x for x in (values["levels"] or "").split(";") if x and x not in levels]
+        old["levels"] = ";".join(levels) or None
+        if values["instrumented"] == "yes" or old.get("instrumented") is None:
+            old["instrumented"] = values["instrumented"] or old.get("instrumented")
+        self.out.warning(label, "performed[x]", values["surgery_date"], f"is the day of {first_label} for the same "
+                         "patient: read as one operation (codes, levels and instrumentation merged)")
 
     def _observation(self, label: str, full_url: str | None, observation: Any) -> None:
+        if self._of_skipped_patient(observation):
+            self.skipped["Observation"] += 1
+            return
         kind = self._kind(label, observation)
         if kind is None:
             return
@@ -285,8 +476,14 @@ class _BundleReader:
             day = self.encounters.get(observation.encounter.reference or "", (None, None))[1]
         if kind.file == "strength":
             muscle, side = self._muscle_side(label, observation)
-            self.out.add_row("strength.csv", {"patient_id": patient_id, "exam_date": day, "muscle": muscle,
-                                              "side": side, "mrc": value, **_extra_columns(observation)}, label)
+            sides = [side]
+            if side == C.BILATERAL:
+                self.out.warning(label, "bodySite", C.BILATERAL, "is bilateral: read as the same grade on the left "
+                                 "and on the right")
+                sides = ["L", "R"]
+            for one in sides:
+                self.out.add_row("strength.csv", {"patient_id": patient_id, "exam_date": day, "muscle": muscle,
+                                                  "side": one, "mrc": value, **_extra_columns(observation)}, label)
             return
         if day is None:
             self.out.error(label, "effective[x]", None, "is missing: a visit observation needs its date")
@@ -357,17 +554,24 @@ class _BundleReader:
         return _decimal_text(value)
 
     def _muscle_side(self, label: str, observation: Any) -> tuple[str | None, str | None]:
+        """Muscle (local key-muscle code) and side: L, R, C.BILATERAL, or an unknown code for validation to name."""
         site = observation.bodySite
         if site is None:
             return None, None
-        muscle = _code_in(site, C.CS_KEY_MUSCLE) or _any_code(site)
+        laterality_codes = set(C.SIDE_BY_LATERALITY) | {C.BILATERAL}
+        muscle = _code_in(site, C.CS_KEY_MUSCLE) or next(
+            (c.code for c in site.coding or [] if c.code and not (c.system == C.SNOMED and c.code in laterality_codes)),
+            None)
         laterality = next((e.valueCodeableConcept for e in site.extension or []
-                           if e.url == C.EXT_LATERALITY and e.valueCodeableConcept is not None), None)
-        side = None
+                           if e.url in (C.EXT_LATERALITY, C.EXT_LATERALITY_MCODE) and e.valueCodeableConcept), None)
+        codings = (laterality.coding or []) if laterality is not None else []
+        codings += [c for c in site.coding or [] if c.system == C.SNOMED and c.code in laterality_codes]
+        for coding in codings:
+            if coding.system == C.SNOMED and coding.code in laterality_codes:
+                return muscle, C.SIDE_BY_LATERALITY.get(coding.code, coding.code)
         if laterality is not None:
-            code = _code_in(laterality, C.SNOMED)
-            side = C.SIDE_BY_LATERALITY.get(code, code) if code else (_any_code(laterality) or laterality.text)
-        return muscle, side
+            return muscle, _any_code(laterality) or laterality.text
+        return muscle, None
 
     def _visit_row(self, patient_id: str, day: str, label: str, extras: dict[str, str]) -> int:
         key = (patient_id, day)
@@ -393,6 +597,43 @@ class _BundleReader:
         else:
             self.out.warning(label, column, value, f"repeats {row.column_labels.get(column, row.label)} "
                              f"{scope}; kept once")
+
+
+def is_spine_operation(raw: dict) -> bool:
+    """A Procedure (raw JSON) that is a spine operation: our own export's, or coded as one
+    (codes.SPINE_SNOMED, SPINE_CPT, INSTRUMENTATION_CPT, SPINE_ICD10PCS_ROOTS)."""
+    for extension in raw.get("extension") or []:
+        if isinstance(extension, dict) and extension.get("url") == C.EXT_INSTRUMENTED:
+            return True
+    for site in raw.get("bodySite") or []:
+        for coding in (site.get("coding") or []) if isinstance(site, dict) else []:
+            if isinstance(coding, dict) and coding.get("system") == C.CS_LUMBAR_SEGMENT:
+                return True
+    code = raw.get("code")
+    for coding in (code.get("coding") or []) if isinstance(code, dict) else []:
+        if not isinstance(coding, dict) or not isinstance(coding.get("code"), str):
+            continue
+        system, value = coding.get("system"), coding["code"].strip()
+        if system == C.SNOMED and value in C.SPINE_SNOMED:
+            return True
+        if system == C.CPT and (value in C.SPINE_CPT or value in C.INSTRUMENTATION_CPT):
+            return True
+        if system == C.ICD10PCS and len(value) == 7 and value[:4].upper() in C.SPINE_ICD10PCS_ROOTS:
+            return True
+    return False
+
+
+def _is_pseudonymized(resource: Any) -> bool:
+    meta = resource.get("meta") if isinstance(resource, dict) else getattr(resource, "meta", None)
+    if meta is None:
+        return False
+    labels = meta.get("security") if isinstance(meta, dict) else meta.security
+    for label in labels or []:
+        system = label.get("system") if isinstance(label, dict) else label.system
+        code = label.get("code") if isinstance(label, dict) else label.code
+        if system == C.V3_OBSERVATION_VALUE and code == "PSEUDED":
+            return True
+    return False
 
 
 def _text(value: Any) -> str | None:
@@ -481,6 +722,7 @@ def _yes_no(value: Any) -> str | None:
 
 
 # ================================================================================================ export
+@lru_cache(maxsize=65536)
 def fhir_id(patient_id: str) -> str:
     """The Patient.id for a records patient_id: the id itself when FHIR allows it, else a stable hash."""
     return patient_id if _FHIR_ID.match(patient_id) else "p-" + uuid.uuid5(_NAMESPACE, patient_id).hex[:24]
@@ -510,7 +752,92 @@ def records_to_bundle(records: Records, patient_ids: list[str] | None = None, *,
     for row in frames["visits"].sort_values(["patient_id", "visit_date"]).to_dict("records"):
         writer.visit(row, extras.get("visits", []))
     log.info("FHIR Bundle written: %d resource(s)", len(writer.entries))
-    return {"resourceType": "Bundle", "type": "collection", "entry": writer.entries}
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection", "entry": writer.entries}
+    if not identified:
+        bundle = {"resourceType": "Bundle", "meta": {"security": [dict(C.PSEUDONYMIZED)]}, "type": "collection",
+                  "entry": writer.entries}
+    return bundle
+
+
+NDJSON_TYPES = ("Patient", "Procedure", "Encounter", "Observation")
+
+
+def _write_records(writer: _BundleWriter, records: Records, wanted: set[str] | None, identified: bool) -> int:
+    """Every resource of these records (of the wanted patients) through `writer`; the number of patients."""
+    frames = {name: (frame if wanted is None else frame[frame["patient_id"].isin(wanted)])
+              for name, frame in records.frames().items()}
+    extras = records.extra_columns if identified else {}
+    for row in frames["patients"].sort_values("patient_id").to_dict("records"):
+        writer.patient(row, extras.get("patients", []))
+    for row in frames["surgeries"].sort_values(["patient_id", "surgery_date"]).to_dict("records"):
+        writer.procedure(row, extras.get("surgeries", []))
+    for row in frames["strength"].sort_values(["patient_id", "exam_date", "muscle", "side"]).to_dict("records"):
+        writer.strength(row, extras.get("strength", []))
+    for row in frames["visits"].sort_values(["patient_id", "visit_date"]).to_dict("records"):
+        writer.visit(row, extras.get("visits", []))
+    return len(frames["patients"])
+
+
+class NdjsonFiles:
+    """Bulk Data output: one `<Type>.ndjson` file per resource type, written line by line."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.files = {kind: (self.folder / f"{kind}.ndjson").open("wb", buffering=1 << 20) for kind in NDJSON_TYPES}
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, resource: dict[str, Any]) -> None:
+        kind = resource["resourceType"]
+        self.files[kind].write(orjson.dumps(resource, option=orjson.OPT_APPEND_NEWLINE))
+        self.counts[kind] += 1
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+
+def write_ndjson(source: Records | Any, out: str | Path, patient_ids: list[str] | None = None, *,
+                 identified: bool = False, chunk: int = 1000, check_first: int = 20) -> Counter[str]:
+    """Write patients as Bulk Data NDJSON (a folder, one file per resource type), streamed.
+
+    `source` is Records, or a store engine: then patients are read `chunk` at a time (keyset paging), so
+    memory holds one chunk whatever the store's size. Returns resources written per type. Identical
+    resources to `records_to_bundle`, except references: `Patient/ID` and `Encounter/ID`.
+    """
+    wanted = None if patient_ids is None else set(patient_ids)
+    if wanted is not None:  # checked before anything is written
+        if isinstance(source, Records):
+            known = set(source.patients["patient_id"])
+        else:
+            from sqlalchemy import select  # noqa: PLC0415
+
+            from dashboard.store.models import Patient  # noqa: PLC0415
+
+            table = Patient.__table__
+            with source.connect() as conn:
+                known = set(conn.execute(select(table.c.patient_id).where(table.c.patient_id.in_(sorted(wanted))))
+                            .scalars())
+        if wanted - known:
+            raise KeyError(f"no such patient: {', '.join(sorted(wanted - known))}")
+    files = NdjsonFiles(out)
+    writer = _BundleWriter(identified, check=False, sink=files, check_first=check_first)
+    try:
+        if isinstance(source, Records):
+            _write_records(writer, source, wanted, identified)
+        else:
+            from dashboard.store.loader import load_records, patient_chunks  # noqa: PLC0415
+
+            for first, last in patient_chunks(source, chunk):
+                if wanted is not None and not any(first <= pid <= last for pid in wanted):
+                    continue
+                records = load_records(source, patient_range=(first, last))
+                _write_records(writer, records, wanted, identified)
+                del records
+    finally:
+        files.close()
+    log.info("FHIR NDJSON written: %d resource(s)", writer.count)
+    return files.counts
 
 
 def write_bundle(records: Records, out: str | Path, patient_ids: list[str] | None = None, *,
@@ -539,22 +866,78 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
     return {"system": system, "code": code, **({"display": display} if display else {})}
 
 
-class _BundleWriter:
-    """Builds validated resources with stable ids and urn:uuid fullUrls; references use the fullUrls."""
+_MRC_TOKEN_BY_VALUE = {round(float(value), 9): token for token, value in MRC_TOKENS.items()}
 
-    def __init__(self, identified: bool, check: bool = True) -> None:
+
+def _body_site(muscle: str, side: str) -> dict[str, Any]:
+    laterality_code, laterality_display = C.LATERALITY[side]
+    qualifier_code, qualifier_display = C.LATERALITY_QUALIFIER[side]
+    return {"extension": [{"url": C.EXT_LATERALITY, "valueCodeableConcept": {
+                "coding": [_coding(C.SNOMED, laterality_code, laterality_display),
+                           _coding(C.SNOMED, qualifier_code, qualifier_display)]}}],
+            "coding": [_coding(C.CS_KEY_MUSCLE, muscle, MUSCLE_LABELS[muscle])],
+            "text": f"{MUSCLE_LABELS[muscle]}, {qualifier_display.lower()}"}
+
+
+class _BundleWriter:
+    """Builds validated resources with stable ids and urn:uuid fullUrls; references use the fullUrls.
+
+    With a `sink` (NDJSON) each resource goes to it at once instead of into `entries`, references are
+    relative (`Patient/ID`, `Encounter/ID`: NDJSON has no fullUrls), and only the first `check_first`
+    resources of each type are validated (the format is the same for all; validating every one would
+    cost 0.3 ms each).
+    """
+
+    def __init__(self, identified: bool, check: bool = True, sink: Any = None, check_first: int = 0) -> None:
         self.identified = identified
         self.check = check
         self.entries: list[dict[str, Any]] = []
+        self.sink = sink
+        self.check_first = check_first
+        self.checked: Counter[str] = Counter()
+        self.count = 0
+        # Streamed output is serialised at once and never edited: parts that repeat (codes, body sites,
+        # grades, references) are built once and shared. A Bundle's resources stay independent objects.
+        self._cache: dict[Any, Any] | None = {} if sink is not None else None
+        self._days: dict[Any, str] = {}
+
+    def _shared(self, key: Any, build: Any) -> Any:
+        if self._cache is None:
+            return build()
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = build()
+        return found
+
+    def _day(self, value: Any) -> str:
+        found = self._days.get(value)
+        if found is None:
+            if len(self._days) > 100_000:
+                self._days.clear()
+            found = self._days[value] = _day(value)
+        return found
 
     def _add(self, resource: dict[str, Any]) -> str:
-        if self.check:  # our own output must be valid R4
-            get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-        full_url = f"urn:uuid:{uuid.uuid5(_NAMESPACE, resource['resourceType'] + '/' + resource['id'])}"
+        kind = resource["resourceType"]
+        if not self.identified:  # every resource says so, also when read alone (NDJSON, a server)
+            resource["meta"] = self._shared("meta", lambda: {"security": [dict(C.PSEUDONYMIZED)]})
+        if self.check or self.checked[kind] < self.check_first:  # our own output must be valid R4
+            self.checked[kind] += 1
+            get_fhir_model_class(kind).model_validate(resource)
+        self.count += 1
+        if self.sink is not None:
+            self.sink(resource)
+            return f"{kind}/{resource['id']}"
+        full_url = f"urn:uuid:{uuid.uuid5(_NAMESPACE, kind + '/' + resource['id'])}"
         self.entries.append({"fullUrl": full_url, "resource": resource})
         return full_url
 
     def _patient_ref(self, patient_id: str) -> dict[str, str]:
+        if self.sink is not None:
+            if self._cache.get("patient") != patient_id:  # rows come patient by patient within each file
+                self._cache["patient"], self._cache["patient_ref"] = patient_id, {
+                    "reference": f"Patient/{fhir_id(patient_id)}"}
+            return self._cache["patient_ref"]
         return {"reference": f"urn:uuid:{uuid.uuid5(_NAMESPACE, 'Patient/' + fhir_id(patient_id))}"}
 
     def _id(self, *parts: str) -> str:
@@ -609,23 +992,24 @@ class _BundleWriter:
 
     def strength(self, row: dict[str, Any], extras: list[str]) -> None:
         pid, day, muscle, side, grade = (row[c] for c in ("patient_id", "exam_date", "muscle", "side", "mrc"))
-        token = next((t for t, v in MRC_TOKENS.items() if abs(v - grade) < 1e-9), None)
-        value = ({"valueCodeableConcept": {"coding": [_coding(C.CS_MRC_GRADE, token, C.MRC_GRADE_DISPLAY[token])],
-                                           "text": token}}
+        token = _MRC_TOKEN_BY_VALUE.get(round(float(grade), 9))
+        if token is None:
+            token = next((t for t, v in MRC_TOKENS.items() if abs(v - grade) < 1e-9), None)
+        value = (self._shared(("grade", token), lambda: {"valueCodeableConcept": {
+                     "coding": [_coding(C.CS_MRC_GRADE, token, C.MRC_GRADE_DISPLAY[token])], "text": token}})
                  if token is not None else {"valueQuantity": {"value": float(grade)}})
-        laterality_code, laterality_display = C.LATERALITY[side]
-        body_site = {"extension": [{"url": C.EXT_LATERALITY, "valueCodeableConcept": {
-                         "coding": [_coding(C.SNOMED, laterality_code, laterality_display)]}}],
-                     "coding": [_coding(C.CS_KEY_MUSCLE, muscle, MUSCLE_LABELS[muscle])],
-                     "text": f"{MUSCLE_LABELS[muscle]}, {laterality_display.lower()}"}
-        self._observation(pid, C.OBSERVATION_BY_COLUMN[("strength", "mrc")], _day(day), value,
-                          (muscle.replace("_", "-"), side), body_site=body_site, extensions=self._extras(row, extras))
+        body_site = self._shared(("site", muscle, side), lambda: _body_site(muscle, side))
+        self._observation(pid, C.OBSERVATION_BY_COLUMN[("strength", "mrc")], self._day(day), value,
+                          (muscle.replace("_", "-"), side), body_site=body_site,
+                          extensions=self._extras(row, extras) if extras else None)
 
     def visit(self, row: dict[str, Any], extras: list[str]) -> None:
-        pid, day = row["patient_id"], _day(row["visit_date"])
+        pid, day = row["patient_id"], self._day(row["visit_date"])
         encounter: dict[str, Any] = {
             "resourceType": "Encounter", "id": self._id("visit", fhir_id(pid), day.replace("-", "")),
-            "status": "finished", "class": _coding(C.ACT_CODE, "AMB", "ambulatory"),
+            "status": "finished", "class": self._shared("class", lambda: _coding(C.ACT_CODE, "AMB", "ambulatory")),
+            "type": self._shared("visit-type", lambda: [{"coding": [
+                _coding(C.CS_ENCOUNTER_TYPE, C.VISIT_TYPE, "Spine follow-up visit")]}]),
             "subject": self._patient_ref(pid), "period": {"start": day, "end": day},
         }
         extensions = self._extras(row, extras)
@@ -654,14 +1038,16 @@ class _BundleWriter:
             "resourceType": "Observation",
             "id": self._id(kind.local, fhir_id(pid), *((day.replace("-", ""),) if day else ()), *id_parts),
             "status": "final",
-            "code": {"coding": [_coding(C.CS_OBSERVATION, kind.local, kind.display),
-                                *(_coding(*standard) for standard in kind.standard)], "text": kind.display},
+            "code": self._shared(("code", kind.local), lambda: {"coding": [
+                _coding(C.CS_OBSERVATION, kind.local, kind.display),
+                *(_coding(*standard) for standard in kind.standard)], "text": kind.display}),
             "subject": self._patient_ref(pid),
         }
         if extensions:
             resource["extension"] = extensions
         if kind.category:
-            resource["category"] = [{"coding": [_coding(C.OBSERVATION_CATEGORY, kind.category)]}]
+            resource["category"] = self._shared(("category", kind.category), lambda: [
+                {"coding": [_coding(C.OBSERVATION_CATEGORY, kind.category)]}])
         if encounter:
             resource["encounter"] = {"reference": encounter}
         if day:

@@ -16,6 +16,8 @@ here logs values.
 from __future__ import annotations
 
 import logging
+import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -32,9 +34,20 @@ from dashboard.interop.frames import FrameBuilder
 log = logging.getLogger(__name__)
 
 EVENT, INSTRUMENT, INSTANCE = "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance"
+#: Columns REDCap adds to an export by option (data access groups, survey fields): not data to map.
+SYSTEM_FIELDS = ("redcap_data_access_group", "redcap_survey_identifier")
 SPEC_BY_STEM = {spec.stem: spec for spec in FILES}
-MAPPING_KEYS = {"version", "record_id_field", "patient_id_field", "files"}
-FILE_KEYS = {"instrument", "repeat_instrument", "event", "columns", "grades"}
+MAPPING_KEYS = {"version", "record_id_field", "patient_id_field", "missing_data_codes", "files"}
+FILE_KEYS = {"instrument", "repeat_instrument", "event", "arm", "columns", "grades"}
+_ARM = re.compile(r"^(?P<event>.+)_arm_(?P<arm>\d+)$")
+_DATETIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T]\d{1,2}:\d{2}(:\d{2})?$")
+DATE_COLUMNS = {spec.stem: {c.name for c in spec.columns if c.kind == "date"} for spec in FILES}
+
+
+def event_and_arm(name: str) -> tuple[str, int | None]:
+    """A REDCap unique event name split into the event and its arm ('follow_up_arm_2' → ('follow_up', 2))."""
+    match = _ARM.match(name)
+    return (match["event"], int(match["arm"])) if match else (name, None)
 
 
 class MappingError(ValueError):
@@ -53,7 +66,13 @@ class ColumnMap:
     where: str = ""  # the mapping entry, for messages
 
     def export_columns(self) -> list[str]:
-        return [f"{self.field}___{code}" for code in self.codes] if self.checkbox and self.codes else [self.field]
+        return [checkbox_column(self.field, code) for code in self.codes] if self.checkbox and self.codes else [
+            self.field]
+
+
+def checkbox_column(field_name: str, code: str) -> str:
+    """The export column of one checkbox choice as REDCap names it (lower case; '-' and '.' become '_')."""
+    return f"{field_name}___{re.sub(r'[^a-z0-9_]', '_', str(code).lower())}"
 
 
 @dataclass(frozen=True)
@@ -69,9 +88,19 @@ class FileMap:
     stem: str
     instrument: str | None  # the REDCap instrument (form) name
     repeating: bool
-    event: str | None
+    event: str | None  # as written in the mapping (the first one when several): used for export
     columns: tuple[ColumnMap, ...]
     grades: tuple[GradeMap, ...] = ()
+    events: tuple[str, ...] = ()  # event names without '_arm_N': matched in every arm
+    arms: tuple[int, ...] = ()  # only these arms (default: all)
+
+    def reads_event(self, name: object) -> bool:
+        if not self.events:
+            return True
+        if not isinstance(name, str):
+            return False
+        event, arm = event_and_arm(name)
+        return event in self.events and (not self.arms or arm is None or arm in self.arms)
 
     def fields(self) -> list[tuple[str, str]]:
         """(export column, mapping entry) for every export column this file reads."""
@@ -86,6 +115,7 @@ class Mapping:
     patient_id_field: str
     files: dict[str, FileMap] = field(default_factory=dict)
     path: str = "mapping.yaml"
+    missing_data_codes: dict[str, str] = field(default_factory=dict)  # REDCap Missing Data Code → its label
 
 
 def parse_codes(spec: Any, where: str) -> dict[str, str]:
@@ -155,7 +185,17 @@ def mapping_from_dict(raw: Any, name: str = "mapping.yaml") -> Mapping:
     for spec in FILES:
         if spec.required and spec.stem not in parsed:
             raise fail(f"files.{spec.stem}", "is missing (the records format requires this file)")
-    return Mapping(record_id.strip(), patient_id.strip(), parsed, name)
+    missing = raw.get("missing_data_codes")
+    if missing is None:
+        missing_codes: dict[str, str] = {}
+    elif isinstance(missing, list) and all(isinstance(c, (str, int)) and str(c).strip() for c in missing):
+        missing_codes = {str(c).strip(): str(c).strip() for c in missing}
+    else:
+        try:
+            missing_codes = parse_codes(missing, "missing_data_codes")
+        except MappingError as problem:
+            raise MappingError(f"{name}: {problem}") from problem
+    return Mapping(record_id.strip(), patient_id.strip(), parsed, name, missing_codes)
 
 
 def _file_map(stem: str, entry: Any, fail) -> FileMap:  # noqa: ANN001 — fail builds the message
@@ -211,12 +251,22 @@ def _file_map(stem: str, entry: Any, fail) -> FileMap:  # noqa: ANN001 — fail 
         raise fail(f"{where}.columns", "map muscle, side and mrc either as columns or through 'grades', not both")
     repeat = entry.get("repeat_instrument")
     instrument = entry.get("instrument")
-    for key, value in (("repeat_instrument", repeat), ("instrument", instrument), ("event", entry.get("event"))):
+    for key, value in (("repeat_instrument", repeat), ("instrument", instrument)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise fail(f"{where}.{key}", "must be a REDCap name")
     if repeat and instrument and repeat != instrument:
         raise fail(where, "give 'repeat_instrument' or 'instrument', not two different names")
-    return FileMap(stem, repeat or instrument, bool(repeat), entry.get("event"), tuple(columns), tuple(grades))
+    event = entry.get("event")
+    given = [] if event is None else event if isinstance(event, list) else [event]
+    if not given and event is not None or any(not isinstance(e, str) or not e.strip() for e in given):
+        raise fail(f"{where}.event", "must be a REDCap event name or a list of them")
+    arm = entry.get("arm")
+    arms = [] if arm is None else arm if isinstance(arm, list) else [arm]
+    if any(isinstance(a, bool) or not isinstance(a, int) or a < 1 for a in arms) or (arm is not None and not arms):
+        raise fail(f"{where}.arm", "must be an arm number (1, 2, …) or a list of them")
+    events = tuple(dict.fromkeys(event_and_arm(e.strip())[0] for e in given))
+    return FileMap(stem, repeat or instrument, bool(repeat), given[0].strip() if given else None, tuple(columns),
+                   tuple(grades), events, tuple(arms))
 
 
 def _column_map(column: str, target: Any, where: str, fail) -> ColumnMap:  # noqa: ANN001
@@ -271,7 +321,9 @@ def export_to_records(frame: pd.DataFrame, mapping: Mapping, source: str = "redc
                       today: date | None = None) -> tuple[Records | None, ValidationReport]:
     """Convert an export already read as text (`read_csv_text`) and validate it like a records folder."""
     builder = FrameBuilder(source, keep_column=False)
-    _ExportReader(builder, mapping, frame, source).read()
+    reader = _ExportReader(builder, mapping, frame, source)
+    reader.read()
+    reader.report_missing()
     records, report = builder.validate(today)
     log.info("REDCap export read: %d error(s), %d warning(s)", len(report.errors), len(report.warnings))
     return records, report
@@ -280,6 +332,9 @@ def export_to_records(frame: pd.DataFrame, mapping: Mapping, source: str = "redc
 class _ExportReader:
     def __init__(self, builder: FrameBuilder, mapping: Mapping, frame: pd.DataFrame, source: str) -> None:
         self.out, self.mapping, self.frame, self.source = builder, mapping, frame, source
+        self.missing_seen: dict[tuple[str, str], list[str]] = defaultdict(list)  # (field, code) → records
+        self.unmapped_choices: dict[str, tuple[ColumnMap, str]] = {}  # export column → (checkbox, choice)
+        self.missing_choices: dict[str, tuple[ColumnMap, str]] = {}  # export column → (checkbox, missing code)
 
     def read(self) -> None:
         if not self._check_header():
@@ -287,14 +342,23 @@ class _ExportReader:
         frame = self.frame
         repeat = frame[INSTRUMENT] if INSTRUMENT in frame else pd.Series(pd.NA, index=frame.index, dtype="string")
         self.pids = self._patient_ids(frame, repeat)
+        selected: dict[str, pd.DataFrame] = {}
         for stem in SPEC_BY_STEM:
             file_map = self.mapping.files.get(stem)
             if file_map is None:
                 continue
-            mask = repeat == file_map.instrument if file_map.repeating else repeat.isna()
-            if file_map.event is not None and EVENT in frame:
-                mask &= frame[EVENT] == file_map.event
-            rows = frame[mask.fillna(False).to_numpy(dtype=bool)]
+            mask = (repeat == file_map.instrument if file_map.repeating else repeat.isna()).fillna(False)
+            if file_map.events and EVENT in frame:
+                read = frame[EVENT].map(file_map.reads_event).astype(bool)
+                self._report_unread_events(file_map, frame[mask & ~read])
+                mask &= read
+            selected[stem] = frame[mask.to_numpy(dtype=bool)]
+        # A record is a patient when the mapping reads at least one of its rows (an arm left out is not).
+        self.read_records = set().union(*(set(rows[self.mapping.record_id_field].dropna())
+                                          for rows in selected.values()))
+        for stem, rows in selected.items():
+            file_map = self.mapping.files[stem]
+            self.stem = stem
             if stem == "patients":
                 self._patients(file_map, rows)
             elif file_map.grades:
@@ -302,6 +366,19 @@ class _ExportReader:
             else:
                 for row in rows.to_dict("records"):
                     self._row(file_map, row)
+
+    def _report_unread_events(self, file_map: FileMap, rows: pd.DataFrame) -> None:
+        """Rows of this file's instrument in events the mapping does not read: never dropped silently."""
+        fields = [name for name, _ in file_map.fields() if name in rows.columns]
+        filled = rows[rows[fields].notna().any(axis=1)] if fields and len(rows) else rows.iloc[0:0]
+        for event, group in filled.groupby(EVENT, sort=True):
+            ids = list(dict.fromkeys(map(str, group[self.mapping.record_id_field])))
+            records = ", ".join(ids[:10]) + (", …" if len(ids) > 10 else "")
+            wanted = ", ".join(file_map.events) + (f" (arm {', '.join(map(str, file_map.arms))})"
+                                                   if file_map.arms else "")
+            self.out.warning(self.source, None, event, f"{len(group)} row(s) of this event hold "
+                             f"{file_map.instrument or file_map.stem} data (records {records}) but "
+                             f"files.{file_map.stem}.event in {self.mapping.path} reads {wanted} only: not read")
 
     def _check_header(self) -> bool:
         columns = set(self.frame.columns)
@@ -324,8 +401,29 @@ class _ExportReader:
                     self.out.error(self.source, None, name, f"is not a column of the export ({where} in "
                                    f"{self.mapping.path})")
                     ok = False
-        mapped = {self.mapping.record_id_field, self.mapping.patient_id_field, EVENT, INSTRUMENT, INSTANCE}
+        mapped = {self.mapping.record_id_field, self.mapping.patient_id_field, EVENT, INSTRUMENT, INSTANCE,
+                  *SYSTEM_FIELDS}
         mapped |= {name for f in self.mapping.files.values() for name, _ in f.fields()}
+        missing_columns = {checkbox_column("", code)[3:]: code for code in self.mapping.missing_data_codes}
+        for file_map in self.mapping.files.values():
+            for column in file_map.columns:
+                if not column.checkbox:
+                    continue
+                prefix = f"{column.field}___"
+                for name in self.frame.columns:
+                    if not name.startswith(prefix) or name in mapped:
+                        continue
+                    choice = name[len(prefix):]
+                    if choice in missing_columns:
+                        self.missing_choices[name] = (column, missing_columns[choice])
+                    else:
+                        self.unmapped_choices[name] = (column, choice)
+                    mapped.add(name)
+        never = [name for name in self.unmapped_choices if not self.frame[name].eq("1").any()]
+        for name in never:
+            column, choice = self.unmapped_choices[name]
+            self.out.warning(self.source, None, name, f"is choice '{choice}' of checkbox {column.field}, not in "
+                             f"{column.where}.codes of {self.mapping.path}; never ticked in this export")
         unused = [c for c in self.frame.columns if c not in mapped and not c.endswith("_complete")]
         if unused and ok:
             shown = ", ".join(unused[:8]) + (", …" if len(unused) > 8 else "")
@@ -358,31 +456,65 @@ class _ExportReader:
 
     def _where(self, row: dict) -> list[str]:
         where = []
+        instance = row.get(INSTANCE)
+        shown = instance if instance is not None and pd.notna(instance) else None
         if EVENT in row and pd.notna(row[EVENT]):
-            where.append(str(row[EVENT]))
+            repeating_event = shown is not None and (INSTRUMENT not in row or pd.isna(row[INSTRUMENT]))
+            where.append(f"{row[EVENT]} #{shown}" if repeating_event else str(row[EVENT]))
         if INSTRUMENT in row and pd.notna(row[INSTRUMENT]):
-            instance = row.get(INSTANCE)
-            where.append(f"{row[INSTRUMENT]} #{instance if pd.notna(instance) else '?'}")
+            where.append(f"{row[INSTRUMENT]} #{shown if shown is not None else '?'}")
         return where
 
     def _value(self, column: ColumnMap, row: dict, record: str) -> tuple[str | None, bool]:
         """The records text of one mapped value, and whether a problem was already reported for it."""
         if column.checkbox:
-            chosen = []
+            chosen, told = [], False
+            for name, (other, choice) in self.unmapped_choices.items():
+                if other is column and row.get(name) == "1":
+                    self.out.error(self._label(record, row, name), None, choice, f"is a ticked choice of checkbox "
+                                   f"{column.field} that {column.where}.codes in {self.mapping.path} does not map "
+                                   f"({', '.join(column.codes)}): add it there, or untick it in REDCap")
+                    told = True
+            for name, (other, code) in self.missing_choices.items():
+                if other is column and row.get(name) == "1":
+                    self._missing(column.field, code, record)
+                    return None, told
             for code, value in column.codes.items():
-                cell = row[f"{column.field}___{code}"]
+                name = checkbox_column(column.field, code)
+                cell = row[name]
                 if pd.isna(cell) or cell == "0":
                     continue
                 if cell != "1":
-                    self.out.error(self._label(record, row, f"{column.field}___{code}"), None, cell,
+                    self.out.error(self._label(record, row, name), None, cell,
                                    "is not a checkbox value (1 ticked, 0 or blank not)")
                     return None, True
                 chosen.append(value)
-            return (";".join(chosen) or None), False
-        return self._coded(row[column.field], column.codes, self._label(record, row, column.field))
+            return (";".join(chosen) or None), told
+        value, told = self._coded(row[column.field], column.codes, self._label(record, row, column.field),
+                                  column.field, record)
+        if value is not None and column.column in DATE_COLUMNS.get(getattr(self, "stem", ""), ()):
+            match = _DATETIME.match(value)
+            if match:  # a REDCap datetime field (YYYY-MM-DD HH:MM[:SS]): the records keep the day
+                value = match.group(1)
+        return value, told
 
-    def _coded(self, cell: Any, codes: dict[str, str] | None, label: str) -> tuple[str | None, bool]:
+    def _missing(self, field_name: str, code: str, record: str) -> None:
+        self.missing_seen[(field_name, code)].append(str(record))
+
+    def report_missing(self) -> None:
+        for (field_name, code), records in sorted(self.missing_seen.items()):
+            label = self.mapping.missing_data_codes.get(code, code)
+            shown = ", ".join(dict.fromkeys(records[:10])) + (", …" if len(set(records)) > 10 else "")
+            meaning = f" ({label})" if label != code else ""
+            self.out.warning(f"{self.source}: field {field_name}", None, code, f"is a Missing Data Code{meaning} in "
+                             f"{len(records)} row(s) (records {shown}): read as blank")
+
+    def _coded(self, cell: Any, codes: dict[str, str] | None, label: str, field_name: str = "",
+               record: str = "") -> tuple[str | None, bool]:
         if pd.isna(cell):
+            return None, False
+        if str(cell) in self.mapping.missing_data_codes and (codes is None or str(cell) not in codes):
+            self._missing(field_name, str(cell), record)
             return None, False
         if codes is None:
             return str(cell), False
@@ -431,6 +563,8 @@ class _ExportReader:
                 seen.add(row[record_field])
         # Every record is a patient, even one whose demographics are blank.
         for record, pid in self.pids.items():
+            if record not in self.read_records:
+                continue
             if record not in seen:
                 stub = dict.fromkeys(self.frame.columns, pd.NA)
                 stub[record_field] = record
@@ -455,7 +589,9 @@ class _ExportReader:
                 if pd.isna(row[grade.field]):
                     continue
                 label = self._label(record, row, grade.field)
-                mrc, told = self._coded(row[grade.field], grade.codes, label)
+                mrc, told = self._coded(row[grade.field], grade.codes, label, grade.field, record)
+                if mrc is None and not told:
+                    continue  # a Missing Data Code: no grade
                 _, values, labels, reported = self._start_row(row)
                 values.update(base, muscle=grade.muscle, side=grade.side, mrc=mrc)
                 labels.update(base_labels, muscle=label, side=label, mrc=label)
@@ -560,7 +696,7 @@ def _export_rows(stem: str, frame: pd.DataFrame, file_map: FileMap) -> list[dict
             if column.checkbox:
                 chosen = set() if pd.isna(value) else set(str(value).split(";"))
                 for code, choice in column.codes.items():
-                    row[f"{column.field}___{code}"] = "1" if choice in chosen else "0"
+                    row[checkbox_column(column.field, code)] = "1" if choice in chosen else "0"
             else:
                 row[column.field] = _encode(value, column.codes, column.where)
         out.append(row)

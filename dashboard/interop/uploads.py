@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dashboard.interop.fhir import bundle_to_records
+from dashboard.interop.fhir import bundle_to_records, ndjson_to_records
 from dashboard.interop.redcap import MappingError, export_to_records, load_mapping, mapping_from_dict, read_csv_text
 from dashboard.ui.uploads import MAX_UPLOAD_MB, CheckedUpload, UploadRejected
 
@@ -28,9 +28,10 @@ def interop_uploader(kind: str):  # noqa: ANN201 — Streamlit's UploadedFile li
     import streamlit as st  # noqa: PLC0415
 
     if kind == FHIR_BUNDLE:
-        st.caption("One FHIR R4 Bundle (.json) coded as in docs/interoperability.md: Patient, Procedure, "
-                   "Encounter and Observation resources. Other resource types are ignored and listed.")
-        return st.file_uploader("FHIR Bundle", type=["json"], accept_multiple_files=True,
+        st.caption("One FHIR R4 Bundle (.json), or the .ndjson files of a Bulk Data export, coded as in "
+                   "docs/interoperability.md. Only spine operations and their patients are imported; other "
+                   "Procedures, Patients, Encounters and resource types are skipped and counted.")
+        return st.file_uploader("FHIR Bundle", type=["json", "ndjson"], accept_multiple_files=True,
                                 help=f"Up to {MAX_UPLOAD_MB} MB.")
     st.caption("A REDCap flat CSV export (raw codes) and the mapping file that says which field fills which "
                "records column. Without a mapping file, the example data/redcap/mapping.yaml is used.")
@@ -47,8 +48,13 @@ def check_interop_uploads(kind: str, files: list[tuple[str, bytes]],
     if total > max_mb * 1024 * 1024:
         raise UploadRejected(f"The files add up to {total / 1024 / 1024:.0f} MB; the limit is {max_mb} MB.")
     if kind == FHIR_BUNDLE:
+        if files and all(name.lower().endswith(".ndjson") for name, _ in files):  # a Bulk Data export's files
+            source = ", ".join(name for name, _ in files)
+            records, report = ndjson_to_records(list(files), source)
+            return CheckedInteropUpload(records, report, source, "fhir")
         if len(files) != 1 or not files[0][0].lower().endswith(".json"):
-            raise UploadRejected("Upload one FHIR Bundle as a .json file.")
+            raise UploadRejected("Upload one FHIR Bundle as a .json file, or the .ndjson files of a Bulk Data "
+                                 "export.")
         name, content = files[0]
         records, report = bundle_to_records(content, name)
         return CheckedInteropUpload(records, report, name, "fhir")

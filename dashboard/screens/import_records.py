@@ -38,7 +38,9 @@ if uploads:
         st.dataframe(report.issues, hide_index=True, width="stretch", column_config={
             "severity": "Severity", "file": "File", "line": st.column_config.NumberColumn("Line", format="%d"),
             "column": "Column", "value": "Value", "message": "Problem"})
-    if checked.records is None:
+    if checked.records is None and report.ok:  # a whole FHIR record without a spine operation
+        st.info("No spine operations found in this file: there is nothing to import.")
+    elif checked.records is None:
         st.error("Nothing will be stored until every error is corrected.")
     else:
         try:  # the whole import, counted and rolled back: the preview is exactly what the import will do
