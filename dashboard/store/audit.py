@@ -33,6 +33,7 @@ DETAIL_KEYS: frozenset[str] = frozenset({
     "status",        # succeeded | failed | rejected | locked | …
     "error",         # exception type or constraint name, never a driver message with values
     "method",        # password | cookie
+    "scope",         # logout: session (this session) | user (every session of the user)
     "known_user",    # login_failed: whether the user name exists (an unknown one is not stored)
     "import_id", "decision_id", "rule_id", "decision",
     "counts",        # {"patients": 12, …}: rows per file or table
@@ -41,6 +42,8 @@ DETAIL_KEYS: frozenset[str] = frozenset({
     "revision", "backend",
     "identified",    # an export with names/MRNs/notes (True) or pseudonymous (False)
     "fields",        # names of the fields an identity correction changed (never their values)
+    "target",        # user_admin: the login name of the account changed or unlocked
+    "new_role",      # user_admin: the role given
 })
 MAX_TEXT = 200
 MAX_PATIENT_IDS = 1000
