@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import bcrypt
-import jwt
 import pandas as pd
 import pytest
 import yaml
@@ -26,8 +26,6 @@ from dashboard.access import (
     MIN_COOKIE_KEY_BYTES,
     AuthConfigError,
     check_password,
-    cookie_token,
-    cookie_user,
     hash_password,
     load_auth_config,
 )
@@ -127,18 +125,17 @@ def test_check_auth_and_hash_password_commands(tmp_path: Path, capsys: pytest.Ca
         hash_password("x" * 73)
 
 
-def test_re_login_cookie_is_signed_expires_and_names_a_configured_user(tmp_path: Path) -> None:
-    config = load_auth_config(write_clinic_config(tmp_path / "auth.yaml"), demo=False)
-    token, _ = cookie_token(config, "dr.a")
-    assert cookie_user(config, token).username == "dr.a"
-    other_key = load_auth_config(write_clinic_config(tmp_path / "other.yaml"), demo=False)
-    assert cookie_user(other_key, token) is None  # signed with another key
-    assert cookie_user(config, token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]) is None  # tampered
-    expired = jwt.encode({"username": "dr.a", "exp_date": time.time() - 1}, config.cookie_key, algorithm="HS256")
-    assert cookie_user(config, expired) is None
-    gone = jwt.encode({"username": "someone", "exp_date": time.time() + 99}, config.cookie_key, algorithm="HS256")
-    assert cookie_user(config, gone) is None
-    assert cookie_user(config, None) is None and cookie_user(config, "not a token") is None
+def test_re_login_token_is_random_and_only_its_hmac_is_stored(app_store: str) -> None:
+    from dashboard.store import get_engine, users
+
+    engine = get_engine(app_store)
+    users.sync_file_users(engine, {"dr.tok": ("Dr Tok", "surgeon", hash_password("Tok-password-12", rounds=4))})
+    key = "k" + "x" * 40
+    token, sid = users.start_session(engine, "dr.tok", "password", key, timedelta(hours=1))
+    assert len(token) >= 43 and token not in sid and sid == users.session_id(token, key)
+    assert users.live_session(engine, sid).username == "dr.tok"
+    assert users.live_session(engine, users.session_id(token, "another-key-" + "y" * 30)) is None  # other key
+    assert users.live_session(engine, users.session_id(token[:-1] + "A", key)) is None  # tampered
 
 
 # ---------------------------------------------------------------------------------------------- sign-in

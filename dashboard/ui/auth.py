@@ -260,9 +260,10 @@ def _login_form(config: AuthConfig) -> None:
 
 def _client_address() -> str | None:
     try:
-        return st.context.ip_address or None
-    except Exception:  # no request (AppTest)
+        address = st.context.ip_address
+    except Exception:  # no request
         return None
+    return address if isinstance(address, str) and address else None  # AppTest answers a mock
 
 
 def check_sign_in(engine: Engine, config: AuthConfig, username: str, password: str,
@@ -363,11 +364,11 @@ def _cookie_login(config: AuthConfig) -> Account | None:
 def _secure_request() -> bool:
     """Served over HTTPS (directly or behind a proxy that says so): the cookie is then marked Secure."""
     try:
-        url = str(st.context.url or "")
-        forwarded = str(st.context.headers.get("X-Forwarded-Proto", "") or "")
+        url, forwarded = st.context.url, st.context.headers.get("X-Forwarded-Proto", "")
     except Exception:
         return False
-    return url.lower().startswith("https://") or forwarded.lower() == "https"
+    return (isinstance(url, str) and url.lower().startswith("https://")) or (
+        isinstance(forwarded, str) and forwarded.lower() == "https")
 
 
 def _pending_cookie() -> None:
