@@ -200,12 +200,12 @@ def key_entropy_bits(key: str) -> float:
 
 def password_problem(password: str, username: str = "") -> str | None:
     """Why a new password (Users screen) is refused, or None."""
+    if password in KNOWN_PASSWORDS or password.strip().lower() == username.strip().lower():
+        return "this password is publicly known or is the user name: choose another"
     if len(password) < MIN_PASSWORD_LENGTH:
         return f"a password needs at least {MIN_PASSWORD_LENGTH} characters"
     if len(password.encode()) > 72:
         return "a password may have at most 72 bytes (bcrypt's limit)"
-    if password in KNOWN_PASSWORDS or password.strip().lower() == username.strip().lower():
-        return "this password is publicly known or is the user name: choose another"
     return None
 
 

@@ -73,12 +73,15 @@ if account is not None:
     if st.button("Reload", key="users_reload"):
         seen[account.username] = account.version
         st.rerun()
-    with st.form("users_change"):
+    with st.form(f"users_change_{account.username}", clear_on_submit=True):  # keys per user: its own values
         columns = st.columns(3)
-        role = columns[0].selectbox("Role", ROLES, index=ROLES.index(account.role), key="users_role")
+        role = columns[0].selectbox("Role", ROLES, index=ROLES.index(account.role),
+                                    key=f"users_role_{account.username}")
         password = columns[1].text_input("New password (leave empty to keep)", type="password",
-                                         key="users_password", autocomplete="new-password")
-        active = columns[2].checkbox("Active (may sign in)", value=account.active, key="users_active")
+                                         key=f"users_password_{account.username}",
+                                         autocomplete="new-password")
+        active = columns[2].checkbox("Active (may sign in)", value=account.active,
+                                     key=f"users_active_{account.username}")
         save = st.form_submit_button("Save changes")
     if save:
         changes: dict = {}
