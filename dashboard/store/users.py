@@ -284,6 +284,17 @@ def clear_failures(engine: Engine | Connection, subject: str) -> None:
         conn.execute(statement)
 
 
+def refund_attempt(engine: Engine, subject: str, limit: int) -> None:
+    """A successful sign-in gives its counted attempt back (per client: only failures should add up)."""
+    with engine.begin() as conn:
+        row = conn.execute(select(THROTTLE).where(THROTTLE.c.subject == subject).with_for_update()).mappings().first()
+        if row is None:
+            return
+        failures = max(int(row["failures"]) - 1, 0)
+        conn.execute(update(THROTTLE).where(THROTTLE.c.subject == subject).values(
+            failures=failures, locked_until=row["locked_until"] if failures >= limit else None))
+
+
 def is_locked(engine: Engine, subject: str) -> bool:
     with engine.connect() as conn:
         until = conn.execute(select(THROTTLE.c.locked_until).where(THROTTLE.c.subject == subject)).scalar()

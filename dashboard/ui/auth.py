@@ -63,7 +63,8 @@ log = logging.getLogger(__name__)
 #: Sign-in attempts per user name (known or not) within the window; the lock then lasts LOCKOUT_WINDOW from
 #: the attempt that set it, and attempts while locked do not extend it.
 LOCKOUT_FAILURES = 5
-#: Sign-in attempts per client address within the window (a shared clinic computer: several users).
+#: Failed sign-ins per client address within the window, whatever the user names (a successful sign-in gives its
+#: attempt back). Streamlit sees the address of the connection: behind a reverse proxy every client shares it.
 CLIENT_LOCKOUT_FAILURES = 20
 LOCKOUT_WINDOW = timedelta(minutes=15)
 #: A session without a re-login cookie ends after this long (or when its tab closes).
@@ -290,6 +291,8 @@ def check_sign_in(engine: Engine, config: AuthConfig, username: str, password: s
     accepted = check_password(password, account.password_hash if known else UNKNOWN_USER_HASH)
     if accepted and known:
         users.clear_failures(engine, subject)
+        if client:
+            users.refund_attempt(engine, users.client_subject(client), CLIENT_LOCKOUT_FAILURES)
         return account
     audit.record(engine, name, "login_failed", role=role, known_user=account is not None,
                  status="inactive" if account is not None and not account.active else None)
