@@ -289,7 +289,8 @@ def _sign_in_and_wait_for_the_cookie(page, context) -> None:  # noqa: ANN001 - P
 @pytest.mark.browser
 def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_path: Path) -> None:
     """A fresh server's first request for a screen shows the sign-in form (Streamlit's legacy pages/ mode once
-    ran the page file directly); then the re-login cookie, sign-out, and signing in again. Several screens at
+    ran the page file directly); then the re-login cookie (an opaque token), sign-out ending every tab and the
+    cookie (a copy saved before signs nobody in), and signing in again. Several screens at
     once after a start: tests/test_browser.py."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
@@ -337,9 +338,24 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
                 second.screenshot(path=str(tmp_path / "second.png"))
                 raise
             assert second.get_by_role("button", name="Sign in").count() == 0
-            # Signing out deletes the cookie: the next tab needs the password again.
+            saved = next(c for c in context.cookies() if c["name"] == "spine_dashboard_demo")
+            assert not saved["value"].count(".") and len(saved["value"]) >= 43  # an opaque token, not a JWT
+            assert saved["sameSite"] == "Strict" and not saved["secure"]  # plain http here: Secure over HTTPS only
+            # Signing out ends every session of the user: this tab, the first tab at its next run, and the cookie.
             second.get_by_role("button", name="Sign out").click()
             second.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+            page.locator("body").press("r")  # the first tab's next run (Streamlit's rerun key)
+            page.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+            assert page.get_by_text("Imaging checklist").count() == 0
+            # A copy of the cookie taken before the sign-out (a stolen or saved one) signs nobody in.
+            thief = browser.new_context()
+            thief.add_cookies([{k: saved[k] for k in ("name", "value", "domain", "path")}])
+            stolen = thief.new_page()
+            stolen.goto(f"{url}/patient?patient={patient}", timeout=90_000)
+            stolen.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+            stolen.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=90_000)
+            assert stolen.get_by_text("Imaging checklist").count() == 0
+            thief.close()
             deadline = time.monotonic() + 90
             while "spine_dashboard_demo" in {c["name"] for c in context.cookies()}:
                 assert time.monotonic() < deadline, "signing out did not delete the re-login cookie"
