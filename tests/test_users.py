@@ -371,3 +371,15 @@ def test_a_file_user_changed_in_the_file_takes_the_files_values(tmp_path: Path, 
     assert users.account(engine, "dr.a").role == "admin"
     users.sync_file_users(engine, {})  # removed from the file
     assert not users.account(engine, "dr.a").active
+
+
+def test_a_restore_ends_every_session(tmp_path: Path, store_url: str) -> None:
+    from dashboard.store.backup import backup, restore
+
+    engine = get_engine(store_url)
+    users.sync_file_users(engine, {"dr.a": ("Dr A", "surgeon", hash_password(PASSWORDS["dr.a"], rounds=4))})
+    _, sid = users.start_session(engine, "dr.a", "password", "k" * 40, timedelta(hours=1))
+    saved = backup(tmp_path / "before.bak", store_url).path
+    users.revoke_sessions(engine, "dr.a")  # signed out after the backup
+    restore(saved, store_url, safety_dir=tmp_path / "safety")
+    assert users.live_session(get_engine(store_url), sid) is None  # the restored session stays ended

@@ -164,6 +164,9 @@ def restore(source: str | Path, url: str | None = None, *, safety_dir: str | Pat
         _pg_restore(url, source)
     engine = get_engine(url)  # migrates an older backup to head
     try:
+        from dashboard.store.users import revoke_all_sessions
+
+        revoke_all_sessions(engine)  # sessions revoked since the backup was made must not come back
         revision = _revision(engine)
         counts = _counts(engine)
     finally:

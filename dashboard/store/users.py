@@ -221,6 +221,12 @@ def revoke_sessions(engine: Engine | Connection, username: str) -> int:
         return conn.execute(statement).rowcount
 
 
+def revoke_all_sessions(engine: Engine) -> int:
+    """End every live session of every user (after a restore: sessions revoked since the backup came back)."""
+    with engine.begin() as conn:
+        return conn.execute(update(SESSIONS).where(SESSIONS.c.revoked_at.is_(None)).values(revoked_at=now())).rowcount
+
+
 # ---------------------------------------------------------------------------------------------- lock-out
 def user_subject(login: str, key: str) -> str:
     """The lock-out subject of a user name, known or not: its HMAC (an unknown name may be a mistyped password)."""
