@@ -383,3 +383,18 @@ def test_a_restore_ends_every_session(tmp_path: Path, store_url: str) -> None:
     users.revoke_sessions(engine, "dr.a")  # signed out after the backup
     restore(saved, store_url, safety_dir=tmp_path / "safety")
     assert users.live_session(get_engine(store_url), sid) is None  # the restored session stays ended
+
+
+def test_two_admins_adding_the_same_name_at_once_one_is_told_it_exists(clinic) -> None:  # noqa: ANN001
+    _, engine = clinic
+    hashed = hash_password("Same-name-pass-1", rounds=4)
+
+    def add(_: int):  # noqa: ANN202
+        try:
+            return users.add_user(engine, "admin.c", "admin", "dr.same", "Dr Same", "surgeon", hashed)
+        except users.AccountError as error:
+            return error
+
+    outcomes = _parallel(2, add)
+    assert sorted(type(o).__name__ for o in outcomes) == ["Account", "AccountError"]
+    assert "exists already" in str(next(o for o in outcomes if isinstance(o, users.AccountError)))

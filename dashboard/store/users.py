@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from dashboard.store import audit
 from dashboard.store.models import USER_ROLES, LoginThrottle, SignInSession, UserAccount
@@ -33,6 +34,13 @@ from dashboard.store.models import USER_ROLES, LoginThrottle, SignInSession, Use
 USERS = UserAccount.__table__
 SESSIONS = SignInSession.__table__
 THROTTLE = LoginThrottle.__table__
+#: Ended sessions are deleted this long after they ended (the audit log keeps every sign-in and sign-out).
+SESSION_RETENTION = timedelta(days=30)
+
+
+def _writing(engine: Engine) -> Engine:
+    """The engine for a transaction that reads, then writes: SQLite takes its write lock at BEGIN."""
+    return engine.execution_options(immediate=True)
 
 
 def now() -> datetime:
@@ -98,7 +106,7 @@ def sync_file_users(engine: Engine, file_users: Mapping[str, tuple[str, str, str
     by `config-file`).
     """
     at = now()
-    with engine.begin() as conn:
+    with _writing(engine).begin() as conn:
         stored = {r["username"]: r for r in conn.execute(select(USERS)).mappings()}
         for login, (name, role, password_hash) in file_users.items():
             entry = f"{role}|{password_hash}"
@@ -131,14 +139,18 @@ def add_user(engine: Engine, actor: str, actor_role: str | None, username: str, 
     if role not in USER_ROLES:
         raise AccountError(f"the role must be one of {', '.join(USER_ROLES)}")
     at = now()
-    with engine.begin() as conn:
-        if account(conn, login) is not None:
-            raise AccountError(f"a user {login!r} exists already")
-        conn.execute(insert(USERS).values(username=login, name=name.strip() or login, role=role,
-                                          password_hash=password_hash, active=True, version=1, created_at=at,
-                                          updated_at=at, file_entry=None))
-        audit.record(conn, actor, "user_admin", role=actor_role, kind="add", target=login, new_role=role)
-        return account(conn, login)
+    exists = AccountError(f"a user {login!r} exists already")
+    try:
+        with _writing(engine).begin() as conn:
+            if account(conn, login) is not None:
+                raise exists
+            conn.execute(insert(USERS).values(username=login, name=name.strip() or login, role=role,
+                                              password_hash=password_hash, active=True, version=1, created_at=at,
+                                              updated_at=at, file_entry=None))
+            audit.record(conn, actor, "user_admin", role=actor_role, kind="add", target=login, new_role=role)
+            return account(conn, login)
+    except IntegrityError:  # another admin added the same name at the same moment
+        raise exists from None
 
 
 def change_user(engine: Engine, actor: str, actor_role: str | None, username: str, version: int, *,
@@ -159,7 +171,7 @@ def change_user(engine: Engine, actor: str, actor_role: str | None, username: st
         values["active"], kinds = active, [*kinds, "activate" if active else "deactivate"]
     if not values:
         raise AccountError("nothing to change")
-    with engine.begin() as conn:
+    with _writing(engine).begin() as conn:
         changed = conn.execute(update(USERS).where(USERS.c.username == username, USERS.c.version == version)
                                .values(**values, version=version + 1, updated_at=now())).rowcount
         if changed != 1:
@@ -186,6 +198,8 @@ def start_session(engine: Engine, username: str, method: str, key: str, lifetime
     sid = session_id(token, key)
     at = now()
     with engine.begin() as conn:
+        stale = at - SESSION_RETENTION  # ended sessions are kept a while (who was signed in when), then dropped
+        conn.execute(delete(SESSIONS).where(or_(SESSIONS.c.expires_at < stale, SESSIONS.c.revoked_at < stale)))
         conn.execute(insert(SESSIONS).values(id=sid, username=username, method=method, created_at=at,
                                              expires_at=at + lifetime, revoked_at=None))
         if sign_in:
@@ -256,7 +270,7 @@ def reserve_attempt(engine: Engine, limits: Mapping[str, int], window: timedelta
     checked, so `limit` parallel attempts use up the allowance and any more are refused.
     """
     at = now()
-    with engine.begin() as conn:
+    with _writing(engine).begin() as conn:
         rows = {}
         for subject in sorted(limits):
             _insert_missing(conn, subject)
@@ -292,7 +306,7 @@ def clear_failures(engine: Engine | Connection, subject: str) -> None:
 
 def refund_attempt(engine: Engine, subject: str, limit: int) -> None:
     """A successful sign-in gives its counted attempt back (per client: only failures should add up)."""
-    with engine.begin() as conn:
+    with _writing(engine).begin() as conn:
         row = conn.execute(select(THROTTLE).where(THROTTLE.c.subject == subject).with_for_update()).mappings().first()
         if row is None:
             return
