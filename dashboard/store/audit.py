@@ -1,4 +1,5 @@
-"""The audit log: who did what and when — logins, patient views, imports, decisions, exports, backups.
+"""The audit log: who did what and when — logins, patient views, imports, decisions, exports, backups, and
+changes to user accounts (`user_admin`, with `kind` and `target`).
 
 `record` is the one way in, for the app, the command line and colleagues' pages (exports):
 
