@@ -4,23 +4,27 @@ The configuration is a YAML file in streamlit-authenticator's layout (cookie nam
 display name, a bcrypt password hash and one role). Its path is $SPINE_DASHBOARD_AUTH_FILE. In demo mode
 (SPINE_DASHBOARD_MODE=demo, the default) a shipped file with demo users is used when none is given; outside
 demo mode the app refuses to start without a file, with the demo file or its secrets, with a cookie key
-under 32 bytes, or with a password that is not a bcrypt hash — so a real deployment cannot run on secrets
-printed in the README.
+under 32 bytes or of low entropy (a repeated pattern, few distinct characters, words, under 128 estimated bits),
+with a password that is not a bcrypt hash, or with a demo password under any user name — so a real deployment
+cannot run on secrets printed in the README or typed by hand.
+
+The file's users are the bootstrap accounts: the app copies them into the store (dashboard.store.users), where
+the Users screen manages accounts; see docs/security.md.
 
 No Streamlit here: the command line checks a file the same way (`python -m dashboard check-auth`).
 """
 
 from __future__ import annotations
 
+import math
 import os
-import time
+import re
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import bcrypt
-import jwt
 import yaml
 
 ROLES: tuple[str, ...] = ("surgeon", "conference", "admin")
@@ -34,6 +38,13 @@ MAX_COOKIE_EXPIRY_DAYS = 30
 #: Cookie keys from examples and templates: as good as no key.
 KNOWN_DEFAULT_KEYS = frozenset({"some_key", "some_signature_key", "random_signature_key", "abcdef", "secret",
                                 "changeme", "change-me", "change_me"})
+MIN_COOKIE_KEY_BITS = 128
+MIN_COOKIE_KEY_DISTINCT = 12
+KEY_HINT = 'make one with python -c "import secrets; print(secrets.token_urlsafe(48))"'
+#: Passwords printed in the README or the demo file: refused under any user name outside demo mode, and as a
+#: new password on the Users screen.
+KNOWN_PASSWORDS: tuple[str, ...] = tuple(DEMO_PASSWORDS.values())
+MIN_PASSWORD_LENGTH = 12
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 #: Checked against when a sign-in names an unknown user, so that it takes as long as for a known one.
 UNKNOWN_USER_HASH = "$2b$12$iKPxlIj8Ik8QGPEi0pHZmuRQpAX6gtO92NhL337xgwpUto8WF9K7C"
@@ -118,6 +129,8 @@ def _parse(raw: Any, path: Path, demo: bool, problems: list[str]) -> AuthConfig 
                         f"least {MIN_COOKIE_KEY_BYTES} bytes")
     if key.strip().lower() in KNOWN_DEFAULT_KEYS:
         problems.append("cookie.key is a well-known example value: use a random secret")
+    elif not demo and len(key.encode()) >= MIN_COOKIE_KEY_BYTES:
+        problems += cookie_key_problems(key)
     try:
         expiry = float(cookie.get("expiry_days", 1))
     except (TypeError, ValueError):
@@ -160,6 +173,42 @@ def _user(username: str, entry: Any, problems: list[str]) -> User | None:
     return User(username=login, name=str(entry.get("name") or login), role=roles[0], password_hash=password)
 
 
+def cookie_key_problems(key: str) -> list[str]:
+    """Why a cookie key of sufficient length is still guessable: a repeated pattern, few distinct characters,
+    words, or an estimated entropy (Shannon entropy of its characters × its length) under 128 bits."""
+    length = len(key)
+    period = next((p for p in range(1, length // 2 + 1) if all(key[i] == key[i % p] for i in range(length))), None)
+    if period is not None:
+        return [f"cookie.key repeats a pattern of {period} character(s): {KEY_HINT}"]
+    distinct = len(set(key))
+    if distinct < MIN_COOKIE_KEY_DISTINCT:
+        return [f"cookie.key has only {distinct} distinct characters: {KEY_HINT}"]
+    if re.fullmatch(r"[a-z\s._-]+", key):
+        return [f"cookie.key is made of lower-case words, not a random secret: {KEY_HINT}"]
+    bits = key_entropy_bits(key)
+    if bits < MIN_COOKIE_KEY_BITS:
+        return [f"cookie.key has an estimated entropy of {bits:.0f} bits, under {MIN_COOKIE_KEY_BITS}: {KEY_HINT}"]
+    return []
+
+
+def key_entropy_bits(key: str) -> float:
+    """Estimated entropy of a key: the Shannon entropy of its character frequencies times its length."""
+    counts = Counter(key)
+    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    return per_char * len(key)
+
+
+def password_problem(password: str, username: str = "") -> str | None:
+    """Why a new password (Users screen) is refused, or None."""
+    if password in KNOWN_PASSWORDS or password.strip().lower() == username.strip().lower():
+        return "this password is publicly known or is the user name: choose another"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password needs at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password.encode()) > 72:
+        return "a password may have at most 72 bytes (bcrypt's limit)"
+    return None
+
+
 def _demo_secrets(config: AuthConfig | None, path: Path) -> list[str]:
     """Outside demo mode: the demo file, its cookie key, its hashes and its passwords are all refused."""
     problems = []
@@ -175,9 +224,9 @@ def _demo_secrets(config: AuthConfig | None, path: Path) -> list[str]:
     if config.cookie_key == demo.cookie_key:
         problems.append("cookie.key is the demo key: use a random secret")
     demo_hashes = {u.password_hash for u in demo.users.values()}
-    for user in config.users.values():
-        if user.password_hash in demo_hashes or (
-                user.username in DEMO_PASSWORDS and check_password(DEMO_PASSWORDS[user.username], user.password_hash)):
+    for user in config.users.values():  # every known password under every name, not only the demo names
+        if user.password_hash in demo_hashes or any(check_password(known, user.password_hash)
+                                                    for known in KNOWN_PASSWORDS):
             problems.append(f"user {user.username!r} has a demo password: set a new one")
     return problems
 
@@ -196,25 +245,3 @@ def check_password(password: str, password_hash: str) -> bool:
         return bcrypt.checkpw(password.encode()[:72], password_hash.encode())
     except ValueError:
         return False
-
-
-def cookie_token(config: AuthConfig, username: str) -> tuple[str, str]:
-    """A re-login token in streamlit-authenticator's format (JWT of user name and expiry, HS256 under the
-    cookie key) and its expiry as ISO text for the browser."""
-    expires = datetime.now() + timedelta(days=config.cookie_expiry_days)
-    token = jwt.encode({"username": username, "exp_date": expires.timestamp()}, config.cookie_key, algorithm="HS256")
-    return token, expires.isoformat()
-
-
-def cookie_user(config: AuthConfig, token: str | None) -> User | None:
-    """The user a re-login cookie signs in: a valid signature, not expired, and a user still configured."""
-    if not token or config.cookie_expiry_days <= 0:
-        return None
-    try:
-        claims = jwt.decode(token, config.cookie_key, algorithms=["HS256"])
-    except jwt.PyJWTError:
-        return None
-    expiry = claims.get("exp_date")
-    if not isinstance(expiry, int | float) or isinstance(expiry, bool) or expiry <= time.time():
-        return None
-    return config.users.get(str(claims.get("username", "")))

@@ -43,6 +43,7 @@ PAGES: dict[str, list[tuple[st.Page, tuple[str, ...]]]] = {
     ],
     "Administration": [
         screen("audit", "Audit", ":material/policy:"),
+        screen("users", "Users", ":material/manage_accounts:"),
     ],
 }
 

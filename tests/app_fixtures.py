@@ -32,14 +32,18 @@ def app_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     patcher.delenv("SPINE_DASHBOARD_AUTH_FILE", raising=False)
     from dashboard.ui import auth, data
 
-    data.engine.clear()
-    data.clear_caches()
-    auth._load.clear()
+    _clear(data, auth)
     yield url
+    _clear(data, auth)
+    patcher.undo()
+
+
+def _clear(data, auth) -> None:  # noqa: ANN001 - the modules
     data.engine.clear()
     data.clear_caches()
     auth._load.clear()
-    patcher.undo()
+    auth._store.clear()
+    auth._synced.clear()
 
 
 def write_clinic_config(path: Path, *, key: str | None = None, users: dict | None = None) -> Path:

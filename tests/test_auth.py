@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import bcrypt
-import jwt
 import pandas as pd
 import pytest
 import yaml
@@ -26,8 +26,6 @@ from dashboard.access import (
     MIN_COOKIE_KEY_BYTES,
     AuthConfigError,
     check_password,
-    cookie_token,
-    cookie_user,
     hash_password,
     load_auth_config,
 )
@@ -127,18 +125,18 @@ def test_check_auth_and_hash_password_commands(tmp_path: Path, capsys: pytest.Ca
         hash_password("x" * 73)
 
 
-def test_re_login_cookie_is_signed_expires_and_names_a_configured_user(tmp_path: Path) -> None:
-    config = load_auth_config(write_clinic_config(tmp_path / "auth.yaml"), demo=False)
-    token, _ = cookie_token(config, "dr.a")
-    assert cookie_user(config, token).username == "dr.a"
-    other_key = load_auth_config(write_clinic_config(tmp_path / "other.yaml"), demo=False)
-    assert cookie_user(other_key, token) is None  # signed with another key
-    assert cookie_user(config, token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]) is None  # tampered
-    expired = jwt.encode({"username": "dr.a", "exp_date": time.time() - 1}, config.cookie_key, algorithm="HS256")
-    assert cookie_user(config, expired) is None
-    gone = jwt.encode({"username": "someone", "exp_date": time.time() + 99}, config.cookie_key, algorithm="HS256")
-    assert cookie_user(config, gone) is None
-    assert cookie_user(config, None) is None and cookie_user(config, "not a token") is None
+def test_re_login_token_is_random_and_only_its_hmac_is_stored(app_store: str) -> None:
+    from dashboard.store import get_engine, users
+
+    engine = get_engine(app_store)
+    users.sync_file_users(engine, {"dr.tok": ("Dr Tok", "surgeon", hash_password("Tok-password-12", rounds=4))})
+    key = "k" + "x" * 40
+    token, sid = users.start_session(engine, "dr.tok", "password", key, timedelta(hours=1))
+    assert len(token) >= 43 and token not in sid and sid == users.session_id(token, key)
+    assert users.live_session(engine, sid).username == "dr.tok"
+    assert users.live_session(engine, users.session_id(token, "another-key-" + "y" * 30)) is None  # other key
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert users.live_session(engine, users.session_id(tampered, key)) is None
 
 
 # ---------------------------------------------------------------------------------------------- sign-in
@@ -177,9 +175,9 @@ def test_signing_in_with_the_form_opens_the_roles_pages_and_is_audited(app_store
 
 
 ROLE_PAGES = {
-    "surgeon": ({"clinic", "patient", "add_exam", "conference", "import_records", "reference"}, {"audit"}),
-    "conference": ({"conference", "reference"}, {"clinic", "patient", "add_exam", "import_records", "audit"}),
-    "admin": ({"import_records", "reference", "audit"}, {"clinic", "patient", "add_exam", "conference"}),
+    "surgeon": ({"clinic", "patient", "add_exam", "conference", "import_records", "reference"}, {"audit", "users"}),
+    "conference": ({"conference", "reference"}, {"clinic", "patient", "add_exam", "import_records", "audit", "users"}),
+    "admin": ({"import_records", "reference", "audit", "users"}, {"clinic", "patient", "add_exam", "conference"}),
 }
 
 
@@ -292,7 +290,8 @@ def _sign_in_and_wait_for_the_cookie(page, context) -> None:  # noqa: ANN001 - P
 @pytest.mark.browser
 def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_path: Path) -> None:
     """A fresh server's first request for a screen shows the sign-in form (Streamlit's legacy pages/ mode once
-    ran the page file directly); then the re-login cookie, sign-out, and signing in again. Several screens at
+    ran the page file directly); then the re-login cookie (an opaque token), sign-out ending every tab and the
+    cookie (a copy saved before signs nobody in), and signing in again. Several screens at
     once after a start: tests/test_browser.py."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
@@ -340,9 +339,24 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
                 second.screenshot(path=str(tmp_path / "second.png"))
                 raise
             assert second.get_by_role("button", name="Sign in").count() == 0
-            # Signing out deletes the cookie: the next tab needs the password again.
+            saved = next(c for c in context.cookies() if c["name"] == "spine_dashboard_demo")
+            assert not saved["value"].count(".") and len(saved["value"]) >= 43  # an opaque token, not a JWT
+            assert saved["sameSite"] == "Strict" and not saved["secure"]  # plain http here: Secure over HTTPS only
+            # Signing out ends every session of the user: this tab, the first tab at its next run, and the cookie.
             second.get_by_role("button", name="Sign out").click()
             second.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+            page.locator("body").press("r")  # the first tab's next run (Streamlit's rerun key)
+            page.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+            assert page.get_by_text("Imaging checklist").count() == 0
+            # A copy of the cookie taken before the sign-out (a stolen or saved one) signs nobody in.
+            thief = browser.new_context()
+            thief.add_cookies([{k: saved[k] for k in ("name", "value", "domain", "path")}])
+            stolen = thief.new_page()
+            stolen.goto(f"{url}/patient?patient={patient}", timeout=90_000)
+            stolen.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+            stolen.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=90_000)
+            assert stolen.get_by_text("Imaging checklist").count() == 0
+            thief.close()
             deadline = time.monotonic() + 90
             while "spine_dashboard_demo" in {c["name"] for c in context.cookies()}:
                 assert time.monotonic() < deadline, "signing out did not delete the re-login cookie"

@@ -26,8 +26,11 @@ SCREENS = sorted(path.stem for path in SCREEN_DIR.glob("*.py"))
 EXPECTED_ROLES = {
     "clinic": {"surgeon"}, "patient": {"surgeon"}, "add_exam": {"surgeon"}, "conference": {"surgeon", "conference"},
     "import_records": {"surgeon", "admin"}, "reference": {"surgeon", "conference", "admin"}, "audit": {"admin"},
+    "users": {"admin"},
 }
-#: Everything through which a screen reaches patient data, the store or reference files.
+#: Everything through which a screen reaches patient data, the store or reference files (and, on the Users
+#: screen, the accounts: the spy on dashboard.store.users.accounts). The guard itself reads only the session's
+#: own account and session row.
 DATA_ACCESS = ("engine", "cohort", "prompts_with_decisions", "patient_prompts_with_decisions", "cached_patient_view",
                "reference_files", "store_version", "assessment_day")
 
@@ -51,6 +54,9 @@ def reads(app_store: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     for name in DATA_ACCESS:
         monkeypatch.setattr(data, name, spy(name))
+    from dashboard.store import users
+
+    monkeypatch.setattr(users, "accounts", spy("accounts"))  # the Users screen's list of accounts
     original = DeltaGenerator.download_button
 
     def download_button(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -178,19 +184,23 @@ def test_the_follow_up_report_is_built_for_the_signed_in_session_only_and_audite
     assert buttons["Follow-up report PDF"]() == FakeReport.pdf()
     assert len(entries(app_store, actions=["export"])) == before + 2
 
-    from dataclasses import replace
+    from dashboard.store import get_engine, users
 
-    from dashboard.ui import auth
-
-    config = auth.auth_config()
-    with monkeypatch.context() as edited:  # the user removed from the login configuration
-        edited.setattr(auth, "auth_config", lambda: replace(config, users={}))
-        with pytest.raises(PermissionError, match="no longer in the login configuration"):
-            html()
+    engine = get_engine(app_store)
+    surgeon = users.account(engine, "surgeon")
+    users.change_user(engine, "admin", "admin", "surgeon", surgeon.version, active=False)  # deactivated
+    with pytest.raises(PermissionError, match="session has ended"):
+        html()
+    users.change_user(engine, "admin", "admin", "surgeon", surgeon.version + 1, active=True)
+    with pytest.raises(PermissionError, match="session has ended"):  # its sessions stay ended
+        html()
+    at = run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id="P00001")
+    html = buttons["Follow-up report HTML"]
+    assert html() == FakeReport.html.encode()
     at.sidebar.button(key="sign_out").click().run()  # the button's callable outlives the screen in Streamlit
     with pytest.raises(PermissionError, match="signed out"):
         html()
-    assert len(entries(app_store, actions=["export"])) == before + 2  # refused: nothing built, nothing logged
+    assert len(entries(app_store, actions=["export"])) == before + 3  # refused: nothing built, nothing logged
 
 
 def test_no_follow_up_report_without_an_audit_entry(app_store: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""The audit log: who did what and when — logins, patient views, imports, decisions, exports, backups.
+"""The audit log: who did what and when — logins, patient views, imports, decisions, exports, backups, and
+changes to user accounts (`user_admin`, with `kind` and `target`).
 
 `record` is the one way in, for the app, the command line and colleagues' pages (exports):
 
@@ -33,6 +34,7 @@ DETAIL_KEYS: frozenset[str] = frozenset({
     "status",        # succeeded | failed | rejected | locked | …
     "error",         # exception type or constraint name, never a driver message with values
     "method",        # password | cookie
+    "scope",         # logout: session (this session) | user (every session of the user)
     "known_user",    # login_failed: whether the user name exists (an unknown one is not stored)
     "import_id", "decision_id", "rule_id", "decision",
     "counts",        # {"patients": 12, …}: rows per file or table
@@ -41,6 +43,8 @@ DETAIL_KEYS: frozenset[str] = frozenset({
     "revision", "backend",
     "identified",    # an export with names/MRNs/notes (True) or pseudonymous (False)
     "fields",        # names of the fields an identity correction changed (never their values)
+    "target",        # user_admin: the login name of the account changed or unlocked
+    "new_role",      # user_admin: the role given
 })
 MAX_TEXT = 200
 MAX_PATIENT_IDS = 1000

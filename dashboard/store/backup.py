@@ -311,6 +311,9 @@ def restore(source: str | Path, url: str | None = None, *, safety_dir: str | Pat
             carried = _pg_restore(url, plain, source.name, revision, tables, manifest, user)
     engine = get_engine(url)  # migrates an older backup to head
     try:
+        from dashboard.store.users import revoke_all_sessions
+
+        revoke_all_sessions(engine)  # sessions revoked since the backup was made must not come back
         revision_now = _revision(engine)
         _verify_live_triggers(engine)
         counts = _counts(engine)

@@ -199,7 +199,9 @@ RECORD_TABLES = {
 
 #: What the audit log records (issue 8). The database refuses any other action.
 AUDIT_ACTIONS: tuple[str, ...] = ("login", "logout", "login_failed", "patient_view", "import", "decision", "export",
-                                  "backup", "restore")
+                                  "backup", "restore", "user_admin")
+#: Roles a user account may have (dashboard.access.ROLES; repeated here so the store does not import the app).
+USER_ROLES: tuple[str, ...] = ("surgeon", "conference", "admin")
 
 
 class AuditEntry(Base):
@@ -213,7 +215,7 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
     __table_args__ = (
         CheckConstraint("action IN ('login', 'logout', 'login_failed', 'patient_view', 'import', 'decision', "
-                        "'export', 'backup', 'restore')", name="action"),
+                        "'export', 'backup', 'restore', 'user_admin')", name="action"),
         Index("ix_audit_log_at", "at"),
         Index("ix_audit_log_user_at", "user_name", "at"),
         Index("ix_audit_log_patient_at", "patient_id", "at"),
@@ -226,3 +228,55 @@ class AuditEntry(Base):
     action: Mapped[str]
     patient_id: Mapped[str | None]
     details: Mapped[dict[str, Any] | None]
+
+
+class UserAccount(Base):
+    """Who may sign in (migration 0004). Seeded from the login configuration file (its users are the bootstrap
+    accounts, `file_entry` = "role|hash" as last read from the file); the Users screen adds and changes accounts.
+
+    `version` grows with every change by an admin: an edit names the version it was made on and is refused when
+    another admin changed the account in between (optimistic concurrency).
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('surgeon', 'conference', 'admin')", name="role"),)
+
+    username: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str]
+    role: Mapped[str]
+    password_hash: Mapped[str]
+    active: Mapped[bool]
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    last_sign_in: Mapped[datetime | None]
+    file_entry: Mapped[str | None]
+
+
+class SignInSession(Base):
+    """A signed-in session (migration 0004): `id` is the HMAC of the random token the browser holds (if any).
+
+    A session is live until it expires or is revoked; sign-out, a password reset, a role change and deactivation
+    revoke every session of the user, so every tab and every re-login cookie of that user stops working.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_username", "username"),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("users.username"))
+    method: Mapped[str]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class LoginThrottle(Base):
+    """Failed sign-in counting per subject (migration 0004): `user:<hmac of the name>` or `client:<address>`."""
+
+    __tablename__ = "login_throttle"
+
+    subject: Mapped[str] = mapped_column(String, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]

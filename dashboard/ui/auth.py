@@ -8,14 +8,19 @@ app.py's navigation and for the screens' own checks. Screens read the user throu
 session only, audited before they are built).
 
 Roles: surgeon (everything, records decisions), conference (de-identified views only), admin (imports,
-users, audit). The users, their bcrypt password hashes and roles come from the login configuration
-(dashboard.access); passwords are checked by streamlit-authenticator (bcrypt). An optional re-login cookie
-holds its token format (a JWT of user name and expiry, signed with the configuration's cookie key), so a
-new tab or a reload within `cookie.expiry_days` does not ask again; signing out deletes it.
+users, audit). Accounts live in the store (dashboard.store.users), seeded from the login configuration file
+(dashboard.access) and managed on the Users screen; passwords are bcrypt hashes.
 
-Session keys: `user_name` (the login name, as recorded in the audit log), `role`, `display_name`. Tests can
-sign in by setting `user_name` and `role` of a configured user before `AppTest.run()`, or fill the form
-(`login_username`, `login_password`, button "Sign in").
+Sessions are server-side (table `sessions`): a sign-in records one, every run checks it is still live, and
+sign-out, a password reset, a role change or deactivation revoke every session of that user — each open tab is
+signed out at its next run. The optional re-login cookie (`cookie.expiry_days` > 0) holds only the session's
+random token (the store keeps its HMAC): nothing to forge, and useless once revoked. Failed sign-ins are counted
+per user name (known or not) and per client before the password is checked (dashboard.store.users).
+
+Session keys: `user_name` (the login name, as recorded in the audit log), `role`, `display_name`, `_session`
+(the session id). Tests can sign in by setting `user_name` and `role` of an active account before
+`AppTest.run()` (the session is then recorded on that run), or fill the form (`login_username`,
+`login_password`, button "Sign in").
 """
 
 from __future__ import annotations
@@ -31,8 +36,7 @@ from typing import Any, NoReturn
 
 import streamlit as st
 from extra_streamlit_components.CookieManager import _component_func as _cookie_component
-from streamlit_authenticator.controllers import AuthenticationController
-from streamlit_authenticator.utilities import LoginError
+from sqlalchemy import Engine
 
 from dashboard.access import (
     DEMO_AUTH_FILE,
@@ -41,29 +45,32 @@ from dashboard.access import (
     UNKNOWN_USER_HASH,
     AuthConfig,
     AuthConfigError,
-    User,
     auth_file,
     check_password,
-    cookie_token,
-    cookie_user,
     demo_mode,
     load_auth_config,
 )
-from dashboard.store import audit
+from dashboard.store import audit, get_engine, users
+from dashboard.store.db import database_url
+from dashboard.store.users import Account
 from dashboard.ui import data
 
-__all__ = ["ROLES", "SCREEN_ROLES", "audit_event", "audit_export", "audit_patient_view", "current_role",
-           "current_user", "identified_download", "require_login", "require_screen"]
+__all__ = ["ROLES", "SCREEN_ROLES", "audit_event", "audit_export", "audit_patient_view", "check_sign_in",
+           "current_role", "current_user", "identified_download", "require_login", "require_screen"]
 
 log = logging.getLogger(__name__)
 
-#: Failed sign-ins of one user within the window after which even the right password is refused.
+#: Sign-in attempts per user name (known or not) within the window; the lock then lasts LOCKOUT_WINDOW from
+#: the attempt that set it, and attempts while locked do not extend it.
 LOCKOUT_FAILURES = 5
+#: Failed sign-ins per client address within the window, whatever the user names (a successful sign-in gives its
+#: attempt back). Streamlit sees the address of the connection: behind a reverse proxy every client shares it.
+CLIENT_LOCKOUT_FAILURES = 20
 LOCKOUT_WINDOW = timedelta(minutes=15)
+#: A session without a re-login cookie ends after this long (or when its tab closes).
+SESSION_LIFETIME = timedelta(hours=12)
 #: Viewing the same patient again within this time is one access, not a new audit entry per rerun.
 PATIENT_VIEW_REPEAT = timedelta(minutes=15)
-#: streamlit-authenticator's own session keys, cleared on sign-out.
-LIBRARY_KEYS = ("authentication_status", "username", "name", "roles", "email")
 
 #: Who may open each screen of dashboard/screens/ (by file name): app.py's navigation shows a role only its
 #: screens from this table, and each screen checks it again as its first statement (`require_screen(__file__)`).
@@ -75,9 +82,14 @@ SCREEN_ROLES: dict[str, tuple[str, ...]] = {
     "import_records": ("surgeon", "admin"),
     "reference": ("surgeon", "conference", "admin"),
     "audit": ("admin",),
+    "users": ("admin",),
 }
 SIGN_IN_FIRST = "Sign in first."
 NOT_IN_ROLE = "This page is not available in your role."
+#: The one answer to a refused sign-in, whether the name exists or not.
+WRONG_PASSWORD = "User name or password is incorrect."
+LOCKED = (f"Too many failed sign-ins: try again in {LOCKOUT_WINDOW.seconds // 60} minutes, or ask an admin to "
+          "unlock the user name.")
 
 
 def current_role() -> str | None:
@@ -106,6 +118,32 @@ def auth_config() -> AuthConfig:
     return _load(str(path), modified, demo)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _store(url: str) -> Engine:
+    """The store for accounts and sessions (not dashboard.ui.data's engine: no cohort is loaded to sign in)."""
+    return get_engine(url)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _synced(url: str, path: str, modified: float, demo: bool) -> bool:
+    """The configuration file's users copied into the store, once per file version and store."""
+    config = _load(path, modified, demo)
+    users.sync_file_users(_store(url), {u.username: (u.name, u.role, u.password_hash) for u in config.users.values()})
+    return True
+
+
+def accounts_engine(config: AuthConfig | None = None) -> Engine:
+    """The store, with the configuration's users in it."""
+    config = config or auth_config()
+    url = database_url()
+    try:
+        modified = config.path.stat().st_mtime
+    except OSError:
+        modified = -1.0
+    _synced(url, str(config.path), modified, config.demo)
+    return _store(url)
+
+
 def require_login() -> str:
     """The signed-in user's role; otherwise the sign-in form (or why the app cannot start), then stop."""
     try:
@@ -116,42 +154,65 @@ def require_login() -> str:
         _end_session()
         st.session_state["logout"] = True  # no cookie re-login in this session
         st.session_state["_cookie_pending"] = ("delete", None, None, secrets.token_hex(4))
-    user, role = current_user(), current_role()
-    if user is not None or role is not None:
-        known = config.users.get(user or "")
-        if known is not None and known.role == role:
-            _signed_in_sidebar(config, known)
-            return known.role
-        _end_session()  # removed from the configuration or given another role: sign in again
+    if current_user() is not None or current_role() is not None:
+        account = _session_account(config)
+        if account is not None:
+            _signed_in_sidebar(account)
+            return account.role
+        _end_session()  # signed out elsewhere, revoked, deactivated, or given another role: sign in again
     returning = _cookie_login(config)
     if returning is not None:  # no rerun: this run goes on to the page the link asked for
-        _signed_in_sidebar(config, returning)
+        _signed_in_sidebar(returning)
         return returning.role
     _login_page(config)
+
+
+def _session_account(config: AuthConfig) -> Account | None:
+    """The account of this session if its server-side session is live and matches the session's user and role.
+
+    A session holding a user but no session id (set by code, e.g. tests; a browser cannot write these keys)
+    gets one recorded when that user is an active account in that role.
+    """
+    user, role = current_user(), current_role()
+    if not user or not role:
+        return None
+    engine = accounts_engine(config)
+    sid = st.session_state.get("_session")
+    if sid:
+        account = users.live_session(engine, sid)
+    else:
+        account = users.account(engine, user)
+        if account is not None and account.active and account.role == role:
+            _, st.session_state["_session"] = users.start_session(engine, user, "state", config.cookie_key,
+                                                                  SESSION_LIFETIME, sign_in=False)
+    if account is None or not account.active or (account.username, account.role) != (user, role):
+        return None
+    return account
 
 
 def require_screen(script: str) -> str:
     """A screen's first statement, `require_screen(__file__)`: the signed-in user's role, or a notice and stop.
 
     Defence in depth, whatever runs the file (app.py's navigation, or Streamlit running it directly): the screen
-    goes on only for a session holding a user of the login configuration, in the role the configuration gives
-    that user, and that role among the screen's SCREEN_ROLES (a file missing from the table opens for nobody).
+    goes on only for a session whose server-side session is live, of an active account in the role the store
+    gives it, and that role among the screen's SCREEN_ROLES (a file missing from the table opens for nobody).
     Otherwise a neutral "Sign in first." (or "not available in your role"), nothing else, and the script stops —
-    before the screen reads the store, the cohort or a query parameter.
+    before the screen reads the store's records, the cohort or a query parameter.
     """
     roles = SCREEN_ROLES.get(Path(script).stem, ())
-    try:
-        config = auth_config()
-    except AuthConfigError:
-        config = None
-    user = None if config is None else config.users.get(current_user() or "")
-    if user is None or user.role != current_role():
+    account = None
+    if current_user() and current_role():
+        try:
+            account = _session_account(auth_config())
+        except AuthConfigError:
+            account = None
+    if account is None:
         st.info(SIGN_IN_FIRST, icon=":material/lock:")
         st.stop()
-    if user.role not in roles:
+    if account.role not in roles:
         st.error(NOT_IN_ROLE)
         st.stop()
-    return user.role
+    return account.role
 
 
 def _only_page(render: Callable[[], None], title: str, url_path: str) -> NoReturn:
@@ -178,15 +239,6 @@ def _refuse(problem: AuthConfigError) -> NoReturn:
     _only_page(cannot_start, "Cannot start", "cannot-start")
 
 
-def _controller(config: AuthConfig) -> AuthenticationController:
-    """streamlit-authenticator's credential checks (bcrypt) over our checked configuration.
-
-    The controller, not the Authenticate widget: the widget also renders a cookie-reading component on every
-    run, whose answer reruns the script and can cut short the component that sets or deletes our cookie.
-    """
-    return AuthenticationController(config.credentials(), None, False, None, None, config.cookie_key, None)
-
-
 def _login_page(config: AuthConfig) -> NoReturn:
     _only_page(lambda: _login_form(config), "Sign in", "sign-in")
 
@@ -207,66 +259,128 @@ def _login_form(config: AuthConfig) -> None:
         _attempt(config, username, password)
 
 
-def _attempt(config: AuthConfig, username: str, password: str) -> None:
+def _client_address() -> str | None:
+    try:
+        address = st.context.ip_address
+    except Exception:  # no request
+        return None
+    return address if isinstance(address, str) and address else None  # AppTest answers a mock
+
+
+def check_sign_in(engine: Engine, config: AuthConfig, username: str, password: str,
+                  client: str | None = None) -> Account | str:
+    """The account a user name and password sign in, or the message to show (no Streamlit: tests call it from
+    threads).
+
+    The attempt is counted first — per user name (its HMAC, whether the name exists or not) and per client —
+    in one transaction (users.reserve_attempt); only an attempt within the allowance has its password checked.
+    An unknown or deactivated name is checked against a dummy hash (the same time) and gets the same messages.
+    """
     login = (username or "").strip().lower()
-    if not login or not password:
+    subject = users.user_subject(login, config.cookie_key)
+    limits = {subject: LOCKOUT_FAILURES}
+    if client:
+        limits[users.client_subject(client)] = CLIENT_LOCKOUT_FAILURES
+    account = users.account(engine, login)
+    known = account is not None and account.active
+    name = login if account is not None else audit.UNKNOWN_USER  # an unknown name may be a mistyped password
+    role = account.role if account is not None else None
+    if not users.reserve_attempt(engine, limits, LOCKOUT_WINDOW):
+        audit.record(engine, name, "login_failed", role=role, status="locked", known_user=account is not None)
+        return LOCKED
+    accepted = check_password(password, account.password_hash if known else UNKNOWN_USER_HASH)
+    if accepted and known:
+        users.clear_failures(engine, subject)
+        if client:
+            users.refund_attempt(engine, users.client_subject(client), CLIENT_LOCKOUT_FAILURES)
+        return account
+    audit.record(engine, name, "login_failed", role=role, known_user=account is not None,
+                 status="inactive" if account is not None and not account.active else None)
+    return WRONG_PASSWORD
+
+
+def _attempt(config: AuthConfig, username: str, password: str) -> None:
+    if not (username or "").strip() or not password:
         st.error("Enter your user name and password.")
         return
-    user = config.users.get(login)
-    engine = data.engine()
-    if user is not None and audit.recent_failures(engine, login, LOCKOUT_WINDOW) >= LOCKOUT_FAILURES:
-        audit.record(engine, login, "login_failed", role=user.role, status="locked", known_user=True)
-        st.error(f"Too many failed sign-ins for this user: try again in {LOCKOUT_WINDOW.seconds // 60} minutes, or "
-                 "ask an admin.")
+    engine = accounts_engine(config)
+    result = check_sign_in(engine, config, username, password, _client_address())
+    if isinstance(result, str):
+        st.error(result)
         return
-    try:
-        accepted = bool(_controller(config).login(login, password))  # bcrypt, by streamlit-authenticator
-    except LoginError:
-        accepted = False
-    if user is None:
-        check_password(password, UNKNOWN_USER_HASH)  # the same time as for a known user: no user enumeration
-    if accepted and user is not None:
-        st.session_state["logout"] = False
-        _start_session(user, "password")
-        if config.cookie_expiry_days > 0:
-            st.session_state["_cookie_pending"] = ("set", *cookie_token(config, user.username), secrets.token_hex(4))
-        st.rerun()
-    # An unknown name is not stored: it may be a password typed into the wrong field.
-    audit.record(engine, login if user else audit.UNKNOWN_USER, "login_failed", role=user.role if user else None,
-                 known_user=user is not None)
-    st.error("User name or password is incorrect.")
+    st.session_state["logout"] = False
+    token = _start_session(config, result, "password")
+    if config.cookie_expiry_days > 0:
+        expires = datetime.now(UTC) + timedelta(days=config.cookie_expiry_days)
+        st.session_state["_cookie_pending"] = ("set", token, expires.isoformat(), secrets.token_hex(4))
+    st.rerun()
 
 
-def _start_session(user: User, method: str) -> None:
-    audit.record(data.engine(), user.username, "login", role=user.role, method=method)
-    st.session_state["user_name"] = user.username
-    st.session_state["role"] = user.role
-    st.session_state["display_name"] = user.name
+def _lifetime(config: AuthConfig) -> timedelta:
+    return max(timedelta(days=config.cookie_expiry_days), SESSION_LIFETIME)
 
 
-def _signed_in_sidebar(config: AuthConfig, user: User) -> None:
+def _start_session(config: AuthConfig, account: Account, method: str) -> str:
+    """Record a server-side session for the account; the token for a re-login cookie."""
+    engine = accounts_engine(config)
+    token, sid = users.start_session(engine, account.username, method, config.cookie_key, _lifetime(config))
+    audit.record(engine, account.username, "login", role=account.role, method=method)
+    _remember(account, sid)
+    return token
+
+
+def _remember(account: Account, sid: str) -> None:
+    st.session_state["user_name"] = account.username
+    st.session_state["role"] = account.role
+    st.session_state["display_name"] = account.name
+    st.session_state["_session"] = sid
+
+
+def _signed_in_sidebar(account: Account) -> None:
     with st.sidebar:
         _pending_cookie()
-        st.caption(f"Signed in as **{user.name}** ({user.role})")
-        st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out)
+        st.caption(f"Signed in as **{account.name}** ({account.role})")
+        st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out,
+                  help="Signs this user out everywhere: every tab and every device.")
 
 
 # --------------------------------------------------------------------------------------- re-login cookie
-def _cookie_login(config: AuthConfig) -> User | None:
-    """A valid re-login cookie (signed with the cookie key, not expired, of a configured user) signs in."""
+def _cookie_login(config: AuthConfig) -> Account | None:
+    """A re-login cookie whose session is live (not revoked, not expired, of an active user) signs in: the new
+    tab joins that session, so revoking it ends both."""
     if config.cookie_expiry_days <= 0 or st.session_state.get("logout"):
         return None
-    user = cookie_user(config, dict(st.context.cookies).get(config.cookie_name))
-    if user is not None:
-        _start_session(user, "cookie")
-    return user
+    token = dict(st.context.cookies).get(config.cookie_name)
+    if not token:
+        return None
+    engine = accounts_engine(config)
+    sid = users.session_id(token, config.cookie_key)
+    account = users.live_session(engine, sid)
+    if account is None:
+        return None
+    users.touch_sign_in(engine, account.username)
+    audit.record(engine, account.username, "login", role=account.role, method="cookie")
+    _remember(account, sid)
+    return account
+
+
+def _secure_request() -> bool:
+    """Served over HTTPS (directly or behind a proxy that says so): the cookie is then marked Secure."""
+    try:
+        url, forwarded = st.context.url, st.context.headers.get("X-Forwarded-Proto", "")
+    except Exception:
+        return False
+    return (isinstance(url, str) and url.lower().startswith("https://")) or (
+        isinstance(forwarded, str) and forwarded.lower() == "https")
 
 
 def _pending_cookie() -> None:
     """Set or delete the re-login cookie in the browser, run after run until the browser confirms it.
 
     The same arguments every run keep the one component instance alive; it answers True once done. A fresh
-    key per action (the nonce) keeps an earlier sign-in's answer from counting for this one.
+    key per action (the nonce) keeps an earlier sign-in's answer from counting for this one. The cookie is
+    SameSite=Strict and, over HTTPS, Secure; Streamlit's components cannot make it HttpOnly, which is why it
+    holds nothing but a revocable random token.
     """
     pending = st.session_state.get("_cookie_pending")
     if not pending:
@@ -274,8 +388,9 @@ def _pending_cookie() -> None:
     action, token, expires, nonce = pending
     config = auth_config()
     if action == "set":
+        options = {"path": "/", "expires": expires, "sameSite": "strict", "secure": _secure_request()}
         done = _cookie_component(method="set", cookie=config.cookie_name, value=token, key=f"login_cookie_set_{nonce}",
-                                 options={"path": "/", "expires": expires, "sameSite": "strict"}, default=False)
+                                 options=options, default=False)
     else:
         done = _cookie_component(method="delete", cookie=config.cookie_name, key=f"login_cookie_delete_{nonce}",
                                  default=False)
@@ -284,14 +399,18 @@ def _pending_cookie() -> None:
 
 
 def _sign_out() -> None:
-    """Button callback: audit; the session is forgotten at the start of the next run (widget state cannot be
-    deleted from inside a widget's own callback) and the re-login cookie deleted."""
+    """Button callback: every session of this user is revoked (other tabs at their next run, re-login cookies
+    at once), audited; this session is forgotten at the start of the next run (widget state cannot be deleted
+    from inside a widget's own callback) and its cookie deleted."""
     user, role = current_user(), current_role()
-    try:
-        audit.record(data.engine(), user, "logout", role=role)
-    except Exception as problem:  # signing out must work even when the log cannot be written
-        log.warning("could not record a sign-out in the audit log (%s)", type(problem).__name__)
     st.session_state["_signing_out"] = True
+    try:
+        engine = accounts_engine()
+        if user:
+            users.revoke_sessions(engine, user)
+        audit.record(engine, user, "logout", role=role, scope="user")
+    except Exception as problem:  # this session is still forgotten; the failure is logged (no values)
+        log.warning("could not revoke sessions or record a sign-out (%s)", type(problem).__name__)
 
 
 def _end_session() -> None:
@@ -302,8 +421,6 @@ def _end_session() -> None:
     for key in list(st.session_state.keys()):
         if key not in ("logout", "_cookie_pending"):
             del st.session_state[key]
-    for key in LIBRARY_KEYS:
-        st.session_state[key] = None
 
 
 # ------------------------------------------------------------------------------------------------ audit
@@ -352,6 +469,7 @@ class _DownloadGrant:
 
     user: str
     role: str
+    session: str | None = None
     live: bool = True
 
 
@@ -362,17 +480,15 @@ def _download_grant() -> _DownloadGrant:
         st.stop()
     grant = st.session_state.get("_download_grant")
     if not isinstance(grant, _DownloadGrant) or not grant.live or (grant.user, grant.role) != (user, role):
-        grant = _DownloadGrant(user, role)
+        grant = _DownloadGrant(user, role, st.session_state.get("_session"))
         st.session_state["_download_grant"] = grant
     return grant
 
 
-def _still_configured(grant: _DownloadGrant) -> bool:
-    try:
-        known = auth_config().users.get(grant.user)
-    except AuthConfigError:
-        return False
-    return known is not None and known.role == grant.role
+def _still_signed_in(grant: _DownloadGrant, accounts: Engine) -> bool:
+    """The grant's server-side session is live, of an active account still in the grant's role."""
+    account = users.live_session(accounts, grant.session)
+    return account is not None and (account.username, account.role) == (grant.user, grant.role)
 
 
 def identified_download(make: Callable[[], bytes], kind: str, format: str, *,
@@ -382,17 +498,20 @@ def identified_download(make: Callable[[], bytes], kind: str, format: str, *,
     Streamlit runs a callable `data` only when the button is clicked, for the session that showed the button
     (an unguessable id sent to that browser alone), and serves the result at a short-lived media URL. The
     callable returned here builds nothing unless the session that showed the button has not signed out and its
-    user is still in the login configuration with the same role, and it writes the export to the audit log
+    server-side session is still live (not revoked by a sign-out elsewhere, a password reset, a role change or a
+    deactivation), and it writes the export to the audit log
     first: no entry, no document. Call it only after the screen's `require_screen`.
     """
     grant = _download_grant()
     engine = data.engine()  # here, in the script run: the callable runs outside it
+    accounts = accounts_engine()
 
     def build() -> bytes:
         if not grant.live:
             raise PermissionError("the session that showed this download has signed out")
-        if not _still_configured(grant):
-            raise PermissionError("the user is no longer in the login configuration with this role")
+        if not _still_signed_in(grant, accounts):
+            raise PermissionError("the session has ended (signed out elsewhere, password reset, role changed or "
+                                  "user deactivated)")
         audit.record(engine, grant.user, "export", role=grant.role, patient_id=patient_id, kind=kind,
                      format=format, identified=True)
         return make()
