@@ -24,7 +24,10 @@ from dashboard.core.records import Records
 from dashboard.store import encryption, get_engine, import_records
 from dashboard.store.audit import audit_log, record
 from dashboard.store.backup import BackupError, backup, manifest_of, restore, store_digest
+from dashboard.store.db import head_revision
 from tests.store_fixtures import GOOD_FILES, good_records, records_from, store_url
+
+HEAD = head_revision()
 
 FIXTURES = (good_records, store_url)  # imported for pytest, which finds them by name
 PASSPHRASE = "correct horse battery staple 22"
@@ -98,7 +101,7 @@ def test_a_backup_writes_a_manifest_with_revision_rows_and_checksums_all_owner_o
     finally:
         os.umask(previous)
     manifest = json.loads(manifest_of(result.path).read_text())
-    assert manifest["schema_revision"] == "0003" and manifest["backend"] == make_url(stocked).get_backend_name()
+    assert manifest["schema_revision"] == HEAD and manifest["backend"] == make_url(stocked).get_backend_name()
     assert manifest["sha256"] == hashlib.sha256(result.path.read_bytes()).hexdigest()
     assert manifest["tables"]["patients"]["rows"] == 3 and len(manifest["tables"]["patients"]["sha256"]) == 64
     assert manifest["tables"]["audit_log"]["rows"] == 2 and not manifest["encrypted"]
@@ -167,20 +170,22 @@ def test_a_backup_with_one_flipped_bit_is_refused_naming_the_check_and_later_res
 def test_a_file_with_only_the_revision_table_is_refused_even_with_a_matching_manifest(
         stocked: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     expected = ("hollow.bak is not a complete dashboard store: it has no table audit_log, decisions, imports, "
-                "patients, strength_exams, surgeries, visits (a store at schema revision 0003 has them)")
+                f"login_throttle, patients, sessions, strength_exams, surgeries, users, visits (a store at schema "
+                f"revision {HEAD} has them)")
     hollow = tmp_path / "hollow.bak"
     if _is_sqlite(stocked):
         out = backup(tmp_path / "store.bak", stocked).path
         with sqlite3.connect(hollow) as conn:
             conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
-            conn.execute("INSERT INTO alembic_version VALUES ('0003')")
+            conn.execute(f"INSERT INTO alembic_version VALUES ('{HEAD}')")
         conn.close()
         manifest_of(hollow).write_text(manifest_of(out).read_text())
         _forge_manifest(hollow)
     else:  # a genuine backup, manifest and all, of a schema holding nothing but the revision table
         engine = create_engine(stocked)
         with engine.begin() as conn:
-            for table in ("strength_exams", "surgeries", "visits", "decisions", "patients", "imports", "audit_log"):
+            for table in ("strength_exams", "surgeries", "visits", "decisions", "patients", "imports", "audit_log",
+                          "sessions", "users", "login_throttle"):
                 conn.exec_driver_sql(f"DROP TABLE {table} CASCADE")
         engine.dispose()
         backup(hollow, stocked)
@@ -248,7 +253,7 @@ def test_a_backup_without_its_append_only_triggers_is_refused(
         before = _digest(stocked)
     message = _refused(args, capsys)
     assert message == REFUSED + (
-        f"store.bak lacks the append-only trigger(s) {lost} of schema revision 0003"
+        f"store.bak lacks the append-only trigger(s) {lost} of schema revision {HEAD}"
         f"{' (missing or changed)' if _is_sqlite(stocked) else ''}: restoring it would leave the audit log and "
         "decisions open to edits, so it is refused (the backup was edited, or is not a dashboard backup)")
     assert _digest(stocked) == before
@@ -428,7 +433,7 @@ def test_a_backup_with_a_trigger_or_function_of_its_own_is_refused(
         conn.close()
         manifest_of(out).unlink()
         args = ["restore", str(out), "--database", stocked, "--safety-dir", str(tmp_path / "s"), "--unverified"]
-        expected = ("store.bak has trigger(s) a dashboard store at schema revision 0003 does not have: planted "
+        expected = (f"store.bak has trigger(s) a dashboard store at schema revision {HEAD} does not have: planted "
                     "(the backup was edited, or is not a dashboard backup)")
     else:  # planted in the store itself, then backed up with a genuine manifest
         engine = create_engine(stocked)
