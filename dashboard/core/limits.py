@@ -23,7 +23,7 @@ MAX_CELL_CHARS = 10_000
 #: Line breaks in one cell: more means a quote opened and not closed where it should have been.
 MAX_CELL_LINE_BREAKS = 50
 #: Bytes a workbook may unpack to (its zip members' sizes, checked before any is opened).
-MAX_WORKBOOK_UNPACKED_MB = 100
+MAX_WORKBOOK_UNPACKED_MB = 64
 #: Cells (rows × header columns) a workbook may hold in all: a workbook is for a clinic's records, a larger
 #: cohort comes as CSV files.
 MAX_WORKBOOK_CELLS = 5_000_000

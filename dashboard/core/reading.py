@@ -175,7 +175,8 @@ def _check_rows(name: str, rows: int) -> None:
 
 
 def _check_quotes_closed(name: str, content: bytes) -> None:
-    """A quote that is never closed would make the rest of the file one value: refused, naming its line."""
+    """A quoted value that is never closed would make the rest of the file one value: refused, naming the line
+    where it opened. (An odd number of quotes is the sign; a quote inside an unquoted value is no quote.)"""
     if content.count(b'"') % 2 == 0:
         return
     reader = csv.reader(io.StringIO(content.decode("utf-8-sig", errors="replace"), newline=""), strict=True)
@@ -184,12 +185,8 @@ def _check_quotes_closed(name: str, content: bytes) -> None:
         for _ in reader:
             start = reader.line_num + 1
     except csv.Error:
-        pass
-    raise RecordsFileError(name, _UNCLOSED.format(line=start), start)
-
-
-_UNCLOSED = ("has a quote opened on line {line} that is not closed: the rest of the file would be read as one "
-             "value; close the quote, or remove it")
+        raise RecordsFileError(name, f"has a quote opened on line {start} that is never closed: the rest of the "
+                                     "file would be read as one value; close the quote, or remove it", start) from None
 
 
 def _check_line_breaks(name: str, header: list[str], table: pa.Table) -> None:
@@ -199,11 +196,11 @@ def _check_line_breaks(name: str, header: list[str], table: pa.Table) -> None:
     for position, counts in enumerate(breaks):
         if len(counts) and counts.max() > limits.MAX_CELL_LINE_BREAKS:
             row = int(np.argmax(counts > limits.MAX_CELL_LINE_BREAKS))
-            line = 2 + row + int(sum(int(c[:row].sum()) for c in breaks))
+            line = 2 + row + sum(int(other[:row].sum()) for other in breaks)
             raise RecordsFileError(
                 name, f"holds {int(counts[row]):,} line breaks in one value (the limit is "
-                      f"{limits.MAX_CELL_LINE_BREAKS}): {_UNCLOSED.format(line=line).removeprefix('has ')}",
-                line, header[position].strip().lower())
+                      f"{limits.MAX_CELL_LINE_BREAKS}): the quote opened on line {line} closes only on line "
+                      f"{line + int(counts[row])}; close it where the value ends", line, _normalised(header)[position])
 
 
 def _long_cells(name: str, header: list[str], table: pa.Table) -> list[Issue]:
