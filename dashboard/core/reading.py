@@ -342,6 +342,10 @@ def _read_workbook(name: str, content: bytes) -> Read:
             if member:
                 _check_sheet_xml(book, member, content, title, frame, label, read.issues)
             read.frames[spec.name] = frame
+    except RecordsFileError:
+        raise
+    except Exception as problem:  # XML damaged inside a sheet: found only when its rows are read
+        raise _not_a_workbook(name, problem) from None
     finally:
         workbook.close()
     return read
