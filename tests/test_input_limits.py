@@ -291,3 +291,28 @@ def test_the_largest_accepted_workbook_validates_under_one_gib(tmp_path):
     assert result["strength"] == rows > 200_000
     assert result["peak_mb"] < 1024, result
     print(result)
+
+
+def test_a_formula_with_a_saved_value_gives_that_value():
+    sheets = good_sheets()
+    sheets["patients"][1][3] = "=1900+60"
+    saved = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(workbook(sheets))) as book, zipfile.ZipFile(saved, "w") as out:
+        for item in book.infolist():  # as Excel saves it: the formula and its value
+            out.writestr(item, book.read(item).replace(b"<f>1900+60</f><v />", b"<f>1900+60</f><v>1960</v>"))
+    records, report = validate(saved.getvalue(), today=TODAY)  # a workbook's bytes alone
+    assert report.ok, report.error_lines()
+    assert records.patients["birth_year"].tolist()[0] == 1960
+
+
+def test_uploaded_bytes_give_what_the_folder_gives(tmp_path):
+    for name, text in GOOD.items():
+        (tmp_path / name).write_text(text)
+    from_folder, _ = validate(tmp_path, today=TODAY)
+    from_bytes, report = validate(files_with(), today=TODAY)
+    assert report.ok
+    for name, frame in from_folder.frames().items():
+        assert frame.equals(from_bytes.frames()[name]), name
+    _, report = validate({"../../etc/patients.csv": b"patient_id\nP1\n"}, today=TODAY)  # a name, never a path
+    assert report.error_lines() == ["surgeries.csv: is missing (required file)", "strength.csv: is missing "
+                                    "(required file)"]
