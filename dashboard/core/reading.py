@@ -372,13 +372,16 @@ def _sheet_parts(book: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
 def _read_sheet(sheet, label: str, issues: list[Issue], cells: int) -> tuple[pd.DataFrame, int]:  # noqa: ANN001
     """One sheet's cells as text, row by row; `cells`: read so far in the workbook (limited in all)."""
     sheet.reset_dimensions()  # rows as stored, not padded to a width the file may declare
-    rows = sheet.iter_rows(values_only=True)
-    header = [_cell_text(value) or "" for value in next(rows, ())]
+    first = next(sheet.iter_rows(max_row=1, max_col=limits.MAX_COLUMNS + 1, values_only=True), ())
+    header = [_cell_text(value) or "" for value in first]
     while header and not header[-1]:
         header.pop()
-    _check_columns(label, header)
+    if len(header) > limits.MAX_COLUMNS:
+        raise RecordsFileError(label, f"has more than {limits.MAX_COLUMNS} columns; the limit is "
+                                      f"{limits.MAX_COLUMNS}", 1)
     width, limit = len(header), limits.max_rows()
     columns: list[list[str | None]] = [[] for _ in header]
+    rows = sheet.iter_rows(min_row=2, max_col=width, values_only=True) if width else ()  # no cell past the header
     count = last = 0  # rows read; rows up to the last one with a value
     for count, values in enumerate(rows, start=1):
         if count > limit:
