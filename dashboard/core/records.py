@@ -283,7 +283,7 @@ def _with_headers_checked(raw: dict[str, pd.DataFrame | None], labels: dict[str,
             if spec.required:
                 out.add("error", label, pd.NA, "", None, "is missing (required file)")
             frame = pd.DataFrame(columns=[c.name for c in spec.columns], dtype="string")
-        frame.columns = [str(name) for name in frame.columns]
+        frame = frame.set_axis([str(name) for name in frame.columns], axis=1)  # the caller's frame is left alone
         for name in frame.columns[frame.columns.duplicated()].unique():
             out.add("error", label, 1, name, None, "appears twice in the header")
         for name in (name for name in frame.columns if _CONTROL.search(name)):
