@@ -171,11 +171,10 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector
     return typed, parsed
 
 
-def _check_values(spec: FileSpec, raw: pd.DataFrame, parsed: dict[str, Parsed], label: str, today: date,
+def _check_values(schema: pandera.DataFrameSchema | None, raw: pd.DataFrame, parsed: dict[str, Parsed], label: str,
                   out: _Collector) -> None:
     """Codes and ranges (pandera), each checked column on its own distinct values; messages show the value as
     written in the file."""
-    schema = value_schemas(today).get(spec.name)
     for name in schema.columns if schema is not None else ():
         if name not in raw.columns:
             continue
@@ -248,10 +247,11 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     parsed: dict[str, dict[str, Parsed]] = {}
     patient_rows: dict[str, np.ndarray] = {}
     repeats = np.zeros(0, dtype=np.int64)  # strength rows that repeat an earlier one, grade and all
+    schemas = value_schemas(today)
     for spec in FILES:  # patients.csv first: the others are checked against it
         label = labels.get(spec.name, spec.name)
         typed[spec.name], parsed[spec.name] = _parse_file(spec, raws[spec.name], label, out)
-        _check_values(spec, raws[spec.name], parsed[spec.name], label, today, out)
+        _check_values(schemas.get(spec.name), raws[spec.name], parsed[spec.name], label, out)
         patient_rows[spec.name], repeated = _check_rows(spec, typed, parsed, labels, today, out)
         if spec is STRENGTH:
             repeats = repeated

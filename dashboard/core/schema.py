@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 
 import pandera.pandas as pa
 
@@ -125,7 +124,6 @@ def _range(low: float, high: float | None, what: str) -> pa.Check:
     return pa.Check.in_range(low, high, error=f"is not {what} ({low:g}–{high:g})")
 
 
-@lru_cache(maxsize=4)
 def value_schemas(today: date) -> dict[str, pa.DataFrameSchema]:
     """Pandera schemas for the parsed values: codes, ranges and required values (the parser gave each column
     its type; each column is checked on its distinct values, so no check may compare rows)."""
