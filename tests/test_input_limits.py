@@ -148,6 +148,7 @@ def test_a_million_empty_lines_print_a_bounded_number_of_lines():
                          "strength.csv:2: mrc: is missing (required)"]
     assert lines[-5:] == [f"strength.csv: {column}: … and 999,000 more of this kind (is missing (required))"
                           for column in ("exam_date", "mrc", "muscle", "patient_id", "side")]
+    assert validate(files_with(strength=STRENGTH_HEADER + ",,,,\n" * 3_000), today=TODAY)[1].error_count == 15_000
 
 
 def test_identical_strength_rows_validate_fast_with_bounded_warnings():
@@ -160,6 +161,7 @@ def test_identical_strength_rows_validate_fast_with_bounded_warnings():
     assert report.warning_lines()[-1] == "strength.csv: mrc: … and 98,999 more of this kind (repeats line … (same " \
                                          "grade); kept once)"
     assert len(report.warning_lines()) == limits.MAX_ERROR_LINES + 1
+    assert report.totals == {"warning": 99_999} and report.error_count == 0
 
 
 # -------------------------------------------------------------------------------------------- workbooks

@@ -47,6 +47,8 @@ class ValidationReport:
     """All errors and warnings of one input, one row each."""
 
     issues: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ISSUE_COLUMNS))
+    #: Errors and warnings in all, by severity, with those left out of `issues` (by default: those listed).
+    totals: dict[str, int] = field(default_factory=dict)
 
     @property
     def errors(self) -> pd.DataFrame:
@@ -55,6 +57,11 @@ class ValidationReport:
     @property
     def warnings(self) -> pd.DataFrame:
         return self.issues[self.issues["severity"] == "warning"]
+
+    @property
+    def error_count(self) -> int:
+        """Errors in all, also those past the first MAX_ERROR_LINES of a kind (listed as one count line)."""
+        return self.totals.get("error", len(self.errors))
 
     @property
     def ok(self) -> bool:
@@ -124,6 +131,10 @@ class _Collector:
         self.parts.append(part[ISSUE_COLUMNS])
 
     def report(self) -> ValidationReport:
+        totals: dict[str, int] = {}
+        for counts in (self.shown, self.left_out):
+            for (severity, *_), count in counts.items():
+                totals[severity] = totals.get(severity, 0) + count
         for (severity, file, column, kind), count in self.left_out.items():
             more = pd.DataFrame({"severity": [severity], "file": [file], "line": [np.inf], "column": [column],
                                  "value": [pd.NA], "message": [f"… and {count:,} more of this kind ({kind})"]})
@@ -136,7 +147,7 @@ class _Collector:
             (i for name, i in order.items() if f.endswith(name) or f.endswith(f"[{name[:-4]}]")), 99))
         issues = issues.sort_values(["_file_order", "line", "column"], na_position="first", kind="stable")
         issues["line"] = issues["line"].replace(np.inf, np.nan)  # the counts: after the lines, on none
-        return ValidationReport(issues.drop(columns="_file_order").reset_index(drop=True))
+        return ValidationReport(issues.drop(columns="_file_order").reset_index(drop=True), totals)
 
 
 def _shown_value(value) -> object:
