@@ -35,7 +35,7 @@ def _load_valid(path: str) -> Records | None:
     for line in report.error_lines():
         print(line, file=sys.stderr)
     if records is None:
-        print(f"{len(report.errors)} error(s): nothing was assessed or stored.", file=sys.stderr)
+        print(f"{report.error_count:,} error(s): nothing was assessed or stored.", file=sys.stderr)
     return records
 
 

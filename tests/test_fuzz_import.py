@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 
 from dashboard.cli import main as cli
 from dashboard.core import limits
+from dashboard.core.identity import mrn_match_key
 from dashboard.core.records import INTERNAL_ERROR, ISSUE_COLUMNS, Records, ValidationReport, validate
 from dashboard.core.schema import FILES
 from dashboard.core.text_records import FORMULA_STARTS, neutralise_formulas, safe_csv, to_text_frames
@@ -227,6 +228,9 @@ def test_quotes_new_lines_and_formulas_in_free_text_survive_and_exports_neutrali
         assume(all(expected))
     for row, value in enumerate(values[: len(frame)]):
         frame.loc[row, column] = value
+    if column == "mrn":  # one MRN under two patient ids is rightly an error (dashboard.core.identity)
+        keys = [mrn_match_key(mrn) for mrn in frame["mrn"].str.strip() if mrn]
+        assume(len(set(keys)) == len(keys))
     ending, quoting = writer
     written = frame.to_csv(index=False, lineterminator=ending, quoting=quoting)
     with tempfile.TemporaryDirectory() as tmp:
@@ -393,43 +397,3 @@ def test_the_command_line_stores_all_of_a_valid_folder_or_nothing(fuzz_store: tu
                                                     "muscle", "side")]
         merged = frame[keys].merge(stored.frames()[stem][keys].drop_duplicates(), how="left", indicator=True)
         assert (merged["_merge"] == "both").all(), stem
-
-
-# ------------------------------------------------- the typed reader and the text route give one answer
-TYPED_CELLS = {"patients.csv": ["birth_year", "diabetes", "smoker"],
-               "surgeries.csv": ["surgery_date", "instrumented", "revision", "deficit_onset_date"],
-               "strength.csv": ["exam_date", "mrc", "side"],
-               "visits.csv": ["visit_date", "leg_pain_nrs", "odi", "radicular_pain", "crp_mg_l"]}
-TYPED_VALUES = DATES + NUMBERS + ["yes", "no", "Yes", "NO", "True", "false", "Y", "n", "1", "0", "2", " yes", "no ",
-                                  " 2026-01-10", "2026-01-10 ", " 4.5", "1960 ", " ", "", "1960.0", "+1960", "-3",
-                                  "1e1", ".5", "5.", "01", "4.50", "0.0", "10", "100", "1900", "2027"]
-
-
-@st.composite
-def typed_cells_changed(draw: st.DrawFn) -> dict[str, bytes]:
-    """The good folder with a few cells of dated, boolean and numeric columns replaced."""
-    name = draw(st.sampled_from(list(TYPED_CELLS)))
-    frame = pd.read_csv(io.StringIO(GOOD_FILES[name]), dtype=str, keep_default_na=False)
-    for _ in range(draw(st.integers(1, 3))):
-        column = draw(st.sampled_from([c for c in TYPED_CELLS[name] if c in frame.columns]))
-        row = draw(st.integers(0, len(frame) - 1))
-        frame.loc[row, column] = draw(st.one_of(st.sampled_from(TYPED_VALUES), cells))
-    return {name: frame.to_csv(index=False).encode("utf-8")}
-
-
-@settings(max_examples=examples(250), **FUZZ)
-@given(replaced=st.one_of(typed_cells_changed(), records_folder()))
-def test_the_typed_reader_and_the_text_route_give_the_same_answer(replaced: dict[str, bytes]) -> None:
-    """Arrow's reader types dates, booleans and numbers itself on the fast route; whatever the cells, the
-    records and every message must be those of the route that reads every value as text."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = folder_with(tmp, replaced)
-        records, report = validate(folder, today=TODAY)
-        as_text, text_report = validate(folder, today=TODAY, typed=False)
-    tally("typed-reader", 1, records, report)
-    pd.testing.assert_frame_equal(report.issues, text_report.issues)
-    assert (records is None) == (as_text is None)
-    if records is not None:
-        for name, frame in records.frames().items():
-            pd.testing.assert_frame_equal(frame, as_text.frames()[name], check_exact=True, obj=name)
-        assert records.extra_columns == as_text.extra_columns

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from dashboard.core import records as records_module
 from dashboard.core.grades import MUSCLE_ROOTS, format_mrc, parse_mrc
-from dashboard.core.records import read_raw, validate
+from dashboard.core.records import validate
 
 TODAY = date(2026, 11, 1)
 GOOD = {
@@ -29,14 +27,6 @@ GOOD = {
     "visits.csv": "patient_id,visit_date,leg_pain_nrs,odi,radicular_pain,crp_mg_l,notes\n"
                   "P1,2026-02-20,3,30,no,4.5,Ann feels better\n",
 }
-
-
-@pytest.fixture(autouse=True, params=["small files", "large files"])
-def file_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test twice: files parsed in the calling thread, and every file handed to the workers as a large
-    one is (with its key's repeats worked out there)."""
-    if request.param == "large files":
-        monkeypatch.setattr(records_module, "_LARGE_COLUMN", 1)
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -180,29 +170,16 @@ def test_headers_are_case_insensitive_and_blank_is_unknown(tmp_path):
     assert records.patients["diabetes"].tolist() == [pd.NA, True]
 
 
-def test_a_clean_folder_is_typed_by_the_reader_and_a_file_it_refuses_is_read_as_text(tmp_path):
-    frames, _ = read_raw(write(tmp_path / "clean", GOOD))
-    assert str(frames["strength.csv"]["exam_date"].dtype) == "datetime64[us]"
-    assert isinstance(frames["visits.csv"]["radicular_pain"].dtype, pd.BooleanDtype)
-    assert frames["visits.csv"]["crp_mg_l"].tolist() == [4.5]
-    odd = {**GOOD, "visits.csv": GOOD["visits.csv"].replace(",4.5,", ",nan,")}  # not a number in the format
-    frames, _ = read_raw(write(tmp_path / "odd", odd))
-    assert frames["visits.csv"]["crp_mg_l"].tolist() == ["nan"]  # the whole file as text, as written
-    assert str(frames["strength.csv"]["exam_date"].dtype) == "datetime64[us]"  # the other files still typed
-
-
-def test_an_error_found_on_the_typed_route_shows_the_value_as_written(tmp_path):
+def test_an_error_shows_the_value_as_written(tmp_path):
     visits = GOOD["visits.csv"].replace("P1,2026-02-20,3,30,no,4.5", "P1,2026-02-20,11.0,30,NO,+4.50")
     assert errors_for(tmp_path, visits=visits) == ["visits.csv:2: leg_pain_nrs: '11.0' is not a pain score (0–10)"]
 
 
-def test_a_nul_byte_in_a_text_cell_refuses_the_file_on_either_route(tmp_path):
+def test_a_nul_byte_in_a_text_cell_refuses_the_file(tmp_path):
     notes = GOOD["visits.csv"].replace("Ann feels better", "Ann\x00feels better")
     assert errors_for(tmp_path, visits=notes) == [
         "visits.csv: is not a text file (a NUL byte on line 2: binary data, or UTF-16 text without a byte-order "
         "mark?): save it as UTF-8 (in Excel: 'CSV UTF-8 (comma delimited)')"]
-    records, report = validate(write(tmp_path / "text", {**GOOD, "visits.csv": notes}), today=TODAY, typed=False)
-    assert records is None and report.error_lines() == errors_for(tmp_path, visits=notes)
 
 
 def test_workbook_gives_the_same_records_as_csv(tmp_path):
@@ -240,15 +217,3 @@ def test_empty_files_are_errors_not_crashes(tmp_path, text):
     assert records is None
     assert "strength.csv:1: patient_id: is missing (required column)" in report.error_lines() or \
         "strength.csv:1: mrc: is missing (required column)" in report.error_lines()
-
-
-def _validates(folder: Path) -> bool:
-    return validate(folder, today=TODAY)[1].ok
-
-
-def test_a_forked_process_parses_large_files_with_threads_of_its_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(records_module, "_LARGE_COLUMN", 1)
-    folder = write(tmp_path, GOOD)
-    assert _validates(folder)  # this process's workers are running now
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        assert pool.apply_async(_validates, (folder,)).get(timeout=60)

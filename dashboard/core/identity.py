@@ -34,10 +34,14 @@ _SCRIPT_PREFIXES = ("LATIN", "CYRILLIC", "GREEK")
 
 def id_match_key(patient_id: str) -> str:
     """The form two ids are compared in: equal keys mean a reader could take them for the same id."""
+    if patient_id.isascii():  # NFKC leaves ASCII as it is and no look-alike is ASCII: the same key, faster
+        return patient_id.lower()
     return unicodedata.normalize("NFKC", patient_id).casefold().translate(_LOOK_ALIKES)
 
 
 def mrn_match_key(mrn: str) -> str:
+    if mrn.isascii():
+        return "".join(mrn.lower().split())
     return "".join(unicodedata.normalize("NFKC", mrn).casefold().split())
 
 
@@ -58,10 +62,10 @@ def id_problems(ids: pd.Series) -> list[tuple[int, str]]:
     """
     problems: list[tuple[int, str]] = []
     first_by_key: dict[str, tuple[int, str]] = {}
-    for position, patient_id in enumerate(ids):
+    for position, patient_id in enumerate(ids.tolist()):
         if not isinstance(patient_id, str):
             continue
-        scripts = scripts_of(patient_id)
+        scripts = () if patient_id.isascii() else scripts_of(patient_id)  # ASCII letters are all Latin
         if len(scripts) > 1:
             problems.append((position, f"mixes letters of different scripts ({', '.join(sorted(scripts)).lower()}): "
                                        "look-alike letters make two ids that read the same"))
@@ -82,7 +86,8 @@ def mrn_problems(patients: pd.DataFrame) -> list[tuple[int, str]]:
         return []
     problems: list[tuple[int, str]] = []
     first_by_key: dict[str, tuple[int, str]] = {}
-    for position, (patient_id, mrn) in enumerate(zip(patients["patient_id"], patients["mrn"], strict=True)):
+    for position, (patient_id, mrn) in enumerate(zip(patients["patient_id"].tolist(), patients["mrn"].tolist(),
+                                                     strict=True)):
         if not isinstance(mrn, str) or not mrn.strip() or not isinstance(patient_id, str):
             continue
         earlier = first_by_key.setdefault(mrn_match_key(mrn), (position, patient_id))

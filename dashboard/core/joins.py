@@ -2,13 +2,12 @@
 
 Merging on Arrow-backed patient_id strings hashes every row again on each merge. Here a frame's key column
 is looked up once in the other frame's (Arrow's hash kernel, `rows_in`), and columns are then taken by
-those row numbers: the same result as a left merge on a unique key, at the cost of a take. Codes that
-validation already worked out for a column are reused (`remember_codes`), so a million rows are hashed once.
+those row numbers: the same result as a left merge on a unique key, at the cost of a take. Nothing is kept
+between calls: the same values give the same answer wherever they come from.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,54 +31,10 @@ def one_array(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-#: Codes already worked out for a column, by the identity of the data behind it (see `remember_codes`).
-_REMEMBERED: dict[int, tuple[weakref.ref, np.ndarray, pa.Array]] = {}
-
-
-def _data(values: pd.Series) -> object:
-    """What a column's values are held in: the Arrow array behind an Arrow-backed column (pandas wraps it in a
-    new array object when a frame is built or copied lazily, but the Arrow array stays), else its array."""
-    array = values.array
-    return getattr(array, "_pa_array", array)
-
-
-def remember_codes(values: pd.Series, codes: np.ndarray, distinct: pa.Array) -> None:
-    """Keep the codes of a text column for as long as its data lives, so that `encode` does not hash a
-    million rows again: validation has them, the assessment of the same records needs them.
-
-    `codes` give each row's position in `distinct` (-1 where missing; `distinct` holds each text once); they
-    are held for this very data object, which is immutable, and dropped with it.
-    """
-    data = _data(values)
-    if len(codes) != len(values):
-        raise ValueError("one code per row")
-    key = id(data)
-    held = codes.astype(np.int32, copy=False)  # not copied: the caller hands them over and leaves them alone
-    _REMEMBERED[key] = (weakref.ref(data, lambda _: _REMEMBERED.pop(key, None)), held, distinct)
-
-
-def _remembered(values: pd.Series) -> tuple[np.ndarray, pa.Array] | None:
-    if not isinstance(values, pd.Series):
-        return None
-    data = _data(values)
-    found = _REMEMBERED.get(id(data))
-    if found is None or found[0]() is not data:
-        return None
-    return found[1], found[2]
-
-
 def encode(values: pd.Series, categories: Sequence[str] | None = None) -> tuple[np.ndarray, pa.Array]:
     """A text column as int32 codes (-1 where missing or not a category) and the texts they stand for:
-    `categories` when given, else the distinct values in order of first appearance (or in the order of
-    codes remembered for the column)."""
-    remembered = _remembered(values)
-    if remembered is not None:
-        codes, distinct = remembered
-        if categories is None:
-            return codes, distinct
-        positions = pc.index_in(distinct, value_set=pa.array(categories, distinct.type)).fill_null(-1)
-        return np.append(positions.to_numpy(zero_copy_only=False), -1).astype(np.int32)[codes], \
-            pa.array(categories, distinct.type)
+    `categories` when given, else the distinct values in order of first appearance (equal values give equal
+    codes, whatever array holds them)."""
     array = text_array(values)
     if categories is None:
         if _in_runs(array):
@@ -122,26 +77,10 @@ def _encode_runs(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Arra
     return np.repeat(run_codes.to_numpy(), lengths), encoded.dictionary
 
 
-def codes_by_runs(values: pd.Series | pa.Array, distinct: pa.Array) -> np.ndarray | None:
-    """Codes of a column that holds `distinct` in that order, each value in one run of rows (a file grouped by
-    patient in the order of the patients file): found from its runs alone, no row hashed. None when it does not."""
-    run_values, lengths = _runs(one_array(values))  # in one piece: no run split by chunks
-    if len(run_values) != len(distinct) or not run_values.equals(distinct.cast(run_values.type)):
-        return None
-    return np.repeat(np.arange(len(distinct), dtype=np.int32), lengths)
-
-
 def rows_in(values: pd.Series | pa.Array, keys: pd.Series | pa.Array) -> np.ndarray:
     """For each value, the row of `keys` that holds it (-1 where absent or missing); `keys` are unique."""
     if not len(values):
         return np.zeros(0, dtype=np.int64)
-    key_codes, remembered = _remembered(keys), _remembered(values)
-    if key_codes is not None and (values is key_codes[1] or remembered is not None and remembered[1] is key_codes[1]):
-        row_of_code = first_rows(key_codes[0], len(key_codes[1]))  # codes of the same texts: no text compared
-        return row_of_code[:-1] if remembered is None else row_of_code[remembered[0]]
-    if remembered is not None:  # look up each distinct value once, then spread by the codes
-        codes, distinct = remembered
-        return np.append(rows_in(distinct, keys), -1)[codes]
     values, keys = text_array(values), one_array(keys)
     if len(values) == len(keys) and one_array(values).equals(keys):  # the same texts in order: nothing to look up
         return np.arange(len(keys))
@@ -162,8 +101,7 @@ def first_rows(codes: np.ndarray, size: int) -> np.ndarray:
 
 
 def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
-    """Rows by position under a fresh RangeIndex; row -1 comes out all missing, as in a left merge. Codes
-    remembered for a text column go with the rows taken."""
+    """Rows by position under a fresh RangeIndex; row -1 comes out all missing, as in a left merge."""
     frame = frame.reset_index(drop=True)
     if len(rows) == len(frame) and np.array_equal(rows, np.arange(len(rows))):
         return frame
@@ -171,16 +109,7 @@ def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
         taken = frame.reindex(rows).reset_index(drop=True)
     else:
         taken = frame.take(rows).reset_index(drop=True)
-    for column in frame.columns:
-        _carry_codes(frame[column], taken[column], rows)
     return taken
-
-
-def _carry_codes(values: pd.Series, taken: pd.Series, rows: np.ndarray) -> None:
-    """`taken` is `values[rows]` (row -1: missing): it gets the codes remembered for `values` at those rows."""
-    remembered = _remembered(values)
-    if remembered is not None:
-        remember_codes(taken, np.append(remembered[0], -1)[rows], remembered[1])
 
 
 def join_rows(left: pd.DataFrame, right: pd.DataFrame, rows: np.ndarray, on: str = "patient_id",
@@ -203,17 +132,13 @@ def text_column(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pd.Seri
 
 
 def take_text(values: pd.Series, rows: np.ndarray) -> pd.Series:
-    """`values[rows]` as a text column (row -1: missing), with any codes remembered for `values`."""
-    column = text_column(text_array(values), rows)
-    _carry_codes(values, column, rows)
-    return column
+    """`values[rows]` as a text column (row -1: missing)."""
+    return text_column(text_array(values), rows)
 
 
 def coded_text_column(distinct: pa.Array, codes: np.ndarray) -> pd.Series:
-    """`text_column` of distinct texts, its codes remembered: grouping or joining on it later hashes nothing."""
-    column = text_column(distinct, codes)
-    remember_codes(column, codes, distinct)
-    return column
+    """`text_column` of distinct texts by their codes (kept for its callers: the same as `text_column`)."""
+    return text_column(distinct, codes)
 
 
 def sort_rank(values: pd.Series) -> np.ndarray:

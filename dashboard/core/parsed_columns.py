@@ -7,7 +7,6 @@ integer codes into the distinct values, which the checks, and later the joins, g
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -15,8 +14,8 @@ import pyarrow.compute as pc
 
 from dashboard.core.fast import factorize
 from dashboard.core.grades import parse_mrc
-from dashboard.core.joins import codes_by_runs, one_array, text_array
-from dashboard.core.reading import DATE_DTYPE, READ_AS
+from dashboard.core.joins import text_array
+from dashboard.core.reading import DATE_DTYPE
 from dashboard.core.schema import BOOLEAN_TEXT, LUMBAR_SEGMENTS
 
 
@@ -26,29 +25,15 @@ def _clean(text: pd.Series) -> pd.Series:
 
 
 class Parsed:
-    """One column parsed through its distinct values: a cohort has few distinct dates, codes and grades.
+    """One column parsed through its distinct values.
 
-    `codes` gives each row's position in `uniques` (the distinct parsed values, equal values once), -1 where
+    `codes` give each row's position in `uniques` (the distinct parsed values, equal values once), -1 where
     the cell is missing or does not parse; `missing` marks blank cells and `bad` cells that do not parse.
-    A column typed by the reader works its codes out only when a check asks for them.
     """
 
-    def __init__(self, values: pd.Series, missing: np.ndarray, bad: np.ndarray,
-                 encoding: tuple[np.ndarray, pd.Series] | Callable[[], tuple[np.ndarray, pd.Series]]) -> None:
-        self.values, self.missing, self.bad = values, missing, bad
-        self._encoding = encoding
-
-    @cached_property
-    def _encoded(self) -> tuple[np.ndarray, pd.Series]:
-        return self._encoding() if callable(self._encoding) else self._encoding
-
-    @property
-    def codes(self) -> np.ndarray:
-        return self._encoded[0]
-
-    @property
-    def uniques(self) -> pd.Series:
-        return self._encoded[1]
+    def __init__(self, values: pd.Series, missing: np.ndarray, bad: np.ndarray, codes: np.ndarray,
+                 uniques: pd.Series) -> None:
+        self.values, self.missing, self.bad, self.codes, self.uniques = values, missing, bad, codes, uniques
 
     def rows_where(self, unique_mask: np.ndarray) -> np.ndarray:
         """Rows whose value is one of the distinct values selected by `unique_mask`."""
@@ -58,71 +43,31 @@ class Parsed:
         return (self.codes >= 0) & unique_mask[np.maximum(self.codes, 0)]
 
 
-def parse_column(raw: pd.Series, kind: str, keyed: bool = False, likely: pd.Series | None = None) -> Parsed:
-    """Parse a column; `keyed`: part of its file's key, so coded at once (in the thread that parses it);
-    `likely`: the distinct values it probably holds, in order (patient ids: those of patients.csv)."""
-    if kind in READ_AS and READ_AS[kind](raw.dtype):
-        parsed = _typed_column(raw, kind)
-    elif kind == "text" and not keyed and _as_written(raw):
-        parsed = Parsed(raw.astype("string"), raw.isna().to_numpy(), np.zeros(len(raw), dtype=bool),
-                        lambda: factorize(raw))  # coded only if a check asks
-    else:
-        parsed = _parse_distinct(raw, kind, likely)
-    if keyed:
-        parsed.codes  # noqa: B018 - worked out and kept now
-    return parsed
-
-
-def _as_written(text: pd.Series) -> bool:
-    """Whether a text column needs no trimming and has no blank cell: then it is its own parsed value."""
-    values = text_array(text)
-    return pc.min(pc.binary_length(values)).as_py() != 0 and \
-        pc.all(pc.equal(pc.utf8_trim_whitespace(values), values)).as_py() is not False
-
-
-def _parse_distinct(raw: pd.Series, kind: str, likely: pd.Series | None = None) -> Parsed:
-    """Trim and parse the distinct values only, then spread them back to the rows by integer codes."""
-    in_runs = None if likely is None or not len(raw) else codes_by_runs(raw, one_array(likely))
-    raw_codes, raw_uniques = factorize(raw) if in_runs is None else (in_runs, likely)
+def parse_column(raw: pd.Series, kind: str) -> Parsed:
+    """Trim and parse a column of text through its distinct values, then spread them back to the rows."""
+    raw_codes, raw_uniques = factorize(raw)
     if kind in ("text", "code") and _as_written(raw_uniques):  # every distinct text is a distinct valid value
-        values = raw.astype("string")  # the column as read, no copy
-        return Parsed(values, raw_codes < 0, np.zeros(len(raw_codes), dtype=bool), (raw_codes, raw_uniques))
+        return Parsed(raw.astype("string"), raw_codes < 0, np.zeros(len(raw_codes), dtype=bool), raw_codes,
+                      raw_uniques)
     cleaned = _clean(raw_uniques)
     blank = cleaned.isna().to_numpy()
     parsed = cleaned if kind in ("text", "code") else PARSERS[kind](cleaned)
     # Dates are numbered in time order, so a file sorted by patient and date gives increasing keys.
     canonical, uniques = pd.factorize(parsed.reset_index(drop=True), sort=kind == "date", use_na_sentinel=True)
     uniques = pd.Series(uniques, dtype=parsed.dtype)
-    if np.array_equal(canonical, np.arange(len(canonical))):
-        codes = raw_codes  # the codes as they are
-    else:
-        codes = np.append(canonical, -1)[raw_codes]  # raw code -1 (missing) picks the appended -1
+    codes = np.append(canonical, -1)[raw_codes]  # raw code -1 (missing) picks the appended -1
     missing = (raw_codes < 0) | blank[raw_codes] if blank.any() else raw_codes < 0
-    bad_unique = ~blank & (canonical < 0)
-    bad = ~missing & (codes < 0) if bad_unique.any() else np.zeros(len(codes), dtype=bool)
+    bad = ~missing & (codes < 0)
     values = pd.Series(pd.api.extensions.take(uniques.array, codes, allow_fill=True), dtype=parsed.dtype)
     values.index = raw.index
-    return Parsed(values, missing, bad, (codes, uniques))
+    return Parsed(values, missing, bad, codes, uniques)
 
 
-def _typed_column(values: pd.Series, kind: str) -> Parsed:
-    """A column Arrow's reader has typed (dates, booleans, numbers): every value parsed, none bad."""
-    missing = values.isna().to_numpy()
-    return Parsed(values, missing, np.zeros(len(values), dtype=bool),
-                  lambda: _days_encoding(values, missing) if kind == "date" else factorize(values))
-
-
-def _days_encoding(dates: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, pd.Series]:
-    """Dates coded by their day, counted from the earliest: codes follow time order, as for dates read as text."""
-    codes = dates.to_numpy().astype("datetime64[D]").view(np.int64)  # one new array, changed in place below
-    gaps = missing.any()
-    known = codes[~missing] if gaps else codes
-    first = int(known.min()) if len(known) else 0
-    codes -= first
-    if gaps:
-        codes[missing] = -1
-    span = int(codes.max(initial=-1)) + 1
-    return codes, pd.Series(np.arange(first, first + span).astype("datetime64[D]").astype(dates.dtype))
+def _as_written(texts: pd.Series) -> bool:
+    """Whether distinct texts need no trimming and none is blank: then each is its own parsed value."""
+    values = text_array(texts)
+    return len(values) == 0 or (pc.min(pc.binary_length(values)).as_py() != 0 and
+                                pc.all(pc.equal(pc.utf8_trim_whitespace(values), values)).as_py() is not False)
 
 
 def absent_column(kind: str, index: pd.Index) -> Parsed:
@@ -130,7 +75,7 @@ def absent_column(kind: str, index: pd.Index) -> Parsed:
     text = pd.Series(pd.NA, index=index, dtype="string")
     values = text if kind in ("text", "code") else PARSERS[kind](text)
     none = np.zeros(len(index), dtype=bool)
-    return Parsed(values, ~none, none, (np.full(len(index), -1, dtype=np.int64), values.iloc[:0]))
+    return Parsed(values, ~none, none, np.full(len(index), -1, dtype=np.int64), values.iloc[:0])
 
 
 def key_codes(columns: list[Parsed]) -> np.ndarray:

@@ -1,14 +1,14 @@
 """The records format v1 (docs/records-format.md) as data: files, columns, types and value checks.
 
 Parsing text into types is ours (MRC grades, yes/no booleans and ISO dates have no pandas parser that
-reports the bad value); range, code-list, required and uniqueness checks are pandera schemas.
+reports the bad value); range and code-list checks are pandera schemas, run on each column's distinct values;
+repeated keys are found by sorting (dashboard.core.parsed_columns.repeated_rows).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 
 import pandera.pandas as pa
 
@@ -124,29 +124,29 @@ def _range(low: float, high: float | None, what: str) -> pa.Check:
     return pa.Check.in_range(low, high, error=f"is not {what} ({low:g}–{high:g})")
 
 
-@lru_cache(maxsize=4)
 def value_schemas(today: date) -> dict[str, pa.DataFrameSchema]:
-    """Pandera schemas for the typed frames: codes, ranges and required values."""
-    def col(dtype, *checks, nullable=True) -> pa.Column:
-        return pa.Column(dtype, checks=list(checks), nullable=nullable, required=False, coerce=False)
+    """Pandera schemas for the parsed values: codes, ranges and required values (the parser gave each column
+    its type; each column is checked on its distinct values, so no check may compare rows)."""
+    def col(*checks, nullable=True) -> pa.Column:
+        return pa.Column(None, checks=list(checks), nullable=nullable, required=False, coerce=False)
 
     nrs = _range(0, 10, "a pain score")
     return {
         "patients.csv": pa.DataFrameSchema({
-            "birth_year": col("Int64", _range(1900, today.year, "a birth year")),
-            "sex": col(str, _in(("F", "M", "X"), "a sex code")),
+            "birth_year": col(_range(1900, today.year, "a birth year")),
+            "sex": col(_in(("F", "M", "X"), "a sex code")),
         }),
         "surgeries.csv": pa.DataFrameSchema({
-            "procedure": col(str, nullable=False),
+            "procedure": col(nullable=False),
         }),
         "strength.csv": pa.DataFrameSchema({
-            "muscle": col(str, _in(MUSCLES, "a muscle code"), nullable=False),
-            "side": col(str, _in(SIDES, "a side code"), nullable=False),
+            "muscle": col(_in(MUSCLES, "a muscle code"), nullable=False),
+            "side": col(_in(SIDES, "a side code"), nullable=False),
         }),
         "visits.csv": pa.DataFrameSchema({
-            "leg_pain_nrs": col(float, nrs),
-            "back_pain_nrs": col(float, nrs),
-            "odi": col(float, _range(0, 100, "an ODI score")),
-            "crp_mg_l": col(float, _range(0, None, "a CRP in mg/L")),
+            "leg_pain_nrs": col(nrs),
+            "back_pain_nrs": col(nrs),
+            "odi": col(_range(0, 100, "an ODI score")),
+            "crp_mg_l": col(_range(0, None, "a CRP in mg/L")),
         }),
     }

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from dashboard.core.limits import MAX_UPLOAD_MB
 from dashboard.core.records import Records, ValidationReport, validate
@@ -23,7 +21,7 @@ class CheckedUpload:
 
 
 def check_uploads(files: list[tuple[str, bytes]], max_mb: int = MAX_UPLOAD_MB) -> CheckedUpload:
-    """Validate uploaded CSV files or one workbook exactly like a records folder on disk."""
+    """Validate uploaded CSV files or one workbook exactly like a records folder on disk, from their bytes."""
     if not files:
         raise UploadRejected("No file was uploaded.")
     total = sum(len(content) for _, content in files)
@@ -37,10 +35,6 @@ def check_uploads(files: list[tuple[str, bytes]], max_mb: int = MAX_UPLOAD_MB) -
     unknown = [name for name, _ in files if not books and name.lower() not in known]
     if unknown:
         raise UploadRejected(f"Not a records file: {', '.join(unknown)}. Expected {', '.join(sorted(known))}.")
-    with tempfile.TemporaryDirectory() as folder:
-        for name, content in files:
-            (Path(folder) / name.lower()).write_bytes(content)
-        target = Path(folder) / books[0] if books else Path(folder)
-        records, report = validate(target)
+    records, report = validate({name.lower(): content for name, content in files})  # no file is written
     source = books[0] if books else ", ".join(sorted(names))
     return CheckedUpload(records, report, source)
