@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from dashboard.core.curves import Reference, load_reference, patient_factors
 from dashboard.core.fast import codes_in
+from dashboard.core.grades import MUSCLES, SIDES
 from dashboard.core.joins import join_rows, rows_in, sort_rank, take_rows, text_column
 from dashboard.core.records import Records
 from dashboard.core.trajectory import index_surgeries, muscle_trajectories
@@ -123,61 +124,85 @@ def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFr
     return take_rows(patients, np.lexsort((sort_rank(patients["patient_id"]), rank)))
 
 
-def _iso(value) -> str | None:
-    return None if pd.isna(value) else pd.Timestamp(value).date().isoformat()
-
-
-def _number(value, digits: int = 2) -> float | None:
-    return None if value is None or pd.isna(value) else round(float(value), digits)
-
-
 def to_json_dict(assessment: Assessment) -> dict:
-    """The assessment in the output format of docs/assessment-format.md (plus documented extensions)."""
-    muscles = assessment.muscles.copy()
-    muscles["_root_order"] = muscles["muscle"].map({m: i for i, m in enumerate(
-        ["hip_flexion", "knee_extension", "ankle_dorsiflexion", "great_toe_extension", "ankle_plantarflexion"])})
-    muscles = muscles.sort_values(["patient_id", "_root_order", "side"])
-    muscles_by_patient = {pid: group for pid, group in muscles.groupby("patient_id", sort=False)}
-    prompts_by_patient = {pid: group for pid, group in assessment.prompts.groupby("patient_id", sort=False)}
+    """The assessment in the output format of docs/assessment-format.md (plus documented extensions).
+
+    Built from whole columns: each field is converted once for the cohort (rounding, ISO dates, None for
+    missing), then the muscles and prompts are cut into each patient's run by position. No per-patient frames:
+    a 20,000-patient cohort is ~200,000 muscle-sides.
+    """
+    patients, muscles, prompts = assessment.patients, assessment.muscles, assessment.prompts
+    muscle_rows = _muscle_records(muscles)
+    prompt_rows = _prompt_records(prompts)
+    muscle_runs = _runs_by_patient(muscles["patient_id"], patients["patient_id"],
+                                   codes_in(muscles["muscle"], list(MUSCLES)) * len(SIDES)
+                                   + codes_in(muscles["side"], list(SIDES)))
+    prompt_runs = _runs_by_patient(prompts["patient_id"], patients["patient_id"], np.arange(len(prompts)))
+    operated = patients["surgery_date"].notna().to_numpy()
+    surgeries = zip(_iso_dates(patients["surgery_date"]), _texts(patients["procedure"]),
+                    _texts(patients["levels"]), patients["instrumented"].to_numpy(dtype=object, na_value=None),
+                    strict=True)
+    days = patients["days_since_surgery"].astype("float64").to_numpy()
     out = []
-    for patient in assessment.patients.itertuples(index=False):
+    for i, (patient_id, (day, procedure, levels, instrumented)) in enumerate(
+            zip(patients["patient_id"].tolist(), surgeries, strict=True)):
         out.append({
-            "patient_id": patient.patient_id,
-            "index_surgery": None if pd.isna(patient.surgery_date) else {
-                "date": _iso(patient.surgery_date),
-                "procedure": patient.procedure,
-                "levels": str(patient.levels).split(";"),
-                "instrumented": bool(patient.instrumented),
-            },
-            "days_since_surgery": None if pd.isna(patient.days_since_surgery) else int(patient.days_since_surgery),
-            "muscles": [_muscle_json(m) for m in muscles_by_patient.get(patient.patient_id, muscles.iloc[:0])
-                        .itertuples(index=False)],
-            "prompts": [_prompt_json(p) for p in prompts_by_patient.get(patient.patient_id,
-                                                                         assessment.prompts.iloc[:0])
-                        .itertuples(index=False)],
+            "patient_id": patient_id,
+            "index_surgery": {"date": day, "procedure": procedure, "levels": str(levels).split(";"),
+                              "instrumented": bool(instrumented)} if operated[i] else None,
+            "days_since_surgery": None if np.isnan(days[i]) else int(days[i]),
+            "muscles": [muscle_rows[row] for row in muscle_runs[i]],
+            "prompts": [prompt_rows[row] for row in prompt_runs[i]],
         })
     return {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id,
             "patients": out}
 
 
-def _muscle_json(m) -> dict:
-    return {
-        "muscle": m.muscle, "root": m.root, "side": m.side,
-        "baseline_mrc": _number(m.baseline_mrc), "latest_mrc": _number(m.latest_mrc),
-        "latest_date": _iso(m.latest_date),
-        "expected_mrc": _number(m.expected_mrc, 1), "expected_low": _number(m.expected_low, 1),
-        "expected_high": _number(m.expected_high, 1),
-        "status": m.status,
-        "curve": None if m.curve_group is None or pd.isna(m.curve_group) else m.curve_group,
-    }
+def _runs_by_patient(patient_ids: pd.Series, order: pd.Series, within: np.ndarray) -> list[np.ndarray]:
+    """For each patient of `order`, the rows of `patient_ids` that are theirs, sorted by `within`."""
+    patient = rows_in(patient_ids, order)
+    rows = np.lexsort((within, patient))
+    rows = rows[patient[rows] >= 0]
+    bounds = np.searchsorted(patient[rows], np.arange(len(order) + 1))
+    return [rows[bounds[i]:bounds[i + 1]] for i in range(len(order))]
 
 
-def _prompt_json(p) -> dict:
-    return {
-        "rule_id": p.rule_id, "category": p.category, "modality": p.modality, "urgency": p.urgency,
-        "summary": p.summary, "evidence": list(p.evidence), "source": p.source,
-        "rule_ids": list(p.rule_ids),  # extension: every rule behind this one scan (docs/format-extensions.md)
+def _numbers(series: pd.Series, digits: int) -> list[float | None]:
+    """Python's round (exact decimal halves, unlike numpy's scaled rounding); NaN, unequal to itself, is None."""
+    return [None if v != v else round(v, digits) for v in series.astype("float64").to_numpy().tolist()]
+
+
+def _iso_dates(series: pd.Series) -> list[str | None]:
+    return series.dt.strftime("%Y-%m-%d").astype(object).where(series.notna(), None).tolist()
+
+
+def _texts(series: pd.Series) -> list[str | None]:
+    return series.astype(object).where(series.notna(), None).tolist()
+
+
+def _muscle_records(muscles: pd.DataFrame) -> list[dict]:
+    columns = {
+        "muscle": _texts(muscles["muscle"]), "root": _texts(muscles["root"]), "side": _texts(muscles["side"]),
+        "baseline_mrc": _numbers(muscles["baseline_mrc"], 2), "latest_mrc": _numbers(muscles["latest_mrc"], 2),
+        "latest_date": _iso_dates(muscles["latest_date"]),
+        "expected_mrc": _numbers(muscles["expected_mrc"], 1), "expected_low": _numbers(muscles["expected_low"], 1),
+        "expected_high": _numbers(muscles["expected_high"], 1),
+        "status": _texts(muscles["status"]), "curve": _texts(muscles["curve_group"]),
     }
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _prompt_records(prompts: pd.DataFrame) -> list[dict]:
+    columns = {
+        "rule_id": _texts(prompts["rule_id"]), "category": _texts(prompts["category"]),
+        "modality": _texts(prompts["modality"]), "urgency": _texts(prompts["urgency"]),
+        "summary": _texts(prompts["summary"]), "evidence": [list(e) for e in prompts["evidence"]],
+        "source": _texts(prompts["source"]),
+        "rule_ids": [list(r) for r in prompts["rule_ids"]],  # extension: every rule behind this one scan
+    }
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def status_counts(muscles: pd.DataFrame) -> pd.Series:
