@@ -60,6 +60,13 @@ SCENARIO_CATEGORIES: dict[str, tuple[str, ...]] = {
     "adjacent_segment": ("compression",),
     "no_preop_exam": (),
 }
+#: Categories a scenario may raise besides the above, depending on where its last exam falls: no gain by about
+#: 3 months asks for MRI (compression) and, for a dense deficit (MRC ≤ 2), electrodiagnostics (recovery) —
+#: rules compression-no-gain-3-months and recovery-electrodiagnostics (clinical review 2026-12, section 5).
+SCENARIO_TIMING_DEPENDENT: dict[str, frozenset[str]] = {
+    "slow_severe": frozenset({"compression", "recovery"}), "plateau_behind": frozenset({"recovery"}),
+    "adjacent_segment": frozenset({"recovery"}), "late_hardware": frozenset({"compression"}),
+}
 SCENARIOS: tuple[str, ...] = tuple(SCENARIO_PROPORTIONS)
 RECORD_FILES: tuple[str, ...] = ("patients.csv", "surgeries.csv", "strength.csv", "visits.csv")
 #: The muscles a pre-operative deficit is drawn from (L4, L5, S1).

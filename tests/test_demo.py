@@ -18,6 +18,7 @@ from dashboard.demo import (
     RECORD_FILES,
     SCENARIO_CATEGORIES,
     SCENARIO_PROPORTIONS,
+    SCENARIO_TIMING_DEPENDENT,
     generate_cohort,
     write_cohort,
 )
@@ -109,15 +110,6 @@ def test_expected_categories_follow_the_scenario(cohort):
                                    check_dtype=False)
 
 
-#: Categories a scenario may raise besides its key's, depending on where its last exam falls: no gain by about
-#: 3 months asks for MRI (compression) and, for a dense deficit (MRC ≤ 2), electrodiagnostics (recovery) —
-#: compression-no-gain-3-months and recovery-electrodiagnostics (clinical review 2026-12, section 5).
-TIMING_DEPENDENT: dict[str, set[str]] = {
-    "slow_severe": {"compression", "recovery"}, "plateau_behind": {"recovery"},
-    "adjacent_segment": {"recovery"}, "late_hardware": {"compression"},
-}
-
-
 def test_shipped_statuses_and_prompts_match_the_assessment(shipped_assessment):
     """The contract with trajectory.py and the checklist: each scenario reads as intended as of the anchor."""
     scenarios = pd.read_csv(SHIPPED / "scenarios.csv", dtype=str, keep_default_na=False)
@@ -130,7 +122,7 @@ def test_shipped_statuses_and_prompts_match_the_assessment(shipped_assessment):
     got = shipped_assessment.prompts.groupby("patient_id")["category"].agg(set)
     merged["got"] = merged["patient_id"].map(got).map(lambda c: c if isinstance(c, set) else set())
     expected = merged["expected_rule_categories"].map(lambda c: set(filter(None, c.split(";"))))
-    allowed = [e | TIMING_DEPENDENT.get(s, set()) for e, s in zip(expected, merged["scenario"], strict=True)]
+    allowed = [e | SCENARIO_TIMING_DEPENDENT.get(s, frozenset()) for e, s in zip(expected, merged["scenario"], strict=True)]
     missing = [not e <= g for e, g in zip(expected, merged["got"], strict=True)]
     unexpected = [not g <= a for g, a in zip(merged["got"], allowed, strict=True)]
     wrong = merged[pd.Series(missing, index=merged.index) | pd.Series(unexpected, index=merged.index)]
