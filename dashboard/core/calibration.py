@@ -358,6 +358,18 @@ def _coverage(rows: pd.DataFrame, reference: Reference) -> dict[str, dict[str, f
             for group in np.unique(groups) for at in [groups == group]}
 
 
+def band_positions(rows: pd.DataFrame, reference: Reference) -> np.ndarray:
+    """Where each exam of `rows` (observations) falls against its band as the patient view shows it: 'below',
+    'inside' or 'above' (edges rounded to the nearest MRC step for grades on the scale; modifiers applied)."""
+    band = expected_band(rows["baseline_mrc"].to_numpy(), rows["day"].to_numpy(),
+                         rows[["age", "diabetes", "deficit_days"]].reset_index(drop=True), reference)
+    grade = rows["mrc"].to_numpy(float)
+    graded = on_scale(grade)
+    low, high = band["expected_low"].to_numpy(float), band["expected_high"].to_numpy(float)
+    low, high = np.where(graded, to_scale(low), low), np.where(graded, to_scale(high), high)
+    return np.select([grade < low - 1e-6, grade > high + 1e-6], ["below", "above"], "inside")
+
+
 COVERAGE_COLUMNS = ["group", "patients", "muscle_sides", "exams", "below", "inside", "above", "share_below",
                     "share_inside", "share_above"]
 
@@ -373,13 +385,7 @@ def band_coverage(rows: pd.DataFrame, reference: Reference) -> pd.DataFrame:
     """
     if rows.empty:
         return pd.DataFrame(columns=COVERAGE_COLUMNS)
-    band = expected_band(rows["baseline_mrc"].to_numpy(), rows["day"].to_numpy(),
-                         rows[["age", "diabetes", "deficit_days"]].reset_index(drop=True), reference)
-    grade = rows["mrc"].to_numpy(float)
-    graded = on_scale(grade)
-    low, high = band["expected_low"].to_numpy(float), band["expected_high"].to_numpy(float)
-    low, high = np.where(graded, to_scale(low), low), np.where(graded, to_scale(high), high)
-    where = np.select([grade < low - 1e-6, grade > high + 1e-6], ["below", "above"], "inside")
+    where = band_positions(rows, reference)
     frame = rows.assign(_where=where, _side=rows["patient_id"].astype(str) + "|" + rows["muscle"].astype(str)
                         + "|" + rows["side"].astype(str))
     out = []

@@ -1,0 +1,436 @@
+"""Cohort outcomes of the clinic's own patients (issue 21): recovery, band coverage, PROMs, follow-up.
+
+Pure pandas/numpy over the whole cohort (no loop over patients; loops only over groups and windows).
+Definitions (docs/outcomes.md gives them with their limits):
+
+* Unit. An **operation** (episode): every dated operation, with the exams and visits dated on or after it
+  and before the patient's next operation (records format v1: an exam belongs to the latest operation on or
+  before its date). A patient with a revision counts once per operation.
+* Weak muscle. A muscle-side whose baseline (latest exam before the operation) is below the reference's
+  normal grade by more than the measurement noise (5 - 0.34: 4+ or weaker). A 5- baseline is within one
+  modifier step of normal, which the dashboard does not call a change (O'Neill 2017, docs/clinical-basis.md).
+* Recovery (endpoint `recovered`, the default): the first post-operative exam at which the muscle-side
+  either reaches the normal grade within measurement noise (>= 5-, the threshold of the `recovered` status)
+  or has gained at least one whole grade over its baseline, whichever comes first. The two parts are also
+  available alone: `normal` (full recovery, as counted by Postacchini 2002 and Dubourg 2002) and `improved`
+  (>= 1 grade: the "improved / not improved" of Liu 2013 and Macki 2016; a whole grade is the smallest change
+  the dashboard treats as real). Time is days from the operation to that exam; a muscle-side without it is
+  censored at its last post-operative exam. Kaplan-Meier estimates with lifelines (KaplanMeierFitter,
+  Greenwood variance, log(-log) 95% intervals); the share recovered at t is 1 - S(t).
+* Follow-up schedule: 2 and 6 weeks, 3, 6, 12 and 24 months after the operation, each with a tolerance
+  window (SCHEDULE: contiguous, about halfway to the neighbouring visits). A window is **due** once its last
+  day has passed on the assessment day and the operation's follow-up was not ended by a later operation; it
+  is **done** when the operation has a strength exam or a visit dated in it. **Lost to follow-up**: an
+  operation whose two latest due windows were both missed (and none after them attended).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from dashboard.core.calibration import band_positions, observations
+from dashboard.core.curves import Reference, group_of, load_reference
+from dashboard.core.records import Records
+
+#: Follow-up schedule: (label, target day, first day, last day of the tolerance window).
+SCHEDULE: tuple[tuple[str, int, int, int], ...] = (
+    ("2 weeks", 14, 7, 24),
+    ("6 weeks", 42, 25, 63),
+    ("3 months", 91, 64, 135),
+    ("6 months", 182, 136, 273),
+    ("12 months", 365, 274, 547),
+    ("24 months", 730, 548, 912),
+)
+WINDOWS = tuple(label for label, *_ in SCHEDULE)
+MILESTONE_MONTHS = (3, 6, 12, 24)
+DAYS_PER_MONTH = 365.25 / 12
+ENDPOINTS = {
+    "recovered": "normal grade (5- or better) or at least one whole grade gained, whichever first",
+    "normal": "normal grade within measurement noise (5- or better)",
+    "improved": "at least one whole grade gained over the baseline",
+}
+GROUPINGS = {
+    "all": "All operations",
+    "severity": "Pre-operative severity",
+    "deficit_duration": "Deficit duration before the operation",
+    "diabetes": "Diabetes",
+    "age_band": "Age at the operation",
+    "procedure": "Procedure",
+    "instrumented": "Instrumented",
+    "surgeon": "Surgeon",
+}
+UNKNOWN = "unknown"
+AGE_BANDS = ((0, 50, "< 50"), (50, 60, "50–59"), (60, 70, "60–69"), (70, 200, "≥ 70"))
+DEFICIT_BANDS = ((0, 21, "< 3 weeks"), (21, 91, "3 weeks – 3 months"), (91, 1e9, "> 3 months"))
+PROMS = {"odi": "ODI (%)", "leg_pain_nrs": "Leg pain (NRS)", "back_pain_nrs": "Back pain (NRS)"}
+#: Fewer muscle-sides than this: the group's curve is drawn but its estimates are flagged as unstable.
+SMALL_GROUP = 10
+
+
+@dataclass
+class Outcomes:
+    """Everything the outcomes screen and export show, computed once per store version and day."""
+
+    as_of: date
+    reference_id: str
+    operations: pd.DataFrame  # one row per operation: patient, date, groups, follow-up done per window, lost
+    sides: pd.DataFrame  # one row per weak muscle-side with post-operative exams: groups, day and event per endpoint
+    coverage: pd.DataFrame  # grouping, group, window, muscle_sides, below, inside, above, share_*
+    proms: pd.DataFrame  # grouping, group, window, measure, n, median, q1, q3
+    follow_up: pd.DataFrame  # grouping, group, window, due, done, share_done
+    lost: pd.DataFrame  # grouping, group, operations, followed, lost, share_lost
+    left_out: dict[str, int] = field(default_factory=dict)  # weak-muscle counts not in the curves, by reason
+    _recovery: dict = field(default_factory=dict, repr=False)
+
+    def recovery(self, grouping: str = "all", endpoint: str = "recovered") -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Kaplan-Meier curves and milestone shares of one grouping (computed once, then kept)."""
+        key = (grouping, endpoint)
+        if key not in self._recovery:
+            self._recovery[key] = recovery_curves(self.sides, grouping, endpoint)
+        return self._recovery[key]
+
+
+# ------------------------------------------------------------------------------------------------ grouping
+def _bands(values: pd.Series, bands) -> np.ndarray:
+    number = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    out = np.full(len(number), UNKNOWN, dtype=object)
+    for low, high, label in bands:
+        out[(number >= low) & (number < high)] = label
+    return out
+
+
+def _yes_no(values: pd.Series) -> np.ndarray:
+    flag = values.astype("boolean")
+    return np.where(flag.isna().to_numpy(), UNKNOWN, np.where(flag.fillna(False).to_numpy(dtype=bool), "yes", "no"))
+
+
+def _text(values: pd.Series) -> np.ndarray:
+    text = values.astype("string").str.strip()
+    return text.mask(text == "").fillna(UNKNOWN).to_numpy(dtype=object)
+
+
+def operations(records: Records, reference: Reference) -> pd.DataFrame:
+    """One row per dated operation with its grouping columns and the end of its follow-up (next operation)."""
+    ops = records.surgeries.loc[records.surgeries["surgery_date"].notna(),
+                                ["patient_id", "surgery_date", "procedure", "instrumented", "deficit_onset_date"]]
+    ops = ops.sort_values(["patient_id", "surgery_date"], kind="stable").drop_duplicates(
+        ["patient_id", "surgery_date"]).reset_index(drop=True)
+    ops["episode"] = np.arange(len(ops))
+    ops["next_surgery"] = ops.groupby("patient_id", sort=False)["surgery_date"].shift(-1)
+    patients = records.patients.set_index("patient_id")
+    at = patients.index.get_indexer(ops["patient_id"])
+    known = at >= 0
+
+    def patient_column(name: str) -> pd.Series:
+        column = patients[name].iloc[np.where(known, at, 0)].reset_index(drop=True)
+        return column.where(pd.Series(known))
+
+    birth = pd.to_numeric(patient_column("birth_year"), errors="coerce")
+    age = ops["surgery_date"].dt.year - birth
+    deficit = (ops["surgery_date"] - ops["deficit_onset_date"]).dt.days
+    ops["age"] = age.astype("Float64")
+    ops["all"] = "all"
+    ops["deficit_duration"] = _bands(deficit, DEFICIT_BANDS)
+    ops["diabetes"] = _yes_no(patient_column("diabetes"))
+    ops["age_band"] = _bands(age, AGE_BANDS)
+    ops["procedure"] = _text(ops["procedure"])
+    ops["instrumented"] = _yes_no(ops["instrumented"])
+    ops["surgeon"] = _text(patient_column("surgeon"))
+    return ops.drop(columns=["deficit_onset_date"])
+
+
+def _assign(frame: pd.DataFrame, date_column: str, ops: pd.DataFrame) -> pd.DataFrame:
+    """Rows with the operation they belong to (latest on or before their date), and their day since it."""
+    frame = frame[frame[date_column].notna()].sort_values(date_column, kind="stable")
+    right = ops[["patient_id", "surgery_date", "episode"]].sort_values("surgery_date", kind="stable")
+    merged = pd.merge_asof(frame, right, left_on=date_column,
+                           right_on="surgery_date", by="patient_id", direction="backward")
+    merged = merged[merged["episode"].notna()].astype({"episode": np.int64})
+    merged["day"] = (merged[date_column] - merged["surgery_date"]).dt.days.astype(np.int64)
+    return merged.reset_index(drop=True)
+
+
+def window_of(day: np.ndarray) -> np.ndarray:
+    """The position in SCHEDULE of each day's tolerance window, -1 outside every window."""
+    day = np.asarray(day, dtype=float)
+    first = np.array([w[2] for w in SCHEDULE], dtype=float)
+    last = np.array([w[3] for w in SCHEDULE], dtype=float)
+    at = np.searchsorted(first, day, side="right") - 1
+    inside = (at >= 0) & (day <= last[np.clip(at, 0, len(SCHEDULE) - 1)])
+    return np.where(inside, at, -1)
+
+
+# ------------------------------------------------------------------------------------------------ recovery
+def weak_sides(records: Records, ops: pd.DataFrame, reference: Reference) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per weak muscle-side with post-operative exams: baseline, severity and, per endpoint, the day of
+    the event or of censoring and whether the event happened."""
+    status = reference.status
+    normal, noise = status["normal_grade"], status["measurement_noise"]
+    exams = records.strength.loc[records.strength["mrc"].notna(), ["patient_id", "exam_date", "muscle", "side", "mrc"]]
+    post = _assign(exams, "exam_date", ops)
+    post = post[post["exam_date"] < post["episode"].map(ops["next_surgery"]).fillna(pd.Timestamp.max)]
+    keys = post[["episode", "patient_id", "muscle", "side", "surgery_date"]].drop_duplicates()
+    before = exams[exams["exam_date"].notna()].rename(columns={"exam_date": "baseline_date", "mrc": "baseline_mrc"})
+    baseline = pd.merge_asof(keys.sort_values("surgery_date", kind="stable"),
+                             before.sort_values("baseline_date", kind="stable"), left_on="surgery_date",
+                             right_on="baseline_date", by=["patient_id", "muscle", "side"], direction="backward",
+                             allow_exact_matches=False)
+    baseline["baseline_mrc"] = baseline["baseline_mrc"].astype(float)
+    weak = baseline["baseline_mrc"] < normal - noise - 1e-9
+    left_out = {"no pre-operative exam (no baseline)": int(baseline["baseline_mrc"].isna().sum()),
+                "baseline normal or within noise of normal (5-)": int((~weak & baseline["baseline_mrc"].notna()).sum())}
+    sides = baseline.loc[weak, ["episode", "patient_id", "muscle", "side", "baseline_mrc"]]
+    rows = post.merge(sides[["episode", "muscle", "side", "baseline_mrc"]], on=["episode", "muscle", "side"])
+    grade = rows["mrc"].to_numpy(dtype=float)
+    base = rows["baseline_mrc"].to_numpy(dtype=float)
+    hits = {"normal": grade >= normal - noise - 1e-9, "improved": grade >= base + 1 - 1e-9}
+    hits["recovered"] = hits["normal"] | hits["improved"]
+    key = ["episode", "muscle", "side"]
+    last = rows.groupby(key, sort=False)["day"].max().rename("last_day")
+    out = sides.merge(last, left_on=key, right_index=True)
+    for endpoint in ENDPOINTS:
+        first = rows.loc[hits[endpoint]].groupby(key, sort=False)["day"].min().rename("first")
+        joined = out[key].merge(first, left_on=key, right_index=True, how="left")["first"].to_numpy()
+        out[f"{endpoint}_event"] = ~np.isnan(joined)
+        out[f"{endpoint}_day"] = np.where(np.isnan(joined), out["last_day"].to_numpy(dtype=float), joined)
+    group = group_of(out["baseline_mrc"].to_numpy(dtype=float), reference)
+    out["severity"] = np.where(group == "", UNKNOWN, group)
+    columns = [g for g in GROUPINGS if g != "severity"]
+    at = out["episode"].to_numpy()
+    for name in columns:
+        out[name] = ops[name].to_numpy()[at]
+    return out.reset_index(drop=True), left_out
+
+
+def _at(frame: pd.DataFrame, t: float) -> pd.Series:
+    """A step function (indexed by time) at time t: the last row at or before t."""
+    return frame.loc[:t].iloc[-1]
+
+
+def recovery_curves(sides: pd.DataFrame, grouping: str = "all", endpoint: str = "recovered"
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Kaplan-Meier estimate of the share recovered over time, per group of `grouping`.
+
+    Returns the curves (group, day, share_recovered, low, high, at_risk: a step function) and the milestones
+    (group, months, day, muscle_sides, at_risk, recovered_by, share_recovered, low, high; NaN past the group's
+    longest follow-up, where the estimate is not defined).
+    """
+    from lifelines import KaplanMeierFitter  # noqa: PLC0415 — a heavy import, only where curves are drawn
+
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, not {endpoint!r}")
+    curves, milestones = [], []
+    for group, part in sides.groupby(grouping, sort=True):
+        day = part[f"{endpoint}_day"].to_numpy(dtype=float)
+        event = part[f"{endpoint}_event"].to_numpy(dtype=bool)
+        fitter = KaplanMeierFitter().fit(day, event)
+        survival = fitter.survival_function_.iloc[:, 0]
+        interval = fitter.confidence_interval_survival_function_
+        table = fitter.event_table
+        curves.append(pd.DataFrame({
+            "group": group, "day": survival.index.to_numpy(dtype=float),
+            "share_recovered": 1 - survival.to_numpy(),
+            "low": 1 - interval.iloc[:, 1].to_numpy(), "high": 1 - interval.iloc[:, 0].to_numpy(),
+            "at_risk": table["at_risk"].reindex(survival.index).to_numpy()}))
+        for months in MILESTONE_MONTHS:
+            t = months * DAYS_PER_MONTH
+            estimable = t <= day.max()
+            ci = _at(interval, t)
+            milestones.append({
+                "group": group, "months": months, "day": round(t), "muscle_sides": len(part),
+                "at_risk": int((day >= t).sum()), "recovered_by": int(((day <= t) & event).sum()),
+                "share_recovered": 1 - float(_at(survival.to_frame(), t).iloc[0]) if estimable else np.nan,
+                "low": 1 - float(ci.iloc[1]) if estimable else np.nan,
+                "high": 1 - float(ci.iloc[0]) if estimable else np.nan,
+            })
+    curve_columns = ["group", "day", "share_recovered", "low", "high", "at_risk"]
+    milestone_columns = ["group", "months", "day", "muscle_sides", "at_risk", "recovered_by", "share_recovered",
+                         "low", "high"]
+    return (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=curve_columns),
+            pd.DataFrame(milestones, columns=milestone_columns))
+
+
+def at_risk_table(sides: pd.DataFrame, grouping: str, endpoint: str = "recovered",
+                  days: tuple[int, ...] = (0, 91, 183, 365, 730)) -> pd.DataFrame:
+    """Numbers at risk (muscle-sides still followed and not yet recovered) at given days, per group."""
+    day = sides[f"{endpoint}_day"].to_numpy(dtype=float)
+    frame = pd.DataFrame({"group": sides[grouping].to_numpy(),
+                          **{f"day {d}": day >= d for d in days}})
+    return frame.groupby("group", sort=True).sum().astype(int)
+
+
+# ------------------------------------------------------------------------------------------------ coverage
+def _long_by_group(frame: pd.DataFrame, values: list[str], how) -> pd.DataFrame:
+    """`how(frame grouped by [group, window])` for every grouping, stacked with a `grouping` column."""
+    parts = []
+    for grouping in GROUPINGS:
+        grouped = how(frame.assign(group=frame[grouping]).groupby(["group", "window"], sort=True, observed=True))
+        parts.append(grouped.reset_index().assign(grouping=grouping))
+    if not parts:
+        return pd.DataFrame(columns=["grouping", "group", "window", *values])
+    out = pd.concat(parts, ignore_index=True)
+    return out[["grouping", "group", "window", *[c for c in out.columns if c not in ("grouping", "group", "window")]]]
+
+
+def band_coverage_by_window(records: Records, ops: pd.DataFrame, reference: Reference) -> pd.DataFrame:
+    """Share of muscle-sides below, inside and above the expected band in each follow-up window, per group.
+
+    The exams are calibration's observations (post-operative, baseline in a reference group, modifiers known)
+    scored by calibration's band_positions (band edges rounded to the MRC step, as the patient view shows them);
+    a muscle-side examined twice in one window counts once, with its latest exam there.
+    """
+    rows = observations(records, reference).rows
+    columns = ["grouping", "group", "window", "muscle_sides", "below", "inside", "above", "share_below",
+               "share_inside", "share_above"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    rows = rows.assign(position=band_positions(rows, reference), window=window_of(rows["day"].to_numpy()))
+    rows = rows[rows["window"] >= 0].sort_values("exam_date", kind="stable")
+    rows = rows.drop_duplicates(["patient_id", "surgery_date", "muscle", "side", "window"], keep="last")
+    place = pd.MultiIndex.from_frame(ops[["patient_id", "surgery_date"]]).get_indexer(
+        pd.MultiIndex.from_frame(rows[["patient_id", "surgery_date"]]))
+    rows = rows[place >= 0]
+    place = place[place >= 0]
+    for grouping in GROUPINGS:
+        rows[grouping] = ops[grouping].to_numpy()[place] if grouping != "severity" else rows["curve_group"]
+    rows = rows.assign(below=rows["position"] == "below", inside=rows["position"] == "inside",
+                       above=rows["position"] == "above")
+
+    def count(grouped):
+        out = grouped[["below", "inside", "above"]].sum()
+        out.insert(0, "muscle_sides", out.sum(axis=1))
+        return out
+
+    out = _long_by_group(rows, columns[3:], count)
+    for side in ("below", "inside", "above"):
+        out[f"share_{side}"] = out[side] / out["muscle_sides"]
+    out["window"] = np.asarray(WINDOWS, dtype=object)[out["window"].to_numpy(dtype=int)]
+    return out[columns]
+
+
+# --------------------------------------------------------------------------------------------------- PROMs
+def proms_by_window(records: Records, ops: pd.DataFrame, severity: pd.Series) -> pd.DataFrame:
+    """ODI, leg and back pain per follow-up window and group: visits, median and interquartile range.
+
+    A visit belongs to the latest operation on or before it; the window is the visit's day since it; the
+    pre-operative value is the latest visit before the operation (window 'before'). One value per operation
+    and window (the latest visit there).
+    """
+    present = [m for m in PROMS if m in records.visits.columns]
+    columns = ["grouping", "group", "window", "measure", "n", "median", "q1", "q3"]
+    visits = records.visits[["patient_id", "visit_date", *present]]
+    if visits.empty or not present:
+        return pd.DataFrame(columns=columns)
+    post = _assign(visits, "visit_date", ops)
+    post = post.assign(window=window_of(post["day"].to_numpy()))
+    post = post[post["window"] >= 0]
+    before = visits[visits["visit_date"].notna()].sort_values("visit_date", kind="stable")
+    pre = pd.merge_asof(ops[["patient_id", "surgery_date", "episode"]].sort_values("surgery_date", kind="stable"),
+                        before, left_on="surgery_date", right_on="visit_date", by="patient_id",
+                        direction="backward", allow_exact_matches=False)
+    pre = pre[pre["visit_date"].notna()].assign(window=-1)
+    both = pd.concat([pre, post], ignore_index=True).sort_values("visit_date", kind="stable")
+    both = both.drop_duplicates(["episode", "window"], keep="last")
+    at = both["episode"].to_numpy()
+    for grouping in GROUPINGS:
+        both[grouping] = (severity if grouping == "severity" else ops[grouping]).to_numpy()[at]
+    long = both.melt(id_vars=["window", *GROUPINGS], value_vars=present, var_name="measure").dropna(
+        subset=["value"])
+    long["value"] = long["value"].astype(float)
+
+    def summary(grouped):
+        values = grouped["value"]
+        quartiles = values.quantile([0.25, 0.5, 0.75]).unstack()
+        return pd.DataFrame({"n": values.count(), "median": quartiles[0.5], "q1": quartiles[0.25],
+                             "q3": quartiles[0.75]})
+
+    parts = []
+    for grouping in GROUPINGS:
+        grouped = long.assign(group=long[grouping]).groupby(["group", "window", "measure"], sort=True)
+        parts.append(summary(grouped).reset_index().assign(grouping=grouping))
+    out = pd.concat(parts, ignore_index=True)
+    out["window"] = np.asarray(["before", *WINDOWS], dtype=object)[out["window"].to_numpy(dtype=int) + 1]
+    return out[columns]
+
+
+# ------------------------------------------------------------------------------------------------ follow-up
+def follow_up(records: Records, ops: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """Per operation and window: due (the window closed on the assessment day, follow-up not ended by a later
+    operation) and done (a strength exam or a visit dated in it). Columns due_<k>, done_<k> per window k."""
+    contacts = pd.concat([
+        records.strength[["patient_id", "exam_date"]].rename(columns={"exam_date": "contact_date"}),
+        records.visits[["patient_id", "visit_date"]].rename(columns={"visit_date": "contact_date"})],
+        ignore_index=True).drop_duplicates()
+    contacts = _assign(contacts, "contact_date", ops)
+    contacts = contacts[contacts["contact_date"] < contacts["episode"].map(ops["next_surgery"]).fillna(
+        pd.Timestamp.max)]
+    window = window_of(contacts["day"].to_numpy())
+    done = np.zeros((len(ops), len(SCHEDULE)), dtype=bool)
+    inside = window >= 0
+    done[contacts["episode"].to_numpy()[inside], window[inside]] = True
+    today = pd.Timestamp(as_of)
+    ends = ops["next_surgery"].fillna(pd.Timestamp.max)
+    due = np.column_stack([((ops["surgery_date"] + pd.Timedelta(days=last)) < today)
+                           & ((ops["surgery_date"] + pd.Timedelta(days=last)) < ends)
+                           for _, _, _, last in SCHEDULE]) if len(ops) else np.zeros((0, len(SCHEDULE)), bool)
+    frame = pd.DataFrame({**{f"due_{k}": due[:, k] for k in range(len(SCHEDULE))},
+                          **{f"done_{k}": done[:, k] & due[:, k] for k in range(len(SCHEDULE))}})
+    frame["lost"] = _lost(due, done)
+    frame["windows_due"] = due.sum(axis=1)
+    frame["windows_done"] = (done & due).sum(axis=1)
+    return frame
+
+
+def _lost(due: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """The two latest due windows both missed (windows fall due in order, so they are the last two due)."""
+    n_due = due.sum(axis=1)
+    rows = np.arange(len(due))
+    last = np.clip(n_due - 1, 0, None)
+    before = np.clip(n_due - 2, 0, None)
+    return (n_due >= 2) & ~done[rows, last] & ~done[rows, before]
+
+
+def follow_up_tables(ops: pd.DataFrame, severity: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Exams done against the schedule per window, and operations lost to follow-up, per group."""
+    frame = ops.assign(severity=severity.to_numpy())
+    rows = []
+    lost = []
+    for grouping in GROUPINGS:
+        for group, part in frame.groupby(grouping, sort=True):
+            for k, (label, *_) in enumerate(SCHEDULE):
+                due, done = int(part[f"due_{k}"].sum()), int(part[f"done_{k}"].sum())
+                rows.append({"grouping": grouping, "group": group, "window": label, "due": due, "done": done,
+                             "share_done": done / due if due else np.nan})
+            followed = int((part["windows_due"] >= 2).sum())
+            n_lost = int(part["lost"].sum())
+            lost.append({"grouping": grouping, "group": group, "operations": len(part),
+                         "patients": int(part["patient_id"].nunique()), "followed": followed, "lost": n_lost,
+                         "share_lost": n_lost / followed if followed else np.nan})
+    return (pd.DataFrame(rows, columns=["grouping", "group", "window", "due", "done", "share_done"]),
+            pd.DataFrame(lost, columns=["grouping", "group", "operations", "patients", "followed", "lost",
+                                        "share_lost"]))
+
+
+# ------------------------------------------------------------------------------------------------ together
+def cohort_outcomes(records: Records, as_of: date | None = None, reference: Reference | None = None) -> Outcomes:
+    """All outcome tables of a cohort as known on `as_of` (records dated later must already be left out)."""
+    as_of = as_of or date.today()
+    reference = reference or load_reference()
+    ops = operations(records, reference)
+    sides, left_out = weak_sides(records, ops, reference)
+    # an operation's severity: its weakest muscle-side's baseline group ('no weak muscle' when none is weak)
+    weakest = sides.groupby("episode")["baseline_mrc"].min()
+    group = group_of(weakest.to_numpy(dtype=float), reference)
+    severity = pd.Series("no weak muscle", index=ops.index, dtype=object)
+    severity.iloc[weakest.index.to_numpy()] = np.where(group == "", UNKNOWN, group)
+    ops = pd.concat([ops, follow_up(records, ops, as_of)], axis=1)
+    ops["severity"] = severity.to_numpy()
+    table, lost = follow_up_tables(ops, severity)
+    return Outcomes(
+        as_of=as_of, reference_id=reference.reference_id, operations=ops, sides=sides,
+        coverage=band_coverage_by_window(records, ops, reference),
+        proms=proms_by_window(records, ops, severity), follow_up=table, lost=lost, left_out=left_out)
