@@ -26,6 +26,7 @@ SCREENS = sorted(path.stem for path in SCREEN_DIR.glob("*.py"))
 EXPECTED_ROLES = {
     "clinic": {"surgeon"}, "patient": {"surgeon"}, "add_exam": {"surgeon"}, "conference": {"surgeon", "conference"},
     "import_records": {"surgeon", "admin"}, "reference": {"surgeon", "conference", "admin"}, "audit": {"admin"},
+    "outcomes": {"surgeon", "admin"},
 }
 #: Everything through which a screen reaches patient data, the store or reference files.
 DATA_ACCESS = ("engine", "cohort", "prompts_with_decisions", "patient_prompts_with_decisions", "cached_patient_view",

@@ -75,6 +75,7 @@ SCREEN_ROLES: dict[str, tuple[str, ...]] = {
     "import_records": ("surgeon", "admin"),
     "reference": ("surgeon", "conference", "admin"),
     "audit": ("admin",),
+    "outcomes": ("surgeon", "admin"),
 }
 SIGN_IN_FIRST = "Sign in first."
 NOT_IN_ROLE = "This page is not available in your role."

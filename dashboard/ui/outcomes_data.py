@@ -1,0 +1,52 @@
+"""Cached outcome tables for the outcomes screen: computed once per cohort (store version, assessment day,
+reference) and shared by all sessions, like dashboard/ui/data.py's cohort; the prompt performance once per
+cohort and decision count (decisions are appended, never changed)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import func, select
+
+from dashboard.core.checklist import load_rules
+from dashboard.core.outcomes import Outcomes, cohort_outcomes
+from dashboard.core.prompt_performance import rule_performance
+from dashboard.store.decisions import decision_history
+from dashboard.store.models import Decision
+from dashboard.ui import data
+
+
+@st.cache_resource(show_spinner="Computing the cohort outcomes…", max_entries=4)
+def _outcomes(key: tuple, _cohort: data.Cohort) -> Outcomes:
+    assessment = _cohort.assessment
+    outcomes = cohort_outcomes(assessment.records, assessment.as_of, assessment.reference)
+    outcomes.recovery("all")  # the first view's curves, and lifelines imported, before the page asks
+    return outcomes
+
+
+def outcomes(cohort: data.Cohort) -> Outcomes:
+    return _outcomes(cohort.key, cohort)
+
+
+def decision_count() -> int:
+    table = Decision.__table__
+    with data.engine().connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
+
+
+@st.cache_resource(show_spinner="Measuring the prompts…", max_entries=4)
+def _performance(key: tuple, decisions: int, _cohort: data.Cohort
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    assessment = _cohort.assessment
+    return rule_performance(assessment.prompts, decision_history(data.engine()), assessment.visits,
+                            assessment.as_of, load_rules())
+
+
+def prompt_performance(cohort: data.Cohort) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(per-rule table, prompt states, not-indicated reasons) for the cohort and the decisions recorded now."""
+    return _performance(cohort.key, decision_count(), cohort)
+
+
+def clear() -> None:
+    _outcomes.clear()
+    _performance.clear()
