@@ -115,8 +115,11 @@ class GroupFit:
 
 
 # --------------------------------------------------------------------------------------------- observations
-def observations(records: Records, reference: Reference) -> Observations:
+def observations(records: Records, reference: Reference, keep_unknown_modifiers: bool = False) -> Observations:
     """Every post-operative exam with a baseline in a reference group, its day, fraction and modifiers.
+
+    With `keep_unknown_modifiers`, exams whose modifier factors are unknown are kept (their band is drawn
+    without the unknown modifiers, as the assessment draws it): for coverage as the clinic sees it, not fits.
 
     Vectorised: exams are matched to operations and baselines with as-of merges, never a loop over rows.
     """
@@ -157,6 +160,8 @@ def observations(records: Records, reference: Reference) -> Observations:
     groups = group_of(np.nan_to_num(post["baseline_mrc"].to_numpy(dtype=float), nan=-1), reference)
     no_group = ~no_baseline & (groups == "")
     unknown_rows = ~no_baseline & ~no_group & unknown.reindex(post["episode"]).to_numpy(dtype=bool)
+    if keep_unknown_modifiers:
+        unknown_rows = np.zeros(len(post), dtype=bool)
     left_out = {
         "no pre-operative exam (no baseline)": _count_sides(post[no_baseline], side_key),
         "baseline outside every group (normal strength)": _count_sides(post[no_group], side_key),

@@ -154,6 +154,12 @@ def _assign(frame: pd.DataFrame, date_column: str, ops: pd.DataFrame) -> pd.Data
     return merged.reset_index(drop=True)
 
 
+def _before_next(when: pd.Series, episode: pd.Series, ops: pd.DataFrame) -> np.ndarray:
+    """Rows dated before their operation's next operation (which starts a follow-up of its own)."""
+    following = episode.map(ops["next_surgery"])
+    return (following.isna() | (when < following)).to_numpy(dtype=bool)
+
+
 def window_of(day: np.ndarray) -> np.ndarray:
     """The position in SCHEDULE of each day's tolerance window, -1 outside every window."""
     day = np.asarray(day, dtype=float)
@@ -172,7 +178,7 @@ def weak_sides(records: Records, ops: pd.DataFrame, reference: Reference) -> tup
     normal, noise = status["normal_grade"], status["measurement_noise"]
     exams = records.strength.loc[records.strength["mrc"].notna(), ["patient_id", "exam_date", "muscle", "side", "mrc"]]
     post = _assign(exams, "exam_date", ops)
-    post = post[post["exam_date"] < post["episode"].map(ops["next_surgery"]).fillna(pd.Timestamp.max)]
+    post = post[_before_next(post["exam_date"], post["episode"], ops)]
     keys = post[["episode", "patient_id", "muscle", "side", "surgery_date"]].drop_duplicates()
     before = exams[exams["exam_date"].notna()].rename(columns={"exam_date": "baseline_date", "mrc": "baseline_mrc"})
     baseline = pd.merge_asof(keys.sort_values("surgery_date", kind="stable"),
@@ -238,7 +244,7 @@ def recovery_curves(sides: pd.DataFrame, grouping: str = "all", endpoint: str = 
             "at_risk": table["at_risk"].reindex(survival.index).to_numpy()}))
         for months in MILESTONE_MONTHS:
             t = months * DAYS_PER_MONTH
-            estimable = t <= day.max()
+            estimable = t <= day.max() or survival.iloc[-1] == 0  # beyond the last exam only if S fell to 0
             ci = _at(interval, t)
             milestones.append({
                 "group": group, "months": months, "day": round(t), "muscle_sides": len(part),
@@ -279,11 +285,12 @@ def _long_by_group(frame: pd.DataFrame, values: list[str], how) -> pd.DataFrame:
 def band_coverage_by_window(records: Records, ops: pd.DataFrame, reference: Reference) -> pd.DataFrame:
     """Share of muscle-sides below, inside and above the expected band in each follow-up window, per group.
 
-    The exams are calibration's observations (post-operative, baseline in a reference group, modifiers known)
-    scored by calibration's band_positions (band edges rounded to the MRC step, as the patient view shows them);
+    The exams are calibration's observations (post-operative, baseline in a reference group; unlike a fit,
+    unknown modifier factors are kept, their modifiers not applied, as the assessment does) scored by
+    calibration's band_positions (band edges rounded to the MRC step, as the patient view shows them);
     a muscle-side examined twice in one window counts once, with its latest exam there.
     """
-    rows = observations(records, reference).rows
+    rows = observations(records, reference, keep_unknown_modifiers=True).rows
     columns = ["grouping", "group", "window", "muscle_sides", "below", "inside", "above", "share_below",
                "share_inside", "share_above"]
     if rows.empty:
@@ -366,16 +373,15 @@ def follow_up(records: Records, ops: pd.DataFrame, as_of: date) -> pd.DataFrame:
         records.visits[["patient_id", "visit_date"]].rename(columns={"visit_date": "contact_date"})],
         ignore_index=True).drop_duplicates()
     contacts = _assign(contacts, "contact_date", ops)
-    contacts = contacts[contacts["contact_date"] < contacts["episode"].map(ops["next_surgery"]).fillna(
-        pd.Timestamp.max)]
+    contacts = contacts[_before_next(contacts["contact_date"], contacts["episode"], ops)]
     window = window_of(contacts["day"].to_numpy())
     done = np.zeros((len(ops), len(SCHEDULE)), dtype=bool)
     inside = window >= 0
     done[contacts["episode"].to_numpy()[inside], window[inside]] = True
     today = pd.Timestamp(as_of)
-    ends = ops["next_surgery"].fillna(pd.Timestamp.max)
+    ends = ops["next_surgery"]
     due = np.column_stack([((ops["surgery_date"] + pd.Timedelta(days=last)) < today)
-                           & ((ops["surgery_date"] + pd.Timedelta(days=last)) < ends)
+                           & (ends.isna() | ((ops["surgery_date"] + pd.Timedelta(days=last)) < ends)).to_numpy()
                            for _, _, _, last in SCHEDULE]) if len(ops) else np.zeros((0, len(SCHEDULE)), bool)
     frame = pd.DataFrame({**{f"due_{k}": due[:, k] for k in range(len(SCHEDULE))},
                           **{f"done_{k}": done[:, k] & due[:, k] for k in range(len(SCHEDULE))}})

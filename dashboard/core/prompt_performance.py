@@ -54,7 +54,9 @@ def prompt_states(prompts: pd.DataFrame, history: pd.DataFrame, as_of: date) -> 
     decision, whether it is open, days open, overdue and alarm."""
     frame = prompts[["patient_id", "rule_id", "urgency", "modality", "evidence"]].reset_index(drop=True)
     frame["first_seen"] = first_seen(frame)
-    frame["evidence_hash"] = [evidence_hash(list(lines)) for lines in frame["evidence"]]
+    frame["evidence_hash"] = pd.array([evidence_hash(list(lines)) for lines in frame["evidence"]], dtype="string")
+    frame = frame.astype({"patient_id": "string", "rule_id": "string"})
+    history = history.astype({"patient_id": "string", "rule_id": "string", "evidence_hash": "string"})
     history = history.sort_values(["decided_at", "id"], kind="stable")
     latest = history.drop_duplicates(["patient_id", "rule_id"], keep="last")
     frame = frame.merge(latest[["patient_id", "rule_id", "decision", "evidence_hash"]].rename(
@@ -63,8 +65,7 @@ def prompt_states(prompts: pd.DataFrame, history: pd.DataFrame, as_of: date) -> 
     on_evidence = history.drop_duplicates(["patient_id", "rule_id", "evidence_hash"], keep="first")
     frame = frame.merge(on_evidence[["patient_id", "rule_id", "evidence_hash", "decided_at"]].rename(
         columns={"decided_at": "first_decided_at"}), on=["patient_id", "rule_id", "evidence_hash"], how="left")
-    decided_day = frame["first_decided_at"].dt.tz_localize(None).dt.normalize() if len(frame) else \
-        frame["first_decided_at"]
+    decided_day = frame["first_decided_at"].dt.tz_localize(None).dt.normalize()
     frame["days_to_decision"] = (decided_day - frame["first_seen"]).dt.days.astype("Float64")
     frame["decision_current"] = current
     frame["open"] = ~current | (frame["decision"] == "deferred").fillna(False).to_numpy(dtype=bool)
@@ -105,12 +106,14 @@ def imaging_results(states: pd.DataFrame, visits: pd.DataFrame) -> pd.DataFrame:
     out["imaging_found"] = np.nan
     if IMAGING_MODALITY not in visits.columns or IMAGING_FINDING not in visits.columns or states.empty:
         return out
-    results = pd.DataFrame({"patient_id": visits["patient_id"], "visit_date": visits["visit_date"],
+    results = pd.DataFrame({"patient_id": visits["patient_id"].astype("string"),
+                            "visit_date": pd.to_datetime(visits["visit_date"]).astype("datetime64[s]"),
                             "modality": visits[IMAGING_MODALITY].astype("string").str.strip().str.lower(),
                             "found": _flag(visits[IMAGING_FINDING])})
     results = results[results["found"].notna() & results["visit_date"].notna()].sort_values("visit_date")
     asked = states[["patient_id", "modality", "first_seen"]].assign(_row=np.arange(len(states)))
-    asked = asked[asked["first_seen"].notna()].astype({"modality": "string"}).sort_values("first_seen")
+    asked = asked[asked["first_seen"].notna()].astype({"patient_id": "string", "modality": "string"})
+    asked = asked.sort_values("first_seen")
     if asked.empty or results.empty:
         return out
     matched = pd.merge_asof(asked, results.rename(columns={"visit_date": "imaging_date"}),
