@@ -32,8 +32,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from dashboard.core.calibration import band_positions, observations
-from dashboard.core.curves import Reference, group_of, load_reference
+from dashboard.core.calibration import band_positions
+from dashboard.core.curves import Reference, group_index, group_of, load_reference
+from dashboard.core.grades import MUSCLES, SIDES
 from dashboard.core.records import Records
 
 #: Follow-up schedule: (label, target day, first day, last day of the tolerance window).
@@ -133,6 +134,8 @@ def operations(records: Records, reference: Reference) -> pd.DataFrame:
     age = ops["surgery_date"].dt.year - birth
     deficit = (ops["surgery_date"] - ops["deficit_onset_date"]).dt.days
     ops["age"] = age.astype("Float64")
+    ops["deficit_days"] = deficit.astype("Float64")
+    ops["diabetes_flag"] = patient_column("diabetes").astype("boolean")
     ops["all"] = "all"
     ops["deficit_duration"] = _bands(deficit, DEFICIT_BANDS)
     ops["diabetes"] = _yes_no(patient_column("diabetes"))
@@ -143,21 +146,43 @@ def operations(records: Records, reference: Reference) -> pd.DataFrame:
     return ops.drop(columns=["deficit_onset_date"])
 
 
-def _assign(frame: pd.DataFrame, date_column: str, ops: pd.DataFrame) -> pd.DataFrame:
-    """Rows with the operation they belong to (latest on or before their date), and their day since it."""
-    frame = frame[frame[date_column].notna()].sort_values(date_column, kind="stable")
-    right = ops[["patient_id", "surgery_date", "episode"]].sort_values("surgery_date", kind="stable")
-    merged = pd.merge_asof(frame, right, left_on=date_column,
-                           right_on="surgery_date", by="patient_id", direction="backward")
-    merged = merged[merged["episode"].notna()].astype({"episode": np.int64})
-    merged["day"] = (merged[date_column] - merged["surgery_date"]).dt.days.astype(np.int64)
-    return merged.reset_index(drop=True)
+_SPAN = np.int64(1 << 22)  # days per patient in a combined (patient, day) key: dates 1970 ± 5,000 years
+_OFFSET = np.int64(1 << 21)
 
 
-def _before_next(when: pd.Series, episode: pd.Series, ops: pd.DataFrame) -> np.ndarray:
-    """Rows dated before their operation's next operation (which starts a follow-up of its own)."""
-    following = episode.map(ops["next_surgery"])
-    return (following.isna() | (when < following)).to_numpy(dtype=bool)
+def _days(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Days since 1970 as integers, and which values are missing."""
+    raw = values.to_numpy().astype("datetime64[D]")
+    missing = np.isnat(raw)
+    return np.where(missing, 0, raw.view(np.int64)), missing
+
+
+@dataclass(frozen=True)
+class _OpIndex:
+    """Integer keys of the operations (sorted by patient, then date): for sorted searches instead of merges."""
+
+    patients: pd.Index  # patient ids; a patient's code is its position here
+    code: np.ndarray  # patient code per operation
+    day: np.ndarray  # operation day (days since 1970) per operation
+    key: np.ndarray  # code * _SPAN + day + _OFFSET, ascending
+
+
+def _op_index(ops: pd.DataFrame) -> _OpIndex:
+    patients = pd.Index(ops["patient_id"].unique())
+    code = patients.get_indexer(ops["patient_id"]).astype(np.int64)
+    day = _days(ops["surgery_date"])[0]
+    return _OpIndex(patients, code, day, code * _SPAN + day + _OFFSET)
+
+
+def _episodes_of(index: _OpIndex, patient_ids: pd.Series, dates: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's operation (position in the operations: the latest on or before its date; -1 for none) and its
+    day since that operation. One sorted search over integer keys (patient code, day): no string sort, no merge."""
+    code = index.patients.get_indexer(patient_ids).astype(np.int64)
+    day, missing = _days(dates)
+    at = np.searchsorted(index.key, code * _SPAN + day + _OFFSET, side="right") - 1
+    ok = (code >= 0) & ~missing & (at >= 0) & (index.code[np.clip(at, 0, None)] == code)
+    episode = np.where(ok, at, -1)
+    return episode, np.where(ok, day - index.day[np.clip(episode, 0, None)], 0)
 
 
 def window_of(day: np.ndarray) -> np.ndarray:
@@ -171,45 +196,67 @@ def window_of(day: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ recovery
-def weak_sides(records: Records, ops: pd.DataFrame, reference: Reference) -> tuple[pd.DataFrame, dict[str, int]]:
+def _post_exams(records: Records, ops: pd.DataFrame, index: _OpIndex) -> pd.DataFrame:
+    """Every graded post-operative exam with its operation, day, muscle and side codes and its baseline (the
+    latest exam of the same muscle-side before the operation; NaN without one). Integer keys, sorted searches."""
+    strength = records.strength
+    muscle = pd.Index(MUSCLES).get_indexer(strength["muscle"]).astype(np.int64)
+    side = pd.Index(SIDES).get_indexer(strength["side"]).astype(np.int64)
+    code = index.patients.get_indexer(strength["patient_id"]).astype(np.int64)
+    day, missing = _days(strength["exam_date"])
+    grade = strength["mrc"].to_numpy(dtype=float, na_value=np.nan)
+    ok = (code >= 0) & (muscle >= 0) & (side >= 0) & ~missing & ~np.isnan(grade)
+    code, muscle, side, day, grade = code[ok], muscle[ok], side[ok], day[ok], grade[ok]
+    at = np.searchsorted(index.key, code * _SPAN + day + _OFFSET, side="right") - 1
+    post = (at >= 0) & (index.code[np.clip(at, 0, None)] == code)
+    episode = at[post]
+    op_day = index.day[episode]
+    # baseline: the last exam of the muscle-side with a day before the operation's
+    side_key = code * 10 + muscle * 2 + side
+    order = np.lexsort((day, side_key))
+    sorted_key = side_key[order] * _SPAN + day[order] + _OFFSET
+    wanted = side_key[post]
+    before = np.searchsorted(sorted_key, wanted * _SPAN + op_day + _OFFSET, side="left") - 1
+    has = (before >= 0) & (side_key[order][np.clip(before, 0, None)] == wanted)
+    baseline = np.where(has, grade[order][np.clip(before, 0, None)], np.nan)
+    return pd.DataFrame({"episode": episode, "muscle": muscle[post], "side": side[post],
+                         "side_id": episode * 10 + muscle[post] * 2 + side[post], "day": day[post] - op_day,
+                         "mrc": grade[post], "baseline_mrc": baseline})
+
+
+def weak_sides(post: pd.DataFrame, ops: pd.DataFrame, reference: Reference) -> tuple[pd.DataFrame, dict[str, int]]:
     """One row per weak muscle-side with post-operative exams: baseline, severity and, per endpoint, the day of
     the event or of censoring and whether the event happened."""
     status = reference.status
     normal, noise = status["normal_grade"], status["measurement_noise"]
-    exams = records.strength.loc[records.strength["mrc"].notna(), ["patient_id", "exam_date", "muscle", "side", "mrc"]]
-    post = _assign(exams, "exam_date", ops)
-    post = post[_before_next(post["exam_date"], post["episode"], ops)]
-    keys = post[["episode", "patient_id", "muscle", "side", "surgery_date"]].drop_duplicates()
-    before = exams[exams["exam_date"].notna()].rename(columns={"exam_date": "baseline_date", "mrc": "baseline_mrc"})
-    baseline = pd.merge_asof(keys.sort_values("surgery_date", kind="stable"),
-                             before.sort_values("baseline_date", kind="stable"), left_on="surgery_date",
-                             right_on="baseline_date", by=["patient_id", "muscle", "side"], direction="backward",
-                             allow_exact_matches=False)
-    baseline["baseline_mrc"] = baseline["baseline_mrc"].astype(float)
-    weak = baseline["baseline_mrc"] < normal - noise - 1e-9
-    left_out = {"no pre-operative exam (no baseline)": int(baseline["baseline_mrc"].isna().sum()),
-                "baseline normal or within noise of normal (5-)": int((~weak & baseline["baseline_mrc"].notna()).sum())}
-    sides = baseline.loc[weak, ["episode", "patient_id", "muscle", "side", "baseline_mrc"]]
-    rows = post.merge(sides[["episode", "muscle", "side", "baseline_mrc"]], on=["episode", "muscle", "side"])
-    grade = rows["mrc"].to_numpy(dtype=float)
-    base = rows["baseline_mrc"].to_numpy(dtype=float)
+    per_side = post.groupby("side_id", sort=True).agg(episode=("episode", "first"), muscle=("muscle", "first"),
+                                                      side=("side", "first"), baseline_mrc=("baseline_mrc", "first"),
+                                                      last_day=("day", "max"))
+    baseline = per_side["baseline_mrc"].to_numpy()
+    weak = baseline < normal - noise - 1e-9
+    left_out = {"no pre-operative exam (no baseline)": int(np.isnan(baseline).sum()),
+                "baseline normal or within noise of normal (5-)": int((~weak & ~np.isnan(baseline)).sum())}
+    out = per_side[weak]
+    rows = post[post["side_id"].isin(out.index)]
+    grade, base = rows["mrc"].to_numpy(), rows["baseline_mrc"].to_numpy()
     hits = {"normal": grade >= normal - noise - 1e-9, "improved": grade >= base + 1 - 1e-9}
     hits["recovered"] = hits["normal"] | hits["improved"]
-    key = ["episode", "muscle", "side"]
-    last = rows.groupby(key, sort=False)["day"].max().rename("last_day")
-    out = sides.merge(last, left_on=key, right_index=True)
+    out = out.copy()
     for endpoint in ENDPOINTS:
-        first = rows.loc[hits[endpoint]].groupby(key, sort=False)["day"].min().rename("first")
-        joined = out[key].merge(first, left_on=key, right_index=True, how="left")["first"].to_numpy()
-        out[f"{endpoint}_event"] = ~np.isnan(joined)
-        out[f"{endpoint}_day"] = np.where(np.isnan(joined), out["last_day"].to_numpy(dtype=float), joined)
+        first = rows.loc[hits[endpoint]].groupby("side_id")["day"].min().reindex(out.index).to_numpy(dtype=float)
+        out[f"{endpoint}_event"] = ~np.isnan(first)
+        out[f"{endpoint}_day"] = np.where(np.isnan(first), out["last_day"].to_numpy(dtype=float), first)
     group = group_of(out["baseline_mrc"].to_numpy(dtype=float), reference)
-    out["severity"] = np.where(group == "", UNKNOWN, group)
-    columns = [g for g in GROUPINGS if g != "severity"]
     at = out["episode"].to_numpy()
-    for name in columns:
-        out[name] = ops[name].to_numpy()[at]
-    return out.reset_index(drop=True), left_out
+    out = out.reset_index(drop=True)
+    out.insert(1, "patient_id", ops["patient_id"].to_numpy()[at])
+    out["muscle"] = np.asarray(MUSCLES, dtype=object)[out["muscle"].to_numpy()]
+    out["side"] = np.asarray(SIDES, dtype=object)[out["side"].to_numpy()]
+    out["severity"] = np.where(group == "", UNKNOWN, group)
+    for name in GROUPINGS:
+        if name != "severity":
+            out[name] = ops[name].to_numpy()[at]
+    return out, left_out
 
 
 def _at(frame: pd.DataFrame, t: float) -> pd.Series:
@@ -282,102 +329,120 @@ def _long_by_group(frame: pd.DataFrame, values: list[str], how) -> pd.DataFrame:
     return out[["grouping", "group", "window", *[c for c in out.columns if c not in ("grouping", "group", "window")]]]
 
 
-def band_coverage_by_window(records: Records, ops: pd.DataFrame, reference: Reference) -> pd.DataFrame:
+def band_coverage_by_window(post: pd.DataFrame, ops: pd.DataFrame, reference: Reference) -> pd.DataFrame:
     """Share of muscle-sides below, inside and above the expected band in each follow-up window, per group.
 
-    The exams are calibration's observations (post-operative, baseline in a reference group; unlike a fit,
+    The exams are those calibration observes (post-operative, baseline in a reference group; unlike a fit,
     unknown modifier factors are kept, their modifiers not applied, as the assessment does) scored by
-    calibration's band_positions (band edges rounded to the MRC step, as the patient view shows them);
-    a muscle-side examined twice in one window counts once, with its latest exam there.
+    calibration's band_positions (band edges rounded to the MRC step, as the patient view shows them); a
+    muscle-side examined twice in one window counts once, with its latest exam there.
     """
-    rows = observations(records, reference, keep_unknown_modifiers=True).rows
     columns = ["grouping", "group", "window", "muscle_sides", "below", "inside", "above", "share_below",
                "share_inside", "share_above"]
+    group = group_index(post["baseline_mrc"].fillna(-1).to_numpy(), reference)
+    window = window_of(post["day"].to_numpy())
+    rows = post[(group >= 0) & (window >= 0)].assign(window=window[(group >= 0) & (window >= 0)],
+                                                      curve_group=group[(group >= 0) & (window >= 0)])
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    rows = rows.assign(position=band_positions(rows, reference), window=window_of(rows["day"].to_numpy()))
-    rows = rows[rows["window"] >= 0].sort_values("exam_date", kind="stable")
-    rows = rows.drop_duplicates(["patient_id", "surgery_date", "muscle", "side", "window"], keep="last")
-    place = pd.MultiIndex.from_frame(ops[["patient_id", "surgery_date"]]).get_indexer(
-        pd.MultiIndex.from_frame(rows[["patient_id", "surgery_date"]]))
-    rows = rows[place >= 0]
-    place = place[place >= 0]
+    rows = rows.iloc[np.lexsort((rows["day"].to_numpy(), rows["window"].to_numpy(), rows["side_id"].to_numpy()))]
+    rows = rows[~rows.duplicated(["side_id", "window"], keep="last").to_numpy()]
+    at = rows["episode"].to_numpy()
+    factors = pd.DataFrame({"age": ops["age"].to_numpy()[at], "diabetes": ops["diabetes_flag"].array[at],
+                            "deficit_days": ops["deficit_days"].array[at]})
+    position = band_positions(_band_rows(rows, factors), reference)
+    frame = pd.DataFrame({"window": rows["window"].to_numpy(), "below": position == "below",
+                          "inside": position == "inside", "above": position == "above"})
     for grouping in GROUPINGS:
-        rows[grouping] = ops[grouping].to_numpy()[place] if grouping != "severity" else rows["curve_group"]
-    rows = rows.assign(below=rows["position"] == "below", inside=rows["position"] == "inside",
-                       above=rows["position"] == "above")
+        frame[grouping] = (reference.groups["id"].to_numpy(dtype=object)[rows["curve_group"].to_numpy()]
+                           if grouping == "severity" else ops[grouping].to_numpy()[at])
 
     def count(grouped):
         out = grouped[["below", "inside", "above"]].sum()
         out.insert(0, "muscle_sides", out.sum(axis=1))
         return out
 
-    out = _long_by_group(rows, columns[3:], count)
+    out = _long_by_group(frame, columns[3:], count)
     for side in ("below", "inside", "above"):
         out[f"share_{side}"] = out[side] / out["muscle_sides"]
     out["window"] = np.asarray(WINDOWS, dtype=object)[out["window"].to_numpy(dtype=int)]
     return out[columns]
 
 
+def _band_rows(rows: pd.DataFrame, factors: pd.DataFrame) -> pd.DataFrame:
+    """The columns calibration.band_positions reads, one row per exam."""
+    return pd.DataFrame({"baseline_mrc": rows["baseline_mrc"].to_numpy(), "day": rows["day"].to_numpy(dtype=float),
+                         "mrc": rows["mrc"].to_numpy(), "age": factors["age"], "diabetes": factors["diabetes"],
+                         "deficit_days": factors["deficit_days"]})
+
+
 # --------------------------------------------------------------------------------------------------- PROMs
-def proms_by_window(records: Records, ops: pd.DataFrame, severity: pd.Series) -> pd.DataFrame:
+def proms_by_window(records: Records, ops: pd.DataFrame, index: _OpIndex) -> pd.DataFrame:
     """ODI, leg and back pain per follow-up window and group: visits, median and interquartile range.
 
     A visit belongs to the latest operation on or before it; the window is the visit's day since it; the
-    pre-operative value is the latest visit before the operation (window 'before'). One value per operation
-    and window (the latest visit there).
+    pre-operative value ('before') is the latest recorded before the operation. One value per operation,
+    window and measure (the latest there).
     """
-    present = [m for m in PROMS if m in records.visits.columns]
+    visits = records.visits
+    present = [m for m in PROMS if m in visits.columns]
     columns = ["grouping", "group", "window", "measure", "n", "median", "q1", "q3"]
-    visits = records.visits[["patient_id", "visit_date", *present]]
     if visits.empty or not present:
         return pd.DataFrame(columns=columns)
-    post = _assign(visits, "visit_date", ops)
-    post = post.assign(window=window_of(post["day"].to_numpy()))
-    post = post[post["window"] >= 0]
-    before = visits[visits["visit_date"].notna()].sort_values("visit_date", kind="stable")
-    pre = pd.merge_asof(ops[["patient_id", "surgery_date", "episode"]].sort_values("surgery_date", kind="stable"),
-                        before, left_on="surgery_date", right_on="visit_date", by="patient_id",
-                        direction="backward", allow_exact_matches=False)
-    pre = pre[pre["visit_date"].notna()].assign(window=-1)
-    both = pd.concat([pre, post], ignore_index=True).sort_values("visit_date", kind="stable")
-    both = both.drop_duplicates(["episode", "window"], keep="last")
-    at = both["episode"].to_numpy()
+    episode, day = _episodes_of(index, visits["patient_id"], visits["visit_date"])
+    window = window_of(day)
+    code = index.patients.get_indexer(visits["patient_id"]).astype(np.int64)
+    visit_day, missing = _days(visits["visit_date"])
+    parts = []
+    for measure in present:
+        value = pd.to_numeric(visits[measure], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        known = ~np.isnan(value) & ~missing & (code >= 0)
+        # after the operation, by window: the latest visit of each operation and window
+        keep = known & (episode >= 0) & (window >= 0)
+        order = np.flatnonzero(keep)[np.lexsort((visit_day[keep], window[keep], episode[keep]))]
+        if len(order):
+            last = np.r_[(episode[order][1:] != episode[order][:-1]) | (window[order][1:] != window[order][:-1]),
+                         True]
+            order = order[last]
+        parts.append(pd.DataFrame({"episode": episode[order], "window": window[order], "measure": measure,
+                                   "value": value[order]}))
+        # before the operation: the latest visit with the measure on a day before the operation's
+        sorted_rows = np.flatnonzero(known)[np.lexsort((visit_day[known], code[known]))]
+        if not len(sorted_rows):
+            continue
+        sorted_key = code[sorted_rows] * _SPAN + visit_day[sorted_rows] + _OFFSET
+        before = np.searchsorted(sorted_key, index.key, side="left") - 1
+        has = (before >= 0) & (code[sorted_rows][np.clip(before, 0, None)] == index.code)
+        parts.append(pd.DataFrame({"episode": np.flatnonzero(has), "window": -1, "measure": measure,
+                                   "value": value[sorted_rows][before[has]]}))
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    long = pd.concat(parts, ignore_index=True)
+    at = long["episode"].to_numpy()
+    out = []
     for grouping in GROUPINGS:
-        both[grouping] = (severity if grouping == "severity" else ops[grouping]).to_numpy()[at]
-    long = both.melt(id_vars=["window", *GROUPINGS], value_vars=present, var_name="measure").dropna(
-        subset=["value"])
-    long["value"] = long["value"].astype(float)
-
-    def summary(grouped):
+        grouped = long.assign(group=ops[grouping].to_numpy()[at]).groupby(["group", "window", "measure"], sort=True)
         values = grouped["value"]
         quartiles = values.quantile([0.25, 0.5, 0.75]).unstack()
-        return pd.DataFrame({"n": values.count(), "median": quartiles[0.5], "q1": quartiles[0.25],
-                             "q3": quartiles[0.75]})
-
-    parts = []
-    for grouping in GROUPINGS:
-        grouped = long.assign(group=long[grouping]).groupby(["group", "window", "measure"], sort=True)
-        parts.append(summary(grouped).reset_index().assign(grouping=grouping))
-    out = pd.concat(parts, ignore_index=True)
-    out["window"] = np.asarray(["before", *WINDOWS], dtype=object)[out["window"].to_numpy(dtype=int) + 1]
-    return out[columns]
+        out.append(pd.DataFrame({"n": values.count(), "median": quartiles[0.5], "q1": quartiles[0.25],
+                                 "q3": quartiles[0.75]}).reset_index().assign(grouping=grouping))
+    frame = pd.concat(out, ignore_index=True)
+    frame["window"] = np.asarray(["before", *WINDOWS], dtype=object)[frame["window"].to_numpy(dtype=int) + 1]
+    return frame[columns]
 
 
 # ------------------------------------------------------------------------------------------------ follow-up
-def follow_up(records: Records, ops: pd.DataFrame, as_of: date) -> pd.DataFrame:
+def follow_up(records: Records, ops: pd.DataFrame, index: _OpIndex, as_of: date) -> pd.DataFrame:
     """Per operation and window: due (the window closed on the assessment day, follow-up not ended by a later
     operation) and done (a strength exam or a visit dated in it). Columns due_<k>, done_<k> per window k."""
-    contacts = pd.concat([
-        records.strength[["patient_id", "exam_date"]].rename(columns={"exam_date": "contact_date"}),
-        records.visits[["patient_id", "visit_date"]].rename(columns={"visit_date": "contact_date"})],
-        ignore_index=True).drop_duplicates()
-    contacts = _assign(contacts, "contact_date", ops)
-    contacts = contacts[_before_next(contacts["contact_date"], contacts["episode"], ops)]
-    window = window_of(contacts["day"].to_numpy())
     done = np.zeros((len(ops), len(SCHEDULE)), dtype=bool)
-    inside = window >= 0
-    done[contacts["episode"].to_numpy()[inside], window[inside]] = True
+    for frame, column in ((records.strength, "exam_date"), (records.visits, "visit_date")):
+        if frame.empty:
+            continue
+        episode, day = _episodes_of(index, frame["patient_id"], frame[column])
+        window = np.where(episode >= 0, window_of(day), -1)
+        inside = window >= 0
+        done[episode[inside], window[inside]] = True
     today = pd.Timestamp(as_of)
     ends = ops["next_surgery"]
     due = np.column_stack([((ops["surgery_date"] + pd.Timedelta(days=last)) < today)
@@ -400,9 +465,8 @@ def _lost(due: np.ndarray, done: np.ndarray) -> np.ndarray:
     return (n_due >= 2) & ~done[rows, last] & ~done[rows, before]
 
 
-def follow_up_tables(ops: pd.DataFrame, severity: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+def follow_up_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Exams done against the schedule per window, and operations lost to follow-up, per group."""
-    frame = ops.assign(severity=severity.to_numpy())
     rows = []
     lost = []
     for grouping in GROUPINGS:
@@ -427,16 +491,18 @@ def cohort_outcomes(records: Records, as_of: date | None = None, reference: Refe
     as_of = as_of or date.today()
     reference = reference or load_reference()
     ops = operations(records, reference)
-    sides, left_out = weak_sides(records, ops, reference)
+    index = _op_index(ops)
+    post = _post_exams(records, ops, index)
+    sides, left_out = weak_sides(post, ops, reference)
     # an operation's severity: its weakest muscle-side's baseline group ('no weak muscle' when none is weak)
     weakest = sides.groupby("episode")["baseline_mrc"].min()
     group = group_of(weakest.to_numpy(dtype=float), reference)
-    severity = pd.Series("no weak muscle", index=ops.index, dtype=object)
-    severity.iloc[weakest.index.to_numpy()] = np.where(group == "", UNKNOWN, group)
-    ops = pd.concat([ops, follow_up(records, ops, as_of)], axis=1)
-    ops["severity"] = severity.to_numpy()
-    table, lost = follow_up_tables(ops, severity)
+    severity = np.full(len(ops), "no weak muscle", dtype=object)
+    severity[weakest.index.to_numpy()] = np.where(group == "", UNKNOWN, group)
+    ops["severity"] = severity
+    ops = pd.concat([ops, follow_up(records, ops, index, as_of)], axis=1)
+    table, lost = follow_up_tables(ops)
     return Outcomes(
         as_of=as_of, reference_id=reference.reference_id, operations=ops, sides=sides,
-        coverage=band_coverage_by_window(records, ops, reference),
-        proms=proms_by_window(records, ops, severity), follow_up=table, lost=lost, left_out=left_out)
+        coverage=band_coverage_by_window(post, ops, reference),
+        proms=proms_by_window(records, ops, index), follow_up=table, lost=lost, left_out=left_out)
