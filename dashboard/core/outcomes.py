@@ -321,8 +321,10 @@ def _long_by_group(frame: pd.DataFrame, values: list[str], how) -> pd.DataFrame:
     """`how(frame grouped by [group, window])` for every grouping, stacked with a `grouping` column."""
     parts = []
     for grouping in GROUPINGS:
-        grouped = how(frame.assign(group=frame[grouping]).groupby(["group", "window"], sort=True, observed=True))
-        parts.append(grouped.reset_index().assign(grouping=grouping))
+        codes, labels = pd.factorize(frame[grouping].to_numpy(dtype=object), sort=True)
+        grouped = how(frame.assign(group=codes).groupby(["group", "window"], sort=True)).reset_index()
+        grouped["group"] = np.asarray(labels, dtype=object)[grouped["group"].to_numpy()]
+        parts.append(grouped.assign(grouping=grouping))
     if not parts:
         return pd.DataFrame(columns=["grouping", "group", "window", *values])
     out = pd.concat(parts, ignore_index=True)
@@ -353,7 +355,7 @@ def band_coverage_by_window(post: pd.DataFrame, ops: pd.DataFrame, reference: Re
     position = band_positions(_band_rows(rows, factors), reference)
     frame = pd.DataFrame({"window": rows["window"].to_numpy(), "below": position == "below",
                           "inside": position == "inside", "above": position == "above"})
-    for grouping in GROUPINGS:
+    for grouping in GROUPINGS:  # object arrays: factorized by _long_by_group, never turned into Arrow text
         frame[grouping] = (reference.groups["id"].to_numpy(dtype=object)[rows["curve_group"].to_numpy()]
                            if grouping == "severity" else ops[grouping].to_numpy()[at])
 
@@ -420,13 +422,18 @@ def proms_by_window(records: Records, ops: pd.DataFrame, index: _OpIndex) -> pd.
     long = pd.concat(parts, ignore_index=True)
     at = long["episode"].to_numpy()
     out = []
+    long["measure"] = pd.Index(present).get_indexer(long["measure"])  # integer keys group fastest
     for grouping in GROUPINGS:
-        grouped = long.assign(group=ops[grouping].to_numpy()[at]).groupby(["group", "window", "measure"], sort=True)
+        codes, labels = pd.factorize(ops[grouping].to_numpy(dtype=object), sort=True)
+        grouped = long.assign(group=codes[at]).groupby(["group", "window", "measure"], sort=True)
         values = grouped["value"]
         quartiles = values.quantile([0.25, 0.5, 0.75]).unstack()
-        out.append(pd.DataFrame({"n": values.count(), "median": quartiles[0.5], "q1": quartiles[0.25],
-                                 "q3": quartiles[0.75]}).reset_index().assign(grouping=grouping))
+        part = pd.DataFrame({"n": values.count(), "median": quartiles[0.5], "q1": quartiles[0.25],
+                             "q3": quartiles[0.75]}).reset_index()
+        part["group"] = np.asarray(labels, dtype=object)[part["group"].to_numpy()]
+        out.append(part.assign(grouping=grouping))
     frame = pd.concat(out, ignore_index=True)
+    frame["measure"] = np.asarray(present, dtype=object)[frame["measure"].to_numpy()]
     frame["window"] = np.asarray(["before", *WINDOWS], dtype=object)[frame["window"].to_numpy(dtype=int) + 1]
     return frame[columns]
 
