@@ -254,8 +254,14 @@ def test_screen_renders_for_surgeon_and_admin_only(app_store: str) -> None:
     for user, role in (("surgeon", "surgeon"), ("admin", "admin")):
         at = run_app("screens/outcomes.py", user=user, role=role)
         assert at.title[0].value == "Outcomes"
-        assert len(at.tabs) == 5
         assert any("Kaplan" in c.value for c in at.caption)
+        assert at.get("plotly_chart")
+    sections = at.radio(key="outcomes_section")
+    for section in sections.options[1:]:  # each section renders, grouped by surgeon
+        at.selectbox(key="outcomes_grouping").set_value("surgeon")
+        at.radio(key="outcomes_section").set_value(section).run()
+        assert not at.exception, (section, at.exception)
+        assert at.dataframe, section
     at = run_app(user="conference", role="conference")
     with pytest.raises(ValueError, match="Could not find a navigation page"):  # not in the conference navigation
         at.switch_page("screens/outcomes.py")
@@ -268,3 +274,25 @@ def test_screen_export_is_prepared(app_store: str) -> None:
     html, csv = at.session_state["outcomes_export"]
     assert html.startswith("<!DOCTYPE html>") and csv.startswith("table,")
     assert DAYS_PER_MONTH > 30
+
+
+def test_imaging_results_survive_the_store_as_extra_columns(store_engine, tmp_path: Path) -> None:
+    """The documented extension: imaging_modality and imaging_finding on visits are kept as extra columns by the
+    reader and the store, and the imaging yield reads them back."""
+    from dashboard.store import load_records
+
+    files = dict(GOOD_FILES)
+    files["visits.csv"] = ("patient_id,visit_date,odi,imaging_modality,imaging_finding\n"
+                           "P1,2026-02-20,30,,\nP1,2026-03-01,,MRI,yes\nP3,2026-04-01,,ct,no\n")
+    records = records_from(tmp_path / "r", files)
+    assert {"imaging_modality", "imaging_finding"} <= set(records.extra_columns["visits"])
+    import_records(store_engine, records, source_name="test", user="t")
+    stored = load_records(store_engine).visits
+    assert {"imaging_modality", "imaging_finding"} <= set(stored.columns)
+    prompts = pd.DataFrame([_prompt("P1", "compression-behind-expected", "routine", "mri", ["2026-02-20 x"]),
+                            _prompt("P3", "hardware-screw-loosening", "routine", "ct", ["2026-03-20 y"])])
+    table, _, _ = rule_performance(prompts, decision_history(store_engine), stored, TODAY)
+    rules = table.set_index("rule_id")
+    assert rules.loc["compression-behind-expected", ["imaging_results", "imaging_found"]].tolist() == [1, 1]
+    assert rules.loc["hardware-screw-loosening", ["imaging_results", "imaging_found"]].tolist() == [1, 0]
+    assert rules.loc["hardware-screw-loosening", "imaging_yield"] == 0

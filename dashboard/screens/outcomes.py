@@ -6,12 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.core.outcomes import ENDPOINTS, GROUPINGS, MILESTONE_MONTHS, PROMS, SCHEDULE, SMALL_GROUP
-from dashboard.outcome_charts import coverage_figure, proms_figure, recovery_figure
 from dashboard.theme import URGENCY_LABELS
 from dashboard.ui import data, outcomes_data
 from dashboard.ui.auth import audit_export, require_screen
 
 require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
+
+MAX_ROWS = 1_000
 
 cohort = data.cohort()
 outcomes = outcomes_data.outcomes(cohort)
@@ -32,10 +33,14 @@ def in_grouping(frame):
     return frame[frame["grouping"] == grouping].drop(columns="grouping")
 
 
-recovery_tab, band_tab, proms_tab, follow_tab, prompts_tab = st.tabs(
-    ["Recovery", "Against the expected band", "PROMs", "Follow-up", "How the prompts perform"])
+SECTIONS = ("Recovery", "Against the expected band", "PROMs", "Follow-up", "How the prompts perform")
+alarm_count = int(states["alarm"].sum())
+if alarm_count:
+    st.error(f"{alarm_count} emergency prompt(s) open for more than a day: see 'How the prompts perform'.",
+             icon=":material/emergency:")
+section = st.radio("Show", SECTIONS, horizontal=True, key="outcomes_section", label_visibility="collapsed")
 
-with recovery_tab:
+if section == SECTIONS[0]:
     curves, milestones = outcomes.recovery(grouping, endpoint)
     st.caption(f"Weak muscle-sides (baseline 4+ or weaker): time from the operation to the first exam at which "
                f"{ENDPOINTS[endpoint]}; censored at the last exam. Kaplan–Meier (lifelines), 95% CI. Left out: "
@@ -43,7 +48,8 @@ with recovery_tab:
     if curves.empty:
         st.info("No weak muscle-side has a baseline and a post-operative exam.")
     else:
-        st.plotly_chart(recovery_figure(curves), width="stretch", config={"displayModeBar": False})
+        st.plotly_chart(outcomes_data.figure(cohort, outcomes, "recovery", grouping, endpoint), width="stretch",
+                        config={"displayModeBar": False})
         shown = milestones.assign(
             recovered=[("—" if s != s else f"{s:.0%} ({lo:.0%}–{hi:.0%})")
                        for s, lo, hi in zip(milestones["share_recovered"], milestones["low"], milestones["high"],
@@ -61,7 +67,7 @@ with recovery_tab:
         st.caption(f"Share recovered at {', '.join(map(str, MILESTONE_MONTHS))} months with its 95% CI; '—' past "
                    "the group's longest follow-up. At risk: muscle-sides still followed and not yet recovered.")
 
-with band_tab:
+elif section == SECTIONS[1]:
     coverage = in_grouping(outcomes.coverage)
     st.caption("Each weak muscle-side's latest exam in each follow-up window against the band the patient view "
                "shows (edges rounded to the MRC step, modifiers applied). Near 10% below and 10% above means the "
@@ -69,25 +75,25 @@ with band_tab:
     if coverage.empty:
         st.info("No post-operative exam with a baseline in a reference group.")
     else:
-        st.plotly_chart(coverage_figure(coverage, "Where the clinic's muscle-sides fall against the expected band"),
-                        width="stretch", config={"displayModeBar": False})
+        st.plotly_chart(outcomes_data.figure(cohort, outcomes, "coverage", grouping), width="stretch",
+                        config={"displayModeBar": False})
         st.dataframe(coverage, hide_index=True, width="stretch", column_config={
             **{f"share_{p}": st.column_config.NumberColumn(p, format="percent") for p in ("below", "inside", "above")},
             "muscle_sides": "muscle-sides", "below": "n below", "inside": "n inside", "above": "n above"})
 
-with proms_tab:
+elif section == SECTIONS[2]:
     proms = in_grouping(outcomes.proms)
     if proms.empty:
         st.info("No ODI or pain scores recorded.")
     else:
         columns = st.columns(len(PROMS))
-        for column, (measure, label) in zip(columns, PROMS.items(), strict=True):
-            column.plotly_chart(proms_figure(proms, measure, label), width="stretch",
-                                config={"displayModeBar": False}, key=f"proms_{measure}")
+        for column, measure in zip(columns, PROMS, strict=True):
+            column.plotly_chart(outcomes_data.figure(cohort, outcomes, "proms", grouping, measure=measure),
+                                width="stretch", config={"displayModeBar": False}, key=f"proms_{measure}")
         with st.expander("Table"):
             st.dataframe(proms, hide_index=True, width="stretch")
 
-with follow_tab:
+elif section == SECTIONS[3]:
     st.caption("Schedule and tolerance windows (days after the operation): " + "; ".join(
         f"{label} {first}–{last}" for label, _, first, last in SCHEDULE)
         + ". Due: the window has closed; done: an exam or visit in it. Lost: the two latest due windows missed.")
@@ -102,10 +108,7 @@ with follow_tab:
         "share_lost": st.column_config.NumberColumn("share lost", format="percent"),
         "followed": st.column_config.NumberColumn("followed ≥ 2 windows")})
 
-with prompts_tab:
-    alarms = states[states["alarm"]]
-    if len(alarms):
-        st.error(f"{len(alarms)} emergency prompt(s) open for more than a day.", icon=":material/emergency:")
+else:
     st.caption("Per rule: prompts on the assessment day, patients ever prompted (including decided prompts that no "
                "longer fire), decisions in force, days from the evidence that fired the prompt to the first decision "
                "on it, prompts open past their urgency (emergency 1 day, urgent 7, routine 42) and, where visits "
@@ -117,10 +120,15 @@ with prompts_tab:
         "q1_days_to_decision": st.column_config.NumberColumn("Q1", format="%.1f"),
         "q3_days_to_decision": st.column_config.NumberColumn("Q3", format="%.1f")})
     overdue = states[states["overdue"]]
-    with st.expander(f"Prompts open past their urgency ({len(overdue):,})", expanded=bool(len(alarms))):
-        st.dataframe(overdue.assign(urgency=overdue["urgency"].map(URGENCY_LABELS))[
-            ["patient_id", "rule_id", "urgency", "first_seen", "days_open", "decision"]].sort_values(
-            "days_open", ascending=False), hide_index=True, width="stretch")
+    with st.expander(f"Prompts open past their urgency ({len(overdue):,}; emergency first, the longest open first)",
+                     expanded=bool(alarm_count)):
+        shown = overdue.assign(_rank=overdue["urgency"].map({"emergency": 0, "urgent": 1, "routine": 2})).sort_values(
+            ["_rank", "days_open"], ascending=[True, False]).head(MAX_ROWS)
+        st.dataframe(shown.assign(urgency=shown["urgency"].map(URGENCY_LABELS))[
+            ["patient_id", "rule_id", "urgency", "first_seen", "days_open", "decision"]], hide_index=True,
+            width="stretch")
+        if len(overdue) > MAX_ROWS:
+            st.caption(f"The first {MAX_ROWS:,} of {len(overdue):,}.")
     with st.expander(f"Reasons given for 'not indicated' ({int(reasons['decisions'].sum()) if len(reasons) else 0})"):
         st.dataframe(reasons, hide_index=True, width="stretch")
 

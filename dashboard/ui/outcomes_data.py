@@ -50,3 +50,24 @@ def prompt_performance(cohort: data.Cohort) -> tuple[pd.DataFrame, pd.DataFrame,
 def clear() -> None:
     _outcomes.clear()
     _performance.clear()
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _figure(key: tuple, kind: str, grouping: str, endpoint: str, measure: str, _outcomes: Outcomes):
+    """A figure of the outcomes screen, built once per cohort and choice (building a Plotly figure costs more
+    than drawing it). Shared by all sessions: callers must not modify it."""
+    from dashboard.core.outcomes import PROMS  # noqa: PLC0415
+    from dashboard.outcome_charts import coverage_figure, proms_figure, recovery_figure  # noqa: PLC0415
+
+    if kind == "recovery":
+        return recovery_figure(_outcomes.recovery(grouping, endpoint)[0])
+    if kind == "coverage":
+        coverage = _outcomes.coverage[_outcomes.coverage["grouping"] == grouping]
+        return coverage_figure(coverage, "Where the clinic's muscle-sides fall against the expected band")
+    proms = _outcomes.proms[_outcomes.proms["grouping"] == grouping]
+    return proms_figure(proms, measure, PROMS[measure])
+
+
+def figure(cohort: data.Cohort, outcomes: Outcomes, kind: str, grouping: str, endpoint: str = "",
+           measure: str = ""):
+    return _figure(cohort.key, kind, grouping, endpoint, measure, outcomes)
