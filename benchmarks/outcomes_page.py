@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("store_url")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--shot", default=None, help="save a screenshot of the settled page here")
+    parser.add_argument("--path", default="outcomes", help="the screen to time (default outcomes; e.g. '' for the "
+                        "clinic, to compare)")
+    parser.add_argument("--settled", default=None, help="a JavaScript predicate for a settled page (default: a chart "
+                        "drawn, the title 'Outcomes', Streamlit not running)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -39,13 +43,21 @@ def main(argv: list[str] | None = None) -> int:
         times = []
         for attempt in range(args.repeat + 1):
             start = time.perf_counter()
-            page.goto(f"{url}/outcomes", timeout=600_000)
+            page.goto(f"{url}/{args.path}", timeout=600_000)
             page.wait_for_timeout(50)  # let the rerun start before polling for its end
-            page.wait_for_function(SETTLED, timeout=600_000, polling=25)
+            page.wait_for_function(args.settled or SETTLED, timeout=600_000, polling=25)
             times.append(time.perf_counter() - start)
             print(f"{'first (computes)' if attempt == 0 else 'cached'}: {times[-1]:.2f} s", flush=True)
         if args.shot:
             page.screenshot(path=args.shot, full_page=True)
+        if args.path == "outcomes":  # a rerun within the page: group the curves by surgeon, then back
+            for grouping in ("Surgeon", "Pre-operative severity", "All operations"):
+                start = time.perf_counter()
+                page.get_by_test_id("stSelectbox").first.click()
+                page.get_by_role("option", name=grouping).click()
+                page.wait_for_timeout(50)
+                page.wait_for_function(SETTLED, timeout=600_000, polling=25)
+                print(f"rerun, group by {grouping}: {time.perf_counter() - start:.2f} s", flush=True)
         browser.close()
     warm = sorted(times[1:])
     print(f"cached median {warm[len(warm) // 2]:.2f} s, max {warm[-1]:.2f} s over {len(warm)} loads")

@@ -296,3 +296,11 @@ def test_imaging_results_survive_the_store_as_extra_columns(store_engine, tmp_pa
     assert rules.loc["compression-behind-expected", ["imaging_results", "imaging_found"]].tolist() == [1, 1]
     assert rules.loc["hardware-screw-loosening", ["imaging_results", "imaging_found"]].tolist() == [1, 0]
     assert rules.loc["hardware-screw-loosening", "imaging_yield"] == 0
+
+
+def test_clinic_screen_shows_the_emergency_alarm(app_store: str) -> None:
+    """The demo cohort has emergency prompts nobody decided on, fired more than a day before today."""
+    at = run_app(user="surgeon", role="surgeon")
+    alarm = [e.value for e in at.error if "ALARM" in e.value]
+    assert alarm and "emergency prompt(s) open for more than a day" in alarm[0]
+    assert "red-" in alarm[0]
