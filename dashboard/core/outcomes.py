@@ -307,15 +307,6 @@ def recovery_curves(sides: pd.DataFrame, grouping: str = "all", endpoint: str = 
             pd.DataFrame(milestones, columns=milestone_columns))
 
 
-def at_risk_table(sides: pd.DataFrame, grouping: str, endpoint: str = "recovered",
-                  days: tuple[int, ...] = (0, 91, 183, 365, 730)) -> pd.DataFrame:
-    """Numbers at risk (muscle-sides still followed and not yet recovered) at given days, per group."""
-    day = sides[f"{endpoint}_day"].to_numpy(dtype=float)
-    frame = pd.DataFrame({"group": sides[grouping].to_numpy(),
-                          **{f"day {d}": day >= d for d in days}})
-    return frame.groupby("group", sort=True).sum().astype(int)
-
-
 # ------------------------------------------------------------------------------------------------ coverage
 def _long_by_group(frame: pd.DataFrame, values: list[str], how) -> pd.DataFrame:
     """`how(frame grouped by [group, window])` for every grouping, stacked with a `grouping` column."""

@@ -43,7 +43,8 @@ section = st.radio("Show", SECTIONS, horizontal=True, key="outcomes_section", la
 if section == SECTIONS[0]:
     curves, milestones = outcomes.recovery(grouping, endpoint)
     st.caption(f"Weak muscle-sides (baseline 4+ or weaker): time from the operation to the first exam at which "
-               f"{ENDPOINTS[endpoint]}; censored at the last exam. Kaplan–Meier (lifelines), 95% CI. Muscle-sides left out: "
+               f"{ENDPOINTS[endpoint]}; censored at the last exam. Kaplan–Meier (lifelines), 95% CI. "
+               "Muscle-sides left out: "
                + "; ".join(f"{n:,} {why}" for why, n in outcomes.left_out.items()) + ".")
     if curves.empty:
         st.info("No weak muscle-side has a baseline and a post-operative exam.")
