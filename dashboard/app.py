@@ -40,6 +40,7 @@ PAGES: dict[str, list[tuple[st.Page, tuple[str, ...]]]] = {
     "Data and reference": [
         screen("import_records", "Import", ":material/upload_file:"),
         screen("reference", "Reference curves", ":material/show_chart:"),
+        screen("outcomes", "Outcomes", ":material/monitoring:"),
     ],
     "Administration": [
         screen("audit", "Audit", ":material/policy:"),

@@ -423,6 +423,59 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    """Cohort outcomes and prompt performance (docs/outcomes.md): printed, or written as .html or .csv."""
+    from dashboard.core.assessment import assess
+    from dashboard.core.checklist import load_rules
+    from dashboard.core.outcomes import cohort_outcomes
+    from dashboard.core.prompt_performance import rule_performance
+    from dashboard.reports.outcomes import write
+    from dashboard.store.decisions import _frame
+
+    if args.out and Path(args.out).suffix.lower() not in (".html", ".htm", ".csv"):
+        print(f"--out must end in .html or .csv: {args.out}", file=sys.stderr)
+        return EXIT_INVALID
+    if not args.records and not args.database:
+        print("give a records folder or workbook, or --database URL", file=sys.stderr)
+        return EXIT_INVALID
+    engine = None
+    if args.database:
+        from dashboard.store import get_engine
+
+        engine = get_engine(args.database)
+    if args.records:
+        records = _load_valid(args.records)
+        if records is None:
+            return EXIT_INVALID
+    else:
+        from dashboard.store import load_records
+
+        records = load_records(engine)
+    as_of = args.as_of or date.today()
+    result = assess(records, as_of=as_of)
+    outcomes = cohort_outcomes(result.records, as_of, result.reference)
+    if engine is not None:
+        from dashboard.store.decisions import decision_history
+
+        history = decision_history(engine)
+        engine.dispose()
+    else:
+        history = _frame([])
+    rules, _, reasons = rule_performance(result.prompts, history, result.visits, as_of, load_rules())
+    if not args.out:
+        milestones = outcomes.recovery("all", args.endpoint)[1]
+        print(f"{len(outcomes.operations)} operations, {len(outcomes.sides)} weak muscle-sides as of {as_of}")
+        print(milestones.to_string(index=False))
+        print(outcomes.lost[outcomes.lost["grouping"] == "all"].to_string(index=False))
+        print(rules.to_string(index=False))
+        return EXIT_OK
+    path = write(args.out, outcomes, rules, reasons, result.reference.title, args.endpoint)
+    print(f"wrote the cohort outcomes to {path} (aggregates: no patient identified)", file=sys.stderr)
+    _audit_export(args, "outcomes", path, patients=int(outcomes.operations["patient_id"].nunique()),
+                  identified=False)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dashboard", description=__doc__.splitlines()[0],
@@ -592,6 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_date, default=None, help="assess with what was known on that day")
     p.add_argument("--database", default=None, help="include the decisions recorded in this store (URL)")
     p.set_defaults(run=cmd_report)
+
+    p = commands.add_parser("outcomes", help="cohort outcomes and prompt performance (.html or .csv with --out)")
+    p.add_argument("records", nargs="?", default=None, help="records folder or workbook (or --database)")
+    p.add_argument("--database", default=None, help="read the store (URL): its records when RECORDS is not given, "
+                   "and its decisions")
+    p.add_argument("--out", default=None, help="FILE.html or FILE.csv (default: a summary on standard output)")
+    p.add_argument("--as-of", type=_date, default=None, help="with what was known on that day (default: today)")
+    p.add_argument("--endpoint", choices=("recovered", "normal", "improved"), default="recovered",
+                   help="what recovery means (docs/outcomes.md)")
+    p.add_argument("--user", default=None, help="who, for the audit log of the store (default: the system account)")
+    p.set_defaults(run=cmd_outcomes)
     return parser
 
 

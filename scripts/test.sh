@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-lifelines.txt
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)

@@ -122,7 +122,8 @@ def test_shipped_statuses_and_prompts_match_the_assessment(shipped_assessment):
     got = shipped_assessment.prompts.groupby("patient_id")["category"].agg(set)
     merged["got"] = merged["patient_id"].map(got).map(lambda c: c if isinstance(c, set) else set())
     expected = merged["expected_rule_categories"].map(lambda c: set(filter(None, c.split(";"))))
-    allowed = [e | SCENARIO_TIMING_DEPENDENT.get(s, frozenset()) for e, s in zip(expected, merged["scenario"], strict=True)]
+    allowed = [e | SCENARIO_TIMING_DEPENDENT.get(s, frozenset())
+               for e, s in zip(expected, merged["scenario"], strict=True)]
     missing = [not e <= g for e, g in zip(expected, merged["got"], strict=True)]
     unexpected = [not g <= a for g, a in zip(merged["got"], allowed, strict=True)]
     wrong = merged[pd.Series(missing, index=merged.index) | pd.Series(unexpected, index=merged.index)]

@@ -27,6 +27,7 @@ EXPECTED_ROLES = {
     "clinic": {"surgeon"}, "patient": {"surgeon"}, "add_exam": {"surgeon"}, "conference": {"surgeon", "conference"},
     "import_records": {"surgeon", "admin"}, "reference": {"surgeon", "conference", "admin"}, "audit": {"admin"},
     "users": {"admin"},
+    "outcomes": {"surgeon", "admin"},
 }
 #: Everything through which a screen reaches patient data, the store or reference files (and, on the Users
 #: screen, the accounts: the spy on dashboard.store.users.accounts). The guard itself reads only the session's

@@ -115,8 +115,11 @@ class GroupFit:
 
 
 # --------------------------------------------------------------------------------------------- observations
-def observations(records: Records, reference: Reference) -> Observations:
+def observations(records: Records, reference: Reference, keep_unknown_modifiers: bool = False) -> Observations:
     """Every post-operative exam with a baseline in a reference group, its day, fraction and modifiers.
+
+    With `keep_unknown_modifiers`, exams whose modifier factors are unknown are kept (their band is drawn
+    without the unknown modifiers, as the assessment draws it): for coverage as the clinic sees it, not fits.
 
     Vectorised: exams are matched to operations and baselines with as-of merges, never a loop over rows.
     """
@@ -157,6 +160,8 @@ def observations(records: Records, reference: Reference) -> Observations:
     groups = group_of(np.nan_to_num(post["baseline_mrc"].to_numpy(dtype=float), nan=-1), reference)
     no_group = ~no_baseline & (groups == "")
     unknown_rows = ~no_baseline & ~no_group & unknown.reindex(post["episode"]).to_numpy(dtype=bool)
+    if keep_unknown_modifiers:
+        unknown_rows = np.zeros(len(post), dtype=bool)
     left_out = {
         "no pre-operative exam (no baseline)": _count_sides(post[no_baseline], side_key),
         "baseline outside every group (normal strength)": _count_sides(post[no_group], side_key),
@@ -358,6 +363,18 @@ def _coverage(rows: pd.DataFrame, reference: Reference) -> dict[str, dict[str, f
             for group in np.unique(groups) for at in [groups == group]}
 
 
+def band_positions(rows: pd.DataFrame, reference: Reference) -> np.ndarray:
+    """Where each exam of `rows` (observations) falls against its band as the patient view shows it: 'below',
+    'inside' or 'above' (edges rounded to the nearest MRC step for grades on the scale; modifiers applied)."""
+    band = expected_band(rows["baseline_mrc"].to_numpy(), rows["day"].to_numpy(),
+                         rows[["age", "diabetes", "deficit_days"]].reset_index(drop=True), reference)
+    grade = rows["mrc"].to_numpy(float)
+    graded = on_scale(grade)
+    low, high = band["expected_low"].to_numpy(float), band["expected_high"].to_numpy(float)
+    low, high = np.where(graded, to_scale(low), low), np.where(graded, to_scale(high), high)
+    return np.select([grade < low - 1e-6, grade > high + 1e-6], ["below", "above"], "inside")
+
+
 COVERAGE_COLUMNS = ["group", "patients", "muscle_sides", "exams", "below", "inside", "above", "share_below",
                     "share_inside", "share_above"]
 
@@ -373,13 +390,7 @@ def band_coverage(rows: pd.DataFrame, reference: Reference) -> pd.DataFrame:
     """
     if rows.empty:
         return pd.DataFrame(columns=COVERAGE_COLUMNS)
-    band = expected_band(rows["baseline_mrc"].to_numpy(), rows["day"].to_numpy(),
-                         rows[["age", "diabetes", "deficit_days"]].reset_index(drop=True), reference)
-    grade = rows["mrc"].to_numpy(float)
-    graded = on_scale(grade)
-    low, high = band["expected_low"].to_numpy(float), band["expected_high"].to_numpy(float)
-    low, high = np.where(graded, to_scale(low), low), np.where(graded, to_scale(high), high)
-    where = np.select([grade < low - 1e-6, grade > high + 1e-6], ["below", "above"], "inside")
+    where = band_positions(rows, reference)
     frame = rows.assign(_where=where, _side=rows["patient_id"].astype(str) + "|" + rows["muscle"].astype(str)
                         + "|" + rows["side"].astype(str))
     out = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.core.prompt_performance import emergency_alarms
 from dashboard.core.summary import clinic_table
 from dashboard.theme import STATUS_LABELS, URGENCY_ICONS, URGENCY_LABELS
 from dashboard.ui import data
@@ -15,6 +16,11 @@ cohort = data.cohort()
 assessment = cohort.assessment
 prompts = data.prompts_with_decisions(assessment)
 table = clinic_table(assessment, prompts)
+alarms = emergency_alarms(prompts, assessment.as_of)  # open emergency prompts older than a day (docs/outcomes.md)
+if len(alarms):
+    st.error(f"ALARM: {len(alarms)} emergency prompt(s) open for more than a day — "
+             + ", ".join(f"{p} ({r}, {d} days)" for p, r, d in alarms[["patient_id", "rule_id", "days_open"]]
+                         .head(10).itertuples(index=False)), icon=":material/emergency:")
 
 st.title("Clinic follow-up")
 st.caption(f"Assessed as of {assessment.as_of:%d %b %Y} · reference: {assessment.reference.title} · "

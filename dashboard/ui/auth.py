@@ -83,6 +83,7 @@ SCREEN_ROLES: dict[str, tuple[str, ...]] = {
     "reference": ("surgeon", "conference", "admin"),
     "audit": ("admin",),
     "users": ("admin",),
+    "outcomes": ("surgeon", "admin"),
 }
 SIGN_IN_FIRST = "Sign in first."
 NOT_IN_ROLE = "This page is not available in your role."
