@@ -27,9 +27,10 @@ from typing import Any
 import bcrypt
 import yaml
 
+from dashboard.mode import MODE_ENV, demo_mode
+
 ROLES: tuple[str, ...] = ("surgeon", "conference", "admin")
 AUTH_FILE_ENV = "SPINE_DASHBOARD_AUTH_FILE"
-MODE_ENV = "SPINE_DASHBOARD_MODE"
 DEMO_AUTH_FILE = Path(__file__).resolve().parents[1] / "data" / "auth" / "demo.yaml"
 #: The demo users' passwords (printed in the README and in data/auth/demo.yaml): refused outside demo mode.
 DEMO_PASSWORDS: dict[str, str] = {"surgeon": "surgeon-demo", "conference": "conference-demo", "admin": "admin-demo"}
@@ -75,11 +76,6 @@ class AuthConfig:
         """A fresh credentials dict in streamlit-authenticator's layout (it mutates what it is given)."""
         return {"usernames": {u.username: {"name": u.name, "password": u.password_hash, "roles": [u.role]}
                               for u in self.users.values()}}
-
-
-def demo_mode() -> bool:
-    """Demo mode is the default: the README's start command runs the demo cohort with demo users."""
-    return os.environ.get(MODE_ENV, "demo").strip().lower() == "demo"
 
 
 def auth_file(demo: bool | None = None) -> Path:

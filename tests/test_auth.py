@@ -175,9 +175,12 @@ def test_signing_in_with_the_form_opens_the_roles_pages_and_is_audited(app_store
 
 
 ROLE_PAGES = {
-    "surgeon": ({"clinic", "patient", "add_exam", "conference", "import_records", "reference"}, {"audit", "users"}),
-    "conference": ({"conference", "reference"}, {"clinic", "patient", "add_exam", "import_records", "audit", "users"}),
-    "admin": ({"import_records", "reference", "audit", "users"}, {"clinic", "patient", "add_exam", "conference"}),
+    "surgeon": ({"clinic", "patient", "add_exam", "conference", "import_records", "reference", "outcomes"},
+                {"audit", "users"}),
+    "conference": ({"conference", "reference"},
+                   {"clinic", "patient", "add_exam", "import_records", "audit", "users", "outcomes"}),
+    "admin": ({"import_records", "reference", "audit", "users", "outcomes"},
+              {"clinic", "patient", "add_exam", "conference"}),
 }
 
 

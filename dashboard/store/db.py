@@ -18,19 +18,21 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from dashboard.mode import demo_mode
 from dashboard.private_files import tighten
 
 ENV_VAR = "SPINE_DASHBOARD_DB_URL"
 STORE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = STORE_DIR.parents[1]
 DEFAULT_DB_PATH = REPO_ROOT / "var" / "dashboard.db"
+DEMO_DB_PATH = REPO_ROOT / "var" / "demo.db"  # demo mode's own store: the demo cohort only
 MIGRATIONS_DIR = STORE_DIR / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def database_url(url: str | None = None) -> str:
     """The URL to use: the argument, else $SPINE_DASHBOARD_DB_URL, else var/dashboard.db in the repo."""
-    return url or os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_DB_PATH}"
+    return url or os.environ.get(ENV_VAR) or f"sqlite:///{DEMO_DB_PATH if demo_mode() else DEFAULT_DB_PATH}"
 
 
 def get_engine(url: str | None = None, *, migrate: bool = True) -> Engine:

@@ -23,6 +23,7 @@ from dashboard.core.curves import PUBLISHED_REFERENCE, REFERENCE_DIR, load_refer
 from dashboard.core.decision_state import with_decisions
 from dashboard.core.patient_view import CohortIndex, PatientView, patient_view
 from dashboard.core.records import validate
+from dashboard.mode import demo_mode
 from dashboard.store import get_engine, import_records, latest_decisions, load_records
 from dashboard.store.models import Import, Patient
 
@@ -76,10 +77,6 @@ def engine() -> Engine:
             if records is not None:
                 import_records(store, records, source_name="data/demo", user="demo-seed")
     return store
-
-
-def demo_mode() -> bool:
-    return os.environ.get("SPINE_DASHBOARD_MODE", "demo") == "demo"
 
 
 def store_version() -> int:
