@@ -88,7 +88,7 @@ def field_errors(report, new_strength: pd.DataFrame, first_new_line: int) -> dic
     found: dict[str, str] = {}
     for issue in report.errors.itertuples(index=False):
         column, value, message = str(issue.column or ""), issue.value, str(issue.message)
-        shown = "" if value is None or pd.isna(value) or str(value) == "" else f"‘{value}’ "
+        shown = "" if value is None or pd.isna(value) or str(value) == "" else f"'{value}' "
         if issue.file == "form (strength)" and column in ("mrc", "exam_date", "muscle", "side") and \
                 pd.notna(issue.line) and int(issue.line) >= first_new_line:
             row = new_strength.iloc[int(issue.line) - first_new_line]

@@ -120,9 +120,8 @@ def patient_banner(header: dict) -> None:
                 st.text(_or_missing(header.get("name"), "Name not recorded"))
             mrn = _or_missing(header.get("mrn"))
             st.text(mrn if mrn.upper().startswith("MRN") else f"MRN {mrn}", width="content")
-            born = header.get("birth_year")
-            age = header.get("age")
-            st.text(("Born " + f"{int(born)} (age {int(age)})") if born is not None and age is not None
+            age = header.get("age")  # the assessment year minus the birth year (records hold the year only)
+            st.text(f"Born {header['as_of'].year - int(age)} (age {int(age)})" if age is not None
                     else "Birth year not recorded", width="content")
             st.text(SEX_WORDS.get(str(header.get("sex")), _or_missing(header.get("sex"), "Sex not recorded")),
                     width="content")
