@@ -39,8 +39,8 @@ def _band_polygon(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def panel_title(muscle: str, side: str) -> str:
-    """'L4 Ankle dorsiflexion — left': short enough for two panels side by side on a projector."""
-    return f"{MUSCLE_ROOTS[muscle]} {MUSCLE_SHORT[muscle]} — {'left' if side == 'L' else 'right'}"
+    """'L4 Ankle dorsiflexion, left': short enough for two panels side by side on a projector."""
+    return f"{MUSCLE_ROOTS[muscle]} {MUSCLE_SHORT[muscle]}, {'left' if side == 'L' else 'right'}"
 
 
 def muscles_with_weakness(view: PatientView) -> list[str]:
@@ -69,7 +69,7 @@ def normal_line(view: PatientView) -> str:
 
 #: Tick steps in weeks, from one week to a year: the first that gives at most MAX_TICKS ticks is used.
 TICK_STEPS = (1, 2, 4, 13, 26, 52)
-MAX_TICKS = 9
+MAX_TICKS = 7
 
 
 def week_ticks(low: float, high: float) -> list[float]:
@@ -152,6 +152,7 @@ def strength_spec(view: PatientView, large: bool = False, show_all: bool = False
     titles = iter(panel_title(m, s) for m in examined for s in SIDES)
     for annotation in layout["annotations"]:
         annotation["text"] = next(titles)
+        annotation["font"] = {"size": 17 if large else 14}
     max_week = max(26.0, (view.exams["day"].max() / WEEK + 4) if view.exams["day"].notna().any() else 26.0)
     legend_shown: set[str] = set()
 
@@ -232,7 +233,8 @@ def strength_spec(view: PatientView, large: bool = False, show_all: bool = False
         annotations=[*layout["annotations"], *annotations], shapes=shapes,
         height=height, margin={"l": 60, "r": 20, "t": 70, "b": 140},
         font={**FONT, "size": 18 if large else FONT["size"]}, plot_bgcolor="white",
-        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 8 / height, "x": 0},
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 8 / height, "x": 0,
+                "font": {"size": 16 if large else 13}},
         title={"text": "Strength against the expected recovery band", "x": 0, "yref": "container",
                "yanchor": "top", "y": 1 - 10 / height, "font": {"size": 20 if large else 17}},
     )

@@ -37,6 +37,11 @@ require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before 
 PROJECTOR_CSS = """<style>
 [data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] p,
 [data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] li { font-size: 1.15rem; }
+@media (max-width: 1279px) {
+  .st-key-conference_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) {
+    flex-direction: column; }
+  .st-key-conference_layout [data-testid="stColumn"] { width: 100% !important; flex: 1 1 100% !important; }
+}
 </style>"""
 
 cohort = data.cohort()
@@ -164,7 +169,8 @@ def case_checklist(case: ConferenceCase) -> None:
                            f"to review again.{reason}")
 
 
-left, right = st.columns([3, 2], gap="large")
+with st.container(key="conference_layout"):  # stacked below 1280 px (PROJECTOR_CSS)
+    left, right = st.columns([3, 2], gap="large")
 with left:
     if muscles_with_weakness(case.view):
         st.plotly_chart(strength_figure(case.view, large=True), width="stretch", key="conference_strength")

@@ -16,6 +16,15 @@ from dashboard.ui.widgets import checklist_panel, patient_banner, patient_picker
 
 require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
+#: Charts and checklist side by side from 1280 px; below, the checklist goes under the charts (at 1024 with the
+#: sidebar open, two columns left the decision labels a letter per line and the panel titles on one another).
+STACK_BELOW_1280 = """<style>
+@media (max-width: 1279px) {
+  .st-key-patient_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) { flex-direction: column; }
+  .st-key-patient_layout [data-testid="stColumn"] { width: 100% !important; flex: 1 1 100% !important; }
+}
+</style>"""
+
 cohort = data.cohort()
 assessment = cohort.assessment
 if not cohort.in_follow_up:
@@ -46,7 +55,9 @@ st.caption(f"Revision {shown(h['revision'])} · diabetes {shown(h['diabetes'])} 
 for note in view.missing:
     st.warning(plain(note), icon=":material/warning:")
 
-left, right = st.columns([3, 2], gap="large")
+st.html(STACK_BELOW_1280)
+with st.container(key="patient_layout"):
+    left, right = st.columns([3, 2], gap="large")
 with left:
     weak = muscles_with_weakness(view)
     normal = normal_line(view)
@@ -66,13 +77,14 @@ with left:
         "Latest": view.muscles["latest_mrc"].map(format_mrc),
         "Expected": [e if r in ("—", e) else f"{e} ({r})" for e, r in
                      zip(view.muscles["expected_grade"], view.muscles["expected_range"], strict=True)],
-        "Latest exam": view.muscles["latest_date"].dt.strftime("%d %b %Y"),
+        "Latest exam": view.muscles["latest_date"].dt.strftime("%d %b %y"),
     })
     st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "Muscle": st.column_config.TextColumn(width="medium"), "Side": st.column_config.TextColumn(width=40),
-        "Status": st.column_config.TextColumn(width="small"), "Pre-op": st.column_config.TextColumn(width=50),
-        "Latest": st.column_config.TextColumn(width=50),
-        "Expected": st.column_config.TextColumn("Expected (range)", width="small")})
+        "Muscle": st.column_config.TextColumn(width=150), "Side": st.column_config.TextColumn(width=38),
+        "Status": st.column_config.TextColumn(width=110), "Pre-op": st.column_config.TextColumn(width=50),
+        "Latest": st.column_config.TextColumn(width=48),
+        "Expected": st.column_config.TextColumn("Expected (range)", width=70, help="Expected grade (range)"),
+        "Latest exam": st.column_config.TextColumn(width=75)})
     st.caption(f"Expected (range): {view.band_label}; in MRC steps.")
     with st.expander("Where the expected curves come from"):
         st.caption(f"Reference: {assessment.reference.title} ({assessment.reference.kind}, "
