@@ -262,9 +262,34 @@ def test_add_exam_saves_valid_grades_and_refuses_invalid_ones(store_url):
 def test_import_page_renders_with_its_history(store_url):
     at = app("screens/import_records.py")
     assert at.title[0].value == "Import records"
-    history = at.dataframe[-1].value
-    assert history["source_name"].iloc[-1] == "demo"  # the first import: the demo cohort seeded at start
-    assert history["user_name"].iloc[-1] == "demo-seed" and history["status"].iloc[-1] == "succeeded"
+    history = at.dataframe[-1].value  # readable columns (issue 20: they were the database's)
+    assert list(history.columns) == ["When", "Source", "How", "By", "Result", "Patients new / changed / unchanged",
+                                     "Added", "Updated"]
+    first = history.iloc[-1]  # the first import: the demo cohort seeded at start
+    assert first["Source"] == "demo" and first["By"] == "demo-seed" and first["Result"] == "Imported"
+    assert first["Patients new / changed / unchanged"] == "200 / 0 / 0"
+    assert "strength grades" in first["Added"]
+
+
+def test_the_demo_folder_imports_as_it_is_zipped_or_as_files(store_url):
+    """Issue 20: the shipped data/demo folder (with scenarios.csv and README.md) is taken as it is, as files or
+    as a zip; the other files are ignored and named; after the import the preview and its button go away."""
+    import io
+    import zipfile
+
+    folder = ROOT / "data" / "demo"
+    files = [(path.name, path.read_bytes()) for path in sorted(folder.iterdir()) if path.is_file()]
+    checked = check_uploads(files)
+    assert checked.records is not None and set(checked.ignored) == {"scenarios.csv", "README.md"}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in files:
+            archive.writestr(f"demo/{name}", content)
+    zipped = check_uploads([("demo.zip", buffer.getvalue())])
+    assert zipped.records is not None and set(zipped.ignored) == {"scenarios.csv", "README.md"}
+    assert len(zipped.records.strength) == len(checked.records.strength)
+    with pytest.raises(UploadRejected, match="more than once"):
+        check_uploads([*files, ("demo.zip", buffer.getvalue())])
 
 
 def test_uploaded_bad_file_gives_every_error_and_nothing_to_store():
