@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pandas as pd
@@ -83,12 +84,17 @@ with st.form("add-exam", clear_on_submit=False):
     submitted = st.form_submit_button("Validate and save", type="primary")
 
 
+def literal(text: str) -> str:
+    """Typed text shown inside a Markdown message as written: Markdown punctuation escaped (no links, images)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text[:40])
+
+
 def field_errors(report, new_strength: pd.DataFrame, first_new_line: int) -> dict[str, str]:
     """The report's errors as words, keyed by the form field they belong to ('form' for the rest)."""
     found: dict[str, str] = {}
     for issue in report.errors.itertuples(index=False):
         column, value, message = str(issue.column or ""), issue.value, str(issue.message)
-        shown = "" if value is None or pd.isna(value) or str(value) == "" else f"'{value}' "
+        shown = "" if value is None or pd.isna(value) or str(value) == "" else f"'{literal(str(value))}' "
         if issue.file == "form (strength)" and column in ("mrc", "exam_date", "muscle", "side") and \
                 pd.notna(issue.line) and int(issue.line) >= first_new_line:
             row = new_strength.iloc[int(issue.line) - first_new_line]

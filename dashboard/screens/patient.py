@@ -16,11 +16,12 @@ from dashboard.ui.widgets import checklist_panel, patient_banner, patient_picker
 
 require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
-#: Charts and checklist side by side from 1280 px; below, the checklist goes under the charts (at 1024 with the
+#: Charts and checklist side by side from 1280 px; below, one column with the checklist first (at 1024 with the
 #: sidebar open, two columns left the decision labels a letter per line and the panel titles on one another).
 STACK_BELOW_1280 = """<style>
 @media (max-width: 1279px) {
-  .st-key-patient_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) { flex-direction: column; }
+  .st-key-patient_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) {
+    flex-direction: column-reverse; }
   .st-key-patient_layout [data-testid="stColumn"] { width: 100% !important; flex: 1 1 100% !important; }
 }
 </style>"""
@@ -80,11 +81,11 @@ with left:
         "Latest exam": view.muscles["latest_date"].dt.strftime("%d %b %y"),
     })
     st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "Muscle": st.column_config.TextColumn(width=150), "Side": st.column_config.TextColumn(width=38),
-        "Status": st.column_config.TextColumn(width=110), "Pre-op": st.column_config.TextColumn(width=50),
-        "Latest": st.column_config.TextColumn(width=48),
-        "Expected": st.column_config.TextColumn("Expected (range)", width=70, help="Expected grade (range)"),
-        "Latest exam": st.column_config.TextColumn(width=75)})
+        "Muscle": st.column_config.TextColumn(width=140), "Side": st.column_config.TextColumn(width=38),
+        "Status": st.column_config.TextColumn(width=105), "Pre-op": st.column_config.TextColumn(width=50),
+        "Latest": st.column_config.TextColumn(width=50),
+        "Expected": st.column_config.TextColumn(width=70, help="Expected grade (expected range)"),
+        "Latest exam": st.column_config.TextColumn("Exam", width=75, help="Date of the latest exam")})
     st.caption(f"Expected (range): {view.band_label}; in MRC steps.")
     with st.expander("Where the expected curves come from"):
         st.caption(f"Reference: {assessment.reference.title} ({assessment.reference.kind}, "
