@@ -346,8 +346,9 @@ def reference_figure(curve: pd.DataFrame, baseline: float, title: str, band_labe
     figure.add_trace(go.Scatter(x=[0], y=[baseline], mode="markers", name="Pre-operative grade",
                                 marker=dict(symbol="diamond", size=14, color=BASELINE)))
     figure.update_yaxes(range=[-0.2, 5.3], title_text="MRC grade", gridcolor="#E5E5E5")
-    figure.update_xaxes(title_text="Weeks since the operation", tickvals=WEEK_TICKS[1:], gridcolor="#E5E5E5")
-    # (the reference page's axis always runs over two years: its fixed ticks are real ticks)
+    weeks = curve["day"].to_numpy() / WEEK
+    figure.update_xaxes(title_text="Weeks since the operation", gridcolor="#E5E5E5",
+                        tickvals=week_ticks(float(weeks.min(initial=0)), float(weeks.max(initial=26))))
     figure.update_layout(height=440, font=FONT, plot_bgcolor="white", title=dict(text=title, x=0),
                          legend=dict(orientation="h", y=1.1, x=0), margin=dict(l=60, r=20, t=80, b=50))
     return figure

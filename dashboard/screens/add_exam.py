@@ -46,6 +46,11 @@ with banner:
 errors: dict[str, str] = st.session_state.get(ERRORS, {})
 
 
+def blank_as_dash(option: str) -> str:
+    """A blank choice reads '—' (not a placeholder cut to 'Choose an o' in a narrow box)."""
+    return option or "—"
+
+
 def at_field(field: str, container=st) -> None:
     """The error of the last attempt for this field, right under it."""
     if field in errors:
@@ -65,7 +70,8 @@ with st.form("add-exam", clear_on_submit=False):
         cols[0].text(MUSCLE_LABELS[muscle])
         for col, side in zip(cols[1:], SIDES, strict=True):
             grades[(muscle, side)] = col.selectbox(f"{MUSCLE_LABELS[muscle]} {SIDE_WORDS[side]}", ["", *MRC_TOKENS],
-                                                   key=f"g-{muscle}-{side}", label_visibility="collapsed")
+                                                   key=f"g-{muscle}-{side}", label_visibility="collapsed",
+                                                   format_func=blank_as_dash)
             at_field(f"{muscle}-{side}", col)
     st.markdown("**Visit** — leave blank what was not asked or measured")
     numbers = {}
@@ -78,7 +84,7 @@ with st.form("add-exam", clear_on_submit=False):
     for i, finding in enumerate(VISIT_BOOLEANS):
         words = FINDING_WORDS[finding]
         findings[finding] = cols[i % 4].selectbox(words[:1].upper() + words[1:], ["", "yes", "no"],
-                                                  key=f"f-{finding}")
+                                                  key=f"f-{finding}", format_func=blank_as_dash)
         at_field(finding, cols[i % 4])
     at_field("form")
     submitted = st.form_submit_button("Validate and save", type="primary")

@@ -76,7 +76,8 @@ if uploads:
         st.markdown(f"**{len(report.errors)} error(s), {len(report.warnings)} warning(s)**")
         issues = report.issues.assign(column=report.issues["column"].map(
             lambda c: field_words(c) if isinstance(c, str) and c else ""))
-        st.dataframe(issues, hide_index=True, width="stretch", column_config={
+        # The bad values come from the uploaded files: no cell of the table's CSV download may start a formula.
+        st.dataframe(neutralise_formulas(issues), hide_index=True, width="stretch", column_config={
             "severity": "Severity", "file": "File", "line": st.column_config.NumberColumn("Line", format="%d"),
             "column": "Field", "value": "Value", "message": "Problem"})
     if checked.records is None:
