@@ -23,6 +23,8 @@ from test_browser import CHROMIUM, _server
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 SIZES = {"1024x768": (1024, 768), "1440x900": (1440, 900)}
+#: And on a projector: the conference role's screens at 1920×1080.
+PROJECTOR = {"conference": {"1920x1080": (1920, 1080)}}
 SCENARIOS = pd.read_csv(ROOT / "data" / "demo" / "scenarios.csv", dtype=str)
 pytestmark = pytest.mark.browser
 
@@ -177,7 +179,7 @@ def test_every_screen_fits_both_sizes_without_clipped_or_overlapping_text(browse
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     timings = {"sign_in": sign_in(page, app_url, role)}
     problems: dict[str, list[str]] = {}
-    for size, (width, height) in SIZES.items():
+    for size, (width, height) in {**SIZES, **PROJECTOR.get(role, {})}.items():
         page.set_viewport_size({"width": width, "height": height})
         for path, plots, heading in ROLE_SCREENS[role]:
             started = time.monotonic()
@@ -202,3 +204,29 @@ def test_every_screen_fits_both_sizes_without_clipped_or_overlapping_text(browse
     page.close()
     print(json.dumps({k: round(v, 2) for k, v in timings.items()}))
     assert not problems, json.dumps(problems, indent=1)
+
+
+def test_the_checks_catch_what_the_issue_saw(browser):
+    """The checks themselves, on a page made to fail them: a label a letter per line, a clipped button, two
+    figure titles on one another, a label past the viewport."""
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    page.set_content("""
+      <div data-testid="stMain">
+        <div data-testid="stRadio">
+          <label style="display:block;width:9px;word-break:break-all">Imaging ordered</label></div>
+        <div data-testid="stButton">
+          <button style="width:40px;overflow:hidden;white-space:nowrap">Previous case</button></div>
+        <h3 style="position:absolute;left:900px;white-space:nowrap">A heading past the edge of the screen</h3>
+        <div class="js-plotly-plot" style="position:relative;width:400px;height:200px">
+          <svg class="main-svg" width="400" height="200">
+            <text class="gtitle" x="10" y="20">L5 Great-toe extension, left</text>
+            <text class="gtitle" x="60" y="20">L5 Great-toe extension, right</text>
+          </svg>
+        </div>
+      </div>""")
+    found = "\n".join(page.evaluate(CHECK))
+    page.close()
+    assert "a word broken over" in found and "Imaging ordered" in found
+    assert "clipped" in found and "Previous case" in found
+    assert "outside the viewport" in found and "A heading past the edge" in found
+    assert 'plot texts overlap: "L5 Great-toe extension, left" and "L5 Great-toe extension, right"' in found
