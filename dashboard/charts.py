@@ -271,7 +271,8 @@ def prom_spec(view: PatientView, large: bool = False) -> dict:
                    "range": [-3, 103], "showgrid": False},
         "height": 380 if large else 320, "font": {**FONT, "size": 18 if large else FONT["size"]},
         "plot_bgcolor": "white", "margin": {"l": 60, "r": 60, "t": 96, "b": 50},
-        "title": {"text": "Pain and disability", "x": 0, "yref": "container", "y": 0.98, "yanchor": "top"},
+        "title": {"text": "Pain and disability", "x": 0, "yref": "container", "y": 0.98, "yanchor": "top",
+                  "font": {"size": 20 if large else 17}},
         "legend": {"orientation": "h", "yref": "paper", "y": 1.02, "yanchor": "bottom", "x": 0},
     }
     if not any(len(trace["y"]) for trace in traces):

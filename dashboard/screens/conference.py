@@ -37,6 +37,7 @@ require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before 
 PROJECTOR_CSS = """<style>
 [data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] p,
 [data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] li { font-size: 1.15rem; }
+[data-testid="stMainBlockContainer"] [data-testid="stText"] { font-size: 1.15rem; }
 @media (max-width: 1279px) {
   .st-key-conference_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) {
     flex-direction: column; }
