@@ -293,3 +293,21 @@ def test_fresh_server_screens_opened_at_once_all_ask_to_sign_in(browser, product
         finally:
             for context in contexts:
                 context.close()
+
+
+def test_the_demo_folder_imports_as_it_is_and_the_preview_then_goes(browser, app_url):
+    """Issue 20: the shipped data/demo folder as it is (scenarios.csv and README.md ignored, and said so); after
+    the import the "ready to import" box and its button go away and the result is said in words."""
+    page = _open(browser, app_url, "import_records")
+    page.get_by_text("Import records", exact=True).wait_for(timeout=90_000)
+    files = sorted(str(path) for path in (ROOT / "data" / "demo").iterdir() if path.is_file())
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(files)
+    page.get_by_text("Ready to import").wait_for(timeout=120_000)
+    assert page.get_by_text("Ignored (not records files): README.md, scenarios.csv").count() == 1
+    page.get_by_role("button", name="Import into the store").click()
+    page.get_by_text("Imported: ").wait_for(timeout=120_000)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=60_000)
+    assert page.get_by_text("Ready to import").count() == 0
+    assert page.get_by_role("button", name="Import into the store").count() == 0
+    assert page.get_by_text("nothing new: everything in the files is already stored").count() == 1
+    page.close()
