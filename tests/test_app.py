@@ -359,3 +359,25 @@ def test_figure_specifications_are_valid_plotly_and_drawn_as_built(demo_views):
     assert [a["text"] for a in spec["layout"]["annotations"][:2]] == [
         charts.panel_title(charts.muscles_with_weakness(weak)[0], side) for side in ("L", "R")]
     assert "template" in charts.strength_figure(weak).to_dict()["layout"]  # the theme's template, as before
+
+
+def test_a_calibrated_file_in_the_reference_folder_is_not_the_default(store_url, tmp_path, monkeypatch):
+    """Issue 20: a calibrated file sorting before published.yaml silently became everyone's reference."""
+    from dashboard.ui import data
+
+    text = (ROOT / "data" / "reference" / "published.yaml").read_text(encoding="utf-8")
+    (tmp_path / "a-calibrated.yaml").write_text(
+        text.replace("reference_id: published-v2", "reference_id: clinic-2026")
+        .replace("title: Published motor-recovery reference", "title: A clinic calibration"), encoding="utf-8")
+    monkeypatch.setattr(data, "CALIBRATED_DIR", tmp_path)
+    data.reference_files.clear()
+    try:
+        files = data.reference_files()
+        assert len(files) == 2 and Path(next(iter(files.values()))).name == "published.yaml"
+        at = app()
+        chosen = next(box for box in at.selectbox if box.label == "Expected-recovery reference")
+        assert chosen.value.startswith("Published motor-recovery reference")
+        assert "reference: Published motor-recovery reference" in at.caption[0].value
+        assert any("Demo data: shown as of 20 Nov 2026" in c.value for c in at.caption)  # the demo's day, said
+    finally:
+        data.reference_files.clear()
