@@ -263,11 +263,10 @@ def test_import_page_renders_with_its_history(store_url):
     at = app("screens/import_records.py")
     assert at.title[0].value == "Import records"
     history = at.dataframe[-1].value  # readable columns (issue 20: they were the database's)
-    assert list(history.columns) == ["When", "Source", "How", "By", "Result", "Patients new / changed / unchanged",
-                                     "Added", "Updated"]
+    assert list(history.columns) == ["When", "Source", "How", "By", "Result", "Patients", "Added", "Updated"]
     first = history.iloc[-1]  # the first import: the demo cohort seeded at start
     assert first["Source"] == "demo" and first["By"] == "demo-seed" and first["Result"] == "Imported"
-    assert first["Patients new / changed / unchanged"] == "200 / 0 / 0"
+    assert first["Patients"] == "200 new, 0 changed, 0 unchanged"
     assert "strength grades" in first["Added"]
 
 

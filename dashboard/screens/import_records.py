@@ -125,8 +125,8 @@ readable = pd.DataFrame({
     "By": history["user_name"].fillna("—"),
     "Result": history["status"].map({"succeeded": "Imported", "failed": "Failed: nothing stored",
                                      "running": "Running"}).fillna(history["status"]),
-    "Patients new / changed / unchanged": [
-        "—" if pd.isna(n) else f"{int(n)} / {int(u or 0)} / {int(s or 0)}" for n, u, s in
+    "Patients": [
+        "—" if pd.isna(n) else f"{int(n)} new, {int(u or 0)} changed, {int(s or 0)} unchanged" for n, u, s in
         zip(history["patients_inserted"], history["patients_updated"], history["patients_unchanged"], strict=True)],
     "Added": _rows(history, "inserted"),
     "Updated": _rows(history, "updated"),
