@@ -380,3 +380,17 @@ def test_a_calibrated_file_in_the_reference_folder_is_not_the_default(store_url,
         assert any("Demo data: shown as of 20 Nov 2026" in c.value for c in at.caption)  # the demo's day, said
     finally:
         data.reference_files.clear()
+
+
+def test_the_plain_language_renderer_says_the_issue_examples_in_words():
+    from dashboard.core.wording import plain, status_words
+
+    assert plain("2026-11-18 (day 7) saddle_anesthesia, urinary_retention: yes") == (
+        "2026-11-18 (day 7) saddle anaesthesia and urinary retention present")
+    assert plain("2026-11-15 (day 27) wound_drainage, fever, crp_rise_from_nadir") == (
+        "2026-11-15 (day 27) wound drainage, fever, CRP rising again from its lowest")
+    assert plain("2026-11-18 (day 43) great_toe_extension L (L5) 3; baseline 5 on 2026-09-17") == (
+        "2026-11-18 (day 43) left great-toe extension (L5): grade 3; baseline 5 on 2026-09-17")
+    assert plain("Never examined: hip_flexion L, hip_flexion R.") == (
+        "Never examined: left hip flexion, right hip flexion.")
+    assert status_words("behind") == "Behind expected" and status_words(None) == "Not examined"

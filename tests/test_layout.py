@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -45,6 +46,8 @@ ROLE_SCREENS = {
     "conference": [("", 2, "Case conference"), ("reference", 1, "Expected recovery curves")],
     "admin": [("", 0, "Import records"), ("reference", 1, "Expected recovery curves"), ("audit", 0, "Audit")],
 }
+CALENDAR_DATE = re.compile(r"\b(?:19|20)\d\d[-/]\d\d[-/]\d\d\b"
+                           r"|\b\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* (?:19|20)\d\d\b")
 PASSWORDS = {"surgeon": "surgeon-demo", "conference": "conference-demo", "admin": "admin-demo"}
 
 #: The layout checks, run in the page: a list of problems in words (empty when the screen is clean).
@@ -188,6 +191,9 @@ def test_every_screen_fits_both_sizes_without_clipped_or_overlapping_text(browse
             settle(page, plots)
             timings[f"{size} {path or 'home'}"] = time.monotonic() - started
             found = page.evaluate(CHECK)
+            if role == "conference":  # de-identified: no calendar day anywhere on the screen, sidebar included
+                shown = page.locator('[data-testid="stApp"]').inner_text()
+                found += [f"a calendar date on the conference screen: {d}" for d in CALENDAR_DATE.findall(shown)]
             if width == 1440 and path.split("?")[0] in ("clinic", "patient"):
                 scroll = page.evaluate(TABLE_SCROLL)
                 found += [f"table scrolls sideways ({s} > {c})" for s, c in scroll[:1] if s > c + 2]
