@@ -58,7 +58,9 @@ role = require_login()  # the sign-in form until a user is signed in: no page ru
 navigation = st.navigation(pages_for(role))
 # A calendar day beside "week N" would date a projected case. Not by url_path: the first screen of a role
 # without the Clinic (conference) is its default, whose url_path is "".
-if navigation.title != CONFERENCE[0].title:
+# The day and reference controls are clinical settings: for surgeons only (the conference role sees no calendar
+# day anywhere; the admin has no clinical screen).
+if role == "surgeon" and navigation.title != CONFERENCE[0].title:
     sidebar_settings()
 st.sidebar.caption("Decision support only: the clinician decides. Suggestions name their rule, evidence and "
                    "source.")

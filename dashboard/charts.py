@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from dashboard.core.curves import DEFAULT_BAND_LABEL
 from dashboard.core.grades import MUSCLE_ROOTS, MUSCLES, SIDES, format_mrc
 from dashboard.core.patient_view import PatientView
+from dashboard.core.wording import FINDING_WORDS
 from dashboard.theme import BAND_FILL, BASELINE, EXPECTED_LINE, MEASURED, MUSCLE_SHORT, STATUS_COLOURS, STATUS_LABELS
 
 WEEK = 7.0
@@ -38,14 +39,57 @@ def _band_polygon(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def panel_title(muscle: str, side: str) -> str:
-    """'L4 Ankle dorsiflexion — left': short enough for two panels side by side on a projector."""
-    return f"{MUSCLE_ROOTS[muscle]} {MUSCLE_SHORT[muscle]} — {'left' if side == 'L' else 'right'}"
+    """'L4 Ankle dorsiflexion, left': short enough for two panels side by side on a projector."""
+    return f"{MUSCLE_ROOTS[muscle]} {MUSCLE_SHORT[muscle]}, {'left' if side == 'L' else 'right'}"
 
 
 def muscles_with_weakness(view: PatientView) -> list[str]:
-    """Muscles graded below normal on either side at any exam: the panels worth a surgeon's time."""
-    weak = set(view.exams.loc[view.exams["mrc"] < 5, "muscle"])
-    return [m for m in MUSCLES if m in weak]
+    """Muscles worth a panel: those whose status on some side is anything but the core's "no deficit" (normal
+    before the operation by the reference's normal grade, no new weakness since). The threshold lives in the
+    core (trajectory); this only reads its verdict."""
+    muscles = view.muscles
+    flagged = set(muscles.loc[muscles["status"] != "no_deficit", "muscle"])
+    return [m for m in MUSCLES if m in flagged]
+
+
+def normal_muscles(view: PatientView) -> list[str]:
+    """Examined muscles with no deficit on either side (not drawn by default), in root order."""
+    examined, weak = set(view.muscles["muscle"]), set(muscles_with_weakness(view))
+    return [m for m in MUSCLES if m in examined and m not in weak]
+
+
+def normal_line(view: PatientView) -> str:
+    """'Normal throughout (no deficit on either side): L2 Hip flexion, L3 Knee extension.' or ''."""
+    normal = normal_muscles(view)
+    if not normal:
+        return ""
+    return ("Normal throughout (no deficit on either side): "
+            + ", ".join(f"{MUSCLE_ROOTS[m]} {MUSCLE_SHORT[m]}" for m in normal) + ".")
+
+
+#: Tick steps in weeks, from one week to a year: the first that gives at most MAX_TICKS ticks is used.
+TICK_STEPS = (1, 2, 4, 13, 26, 52)
+MAX_TICKS = 7
+
+
+def week_ticks(low: float, high: float) -> list[float]:
+    """Real ticks for any follow-up length: multiples of a step (weeks, months, quarters, years) in range,
+    always including the operation (0) when in range; never a single tick."""
+    span = max(high - low, 1.0)
+    step = next((s for s in TICK_STEPS if span / s <= MAX_TICKS), TICK_STEPS[-1] * (int(span // 52 // MAX_TICKS) + 1))
+    first = np.ceil(low / step) * step
+    ticks = list(np.arange(first, high + 1e-9, step))
+    if len(ticks) < 2:
+        ticks = sorted({float(np.floor(low)), 0.0, float(np.ceil(high))})
+    return [float(t) + 0.0 for t in ticks]  # + 0.0: no "-0" tick
+
+
+def _time_range(weeks: np.ndarray) -> list[float]:
+    """The time axis for visit and exam weeks: from before the first to after the last (at least −1 to 6)."""
+    shown = weeks[~np.isnan(weeks)] if len(weeks) else weeks
+    low = min(-1.0, float(shown.min()) - 0.5) if len(shown) else -1.0
+    high = max(6.0, float(shown.max()) + 0.5) if len(shown) else 6.0
+    return [low, high]
 
 
 @functools.cache
@@ -108,6 +152,7 @@ def strength_spec(view: PatientView, large: bool = False, show_all: bool = False
     titles = iter(panel_title(m, s) for m in examined for s in SIDES)
     for annotation in layout["annotations"]:
         annotation["text"] = next(titles)
+        annotation["font"] = {"size": 17 if large else 14}
     max_week = max(26.0, (view.exams["day"].max() / WEEK + 4) if view.exams["day"].notna().any() else 26.0)
     legend_shown: set[str] = set()
 
@@ -177,7 +222,8 @@ def strength_spec(view: PatientView, large: bool = False, show_all: bool = False
     for r in range(1, len(examined) + 1):
         for c in (1, 2):
             axis = _axis(r, c)
-            layout[f"xaxis{axis}"].update(range=[-4.5, max_week], tickvals=WEEK_TICKS, gridcolor="#E5E5E5")
+            layout[f"xaxis{axis}"].update(range=[-4.5, max_week], tickvals=week_ticks(-4.5, max_week),
+                                          gridcolor="#E5E5E5")
             layout[f"yaxis{axis}"].update(range=[-0.2, 5.3], tickvals=[0, 1, 2, 3, 4, 5], gridcolor="#E5E5E5")
         layout[f"yaxis{_axis(r, 1)}"]["title"] = {"text": "MRC"}
     for c in (1, 2):
@@ -187,7 +233,8 @@ def strength_spec(view: PatientView, large: bool = False, show_all: bool = False
         annotations=[*layout["annotations"], *annotations], shapes=shapes,
         height=height, margin={"l": 60, "r": 20, "t": 70, "b": 140},
         font={**FONT, "size": 18 if large else FONT["size"]}, plot_bgcolor="white",
-        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 8 / height, "x": 0},
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 8 / height, "x": 0,
+                "font": {"size": 16 if large else 13}},
         title={"text": "Strength against the expected recovery band", "x": 0, "yref": "container",
                "yanchor": "top", "y": 1 - 10 / height, "font": {"size": 20 if large else 17}},
     )
@@ -202,6 +249,7 @@ def prom_figure(view: PatientView, large: bool = False) -> go.Figure:
 def prom_spec(view: PatientView, large: bool = False) -> dict:
     """prom_figure as a Plotly specification: pain on the left axis, ODI on a second axis on the right."""
     day = _numbers(view.visits["day"])
+    time_range = _time_range(day / WEEK)
     traces = []
     for column, name, colour, dash, axis, extra in (
             ("leg_pain_nrs", "Leg pain (NRS 0–10)", "#D55E00", "solid", "y", {}),
@@ -216,14 +264,16 @@ def prom_spec(view: PatientView, large: bool = False) -> dict:
     layout = {
         # The two-axis layout make_subplots(specs=[[{"secondary_y": True}]]) makes.
         "xaxis": {"anchor": "y", "domain": [0.0, 0.94], "title": {"text": "Weeks since the operation"},
-                  "tickvals": WEEK_TICKS, "gridcolor": "#E5E5E5"},
+                  "range": time_range, "tickvals": week_ticks(*time_range), "gridcolor": "#E5E5E5"},
         "yaxis": {"anchor": "x", "domain": [0.0, 1.0], "title": {"text": "Pain (NRS)"}, "range": [-0.3, 10.3],
                   "gridcolor": "#E5E5E5"},
         "yaxis2": {"anchor": "x", "overlaying": "y", "side": "right", "title": {"text": "ODI (%)"},
                    "range": [-3, 103], "showgrid": False},
         "height": 380 if large else 320, "font": {**FONT, "size": 18 if large else FONT["size"]},
-        "plot_bgcolor": "white", "margin": {"l": 60, "r": 60, "t": 60, "b": 50},
-        "title": {"text": "Pain and disability", "x": 0}, "legend": {"orientation": "h", "y": 1.12, "x": 0},
+        "plot_bgcolor": "white", "margin": {"l": 60, "r": 60, "t": 96, "b": 50},
+        "title": {"text": "Pain and disability", "x": 0, "yref": "container", "y": 0.98, "yanchor": "top",
+                  "font": {"size": 20 if large else 17}},
+        "legend": {"orientation": "h", "yref": "paper", "y": 1.02, "yanchor": "bottom", "x": 0},
     }
     if not any(len(trace["y"]) for trace in traces):
         layout["annotations"] = [{"text": "No pain or ODI scores recorded", "x": 0.5, "y": 0.5, "xref": "paper",
@@ -242,12 +292,14 @@ def timeline_spec(view: PatientView) -> dict:
     # A visit's findings: the finding columns recorded as True on it.
     flags = {c: view.visits[c].to_numpy(dtype=bool, na_value=False) for c in FINDING_COLUMNS if c in view.visits}
     found = np.logical_or.reduce(list(flags.values())) if flags else np.zeros(len(visit_days), dtype=bool)
-    texts = [", ".join(c.replace("_", " ") for c, flag in flags.items() if flag[i]) for i in np.flatnonzero(found)]
+    texts = [", ".join(FINDING_WORDS.get(c, c) for c, flag in flags.items() if flag[i]) for i in np.flatnonzero(found)]
     exam_dates = view.exams["exam_date"].to_numpy()
     first_exam_of_day = np.sort(np.unique(exam_dates, return_index=True)[1]) if len(exam_dates) else []
+    exam_days = _numbers(view.exams["day"])
+    time_range = _time_range(np.concatenate([visit_days, exam_days]) / WEEK)
     traces = []
     for name, days, symbol, colour, text in (
-            ("Strength exam", _numbers(view.exams["day"])[first_exam_of_day], "circle", "#000000", []),
+            ("Strength exam", exam_days[first_exam_of_day], "circle", "#000000", []),
             ("Visit", visit_days, "square", "#0072B2", []),
             ("Finding", visit_days[found], "x", "#D55E00", texts)):
         trace = {"type": "scatter", "x": days / WEEK, "y": [name] * len(days), "mode": "markers", "name": name,
@@ -258,14 +310,18 @@ def timeline_spec(view: PatientView) -> dict:
             trace["text"] = text
         traces.append(trace)
     layout = {
-        # The dotted line at the operation and its label, as figure.add_vline(x=0, annotation_text=…) draws them.
+        # The dotted line at the operation, and its label above the plot area, beside the line (not across it).
         "shapes": [{"type": "line", "x0": 0, "x1": 0, "xref": "x", "y0": 0, "y1": 1, "yref": "y domain",
                     "line": {"color": "#6E6E6E", "dash": "dot"}}],
-        "annotations": [{"text": "operation", "showarrow": False, "x": 0, "xanchor": "left", "xref": "x", "y": 1,
-                         "yanchor": "top", "yref": "y domain"}],
-        "xaxis": {"title": {"text": "Weeks since the operation"}, "tickvals": WEEK_TICKS, "gridcolor": "#E5E5E5"},
-        "height": 230, "showlegend": False, "plot_bgcolor": "white", "font": FONT,
-        "margin": {"l": 110, "r": 20, "t": 40, "b": 50}, "title": {"text": "Timeline", "x": 0},
+        "annotations": [{"text": "operation", "showarrow": False, "x": 0, "xanchor": "left", "xshift": 4,
+                         "xref": "x", "y": 1, "yanchor": "bottom", "yref": "y domain",
+                         "font": {"color": "#444444", "size": 13}}],
+        "xaxis": {"title": {"text": "Weeks since the operation"}, "range": time_range,
+                  "tickvals": week_ticks(*time_range), "gridcolor": "#E5E5E5"},
+        "yaxis": {"categoryorder": "array", "categoryarray": ["Finding", "Visit", "Strength exam"]},
+        "height": 250, "showlegend": False, "plot_bgcolor": "white", "font": FONT,
+        "margin": {"l": 110, "r": 20, "t": 60, "b": 50}, "title": {"text": "Timeline", "x": 0, "yref": "container",
+                                                                   "y": 0.97, "yanchor": "top"},
     }
     return {"data": traces, "layout": layout}
 
@@ -291,7 +347,9 @@ def reference_figure(curve: pd.DataFrame, baseline: float, title: str, band_labe
     figure.add_trace(go.Scatter(x=[0], y=[baseline], mode="markers", name="Pre-operative grade",
                                 marker=dict(symbol="diamond", size=14, color=BASELINE)))
     figure.update_yaxes(range=[-0.2, 5.3], title_text="MRC grade", gridcolor="#E5E5E5")
-    figure.update_xaxes(title_text="Weeks since the operation", tickvals=WEEK_TICKS[1:], gridcolor="#E5E5E5")
+    weeks = curve["day"].to_numpy() / WEEK
+    figure.update_xaxes(title_text="Weeks since the operation", gridcolor="#E5E5E5",
+                        tickvals=week_ticks(float(weeks.min(initial=0)), float(weeks.max(initial=26))))
     figure.update_layout(height=440, font=FONT, plot_bgcolor="white", title=dict(text=title, x=0),
                          legend=dict(orientation="h", y=1.1, x=0), margin=dict(l=60, r=20, t=80, b=50))
     return figure

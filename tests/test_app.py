@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 
@@ -54,7 +55,14 @@ def app(page: str | None = None, **state) -> AppTest:
 
 def texts(at: AppTest) -> str:
     return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
-                     + [s.value for s in at.subheader] + [w.value for w in at.warning] + [i.value for i in at.info])
+                     + [s.value for s in at.subheader] + [w.value for w in at.warning] + [i.value for i in at.info]
+                     + [t.value for t in at.get("text")] + [e.value for e in at.error]
+                     + [s.value for s in at.success])
+
+
+def banner(at: AppTest) -> list[str]:
+    """The patient banner's lines (plain text elements), in order."""
+    return [t.value for t in at.get("text")]
 
 
 def test_clinic_lists_every_patient_in_follow_up_by_urgency(store_url):
@@ -64,7 +72,7 @@ def test_clinic_lists_every_patient_in_follow_up_by_urgency(store_url):
     assert int(labels[":material/emergency: Emergency — now, within hours"]) >= 1
     table = at.dataframe[-1].value
     assert len(table) == 200
-    order = {"Emergency — now, within hours": 0, "Urgent — within days": 1, "Routine — next planned review": 2, "—": 3}
+    order = {"Emergency": 0, "Urgent": 1, "Routine": 2, "—": 3}
     ranks = table["urgency"].map(order).tolist()
     assert ranks == sorted(ranks)
 
@@ -79,7 +87,7 @@ def test_clinic_search_filters_by_patient_id(store_url):
 def test_patient_page_shows_strength_panels_band_and_prompts(store_url):
     patient = demo_patient("plateau_behind")
     at = app("screens/patient.py", patient_id=patient)
-    assert f"## {patient}" in texts(at)
+    assert f"Id {patient}" in texts(at)
     figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     strength = figures[0]
     names = {trace.get("name") for trace in strength["data"]}
@@ -98,13 +106,18 @@ def patient_picker(at: AppTest):
     return next(box for box in at.selectbox if box.label == "Patient")
 
 
+def picker_ids(at: AppTest) -> list[str]:
+    """The picker's options are listed as 'Name · MRN · id': the ids."""
+    return [option.rsplit(" · ", 1)[-1] for option in patient_picker(at).options]
+
+
 def test_typing_a_whole_patient_id_opens_that_patient(store_url):
     first, target = demo_patient("plateau_behind"), demo_patient("calf_swelling")
     at = app("screens/patient.py", patient_id=first)
-    assert f"## {first}" in texts(at)
+    assert f"Id {first}" in texts(at)
     at.text_input(key="patient_search").input(f"  {target.lower()} ").run()  # any case, spaces ignored
     assert not at.exception, at.exception
-    assert f"## {target}" in texts(at) and f"## {first}" not in texts(at)
+    assert f"Id {target}" in texts(at) and f"Id {first}" not in texts(at)
     assert patient_picker(at).value == target
     assert at.query_params["patient"] == target  # the page's link now opens this patient
     assert at.session_state["patient_id"] == target
@@ -115,21 +128,21 @@ def test_part_of_an_id_lists_the_matches_and_picking_one_opens_it(store_url, mon
     monkeypatch.setattr(widgets, "PICKER_OPTIONS", 5)  # as on a large cohort: a short list, not every patient
     first = demo_patient("plateau_behind")
     at = app("screens/patient.py", patient_id=first)
-    options = patient_picker(at).options
+    options = picker_ids(at)
     assert first in options and len(options) in (5, 6)  # the 5 most urgent, and the patient shown
     at.text_input(key="patient_search").input("P001").run()
-    options = patient_picker(at).options
-    assert f"## {first}" in texts(at)  # a partial id opens nobody: the patient shown stays
+    options = picker_ids(at)
+    assert f"Id {first}" in texts(at)  # a partial id opens nobody: the patient shown stays
     matches = [o for o in options if o != first]
     assert len(matches) == 5 and all("P001" in o for o in matches)
     assert any("The 5 most urgent matches are listed" in c.value for c in at.caption)
     patient_picker(at).set_value(matches[2]).run()
     assert not at.exception, at.exception
-    assert f"## {matches[2]}" in texts(at)
+    assert f"Id {matches[2]}" in texts(at)
     assert at.query_params["patient"] == matches[2]
     at.text_input(key="patient_search").input("Q9").run()
-    assert any("No patient id contains “Q9”" in c.value for c in at.caption)
-    assert f"## {matches[2]}" in texts(at)
+    assert any("No patient name, MRN or id contains “Q9”" in c.value for c in at.caption)
+    assert f"Id {matches[2]}" in texts(at)
 
 
 def test_a_link_with_a_patient_id_opens_that_patient(store_url):
@@ -139,23 +152,32 @@ def test_a_link_with_a_patient_id_opens_that_patient(store_url):
     at.query_params["patient"] = target
     at.run()
     assert not at.exception, at.exception
-    assert f"## {target}" in texts(at)
+    assert f"Id {target}" in texts(at)
     assert patient_picker(at).value == target
     assert at.session_state["patient_id"] == target
     at.query_params["patient"] = "P99999"  # unknown: the most urgent patient instead, never an error
     at.run()
     assert not at.exception, at.exception
-    assert patient_picker(at).value == patient_picker(at).options[0] != "P99999"
+    assert patient_picker(at).value == picker_ids(at)[0] != "P99999"
 
 
 def test_recording_a_decision_stores_it_and_marks_the_prompt(store_url):
+    """Issue 20: nothing pre-selected (one click used to record "Imaging ordered"); the clinician is the signed-in
+    user, not an editable box; a reason is required for "not indicated" and "deferred"."""
     patient = demo_patient("calf_swelling")
-    at = app("screens/patient.py", patient_id=patient)
+    at = app("screens/patient.py", patient_id=patient, display_name="Dr Test")
     key = f"{patient}-red-venous-thrombosis"
-    at.radio(key=f"choice-{key}").set_value("not_indicated")
-    at.text_input(key=f"who-{key}").input("Dr Test")
-    at.button[0].click().run()  # without a reason: refused
-    assert any("a reason is required" in e.value for e in at.error)
+    assert at.radio(key=f"choice-{key}").value is None  # nothing pre-selected
+    assert not [box for box in at.text_input if box.key == f"who-{key}"]  # no clinician box
+    assert any(c.value == "Recorded as Dr Test" for c in at.caption)
+    at.button[0].click().run()  # nothing chosen: refused, nothing stored
+    assert any("Choose a decision first" in e.value for e in at.error)
+    assert decision_history(get_engine(store_url), patient).empty
+    for decision, words in (("not_indicated", "imaging is not indicated"), ("deferred", "the decision is deferred")):
+        at.radio(key=f"choice-{key}").set_value(decision)
+        at.button[0].click().run()  # without a reason: refused
+        assert any(f"A reason is required when {words}" in e.value for e in at.error), [e.value for e in at.error]
+    assert decision_history(get_engine(store_url), patient).empty
     at.text_input(key=f"reason-{key}").input("Duplex done yesterday at the GP")
     at.radio(key=f"choice-{key}").set_value("already_done")
     at.button[0].click().run()
@@ -163,25 +185,74 @@ def test_recording_a_decision_stores_it_and_marks_the_prompt(store_url):
     assert history[["rule_id", "decision", "reason", "clinician"]].values.tolist() == [
         ["red-venous-thrombosis", "already_done", "Duplex done yesterday at the GP", "Dr Test"]]
     at = app("screens/patient.py", patient_id=patient)
-    assert "Decision: **Already done** — Duplex done yesterday at the GP (Dr Test" in "\n".join(
-        i.value for i in at.info)
+    assert any(i.value.startswith("Decision: **Already done**") for i in at.info)
+    # Record text as plain text (never Markdown): the reason and the clinician.
+    assert "By Dr Test · Reason: Duplex done yesterday at the GP" in banner(at)
+
+
+def test_the_clinician_defaults_to_the_configured_display_name(store_url):
+    at = app("screens/patient.py", patient_id=demo_patient("wound_infection"))  # no display_name in the session
+    assert any(c.value == "Recorded as Demo Surgeon" for c in at.caption)
+
+
+def test_patient_banner_names_the_patient_and_the_operation(store_url):
+    patient = demo_patient("plateau_behind")
+    people = pd.read_csv(ROOT / "data" / "demo" / "patients.csv", dtype=str).set_index("patient_id")
+    surgeries = pd.read_csv(ROOT / "data" / "demo" / "surgeries.csv", dtype=str)
+    operation = surgeries[surgeries["patient_id"] == patient].iloc[0]
+    for page in ("screens/patient.py", "screens/add_exam.py"):
+        at = app(page, patient_id=patient)
+        lines = banner(at)
+        row = people.loc[patient]
+        assert lines[0] == row["name"] and lines[1] == row["mrn"]
+        age = date(2026, 11, 20).year - int(row["birth_year"])  # demo mode: assessed as of the demo's day
+        assert lines[2] == f"Born {row['birth_year']} (age {age})"
+        assert lines[3] == {"F": "Female", "M": "Male", "X": "Other"}[row["sex"]]
+        assert lines[4] == f"Id {patient}"
+        day = pd.Timestamp(operation["surgery_date"])
+        assert lines[5].startswith(f"Operation: {operation['procedure']}, levels ")
+        assert f"{day:%d %b %Y} — day {(pd.Timestamp(2026, 11, 20) - day).days} after the operation" in lines[5]
+        assert not any("unsafe" in str(m.proto) and patient in m.value for m in at.markdown)
+    at = app()
+    table = at.dataframe[-1].value
+    assert {"name", "mrn"} <= set(table.columns)
+    assert table.set_index("patient_id").loc[patient, "name"] == people.loc[patient, "name"]
+
+
+#: Code words the issue found on screen: record codes (snake_case), rule ids in code font.
+CODE_WORD = re.compile(r"`|(?<!:material/)\b[a-z]+_[a-z_]+\b")
+
+
+def test_no_code_words_on_the_patient_and_conference_pages(store_url):
+    for scenario in ("cauda_equina", "wound_infection", "new_deficit_instrumented", "recurrent_radicular"):
+        at = app("screens/patient.py", patient_id=demo_patient(scenario))
+        shown = texts(at)
+        assert not CODE_WORD.findall(shown), CODE_WORD.findall(shown)
+        rule_ids = [c.value for c in at.caption if c.value.startswith("Checklist rule ")]
+        assert rule_ids  # the rule id is still there, in the source details
+    at = run_app("screens/conference.py", user="conference", role="conference")
+    shown = texts(at)
+    assert not CODE_WORD.findall(shown.replace("Checklist rule", "")), CODE_WORD.findall(shown)
+    assert not at.date_input  # no calendar day control for the conference role
+    assert not re.search(r"\b20\d\d-\d\d-\d\d\b|\b\d{1,2} [A-Z][a-z]{2} 20\d\d\b", shown)
 
 
 def test_add_exam_saves_valid_grades_and_refuses_invalid_ones(store_url):
     patient = demo_patient("normal_recovery")
     at = app("screens/add_exam.py", patient_id=patient)
     at.selectbox(key="g-ankle_dorsiflexion-R").set_value("4+")
-    at.text_input[0].input("11")  # leg pain out of range
+    at.text_input(key="v-leg_pain_nrs").input("11")  # leg pain out of range
     at.button[0].click().run()
-    assert at.error and "Not saved" in at.error[0].value
-    errors = at.dataframe[0].value
-    assert errors["message"].tolist() == ["is not a pain score (0–10)"]
+    # In words, at the field (issue 20: it read "file form (visit) line 11 column leg_pain_nrs")
+    assert [e.value for e in at.error] == ["Leg pain: '11' is not a pain score 0–10",
+                                           "Not saved: please correct the fields marked above."]
     assert not (load_records(get_engine(store_url)).strength["patient_id"].eq(patient)
                 & load_records(get_engine(store_url)).strength["mrc"].round(2).eq(4.33)
                 & load_records(get_engine(store_url)).strength["exam_date"].eq(pd.Timestamp.today().normalize())).any()
-    at.text_input[0].input("3")
+    at.text_input(key="v-leg_pain_nrs").input("3")
     at.button[0].click().run()
-    assert at.success and "Saved for" in at.success[0].value
+    assert not at.error
+    assert at.success and at.success[0].value.startswith("Saved 1 grade and the visit of ")
     stored = load_records(get_engine(store_url)).strength
     today = stored[(stored["patient_id"] == patient) & (stored["exam_date"] == pd.Timestamp.today().normalize())]
     assert today[["muscle", "side"]].values.tolist() == [["ankle_dorsiflexion", "R"]]
@@ -191,9 +262,33 @@ def test_add_exam_saves_valid_grades_and_refuses_invalid_ones(store_url):
 def test_import_page_renders_with_its_history(store_url):
     at = app("screens/import_records.py")
     assert at.title[0].value == "Import records"
-    history = at.dataframe[-1].value
-    assert history["source_name"].iloc[-1] == "demo"  # the first import: the demo cohort seeded at start
-    assert history["user_name"].iloc[-1] == "demo-seed" and history["status"].iloc[-1] == "succeeded"
+    history = at.dataframe[-1].value  # readable columns (issue 20: they were the database's)
+    assert list(history.columns) == ["When", "Source", "How", "By", "Result", "Patients", "Added", "Updated"]
+    first = history.iloc[-1]  # the first import: the demo cohort seeded at start
+    assert first["Source"] == "demo" and first["By"] == "demo-seed" and first["Result"] == "Imported"
+    assert first["Patients"] == "200 new, 0 changed, 0 unchanged"
+    assert "strength grades" in first["Added"]
+
+
+def test_the_demo_folder_imports_as_it_is_zipped_or_as_files(store_url):
+    """Issue 20: the shipped data/demo folder (with scenarios.csv and README.md) is taken as it is, as files or
+    as a zip; the other files are ignored and named; after the import the preview and its button go away."""
+    import io
+    import zipfile
+
+    folder = ROOT / "data" / "demo"
+    files = [(path.name, path.read_bytes()) for path in sorted(folder.iterdir()) if path.is_file()]
+    checked = check_uploads(files)
+    assert checked.records is not None and set(checked.ignored) == {"scenarios.csv", "README.md"}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in files:
+            archive.writestr(f"demo/{name}", content)
+    zipped = check_uploads([("demo.zip", buffer.getvalue())])
+    assert zipped.records is not None and set(zipped.ignored) == {"scenarios.csv", "README.md"}
+    assert len(zipped.records.strength) == len(checked.records.strength)
+    with pytest.raises(UploadRejected, match="more than once"):
+        check_uploads([*files, ("demo.zip", buffer.getvalue())])
 
 
 def test_uploaded_bad_file_gives_every_error_and_nothing_to_store():
@@ -263,3 +358,39 @@ def test_figure_specifications_are_valid_plotly_and_drawn_as_built(demo_views):
     assert [a["text"] for a in spec["layout"]["annotations"][:2]] == [
         charts.panel_title(charts.muscles_with_weakness(weak)[0], side) for side in ("L", "R")]
     assert "template" in charts.strength_figure(weak).to_dict()["layout"]  # the theme's template, as before
+
+
+def test_a_calibrated_file_in_the_reference_folder_is_not_the_default(store_url, tmp_path, monkeypatch):
+    """Issue 20: a calibrated file sorting before published.yaml silently became everyone's reference."""
+    from dashboard.ui import data
+
+    text = (ROOT / "data" / "reference" / "published.yaml").read_text(encoding="utf-8")
+    (tmp_path / "a-calibrated.yaml").write_text(
+        text.replace("reference_id: published-v2", "reference_id: clinic-2026")
+        .replace("title: Published motor-recovery reference", "title: A clinic calibration"), encoding="utf-8")
+    monkeypatch.setattr(data, "CALIBRATED_DIR", tmp_path)
+    data.reference_files.clear()
+    try:
+        files = data.reference_files()
+        assert len(files) == 2 and Path(next(iter(files.values()))).name == "published.yaml"
+        at = app()
+        chosen = next(box for box in at.selectbox if box.label == "Expected-recovery reference")
+        assert chosen.value.startswith("Published motor-recovery reference")
+        assert "reference: Published motor-recovery reference" in at.caption[0].value
+        assert any("Demo data: shown as of 20 Nov 2026" in c.value for c in at.caption)  # the demo's day, said
+    finally:
+        data.reference_files.clear()
+
+
+def test_the_plain_language_renderer_says_the_issue_examples_in_words():
+    from dashboard.core.wording import plain, status_words
+
+    assert plain("2026-11-18 (day 7) saddle_anesthesia, urinary_retention: yes") == (
+        "2026-11-18 (day 7) saddle anaesthesia and urinary retention present")
+    assert plain("2026-11-15 (day 27) wound_drainage, fever, crp_rise_from_nadir") == (
+        "2026-11-15 (day 27) wound drainage, fever, CRP rising again from its lowest")
+    assert plain("2026-11-18 (day 43) great_toe_extension L (L5) 3; baseline 5 on 2026-09-17") == (
+        "2026-11-18 (day 43) left great-toe extension (L5): grade 3; baseline 5 on 2026-09-17")
+    assert plain("Never examined: hip_flexion L, hip_flexion R.") == (
+        "Never examined: left hip flexion, right hip flexion.")
+    assert status_words("behind") == "Behind expected" and status_words(None) == "Not examined"

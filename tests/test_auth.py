@@ -332,7 +332,7 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
             assert page.locator(".js-plotly-plot").count() == 0
             assert page.get_by_role("dialog").count() == 0  # no "Page not found" over the form
             _sign_in_and_wait_for_the_cookie(page, context)
-            page.get_by_role("heading", name=patient).wait_for(timeout=90_000)  # the screen the link asked for
+            page.get_by_text(f"Id {patient}", exact=True).wait_for(timeout=90_000)  # the screen the link asked for
             # A new tab is a new session: the signed re-login cookie signs it in without the form.
             second = context.new_page()
             second.goto(f"{url}/patient?patient={patient}", timeout=90_000)

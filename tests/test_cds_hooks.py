@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from interop_helpers import ROOT, SCENARIOS, demo_records, one_per_scenario, subset
 
 from dashboard.core.assessment import assess, to_json_dict
+from dashboard.core.wording import plain
 from dashboard.interop.cds_hooks import INDICATOR, PREFETCH, SUMMARY_LIMIT, create_app, markdown_escape
 from dashboard.interop.fhir import records_to_bundle
 from dashboard.store import get_engine, import_records
@@ -130,7 +131,7 @@ def assert_cards_match(cards: list[dict], patient: dict) -> None:
         assert len(card["summary"]) < SUMMARY_LIMIT
         assert prompt["summary"][:40] in card["summary"]
         for line in prompt["evidence"]:
-            assert f"- {markdown_escape(line)}" in card["detail"]
+            assert f"- {markdown_escape(plain(line))}" in card["detail"]
         assert markdown_escape(prompt["source"]) in card["detail"]
         assert card["source"]["label"] and card["source"]["url"].endswith(f"#{prompt['rule_id']}")
         assert card["source"]["topic"]["code"] == prompt["rule_id"]

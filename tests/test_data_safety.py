@@ -54,7 +54,7 @@ def _seed(engine: Engine) -> None:
     import_records(engine, records, "data/demo", user="seed")
     patient = records.patients["patient_id"].iloc[0]
     record_decision(engine, patient_id=patient, rule_id="red-cauda-equina", evidence_hash="h", decision="deferred",
-                    clinician="Dr Seed")
+                    reason="review", clinician="Dr Seed")
     record(engine, "seed", "import", file="demo", rows=len(records.strength))
 
 

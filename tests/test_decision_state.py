@@ -27,7 +27,8 @@ def test_a_decision_holds_until_the_evidence_changes(tmp_path):
     before = prompts(records)
     assert before["rule_id"].tolist() == ["compression-no-gain-3-months"]
     record_decision(engine, patient_id="P1", rule_id="compression-no-gain-3-months",
-                    evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="deferred", clinician="Dr A")
+                    evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="deferred", reason="review",
+                    clinician="Dr A")
     record_decision(engine, patient_id="P1", rule_id="compression-no-gain-3-months",
                     evidence_hash=evidence_hash(before["evidence"].iloc[0]), decision="not_indicated",
                     reason="Known foot drop, orthosis fitted", clinician="Dr A")

@@ -223,7 +223,7 @@ def test_import_and_load_log_no_row_contents(store_engine: Engine, good_records:
 def test_decisions_are_append_only_and_the_latest_wins(store_engine: Engine, good_records: Records) -> None:
     import_records(store_engine, good_records, "good")
     common = {"patient_id": "P1", "rule_id": "fibrosis-recurrent-radicular", "clinician": "Dr A"}
-    first = record_decision(store_engine, **common, evidence_hash="h1", decision="deferred")
+    first = record_decision(store_engine, **common, evidence_hash="h1", decision="deferred", reason="review in 2 weeks")
     second = record_decision(store_engine, **common, evidence_hash="h1", decision="not_indicated",
                              reason="  symptoms settled  ")
     record_decision(store_engine, patient_id="P2", rule_id="hardware-loosening", clinician="Dr B",
@@ -250,7 +250,8 @@ def test_a_later_decided_at_wins_over_a_later_entry(store_engine: Engine, good_r
     import_records(store_engine, good_records, "good")
     common = {"patient_id": "P3", "rule_id": "r", "clinician": "Dr A", "evidence_hash": "h"}
     record_decision(store_engine, **common, decision="ordered", decided_at=datetime(2026, 5, 2, tzinfo=UTC))
-    record_decision(store_engine, **common, decision="deferred", decided_at=datetime(2026, 5, 1, tzinfo=UTC))
+    record_decision(store_engine, **common, decision="deferred", reason="later",
+                    decided_at=datetime(2026, 5, 1, tzinfo=UTC))
     assert latest_decisions(store_engine).iloc[0]["decision"] == "ordered"
 
 
@@ -259,6 +260,8 @@ def test_decisions_are_checked(store_engine: Engine, good_records: Records) -> N
     common = {"patient_id": "P1", "rule_id": "r", "evidence_hash": "h", "clinician": "Dr A"}
     with pytest.raises(ValueError, match="reason is required"):
         record_decision(store_engine, **common, decision="not_indicated", reason="  ")
+    with pytest.raises(ValueError, match="reason is required when the decision is deferred"):
+        record_decision(store_engine, **common, decision="deferred")
     with pytest.raises(ValueError, match="decision must be one of"):
         record_decision(store_engine, **common, decision="maybe")
     with pytest.raises(ValueError, match="clinician is required"):

@@ -70,6 +70,7 @@ from dashboard.core.assessment import assess, to_json_dict
 from dashboard.core.checklist import evidence_hash, load_rules
 from dashboard.core.curves import load_reference
 from dashboard.core.records import Records
+from dashboard.core.wording import plain
 from dashboard.interop import codes as C
 from dashboard.interop.cds_prefetch import (
     DEFAULT_TIMEOUT,
@@ -155,7 +156,7 @@ def _detail(prompt: dict[str, Any], as_of: str) -> str:
         "",
         "**Evidence**",
         "",
-        *(f"- {markdown_escape(line)}" for line in prompt["evidence"]),
+        *(f"- {markdown_escape(plain(line))}" for line in prompt["evidence"]),
         "",
         f"**Source:** {markdown_escape(prompt['source'])}",
         "",

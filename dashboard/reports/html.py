@@ -15,6 +15,7 @@ import pandas as pd
 
 from dashboard.core.grades import format_mrc
 from dashboard.core.patient_view import band_in_steps
+from dashboard.core.wording import plain
 from dashboard.theme import (
     CATEGORY_LABELS,
     MODALITY_LABELS,
@@ -151,23 +152,24 @@ def prompt_card(prompt: dict, decision_html: str) -> str:
     evidence = "".join(f"<li>{esc(readable(line))}</li>" for line in prompt["evidence"])
     return (f'<div class="prompt" style="border-left-color:{colour}">'
             f'<p>{badge(prompt["urgency"])} &nbsp;<b>{esc(CATEGORY_LABELS.get(prompt["category"], prompt["category"]))}'
-            f'</b> · <span class="rule">{esc(prompt["rule_id"])}</span></p>'
+            f"</b></p>"
             f'<h4>{esc(prompt["summary"])}</h4>'
             f'<p><b>Suggested imaging:</b> {esc(MODALITY_LABELS.get(prompt["modality"], prompt["modality"]))}</p>'
             f"<p><b>Why:</b></p><ul>{evidence}</ul>"
-            f'<p class="small muted"><b>Source:</b> {esc(prompt["source"])}</p>'
+            f'<p class="small muted"><b>Source:</b> {esc(prompt["source"])} '
+            f'<span class="rule">(checklist rule {esc(prompt["rule_id"])})</span></p>'
             f"{decision_html}</div>")
 
 
 def readable(line: str) -> str:
-    """Evidence codes as words ('great_toe_extension' → 'great toe extension') for people, not parsers."""
-    return str(line).replace("_", " ")
+    """Evidence codes as words, by the one plain-language renderer (dashboard.core.wording.plain)."""
+    return plain(line)
 
 
 def missing_block(notes: list[str]) -> str:
     if not notes:
         return ""
-    items = "".join(f"<li>{esc(note)}</li>" for note in notes)
+    items = "".join(f"<li>{esc(plain(note))}</li>" for note in notes)
     return f'<div class="missing"><b>Missing data</b> (not shown as normal):<ul>{items}</ul></div>'
 
 

@@ -12,7 +12,7 @@ import hashlib
 import pandas as pd
 import streamlit as st
 
-from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
+from dashboard.charts import muscles_with_weakness, normal_line, prom_figure, strength_figure
 from dashboard.core.checklist import no_prompt_text
 from dashboard.core.decision_state import open_prompts
 from dashboard.core.deidentify import (
@@ -25,12 +25,12 @@ from dashboard.core.deidentify import (
     week_label,
 )
 from dashboard.core.grades import format_mrc
+from dashboard.core.wording import evidence_lines, plain, status_words
 from dashboard.reports.handout import build_handout
-from dashboard.reports.html import readable
-from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, STATUS_LABELS, URGENCY_ICONS
+from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, STATUS_LABELS
 from dashboard.ui import auth, data
 from dashboard.ui.auth import require_screen
-from dashboard.ui.widgets import urgency_badge
+from dashboard.ui.widgets import urgency_chip
 
 require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
@@ -38,6 +38,12 @@ require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before 
 PROJECTOR_CSS = """<style>
 [data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] p,
 [data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] li { font-size: 1.15rem; }
+[data-testid="stMainBlockContainer"] [data-testid="stText"] { font-size: 1.15rem; }
+@media (max-width: 1279px) {
+  .st-key-conference_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) {
+    flex-direction: column; }
+  .st-key-conference_layout [data-testid="stColumn"] { width: 100% !important; flex: 1 1 100% !important; }
+}
 </style>"""
 
 cohort = data.cohort()
@@ -107,20 +113,22 @@ case: ConferenceCase = deidentify_patient(assessment, ids[index], index + 1, pat
 head = case.header
 
 # ------------------------------------------------------------------------------------------- one case
-nav = st.columns([2, 3, 2, 5], vertical_alignment="center")
-nav[0].button("Previous", icon=":material/chevron_left:", key="conference_previous", on_click=_move, args=(-1,),
-              disabled=index == 0, width="stretch")
-nav[1].markdown(f"<div style='text-align:center;font-size:1.3rem'><b>Case {index + 1} of {len(ids)}</b></div>",
-                unsafe_allow_html=True)
-nav[2].button("Next", icon=":material/chevron_right:", key="conference_next", on_click=_move, args=(1,),
-              disabled=index == len(ids) - 1, width="stretch")
+with st.container(horizontal=True, gap="medium", vertical_alignment="center", key="conference_nav"):
+    st.button("Previous", icon=":material/chevron_left:", key="conference_previous", on_click=_move, args=(-1,),
+              disabled=index == 0, width="content")
+    st.markdown(f"**Case {index + 1} of {len(ids)}**", width="content")
+    st.button("Next", icon=":material/chevron_right:", key="conference_next", on_click=_move, args=(1,),
+              disabled=index == len(ids) - 1, width="content")
 
-st.markdown(f"## {case.label} &nbsp; {urgency_badge(head['top_urgency'])}", unsafe_allow_html=True)
+with st.container(horizontal=True, gap="medium", vertical_alignment="center"):
+    st.header(case.label, width="content", anchor=False)
+    urgency_chip(head["top_urgency"])
 operation = " ".join(str(v) for v in (head["procedure"], str(head["levels"] or "").replace(";", ", ")) if v)
 extras = [("instrumented" if head["instrumented"] else "not instrumented") if head["instrumented"] is not None
           else None, "revision" if head["revision"] else None]
-st.markdown(f"**{head['age_band']}** · {head['sex'] or 'sex not recorded'} · {operation}"
-            + "".join(f", {e}" for e in extras if e) + f" · **{head['follow_up']}** · surgeon {head['surgeon']}")
+# Record text (procedure, surgeon) as plain text: never Markdown or HTML.
+st.text(f"{head['age_band']} · {head['sex'] or 'sex not recorded'} · {operation}"
+        + "".join(f", {e}" for e in extras if e) + f" · {head['follow_up']} · surgeon {head['surgeon']}")
 
 
 def _yes_no(value) -> str:
@@ -131,7 +139,7 @@ st.caption(f"Diabetes {_yes_no(head['diabetes'])} · smoker {_yes_no(head['smoke
            + ("duration of weakness before the operation not recorded" if head["weakness_before_operation"] is None
               else f"weak for {head['weakness_before_operation']} before the operation"))
 for note in case.missing:
-    st.warning(note, icon="⚠️")
+    st.warning(plain(note), icon=":material/warning:")
 
 
 def case_checklist(case: ConferenceCase) -> None:
@@ -141,13 +149,17 @@ def case_checklist(case: ConferenceCase) -> None:
         return
     for prompt in case.prompts.to_dict("records"):
         with st.container(border=True):
-            st.markdown(f"{URGENCY_ICONS[prompt['urgency']]} {urgency_badge(prompt['urgency'])} &nbsp; "
-                        f"**{CATEGORY_LABELS[prompt['category']]}** · `{prompt['rule_id']}`", unsafe_allow_html=True)
+            with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+                urgency_chip(prompt["urgency"])
+                st.markdown(f"**{CATEGORY_LABELS[prompt['category']]}**", width="content")
             st.markdown(f"#### {prompt['summary']}")
             st.markdown(f"**Suggested imaging:** {MODALITY_LABELS[prompt['modality']]}")
-            st.markdown("**Why:**\n" + "\n".join(f"- {readable(line)}" for line in prompt["evidence"]))
+            st.markdown("**Why:**")
+            for line in evidence_lines(prompt["evidence"]):
+                st.text(f"• {line}")
             with st.expander("Source"):
-                st.write(prompt["source"])
+                st.text(prompt["source"])
+                st.caption(f"Checklist rule {prompt['rule_id']}")
             reason = " A reason is recorded in the patient's chart." if prompt["decision_has_reason"] else ""
             when = f" ({prompt['decision_week']})" if prompt["decision_week"] else ""
             if prompt["decision"] is None:
@@ -159,14 +171,17 @@ def case_checklist(case: ConferenceCase) -> None:
                            f"to review again.{reason}")
 
 
-left, right = st.columns([3, 2], gap="large")
+with st.container(key="conference_layout"):  # stacked below 1280 px (PROJECTOR_CSS)
+    left, right = st.columns([3, 2], gap="large")
 with left:
     if muscles_with_weakness(case.view):
         st.plotly_chart(strength_figure(case.view, large=True), width="stretch", key="conference_strength")
     elif case.view.exams.empty:
         st.info("No strength examination recorded.")
     else:
-        st.success("No motor deficit: every examined muscle graded 5 at every examination.")
+        st.success("No motor deficit in any examined muscle.", icon=":material/check_circle:")
+    if muscles_with_weakness(case.view) and normal_line(case.view):
+        st.caption(normal_line(case.view))
     muscles = case.view.muscles
     shown = muscles[muscles["status"] != "no_deficit"]
     if not shown.empty:
@@ -174,7 +189,7 @@ with left:
             "Root": shown["root"], "Muscle": shown["label"], "Side": shown["side"],
             "Pre-op": shown["baseline_mrc"].map(format_mrc), "Latest": shown["latest_mrc"].map(format_mrc),
             "Latest exam": shown["latest_day"].map(lambda d: "—" if pd.isna(d) else week_label(d)),
-            "Status": shown["status"].map(STATUS_LABELS),
+            "Status": shown["status"].map(status_words),
         }), hide_index=True, width="stretch")
     st.plotly_chart(prom_figure(case.view, large=True), width="stretch", key="conference_proms")
 with right:

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure, timeline_figure
+from dashboard.charts import muscles_with_weakness, normal_line, prom_figure, strength_figure, timeline_figure
 from dashboard.core.grades import format_mrc
+from dashboard.core.wording import plain, status_words
 from dashboard.reports.follow_up import report_for
-from dashboard.theme import STATUS_LABELS
+from dashboard.theme import MUSCLE_SHORT
 from dashboard.ui import data
 from dashboard.ui.auth import audit_patient_view, identified_download, require_screen
-from dashboard.ui.widgets import checklist_panel, patient_picker, urgency_badge
+from dashboard.ui.widgets import checklist_panel, patient_banner, patient_picker, signed_in_clinician
 
 require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
+
+#: Charts and checklist side by side from 1280 px; below, one column with the checklist first (at 1024 with the
+#: sidebar open, two columns left the decision labels a letter per line and the panel titles on one another).
+STACK_BELOW_1280 = """<style>
+@media (max-width: 1279px) {
+  .st-key-patient_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) {
+    flex-direction: column-reverse; }
+  .st-key-patient_layout [data-testid="stColumn"] { width: 100% !important; flex: 1 1 100% !important; }
+}
+</style>"""
 
 cohort = data.cohort()
 assessment = cohort.assessment
 if not cohort.in_follow_up:
     st.info("No patient in follow-up yet: import records on the Import page.")
     st.stop()
+banner = st.container()  # the patient banner goes first, above the picker that decides the patient
 # A link (?patient=ID) or the Clinic page (session state) says which patient; the picker can change it.
 patient_id = patient_picker(cohort, st.query_params.get("patient") or st.session_state.get("patient_id"))
 st.session_state["patient_id"] = patient_id
@@ -29,46 +42,51 @@ prompts = data.patient_prompts_with_decisions(cohort, patient_id)
 h = view.header
 
 
-def shown(value, suffix: str = "") -> str:
+def shown(value) -> str:
     if value is None:
         return "not recorded"
-    if isinstance(value, bool) or str(value) in ("True", "False"):
-        return "yes" if bool(value) else "no"
-    return f"{value}{suffix}"
+    return "yes" if bool(value) else "no"
 
 
-st.markdown(f"## {patient_id} &nbsp; {urgency_badge(h['top_urgency'])}", unsafe_allow_html=True)
-cols = st.columns(5)
-cols[0].metric("Age", shown(h["age"]))
-cols[1].metric("Sex", shown(h["sex"]))
-cols[2].metric("Days since operation", shown(h["days_since_surgery"]))
-cols[3].metric("Levels", shown(h["levels"]).replace(";", ", "))
-cols[4].metric("Instrumented", shown(h["instrumented"]))
-st.markdown(f"**{shown(h['procedure'])}** on {h['surgery_date']:%d %b %Y}")
-st.caption(f"Surgeon {shown(h['surgeon'])} · revision "
-           f"{shown(h['revision'])} · diabetes {shown(h['diabetes'])} · smoker {shown(h['smoker'])} · "
+with banner:
+    patient_banner(h)
+st.caption(f"Revision {shown(h['revision'])} · diabetes {shown(h['diabetes'])} · smoker {shown(h['smoker'])} · "
            + ("duration of weakness before the operation not recorded" if h["deficit_days"] is None
               else f"weakness for {h['deficit_days']:.0f} days before the operation"))
 for note in view.missing:
-    st.warning(note, icon="⚠️")
+    st.warning(plain(note), icon=":material/warning:")
 
-left, right = st.columns([3, 2], gap="large")
+st.html(STACK_BELOW_1280)
+with st.container(key="patient_layout"):
+    left, right = st.columns([3, 2], gap="large")
 with left:
-    hidden = sorted(set(view.muscles["muscle"]) - set(muscles_with_weakness(view)))
-    show_all = st.toggle("Show every examined muscle", value=False,
-                         help="By default only muscles graded below 5 at some exam are drawn.") if hidden else True
-    st.plotly_chart(strength_figure(view, show_all=show_all), width="stretch", key="strength")
-    table = view.muscles.assign(
-        status=view.muscles["status"].map(STATUS_LABELS),
-        baseline=view.muscles["baseline_mrc"].map(format_mrc), latest=view.muscles["latest_mrc"].map(format_mrc),
-        expected=[e if r in ("—", e) else f"{e} ({r})" for e, r in
-                  zip(view.muscles["expected_grade"], view.muscles["expected_range"], strict=True)],
-        latest_date=view.muscles["latest_date"].dt.strftime("%Y-%m-%d"),
-    )[["root", "label", "side", "baseline", "latest", "latest_date", "expected", "status"]]
+    weak = muscles_with_weakness(view)
+    normal = normal_line(view)
+    show_all = st.toggle("Show every examined muscle", value=False, key="show_all_muscles",
+                         help="By default only muscles with a deficit on some side are drawn.") if normal else False
+    if weak or show_all:
+        st.plotly_chart(strength_figure(view, show_all=show_all), width="stretch", key="strength")
+    elif view.exams.empty:
+        st.info("No strength examination recorded.")
+    if normal and not show_all:
+        st.success(normal, icon=":material/check_circle:")
+    table = pd.DataFrame({
+        "Muscle": view.muscles["root"] + " " + view.muscles["muscle"].map(MUSCLE_SHORT),
+        "Side": view.muscles["side"],
+        "Status": view.muscles["status"].map(status_words),
+        "Pre-op": view.muscles["baseline_mrc"].map(format_mrc),
+        "Latest": view.muscles["latest_mrc"].map(format_mrc),
+        "Expected": [e if r in ("—", e) else f"{e} ({r})" for e, r in
+                     zip(view.muscles["expected_grade"], view.muscles["expected_range"], strict=True)],
+        "Latest exam": view.muscles["latest_date"].dt.strftime("%d %b %y"),
+    })
     st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "root": "Root", "label": "Muscle", "side": "Side", "baseline": "Pre-op", "latest": "Latest",
-        "latest_date": "Latest exam", "expected": "Expected (expected range)", "status": "Status"})
-    st.caption(f"Expected range: {view.band_label}; in MRC steps.")
+        "Muscle": st.column_config.TextColumn(width=140), "Side": st.column_config.TextColumn(width=38),
+        "Status": st.column_config.TextColumn(width=105), "Pre-op": st.column_config.TextColumn(width=50),
+        "Latest": st.column_config.TextColumn(width=50),
+        "Expected": st.column_config.TextColumn(width=70, help="Expected grade (expected range)"),
+        "Latest exam": st.column_config.TextColumn("Exam", width=75, help="Date of the latest exam")})
+    st.caption(f"Expected (range): {view.band_label}; in MRC steps.")
     with st.expander("Where the expected curves come from"):
         st.caption(f"Reference: {assessment.reference.title} ({assessment.reference.kind}, "
                    f"{assessment.reference.reference_id})")
@@ -78,7 +96,7 @@ with left:
     st.plotly_chart(timeline_figure(view), width="stretch", key="timeline")
 with right:
     st.subheader("Imaging checklist")
-    checklist_panel(prompts, clinician=st.session_state.get("user_name"))
+    checklist_panel(prompts, clinician=signed_in_clinician())
 
 st.divider()
 st.subheader("Follow-up report")

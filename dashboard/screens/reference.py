@@ -29,9 +29,8 @@ factors = {"age": float(age), "diabetes": None if diabetes == "unknown" else dia
 baseline = MRC_TOKENS[baseline_token]
 curve = curve_table(baseline, factors, reference, np.arange(0, 731, 3))
 group = reference.groups.set_index("id").loc[curve["curve_group"].iloc[0]]
-st.plotly_chart(reference_figure(curve, baseline, f"{group['label']} — {reference.title}", reference.band_label),
-                width="stretch")
-st.caption(f"Shaded: {reference.band_label}. Confidence {group['confidence']}. "
+st.plotly_chart(reference_figure(curve, baseline, group["label"], reference.band_label), width="stretch")
+st.caption(f"Reference: {reference.title}. Shaded: {reference.band_label}. Confidence {group['confidence']}. "
            f"{group['evidence'] or reference.band.get('evidence', '')}")
 
 at = curve_table(baseline, factors, reference, np.array([14, 42, 91, 182, 365, 730]))

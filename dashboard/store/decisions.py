@@ -14,13 +14,18 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from dashboard.store.models import DECISIONS, Decision, Patient
 
+#: Decisions that set the prompt aside: they need a reason in words (the one place this rule lives; the form
+#: labels its reason box from it).
+REASON_REQUIRED: tuple[str, ...] = ("not_indicated", "deferred")
+
 DECISION_COLUMNS = ["id", "patient_id", "rule_id", "evidence_hash", "decision", "reason", "clinician",
                     "decided_at"]
 
 
 def record_decision(engine: Engine | Connection, *, patient_id: str, rule_id: str, evidence_hash: str, decision: str,
                     clinician: str, reason: str | None = None, decided_at: datetime | None = None) -> int:
-    """Append one decision and return its id. `reason` is required for 'not_indicated' (an override).
+    """Append one decision and return its id. `reason` is required for REASON_REQUIRED ('not_indicated', an
+    override, and 'deferred').
 
     `decided_at` defaults to now; a naive datetime is taken as UTC. `engine` may be an open Connection, to
     write the decision in the caller's transaction (with its audit entry).
@@ -28,8 +33,9 @@ def record_decision(engine: Engine | Connection, *, patient_id: str, rule_id: st
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
     reason = reason.strip() if reason and reason.strip() else None
-    if decision == "not_indicated" and reason is None:
-        raise ValueError("a reason is required when imaging is not indicated")
+    if decision in REASON_REQUIRED and reason is None:
+        raise ValueError("a reason is required when imaging is not indicated" if decision == "not_indicated"
+                         else "a reason is required when the decision is deferred")
     for label, value in (("patient_id", patient_id), ("rule_id", rule_id), ("evidence_hash", evidence_hash),
                          ("clinician", clinician)):
         if not value or not str(value).strip():

@@ -23,10 +23,13 @@ from dashboard.core.curves import PUBLISHED_REFERENCE, REFERENCE_DIR, load_refer
 from dashboard.core.decision_state import with_decisions
 from dashboard.core.patient_view import CohortIndex, PatientView, patient_view
 from dashboard.core.records import validate
+from dashboard.demo import DEFAULT_ANCHOR
 from dashboard.mode import demo_mode
 from dashboard.store import get_engine, import_records, latest_decisions, load_records
 from dashboard.store.models import Import, Patient
 
+#: The demo cohort's day: every demo record is counted back from it (dashboard/demo.py, data/demo/README.md).
+DEMO_ANCHOR = DEFAULT_ANCHOR
 DEMO_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 CALIBRATED_DIR = Path(os.environ.get("SPINE_DASHBOARD_REFERENCE_DIR", REFERENCE_DIR))
 
@@ -44,13 +47,15 @@ class Cohort:
         return self.index
 
     def find(self, text: str, limit: int) -> list[str]:
-        """Patients in follow-up whose id contains `text` (any case), most urgent first, at most `limit`."""
+        """Patients in follow-up whose id, name or MRN contains `text` (any case), most urgent first, at most
+        `limit`."""
         needle = text.strip().lower()
         if not needle:
             return self.in_follow_up[:limit]
         found = []
+        searchable = self.searchable
         for patient_id in self.in_follow_up:
-            if needle in patient_id.lower():
+            if needle in searchable[patient_id]:
                 found.append(patient_id)
                 if len(found) == limit:
                     break
@@ -59,6 +64,20 @@ class Cohort:
     def exact(self, text: str) -> str | None:
         """The patient in follow-up whose id is `text` (any case, surrounding spaces ignored), if any."""
         return self.by_lower_id.get(text.strip().lower())
+
+    @functools.cached_property
+    def labels(self) -> dict[str, str]:
+        """Each patient in follow-up as the picker lists them: 'Name · MRN · id' (identified screens only)."""
+        patients = self.assessment.patients
+        names = patients["name"].astype("string").fillna("name not recorded").to_numpy()
+        mrns = patients["mrn"].astype("string").fillna("no MRN").to_numpy()
+        return {pid: f"{name} · {mrn} · {pid}" for pid, name, mrn in
+                zip(patients["patient_id"].to_numpy(), names, mrns, strict=True)}
+
+    @functools.cached_property
+    def searchable(self) -> dict[str, str]:
+        labels = self.labels
+        return {patient_id: labels.get(patient_id, patient_id).lower() for patient_id in self.in_follow_up}
 
     @functools.cached_property
     def by_lower_id(self) -> dict[str, str]:
@@ -113,8 +132,13 @@ def cached_patient_view(cohort: Cohort, patient_id: str) -> PatientView:
     return _patient_view(cohort.key, patient_id, cohort)
 
 
+def default_assessment_day() -> date:
+    """Today; in demo mode the demo's anchor day (its records are counted back from it)."""
+    return DEMO_ANCHOR if demo_mode() else date.today()
+
+
 def assessment_day() -> date:
-    return st.session_state.get("as_of") or date.today()
+    return st.session_state.get("as_of") or default_assessment_day()
 
 
 def prompts_with_decisions(assessment: Assessment) -> pd.DataFrame:
@@ -133,9 +157,13 @@ def patient_prompts_with_decisions(cohort: Cohort, patient_id: str) -> pd.DataFr
 
 @st.cache_data(ttl=60, show_spinner=False)
 def reference_files() -> dict[str, str]:
-    """Published and calibrated reference files, by title (re-read at most once a minute)."""
+    """Published and calibrated reference files, by title, the published one first (re-read at most once a
+    minute)."""
     files = {}
-    for path in sorted({*REFERENCE_DIR.glob("*.yaml"), *CALIBRATED_DIR.glob("*.yaml")}):
+    # The published reference first: it is the default everywhere; a calibrated file never is by sorting first.
+    paths = sorted({*REFERENCE_DIR.glob("*.yaml"), *CALIBRATED_DIR.glob("*.yaml")},
+                   key=lambda path: (path.resolve() != PUBLISHED_REFERENCE.resolve(), str(path)))
+    for path in paths:
         try:
             reference = load_reference(path)
         except ValueError:
