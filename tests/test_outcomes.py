@@ -166,7 +166,7 @@ def test_prompt_metrics_from_decisions_in_the_store(store_engine, tmp_path: Path
     at = datetime(2026, 10, 25, 9, tzinfo=UTC)
     record_decision(store_engine, patient_id="P3", rule_id="compression-behind-expected",
                     evidence_hash=evidence_hash(list(prompts.loc[2, "evidence"])), decision="deferred",
-                    clinician="dr", decided_at=datetime(2026, 8, 3, tzinfo=UTC))
+                    reason="review at the next visit", clinician="dr", decided_at=datetime(2026, 8, 3, tzinfo=UTC))
     record_decision(store_engine, patient_id="P3", rule_id="compression-behind-expected",
                     evidence_hash=evidence_hash(list(prompts.loc[2, "evidence"])), decision="ordered",
                     clinician="dr", decided_at=datetime(2026, 8, 11, tzinfo=UTC))
