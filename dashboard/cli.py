@@ -72,9 +72,9 @@ def cmd_assess(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(orjson.dumps(to_json_dict(result), option=orjson.OPT_INDENT_2
                                              | orjson.OPT_APPEND_NEWLINE))
     else:
-        from dashboard.core.summary import assessment_table
+        from dashboard.core.summary import assessment_lines
 
-        print(assessment_table(result).to_string(index=False))
+        print("\n".join(assessment_lines(result)))
     return EXIT_OK
 
 
@@ -663,4 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     owner_only()  # the store, backups and reports it writes hold patient data
     keep_freed_memory()
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # `… | head`: the reader has what it wanted
+        sys.stderr.close()
+        return EXIT_OK

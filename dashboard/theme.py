@@ -3,11 +3,10 @@ readers and legible on a projector). Presentation only: no clinical logic here."
 
 from __future__ import annotations
 
-from dashboard.core.wording import STATUS_WORDS
+from dashboard.core.wording import MODALITY_WORDS, STATUS_WORDS, URGENCY_WORDS
 
 URGENCY_COLOURS = {"emergency": "#D55E00", "urgent": "#E69F00", "routine": "#0072B2"}
-URGENCY_LABELS = {"emergency": "Emergency — now, within hours", "urgent": "Urgent — within days",
-                  "routine": "Routine — next planned review"}
+URGENCY_LABELS = URGENCY_WORDS  # the core's words (dashboard.core.wording)
 URGENCY_ICONS = {"emergency": ":material/emergency:", "urgent": ":material/priority_high:",
                  "routine": ":material/schedule:"}
 STATUS_COLOURS = {
@@ -18,13 +17,7 @@ STATUS_LABELS = STATUS_WORDS  # the core's words (dashboard.core.wording), one p
 MUSCLE_SHORT = {"hip_flexion": "Hip flexion", "knee_extension": "Knee extension",
                 "ankle_dorsiflexion": "Ankle dorsiflexion", "great_toe_extension": "Great-toe extension",
                 "ankle_plantarflexion": "Plantar flexion"}
-MODALITY_LABELS = {
-    "mri": "MRI lumbar spine", "mri_contrast": "MRI lumbar spine with and without gadolinium",
-    "ct": "CT lumbar spine (thin-slice, metal-artefact reduction)", "ct_myelography": "CT myelography",
-    "radiograph": "Radiographs", "flexion_extension_radiograph": "Flexion-extension radiographs",
-    "venous_duplex": "Venous duplex ultrasound of the leg",
-    "electrodiagnostics": "Electrodiagnostics (EMG and nerve conduction; not imaging)",
-}
+MODALITY_LABELS = MODALITY_WORDS
 CATEGORY_LABELS = {"red_flag": "Red flag", "compression": "Compression", "recurrence": "Recurrence (disc or scar)",
                    "hardware": "Hardware", "recovery": "Recovery"}
 BAND_FILL = "rgba(86, 180, 233, 0.25)"  # sky blue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,8 +81,12 @@ def test_table_format_and_real_process_exit_code(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dashboard", "assess", str(DEMO), "--as-of", ANCHOR],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0
-    assert done.stdout.splitlines()[0].split()[:2] == ["patient", "operation"]
-    assert "red-cauda-equina" in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Assessment as of 20 Nov 2026 · reference published-v2 · 200 patients, 77 with prompts"
+    assert max(len(line) for line in lines) <= 100  # a 100-column terminal (issue 19: lines were 486 wide)
+    assert not re.search(r"\b[a-z]+_[a-z_]+\b", done.stdout)  # clinical words, no code identifiers
+    assert lines[2:4] == ["P00020 · PLIF L4-L5 on 11 Nov 2026 · day 9",
+                          "  Emergency — now, within hours · MRI lumbar spine: Possible cauda equina compression?"]
     missing = subprocess.run([sys.executable, "-m", "dashboard", "validate", str(tmp_path / "none")],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and "not a records folder or an .xlsx workbook" in missing.stderr

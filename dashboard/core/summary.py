@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 
 from dashboard.core.assessment import URGENCY_ORDER, Assessment
+from dashboard.core.grades import format_mrc
+from dashboard.core.wording import MODALITY_WORDS, MUSCLE_WORDS, SIDE_WORDS, URGENCY_WORDS, status_words
 
 ATTENTION = ("new_deficit", "deteriorating", "behind", "no_baseline", "insufficient_data")
 STATUS_SEVERITY = ("new_deficit", "deteriorating", "behind", "no_baseline", "insufficient_data", "on_track",
@@ -17,24 +21,43 @@ def _worst_status(muscles: pd.DataFrame) -> pd.Series:
     return worst.map(dict(enumerate(STATUS_SEVERITY)))
 
 
-def assessment_table(assessment: Assessment) -> pd.DataFrame:
-    """One line per patient: index operation, days since, muscles needing attention, prompts."""
-    muscles = assessment.muscles
-    flagged = muscles[muscles["status"].isin(ATTENTION)]
-    worst = (flagged["muscle"] + " " + flagged["side"] + ": " + flagged["status"]).groupby(
-        flagged["patient_id"]).agg("; ".join)
+def assessment_lines(assessment: Assessment, width: int = 100) -> list[str]:
+    """The command line's table: a few plain lines per patient, most urgent first, none wider than `width`.
+
+    What a surgeon reads at a terminal: the operation and day, the muscles needing attention (grade now and
+    before the operation, status in words) and each prompt with its urgency, what to do and its question.
+    """
+    muscles = assessment.muscles[assessment.muscles["status"].isin(ATTENTION)]
+    muscle_text = (muscles["side"].map(SIDE_WORDS) + " " + muscles["muscle"].map(MUSCLE_WORDS) + " "
+                   + muscles["latest_mrc"].map(format_mrc) + " (before surgery "
+                   + muscles["baseline_mrc"].map(lambda g: "not examined" if pd.isna(g) else format_mrc(g)) + "): "
+                   + muscles["status"].map(status_words).str.lower())
+    attention = muscle_text.groupby(muscles["patient_id"]).agg("; ".join)
     prompts = assessment.prompts
-    listed = (prompts["urgency"] + " " + prompts["modality"] + " (" + prompts["rule_id"] + ")").groupby(
-        prompts["patient_id"]).agg("; ".join)
+    prompt_text = (prompts["urgency"].map(URGENCY_WORDS) + " · " + prompts["modality"].map(MODALITY_WORDS) + ": "
+                   + prompts["summary"])
+    asked = prompt_text.groupby(prompts["patient_id"]).agg(list)
     patients = assessment.patients
-    return pd.DataFrame({
-        "patient": patients["patient_id"],
-        "operation": patients["surgery_date"].dt.strftime("%Y-%m-%d").fillna("—") + " "
-        + patients["procedure"].fillna(""),
-        "day": patients["days_since_surgery"].astype("string").fillna("—"),
-        "muscles needing attention": patients["patient_id"].map(worst).fillna(""),
-        "imaging prompts": patients["patient_id"].map(listed).fillna(""),
-    })
+    with_prompts = int(patients["patient_id"].isin(asked.index).sum())
+    lines = [f"Assessment as of {assessment.as_of:%d %b %Y} · reference {assessment.reference.reference_id} · "
+             f"{len(patients)} patients, {with_prompts} with prompts", ""]
+    for row in patients.itertuples(index=False):
+        if pd.isna(row.surgery_date):
+            head = f"{row.patient_id} · not operated on by this day"
+        else:
+            head = (f"{row.patient_id} · {row.procedure} {str(row.levels).replace(';', ', ')} on "
+                    f"{row.surgery_date:%d %b %Y} · day {row.days_since_surgery}")
+        lines += _wrapped(head, width, "")
+        if row.patient_id in attention.index:
+            lines += _wrapped("Muscles: " + attention[row.patient_id], width, "  ")
+        for text in asked.get(row.patient_id, []):
+            lines += _wrapped(text, width, "  ")
+    return lines
+
+
+def _wrapped(text: str, width: int, indent: str) -> list[str]:
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "    ",
+                         break_on_hyphens=False)
 
 
 def clinic_table(assessment: Assessment, prompts: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,17 @@ MUSCLE_WORDS: dict[str, str] = {
     "great_toe_extension": "great-toe extension", "ankle_plantarflexion": "ankle plantar flexion",
 }
 SIDE_WORDS: dict[str, str] = {"L": "left", "R": "right"}
+#: How soon, in words that say hours where hours matter.
+URGENCY_WORDS: dict[str, str] = {"emergency": "Emergency — now, within hours", "urgent": "Urgent — within days",
+                                 "routine": "Routine — next planned review"}
+#: What to do, in words.
+MODALITY_WORDS: dict[str, str] = {
+    "mri": "MRI lumbar spine", "mri_contrast": "MRI lumbar spine with and without gadolinium",
+    "ct": "CT lumbar spine (thin-slice, metal-artefact reduction)", "ct_myelography": "CT myelography",
+    "radiograph": "Radiographs", "flexion_extension_radiograph": "Flexion-extension radiographs",
+    "venous_duplex": "Venous duplex ultrasound of the leg",
+    "electrodiagnostics": "Electrodiagnostics (EMG and nerve conduction; not imaging)",
+}
 #: Visit findings and derived signals as said in a sentence.
 FINDING_WORDS: dict[str, str] = {
     "radicular_pain": "radicular leg pain", "numbness": "numbness", "saddle_anesthesia": "saddle anaesthesia",
