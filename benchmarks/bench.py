@@ -40,9 +40,9 @@ def commands(folder: Path, out: Path, store: str, first_patient: str) -> dict[st
         "assess --format json": [*dashboard, "assess", str(folder), "--as-of", AS_OF, "--format", "json"],
         "assess --format table": [*dashboard, "assess", str(folder), "--as-of", AS_OF, "--format", "table"],
         "import (SQLite)": [*dashboard, "import", str(folder), "--database", store, "--user", "benchmark"],
-        "export-fhir": [*dashboard, "export-fhir", str(out / "export.json"), "--database", store],
-        "handout (HTML, all cases)": [*dashboard, "handout", str(folder), "--out", str(out / "handout.html"),
-                                      "--as-of", AS_OF, "--filter", "all"],
+        "export-fhir --ndjson": [*dashboard, "export-fhir", str(out / "ndjson"), "--ndjson", "--database", store],
+        "handout (HTML, urgent cases)": [*dashboard, "handout", str(folder), "--out", str(out / "handout.html"),
+                                         "--as-of", AS_OF, "--filter", "urgent"],
         "report (HTML, one patient)": [*dashboard, "report", str(folder), first_patient, "--out",
                                        str(out / "report.html"), "--as-of", AS_OF],
     }
@@ -70,7 +70,7 @@ def measure(size: int, work: Path, repeat: int, only: set[str] | None) -> dict[s
     out.mkdir()
     store = f"sqlite:///{work / f'store-{size}.db'}"
     results: dict[str, dict] = {}
-    wanted = None if only is None else {"floor", *only, *("import (SQLite)" for n in only if n == "export-fhir")}
+    wanted = None if only is None else {"floor", *only, *("import (SQLite)" for n in only if n.startswith("export-fhir"))}
     for name, command in commands(folder, out, store, "P" + "1".zfill(max(5, len(str(size))))).items():
         if wanted is not None and name not in wanted:
             continue
