@@ -70,7 +70,8 @@ def measure(size: int, work: Path, repeat: int, only: set[str] | None) -> dict[s
     out.mkdir()
     store = f"sqlite:///{work / f'store-{size}.db'}"
     results: dict[str, dict] = {}
-    wanted = None if only is None else {"floor", *only, *("import (SQLite)" for n in only if n.startswith("export-fhir"))}
+    needs_store = only is not None and any(name.startswith("export-fhir") for name in only)
+    wanted = None if only is None else {"floor", *only, *(["import (SQLite)"] if needs_store else [])}
     for name, command in commands(folder, out, store, "P" + "1".zfill(max(5, len(str(size))))).items():
         if wanted is not None and name not in wanted:
             continue
