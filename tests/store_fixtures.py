@@ -57,6 +57,12 @@ def write_folder(folder: Path, files: dict[str, str | None]) -> Path:
     return folder
 
 
+def edited(files: dict[str, str], name: str, old: str, new: str) -> dict[str, str]:
+    """The files with one text of one file replaced (the test's own data must hold it)."""
+    assert old in files[name], f"{old!r} is not in {name}"
+    return {**files, name: files[name].replace(old, new)}
+
+
 def records_from(folder: Path, files: dict[str, str | None]) -> Records:
     """Validate a folder written from `files`; the test data itself must be valid."""
     records, report = validate(write_folder(folder, files), today=TODAY)

@@ -23,7 +23,7 @@ from dashboard.core.records import Records, validate_frames
 from dashboard.store import IdentityConflictError, import_history, import_records, load_records
 from dashboard.store.audit import audit_log
 from dashboard.store.backup import store_digest
-from tests.store_fixtures import GOOD_FILES, good_records, records_from, store_engine, store_url
+from tests.store_fixtures import GOOD_FILES, edited, good_records, records_from, store_engine, store_url
 
 FIXTURES = (good_records, store_engine, store_url)  # imported for pytest, which finds them by name
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +33,6 @@ TODAY = date(2026, 11, 1)
 def records_digest(engine: Engine) -> dict:
     """Every table's digest but the import log (a refused import is logged there as failed)."""
     return {table: digest for table, digest in store_digest(engine).items() if table != "imports"}
-
-
-def edited(files: dict[str, str], name: str, old: str, new: str) -> dict[str, str]:
-    assert old in files[name], f"{old!r} is not in {name}"
-    return {**files, name: files[name].replace(old, new)}
 
 
 # ------------------------------------------------------------------------------------ one file's patients

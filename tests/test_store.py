@@ -41,6 +41,7 @@ from dashboard.store.models import RECORD_TABLES, Base
 from tests.store_fixtures import (
     GOOD_FILES,
     IDENTIFYING_VALUES,
+    edited,
     good_records,
     records_from,
     store_engine,
@@ -66,11 +67,6 @@ def row_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {stem: conn.execute(select(func.count()).select_from(table)).scalar_one()
                 for stem, table in RECORD_TABLES.items()}
-
-
-def edited(files: dict[str, str], name: str, old: str, new: str) -> dict[str, str]:
-    assert old in files[name]
-    return {**files, name: files[name].replace(old, new)}
 
 
 # ------------------------------------------------------------------------------------------ round trip
