@@ -143,10 +143,9 @@ def _flip_mrc_5_to_13(backup_file: Path) -> None:
     backup_file.write_bytes(bytes(data))
 
 
-def test_a_backup_with_one_flipped_bit_is_refused_naming_the_check_and_later_restores_still_work(
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # a SQLite file's bytes; a PostgreSQL archive is
+def test_a_backup_with_one_flipped_bit_is_refused_naming_the_check_and_later_restores_still_work(  # compressed
         stocked: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not _is_sqlite(stocked):
-        pytest.skip("a SQLite file's bytes; a PostgreSQL archive is compressed (its checksum test is below)")
     good = backup(tmp_path / "good.bak", stocked).path
     out = backup(tmp_path / "store.bak", stocked).path
     _flip_mrc_5_to_13(out)
@@ -405,11 +404,10 @@ def test_restore_refuses_a_backup_whose_manifest_is_for_the_other_database(
     assert str(refused.value) == f"store.bak is a {other} backup; this store is {make_url(stocked).get_backend_name()}"
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # PostgreSQL enforces CHECK on every write
 def test_a_damaged_store_does_not_block_restoring_a_good_backup(stocked: str, tmp_path: Path) -> None:
     """The issue's sequel: after a bad value reached the store, every restore was refused (its safety copy
     failed integrity_check). The safety copy now keeps the store as it is, and says what is wrong with it."""
-    if not _is_sqlite(stocked):
-        pytest.skip("PostgreSQL enforces CHECK constraints on every write; a store cannot hold such a value")
     good = backup(tmp_path / "good.bak", stocked).path
     at_backup = _digest(stocked)
     with sqlite3.connect(make_url(stocked).database) as conn:
