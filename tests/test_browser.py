@@ -165,7 +165,7 @@ def test_patient_search_opens_the_patient_typed(browser, app_url):
     started = time.monotonic()
     search.press("Enter")
     page.get_by_text(f"Id {target}", exact=True).wait_for(timeout=90_000)
-    page.get_by_text("Calf swelling or tenderness (deep vein thrombosis?)").first.wait_for(timeout=30_000)
+    page.get_by_text("Possible deep vein thrombosis?").first.wait_for(timeout=30_000)
     page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=60_000)
     print(f"patient switch: {time.monotonic() - started:.2f} s to the new patient's settled page")
     page.wait_for_function(f"location.search.includes('patient={target}')", timeout=30_000)

@@ -385,6 +385,11 @@ def test_the_command_line_stores_all_of_a_valid_folder_or_nothing(fuzz_store: tu
     if records is None:
         assert status == 2 and store_digest(engine) == before  # invalid: nothing stored, not even a log line
         return
+    if status == 2:  # valid, but another person under a stored id (or a stored MRN): refused, nothing stored
+        assert {k: v for k, v in store_digest(engine).items() if k != "imports"} == \
+            {k: v for k, v in before.items() if k != "imports"}
+        SEEN["valid but refused: identity differs from the store"] += 1
+        return
     if status == 1:  # valid, but the database refused it: all of it rolled back
         assert {k: v for k, v in store_digest(engine).items() if k not in ("imports", "audit_log")} == \
             {k: v for k, v in before.items() if k not in ("imports", "audit_log")}
