@@ -51,13 +51,13 @@ def check_interop_uploads(kind: str, files: list[tuple[str, bytes]],
         if files and all(name.lower().endswith(".ndjson") for name, _ in files):  # a Bulk Data export's files
             source = ", ".join(name for name, _ in files)
             records, report = ndjson_to_records(list(files), source)
-            return CheckedInteropUpload(records, report, source, "fhir")
+            return CheckedInteropUpload(records, report, source, source_kind="fhir")
         if len(files) != 1 or not files[0][0].lower().endswith(".json"):
             raise UploadRejected("Upload one FHIR Bundle as a .json file, or the .ndjson files of a Bulk Data "
                                  "export.")
         name, content = files[0]
         records, report = bundle_to_records(content, name)
-        return CheckedInteropUpload(records, report, name, "fhir")
+        return CheckedInteropUpload(records, report, name, source_kind="fhir")
     if kind != REDCAP_EXPORT:
         raise UploadRejected(f"Unknown import source: {kind}")
     exports = [(n, c) for n, c in files if n.lower().endswith(".csv")]
@@ -83,4 +83,4 @@ def check_interop_uploads(kind: str, files: list[tuple[str, bytes]],
     except (ValueError, UnicodeDecodeError) as problem:
         raise UploadRejected(f"{name} cannot be read as CSV ({type(problem).__name__}).") from problem
     records, report = export_to_records(frame, mapping, name)
-    return CheckedInteropUpload(records, report, name, "redcap")
+    return CheckedInteropUpload(records, report, name, source_kind="redcap")
