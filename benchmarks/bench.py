@@ -31,8 +31,9 @@ FLOOR = ("import sys, pandas, pyarrow.csv as c; "
          "[c.read_csv(f'{sys.argv[1]}/{n}.csv') for n in ('patients', 'surgeries', 'strength', 'visits')]")
 
 
-def commands(folder: Path, out: Path, store: str, first_patient: str) -> dict[str, list[str]]:
-    """Each step as a user types it (the store steps run after `import`)."""
+def commands(folder: Path, out: Path, store: str, first_ten: list[str]) -> dict[str, list[str]]:
+    """Each step as a user types it (the store steps run after `import`); a conference handout of ten cases."""
+    first_patient = first_ten[0]
     dashboard = [sys.executable, "-m", "dashboard"]
     return {
         "floor": [sys.executable, "-c", FLOOR, str(folder)],
@@ -41,8 +42,8 @@ def commands(folder: Path, out: Path, store: str, first_patient: str) -> dict[st
         "assess --format table": [*dashboard, "assess", str(folder), "--as-of", AS_OF, "--format", "table"],
         "import (SQLite)": [*dashboard, "import", str(folder), "--database", store, "--user", "benchmark"],
         "export-fhir --ndjson": [*dashboard, "export-fhir", str(out / "ndjson"), "--ndjson", "--database", store],
-        "handout (HTML, urgent cases)": [*dashboard, "handout", str(folder), "--out", str(out / "handout.html"),
-                                         "--as-of", AS_OF, "--filter", "urgent"],
+        "handout (HTML, 10 cases)": [*dashboard, "handout", str(folder), "--out", str(out / "handout.html"),
+                                     "--as-of", AS_OF, "--patients", ",".join(first_ten)],
         "report (HTML, one patient)": [*dashboard, "report", str(folder), first_patient, "--out",
                                        str(out / "report.html"), "--as-of", AS_OF],
     }
@@ -75,7 +76,8 @@ def measure(size: int, work: Path, repeat: int, only: set[str] | None) -> dict[s
     results: dict[str, dict] = {}
     needs_store = only is not None and any(name.startswith("export-fhir") for name in only)
     wanted = None if only is None else {"floor", *only, *(["import (SQLite)"] if needs_store else [])}
-    for name, command in commands(folder, out, store, "P" + "1".zfill(max(5, len(str(size))))).items():
+    width = max(5, len(str(size)))
+    for name, command in commands(folder, out, store, [f"P{i:0{width}d}" for i in range(1, 11)]).items():
         if wanted is not None and name not in wanted:
             continue
         runs = 1 if name == "import (SQLite)" else repeat  # an import into the same store twice is a re-import
