@@ -378,6 +378,10 @@ class _Checklist:
                 self._records, self._version = load_records(self._engine), version
             return self._records
 
+    def warm(self) -> int:
+        """Load the store before the first request (the first EHR call must not pay for it); its patient count."""
+        return len(self._store().patients)
+
     def card(self, card_uuid: str) -> IssuedCard | None:
         """What a card uuid stands for: a card this service issued, else (after a restart) a current prompt
         of a stored patient, from an index of the whole store built once per import."""
@@ -753,6 +757,10 @@ def serve(host: str = "127.0.0.1", port: int = 8090, database: str | None = None
     app = create_app(database, as_of=as_of, source_url=source_url, cors_origins=cors_origins,
                      fhir_timeout=fhir_timeout, auth=auth, service_url=service_url, allow_unauthenticated=no_auth,
                      allowed_hosts=hosts, max_body_bytes=max_body_bytes)
+    started = time.perf_counter()  # the store is read before the port opens: no first request pays for it
+    patients = app.state.checklist.warm()
+    print(f"CDS service: {patients:,} stored patients loaded in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr)
     if no_auth:
         print("WARNING: the CDS service runs WITHOUT AUTHENTICATION (demo mode, --no-auth): anyone who can "
               f"reach {host}:{port} gets any stored patient's cards. Never with real patients.", file=sys.stderr)
