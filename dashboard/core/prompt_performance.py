@@ -77,8 +77,8 @@ def prompt_states(prompts: pd.DataFrame, history: pd.DataFrame, as_of: date) -> 
 
 
 def emergency_alarms(prompts_with_decisions: pd.DataFrame, as_of: date) -> pd.DataFrame:
-    """Open emergency prompts first seen more than a day before `as_of` (patient_id, rule_id, first_seen,
-    days_open). `prompts_with_decisions` is decision_state.with_decisions(...): only its emergency prompts
+    """Open emergency prompts first seen more than a day before `as_of` (patient_id, rule_id, summary,
+    first_seen, days_open). `prompts_with_decisions` is decision_state.with_decisions(...): only its emergency prompts
     are read."""
     frame = prompts_with_decisions
     emergency = frame[(frame["urgency"] == "emergency").to_numpy(dtype=bool)]
@@ -89,6 +89,7 @@ def emergency_alarms(prompts_with_decisions: pd.DataFrame, as_of: date) -> pd.Da
     late = (days > OVERDUE_DAYS["emergency"]).fillna(False).to_numpy(dtype=bool)
     return pd.DataFrame({"patient_id": still_open["patient_id"].to_numpy()[late],
                          "rule_id": still_open["rule_id"].to_numpy()[late],
+                         "summary": still_open["summary"].to_numpy()[late],
                          "first_seen": seen.to_numpy()[late], "days_open": days.to_numpy()[late]})
 
 

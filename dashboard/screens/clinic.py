@@ -22,7 +22,7 @@ table = clinic_table(assessment, prompts)
 alarms = emergency_alarms(prompts, assessment.as_of)  # open emergency prompts older than a day (docs/outcomes.md)
 if len(alarms):
     st.error(f"ALARM: {len(alarms)} emergency prompt(s) open for more than a day — "
-             + ", ".join(f"{p} ({r}, {d} days)" for p, r, d in alarms[["patient_id", "rule_id", "days_open"]]
+             + "; ".join(f"{p}: {q} ({d} days)" for p, q, d in alarms[["patient_id", "summary", "days_open"]]
                          .head(10).itertuples(index=False)), icon=":material/emergency:")
 
 st.title("Clinic follow-up")
