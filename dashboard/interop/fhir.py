@@ -741,16 +741,7 @@ def records_to_bundle(records: Records, patient_ids: list[str] | None = None, *,
     if missing:
         raise KeyError(f"no such patient: {', '.join(sorted(missing))}")
     writer = _BundleWriter(identified, check)
-    frames = {name: frame[frame["patient_id"].isin(wanted)] for name, frame in records.frames().items()}
-    extras = records.extra_columns if identified else {}
-    for row in frames["patients"].sort_values("patient_id").to_dict("records"):
-        writer.patient(row, extras.get("patients", []))
-    for row in frames["surgeries"].sort_values(["patient_id", "surgery_date"]).to_dict("records"):
-        writer.procedure(row, extras.get("surgeries", []))
-    for row in frames["strength"].sort_values(["patient_id", "exam_date", "muscle", "side"]).to_dict("records"):
-        writer.strength(row, extras.get("strength", []))
-    for row in frames["visits"].sort_values(["patient_id", "visit_date"]).to_dict("records"):
-        writer.visit(row, extras.get("visits", []))
+    _write_records(writer, records, wanted, identified)
     log.info("FHIR Bundle written: %d resource(s)", len(writer.entries))
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection", "entry": writer.entries}
     if not identified:

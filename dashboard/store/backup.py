@@ -248,8 +248,16 @@ def _check_sqlite(conn: sqlite3.Connection, label: Path | str) -> str | None:
     silently skips them (SQLite), so callers pass a writable connection (a private copy at restore)."""
     try:
         result = conn.execute("PRAGMA integrity_check").fetchone()
-        if not result or result[0] != "ok":
-            raise BackupError(f"{label} is damaged (SQLite integrity_check: {result[0] if result else 'no answer'})")
+    except sqlite3.DatabaseError as problem:
+        raise BackupError(f"{label} is not a SQLite database ({problem})") from None
+    if not result or result[0] != "ok":
+        raise BackupError(f"{label} is damaged (SQLite integrity_check: {result[0] if result else 'no answer'})")
+    return _sqlite_revision(conn, label)
+
+
+def _sqlite_revision(conn: sqlite3.Connection, label: Path | str) -> str | None:
+    """The schema revision of a SQLite dashboard store; BackupError for any other file."""
+    try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "alembic_version" not in tables:
             raise BackupError(f"{label} is a SQLite database but not a dashboard store (no schema revision)")
@@ -435,15 +443,7 @@ def _verify_sqlite_backup(plain: Path, label: str, manifest: dict[str, Any] | No
     except sqlite3.Error as problem:
         raise BackupError(f"{label} cannot be opened ({problem})") from None
     try:
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "alembic_version" not in tables:
-                raise BackupError(f"{label} is a SQLite database but not a dashboard store (no schema revision)")
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.DatabaseError as problem:
-            raise BackupError(f"{label} is not a SQLite database ({problem})") from None
-        revision = _known_revision(row[0] if row else None, label)
+        revision = _known_revision(_sqlite_revision(conn, label), label)
         _verify_sqlite_schema(conn, revision, label)
         _verify_sqlite_checks(conn, revision, label)
         _check_sqlite(conn, label)
