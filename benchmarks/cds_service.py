@@ -2,7 +2,7 @@
 
 Makes a demo cohort, imports it into a SQLite store, starts `python -m dashboard serve-cds` as its own process on
 127.0.0.1 (demo mode, authentication off: the JWT check costs about 1 ms a request, measured in
-tests/test_cds_auth.py), then sends patient-view requests without prefetch (the store path) for random
+tests/interop/test_cds_auth.py), then sends patient-view requests without prefetch (the store path) for random
 patients, one at a time, the first one right after the service answers its discovery. Prints the first
 request's time and the p50/p95/max of the rest. A benchmark: it asserts nothing, and only talks to loopback.
 """

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import CHROMIUM, _server, _sign_in
+    from tests.browser.test_browser import CHROMIUM, _server, _sign_in
 
     env = {**os.environ, "SPINE_DASHBOARD_DB_URL": args.store_url, "SPINE_DASHBOARD_MODE": "demo"}
     with _server(env, Path("/tmp/outcomes-page-server.log")) as url, sync_playwright() as playwright:

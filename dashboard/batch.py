@@ -15,8 +15,8 @@ from typing import TextIO
 
 from sqlalchemy import Engine
 
-from dashboard.core.assessment import URGENCY_ORDER, assess, to_json_dict
-from dashboard.core.curves import Reference, load_reference
+from dashboard.clinical.assessment import URGENCY_ORDER, assess, to_json_dict
+from dashboard.clinical.curves import Reference, load_reference
 from dashboard.store import load_records, patient_chunks
 
 

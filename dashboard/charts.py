@@ -4,7 +4,7 @@ Time runs in weeks since the index operation, so the same figures serve identifi
 
 The patient figures are assembled as plain Plotly specifications (dicts of numpy arrays) and wrapped in a
 Figure without property validation: validating a figure property by property cost more than building it,
-on every patient switch. tests/test_app.py validates every specification with Plotly in full instead.
+on every patient switch. tests/app/test_app.py validates every specification with Plotly in full instead.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.core.curves import DEFAULT_BAND_LABEL
-from dashboard.core.grades import MUSCLE_ROOTS, MUSCLES, SIDES, format_mrc
-from dashboard.core.patient_view import PatientView
-from dashboard.core.wording import FINDING_WORDS
+from dashboard.clinical.curves import DEFAULT_BAND_LABEL
+from dashboard.clinical.mrc import MUSCLE_ROOTS, MUSCLES, SIDES, format_mrc
+from dashboard.clinical.patient_view import PatientView
+from dashboard.clinical.wording import FINDING_WORDS
 from dashboard.theme import BAND_FILL, BASELINE, EXPECTED_LINE, MEASURED, MUSCLE_SHORT, STATUS_COLOURS, STATUS_LABELS
 
 WEEK = 7.0
@@ -114,7 +114,7 @@ def figure_from_spec(spec: dict) -> go.Figure:
     """A Figure of a specification built here, without Plotly's property-by-property validation.
 
     The specifications are fixed in code (only data values vary), so they are validated once by the tests
-    (`go.Figure(spec)` in tests/test_app.py) rather than on every page run.
+    (`go.Figure(spec)` in tests/app/test_app.py) rather than on every page run.
     """
     return go.Figure(spec, _validate=False)
 

@@ -12,7 +12,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from dashboard.core.records import Records, validate
+from dashboard.clinical.records.validate import Records, validate
 from dashboard.private_files import owner_only
 from dashboard.runtime import keep_freed_memory
 
@@ -49,7 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _reference(path: str | None):
     """The reference-curve file to assess with (published by default); None after printing why not."""
-    from dashboard.core.curves import ReferenceError, load_reference
+    from dashboard.clinical.curves import ReferenceError, load_reference
 
     try:
         return load_reference(path)
@@ -59,7 +59,7 @@ def _reference(path: str | None):
 
 
 def cmd_assess(args: argparse.Namespace) -> int:
-    from dashboard.core.assessment import assess, to_json_dict
+    from dashboard.clinical.assessment import assess, to_json_dict
 
     records = _load_valid(args.records)
     reference = _reference(args.reference) if records is not None else None
@@ -72,7 +72,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(orjson.dumps(to_json_dict(result), option=orjson.OPT_INDENT_2
                                              | orjson.OPT_APPEND_NEWLINE))
     else:
-        from dashboard.core.summary import assessment_lines
+        from dashboard.clinical.summary import assessment_lines
 
         print("\n".join(assessment_lines(result)))
     return EXIT_OK
@@ -113,7 +113,7 @@ def _first_free_demo_number(database: str | None) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from dashboard.core.calibration import CalibrationError, calibrate_reference
+    from dashboard.clinical.calibration import CalibrationError, calibrate_reference
 
     records = _load_valid(args.records)
     if records is None:
@@ -129,7 +129,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_doc(args: argparse.Namespace) -> int:
-    from dashboard.core.catalogue import write_catalogue
+    from dashboard.clinical.imaging.catalogue import write_catalogue
 
     path = write_catalogue(Path(args.out))
     print(f"wrote {path}", file=sys.stderr)
@@ -341,7 +341,7 @@ def cmd_assess_store(args: argparse.Namespace) -> int:
 
 def _handout_inputs(args: argparse.Namespace):
     """Records, assessment and prompts (with the store's decisions when --database is given)."""
-    from dashboard.core.assessment import assess
+    from dashboard.clinical.assessment import assess
 
     records = _load_valid(args.records)
     if records is None:
@@ -349,7 +349,7 @@ def _handout_inputs(args: argparse.Namespace):
     result = assess(records, as_of=args.as_of or date.today())
     prompts = result.prompts
     if args.database:
-        from dashboard.core.decision_state import with_decisions
+        from dashboard.clinical.decisions import with_decisions
         from dashboard.store import get_engine, latest_decisions
 
         prompts = with_decisions(prompts, latest_decisions(get_engine(args.database)))
@@ -360,8 +360,8 @@ def cmd_handout(args: argparse.Namespace) -> int:
     """De-identified case-conference handout (.pdf or .html) for a case list by filter or by patient ids."""
     import time
 
-    from dashboard.core.deidentify import hand_picked, select_cases
-    from dashboard.core.patient_view import ExamIndex
+    from dashboard.clinical.conference import hand_picked, select_cases
+    from dashboard.clinical.patient_view import ExamIndex
     from dashboard.reports import ReportError, build_handout
     from dashboard.reports.handout import write
 
@@ -425,10 +425,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_outcomes(args: argparse.Namespace) -> int:
     """Cohort outcomes and prompt performance (docs/outcomes.md): printed, or written as .html or .csv."""
-    from dashboard.core.assessment import assess
-    from dashboard.core.checklist import load_rules
-    from dashboard.core.outcomes import cohort_outcomes
-    from dashboard.core.prompt_performance import rule_performance
+    from dashboard.clinical.assessment import assess
+    from dashboard.clinical.imaging.checklist import load_rules
+    from dashboard.clinical.outcomes import cohort_outcomes
+    from dashboard.clinical.prompt_performance import rule_performance
     from dashboard.reports.outcomes import write
     from dashboard.store.decisions import _frame
 

@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from dashboard.core.curves import Reference, expected_band, load_reference
-from dashboard.core.grades import MUSCLES, SIDES
+from dashboard.clinical.curves import Reference, expected_band, load_reference
+from dashboard.clinical.mrc import MUSCLES, SIDES
 
 DEFAULT_ANCHOR = date(2026, 11, 20)
 DEFAULT_PATIENTS = 200

@@ -1,11 +1,11 @@
-"""Plotly figures of the cohort outcomes (dashboard/core/outcomes.py). Drawing only: no clinical logic."""
+"""Plotly figures of the cohort outcomes (dashboard/clinical/outcomes.py). Drawing only: no clinical logic."""
 
 from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.core.outcomes import DAYS_PER_MONTH, MILESTONE_MONTHS, WINDOWS
+from dashboard.clinical.outcomes import DAYS_PER_MONTH, MILESTONE_MONTHS, WINDOWS
 
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 POSITION_COLOURS = {"below": "#D55E00", "inside": "#009E73", "above": "#0072B2"}

@@ -16,7 +16,7 @@ from dashboard.store import get_engine
 from dashboard.store.audit import audit_log
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "dashboard" / "app.py")
+APP = str(ROOT / "dashboard" / "app" / "main.py")
 #: Users of the production-like configuration the tests write (fast bcrypt: rounds=4).
 CLINIC_USERS = {"dr.a": ("surgeon", "Dr-A-password-1"), "conf.b": ("conference", "Conf-B-password-2"),
                 "admin.c": ("admin", "Admin-C-password-3"), "dr.lock": ("surgeon", "Lock-password-4")}
@@ -30,7 +30,7 @@ def app_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     patcher.setenv("SPINE_DASHBOARD_DB_URL", url)
     patcher.setenv("SPINE_DASHBOARD_MODE", "demo")
     patcher.delenv("SPINE_DASHBOARD_AUTH_FILE", raising=False)
-    from dashboard.ui import auth, data
+    from dashboard.app import auth, data
 
     _clear(data, auth)
     yield url

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from dashboard.core.records import Records, validate_frames
+from dashboard.clinical.records.validate import Records, validate_frames
 
 SURGERY = date(2026, 1, 10)
 

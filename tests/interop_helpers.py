@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dashboard.core.records import Records, validate
-from dashboard.core.schema import FILES
-from dashboard.core.text_records import to_text_frames
+from dashboard.clinical.records.format import FILES
+from dashboard.clinical.records.validate import Records, validate
+from dashboard.clinical.records.write import to_text_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"

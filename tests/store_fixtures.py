@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
-from dashboard.core.records import Records, validate
+from dashboard.clinical.records.validate import Records, validate
 from dashboard.store import get_engine
 
 POSTGRES_ENV = "SPINE_TEST_POSTGRES_URL"

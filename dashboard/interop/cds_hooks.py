@@ -66,11 +66,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import func, select
 
-from dashboard.core.assessment import assess, to_json_dict
-from dashboard.core.checklist import evidence_hash, load_rules
-from dashboard.core.curves import load_reference
-from dashboard.core.records import Records
-from dashboard.core.wording import plain
+from dashboard.clinical.assessment import assess, to_json_dict
+from dashboard.clinical.curves import load_reference
+from dashboard.clinical.imaging.checklist import evidence_hash, load_rules
+from dashboard.clinical.records.validate import Records
+from dashboard.clinical.wording import plain
 from dashboard.interop import codes as C
 from dashboard.interop.cds_prefetch import (
     DEFAULT_TIMEOUT,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dashboard.core.grades import MRC_TOKENS, MUSCLE_LABELS, MUSCLES
-from dashboard.core.schema import LUMBAR_SEGMENTS, VISIT_BOOLEANS
+from dashboard.clinical.mrc import MRC_TOKENS, MUSCLE_LABELS, MUSCLES
+from dashboard.clinical.records.format import LUMBAR_SEGMENTS, VISIT_BOOLEANS
 
 BASE = "https://spine-dashboard.example/fhir"
 LOINC = "http://loinc.org"

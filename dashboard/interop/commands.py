@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dashboard.core.records import Records, ValidationReport
+from dashboard.clinical.records.validate import Records, ValidationReport
 
 EXIT_OK, EXIT_INVALID = 0, 2
 

@@ -30,8 +30,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
-from dashboard.core.grades import MRC_TOKENS, MUSCLE_LABELS
-from dashboard.core.records import Records, ValidationReport
+from dashboard.clinical.mrc import MRC_TOKENS, MUSCLE_LABELS
+from dashboard.clinical.records.validate import Records, ValidationReport
 from dashboard.interop import codes as C
 from dashboard.interop.frames import FrameBuilder
 

@@ -13,8 +13,14 @@ from datetime import date
 
 import pandas as pd
 
-from dashboard.core.records import ISSUE_COLUMNS, MAX_VALUE_CHARS, Records, ValidationReport, validate_frames
-from dashboard.core.schema import FILES
+from dashboard.clinical.records.format import FILES
+from dashboard.clinical.records.validate import (
+    ISSUE_COLUMNS,
+    MAX_VALUE_CHARS,
+    Records,
+    ValidationReport,
+    validate_frames,
+)
 
 FILE_NAMES: tuple[str, ...] = tuple(spec.name for spec in FILES)
 _COLUMNS = {spec.name: [c.name for c in spec.columns] for spec in FILES}

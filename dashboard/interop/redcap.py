@@ -26,9 +26,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from dashboard.core.grades import MUSCLES, SIDES
-from dashboard.core.records import Records, ValidationReport
-from dashboard.core.schema import FILES
+from dashboard.clinical.mrc import MUSCLES, SIDES
+from dashboard.clinical.records.format import FILES
+from dashboard.clinical.records.validate import Records, ValidationReport
 from dashboard.interop.frames import FrameBuilder
 
 log = logging.getLogger(__name__)
@@ -648,7 +648,7 @@ def records_to_export(records: Records, mapping: Mapping) -> pd.DataFrame:
 
 
 def _text_frames(records: Records) -> dict[str, pd.DataFrame]:
-    from dashboard.core.text_records import to_text_frames  # noqa: PLC0415
+    from dashboard.clinical.records.write import to_text_frames  # noqa: PLC0415
 
     return {name.removesuffix(".csv"): frame for name, frame in to_text_frames(records).items()}
 
@@ -705,7 +705,7 @@ def _export_rows(stem: str, frame: pd.DataFrame, file_map: FileMap) -> list[dict
 
 def write_example(records_dir: str | Path, mapping_path: str | Path, out: str | Path) -> Path:
     """Write the example export for a records folder (data/redcap/ is made from data/demo)."""
-    from dashboard.core.records import validate  # noqa: PLC0415
+    from dashboard.clinical.records.validate import validate  # noqa: PLC0415
 
     records, report = validate(records_dir)
     if records is None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboard.app.uploads import MAX_UPLOAD_MB, CheckedUpload, UploadRejected
 from dashboard.interop.fhir import bundle_to_records, ndjson_to_records
 from dashboard.interop.redcap import MappingError, export_to_records, load_mapping, mapping_from_dict, read_csv_text
-from dashboard.ui.uploads import MAX_UPLOAD_MB, CheckedUpload, UploadRejected
 
 RECORDS_FILES, FHIR_BUNDLE, REDCAP_EXPORT = "Records files", "FHIR Bundle", "REDCap export"
 IMPORT_SOURCES = (RECORDS_FILES, FHIR_BUNDLE, REDCAP_EXPORT)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from dashboard.charts import prom_figure, strength_figure, timeline_figure
-from dashboard.core.assessment import Assessment
-from dashboard.core.checklist import no_prompt_text
-from dashboard.core.decision_state import DECISION_LABELS
-from dashboard.core.patient_view import PatientView, patient_view
+from dashboard.clinical.assessment import Assessment
+from dashboard.clinical.decisions import DECISION_LABELS
+from dashboard.clinical.imaging.checklist import no_prompt_text
+from dashboard.clinical.patient_view import PatientView, patient_view
 from dashboard.reports import html as h
 from dashboard.reports.render import data_uri, html_to_pdf, render_pngs
 

@@ -21,9 +21,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
-from dashboard.core.assessment import Assessment
-from dashboard.core.checklist import no_prompt_text
-from dashboard.core.deidentify import ConferenceCase, deidentify_patient, identifiers, leaks, week_label
+from dashboard.clinical.assessment import Assessment
+from dashboard.clinical.conference import ConferenceCase, deidentify_patient, identifiers, leaks, week_label
+from dashboard.clinical.imaging.checklist import no_prompt_text
 from dashboard.reports import html as h
 from dashboard.reports.render import ReportError, data_uri, html_to_pdf, render_pngs
 

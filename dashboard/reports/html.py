@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from dashboard.core.grades import format_mrc
-from dashboard.core.patient_view import band_in_steps
-from dashboard.core.wording import plain
+from dashboard.clinical.mrc import format_mrc
+from dashboard.clinical.patient_view import band_in_steps
+from dashboard.clinical.wording import plain
 from dashboard.theme import (
     CATEGORY_LABELS,
     MODALITY_LABELS,
@@ -162,7 +162,7 @@ def prompt_card(prompt: dict, decision_html: str) -> str:
 
 
 def readable(line: str) -> str:
-    """Evidence codes as words, by the one plain-language renderer (dashboard.core.wording.plain)."""
+    """Evidence codes as words, by the one plain-language renderer (dashboard.clinical.wording.plain)."""
     return plain(line)
 
 

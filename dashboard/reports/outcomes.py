@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dashboard.core.outcomes import DAYS_PER_MONTH, ENDPOINTS, GROUPINGS, SCHEDULE, Outcomes
+from dashboard.clinical.outcomes import DAYS_PER_MONTH, ENDPOINTS, GROUPINGS, SCHEDULE, Outcomes
 from dashboard.outcome_charts import PALETTE
 from dashboard.reports.html import CSP
 

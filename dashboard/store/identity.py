@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Connection, Engine, select, update
 
-from dashboard.core.identity import id_match_key, mrn_match_key
+from dashboard.clinical.records.identity import id_match_key, mrn_match_key
 from dashboard.store import audit
 from dashboard.store.models import Patient
 

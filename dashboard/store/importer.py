@@ -50,8 +50,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
-from dashboard.core.records import Records
-from dashboard.core.schema import FILES, FileSpec
+from dashboard.clinical.records.format import FILES, FileSpec
+from dashboard.clinical.records.validate import Records
 from dashboard.store import audit
 from dashboard.store.identity import IdentityConflictError, identity_conflicts
 from dashboard.store.models import RECORD_TABLES, Import

@@ -1,4 +1,4 @@
-"""Reading the store back into the typed frames that `dashboard.core.records.validate` produces.
+"""Reading the store back into the typed frames that `dashboard.clinical.records.validate.validate` produces.
 
 Same columns, order and dtypes, so everything downstream (assessment, charts, exports) works on stored
 data exactly as on a freshly validated file.
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, select
 
-from dashboard.core.parsed_columns import PARSERS
-from dashboard.core.records import Records
-from dashboard.core.schema import FileSpec
+from dashboard.clinical.records.format import FileSpec
+from dashboard.clinical.records.parse import PARSERS
+from dashboard.clinical.records.validate import Records
 from dashboard.store.importer import EXTRA, SPEC_BY_FRAME
 from dashboard.store.models import RECORD_TABLES, Import
 

@@ -2,7 +2,7 @@
 
 Record rows keep the natural key of the records format (schema.FileSpec.key) as a unique constraint, so
 re-importing a file can only add or change rows, never duplicate them. Columns mirror the format one to one
-(see tests: the model and dashboard.core.schema must not drift); columns a file has beyond the format are
+(see tests: the model and dashboard.clinical.records.format must not drift); columns a file has beyond the format are
 kept per row in `extra` (JSON), because the format promises they are never dropped.
 """
 
@@ -135,7 +135,7 @@ class StrengthExam(Base):
     exam_date: Mapped[date]
     muscle: Mapped[str]
     side: Mapped[str]
-    mrc: Mapped[float]  # 4- = 3.67 … as in dashboard.core.grades
+    mrc: Mapped[float]  # 4- = 3.67 … as in dashboard.clinical.mrc
     extra: Mapped[dict[str, Any] | None]
     import_id: Mapped[int | None] = _import_fk()
 

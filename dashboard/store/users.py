@@ -1,6 +1,6 @@
 """User accounts, signed-in sessions and failed sign-in counting, in the store (migration 0004).
 
-No Streamlit here: dashboard.ui.auth (sign-in), the Users screen and the tests use these functions.
+No Streamlit here: dashboard.app.auth (sign-in), the Users screen and the tests use these functions.
 
 - Accounts: the login configuration file's users are the bootstrap accounts (`sync_file_users`); the Users
   screen adds accounts and changes role, password and active state (`add_user`, `change_user`). Every change

@@ -1,0 +1,209 @@
+"""The cohort assessment that `assess` prints and the app shows: index operation, muscles, prompts.
+
+Everything is computed from what was known on the assessment day (`as_of`): later rows are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from dashboard.clinical.curves import Reference, load_reference, patient_factors
+from dashboard.clinical.frames import codes_in, join_rows, rows_in, sort_rank, take_rows, text_column
+from dashboard.clinical.mrc import MUSCLES, SIDES
+from dashboard.clinical.records.validate import Records
+from dashboard.clinical.status import index_surgeries, muscle_trajectories
+
+URGENCY_ORDER = {"emergency": 0, "urgent": 1, "routine": 2}
+
+
+@dataclass
+class Assessment:
+    """Assessment of a cohort on one day: one frame per level of detail."""
+
+    as_of: date
+    patients: pd.DataFrame  # one row per patient: index operation, days since it, factors
+    muscles: pd.DataFrame  # one row per patient×muscle×side (trajectory.MUSCLE_COLUMNS)
+    prompts: pd.DataFrame  # one row per imaging prompt (checklist.PROMPT_COLUMNS)
+    visits: pd.DataFrame  # visits known on the day, with day since the index operation
+    reference: Reference
+    records: Records  # what was known on the day (for per-patient detail)
+
+
+def known_on(records: Records, as_of: date) -> Records:
+    """The records as they stood on `as_of`: everything dated later is left out."""
+    limit = pd.Timestamp(as_of)
+
+    def until(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+        known = (frame[column] <= limit).to_numpy()
+        return frame if known.all() else frame[known]  # the same frame when nothing is later: no copy
+
+    return Records(
+        patients=records.patients,
+        surgeries=until(records.surgeries, "surgery_date"),
+        strength=until(records.strength, "exam_date"),
+        visits=until(records.visits, "visit_date"),
+        extra_columns=records.extra_columns,
+    )
+
+
+def assess(records: Records, as_of: date | None = None, reference: Reference | None = None,
+           rules=None) -> Assessment:
+    """Assess every patient of a cohort as of one day."""
+    from dashboard.clinical.imaging import checklist  # noqa: PLC0415 — the checklist builds on this module's frames
+
+    as_of = as_of or date.today()
+    reference = reference or load_reference()
+    known = known_on(records, as_of)
+    index_ops = index_surgeries(known.surgeries)
+    factors = patient_factors(known.patients, index_ops)
+    muscles = muscle_trajectories(known.strength, index_ops, factors, reference)
+
+    op_row = rows_in(known.patients["patient_id"], index_ops["patient_id"])
+    patients = join_rows(known.patients, index_ops, op_row, suffixes=("", "_surgery"))
+    # factors has one row per index operation, in the same order
+    patients = join_rows(patients, factors[["patient_id", "age", "deficit_days"]], op_row)
+    patients["days_since_surgery"] = (pd.Timestamp(as_of) - patients["surgery_date"]).dt.days.astype("Int64")
+    patients["implants"], patients["implant_levels"], patients["operated_levels"] = _operations(known.surgeries,
+                                                                                                patients)
+    surgery_date = take_rows(index_ops[["surgery_date"]], rows_in(known.visits["patient_id"], index_ops["patient_id"]))
+    visits = known.visits.reset_index(drop=True)
+    visits["day"] = (visits["visit_date"] - surgery_date["surgery_date"]).dt.days.astype("Int64")
+
+    prompts = checklist.evaluate(patients, muscles, visits, rules or checklist.load_rules(), reference.status)
+    patients = _sort_by_urgency(patients, prompts)
+    return Assessment(as_of, patients, muscles, prompts, visits, reference, known)
+
+
+def _operations(surgeries: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.array, pd.array, pd.array]:
+    """Per patient, from every operation up to the index one: whether any placed implants, the levels of
+    those that did, and the levels of all of them (';'-joined). Implants of an earlier operation count.
+
+    Most patients have one operation: their levels are taken as they are; only the few with several are
+    joined one by one."""
+    patient = rows_in(surgeries["patient_id"], patients["patient_id"])
+    surgery_date = patients["surgery_date"].to_numpy()
+    known = patient >= 0
+    up_to_index = np.zeros(len(surgeries), dtype=bool)
+    up_to_index[known] = surgeries["surgery_date"].to_numpy()[known] <= surgery_date[patient[known]]
+    placed = surgeries["instrumented"].fillna(False).to_numpy(dtype=bool) & up_to_index
+    levels = surgeries["levels"].to_numpy(dtype=object, na_value=None)
+
+    def levels_of(mask: np.ndarray) -> pd.array:
+        rows = np.flatnonzero(mask)
+        count = np.bincount(patient[rows], minlength=len(patients))
+        out = np.full(len(patients), None, dtype=object)
+        single = count[patient[rows]] == 1
+        out[patient[rows[single]]] = levels[rows[single]]
+        for who in np.unique(patient[rows[~single]]).tolist():
+            texts = [str(text) for text in levels[rows[patient[rows] == who]] if text]
+            out[who] = ";".join(dict.fromkeys(level.strip() for text in texts for level in text.split(";")))
+        return pd.array(out, dtype="string")
+
+    implants = pd.array(np.bincount(patient[placed], minlength=len(patients)) > 0, dtype="boolean")
+    implants[patients["surgery_date"].isna().to_numpy()] = pd.NA
+    return implants, levels_of(placed), levels_of(up_to_index)
+
+
+def _sort_by_urgency(patients: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
+    """Patients by their most urgent prompt, then patient_id, with that urgency and its rank (3: none)."""
+    patient = rows_in(prompts["patient_id"], patients["patient_id"])
+    urgency = codes_in(prompts["urgency"], list(URGENCY_ORDER))
+    known = (patient >= 0) & (urgency >= 0)
+    rank = np.full(len(patients), len(URGENCY_ORDER))
+    np.minimum.at(rank, patient[known], urgency[known])
+    has_prompt = rank < len(URGENCY_ORDER)
+    patients = patients.assign(  # the rank's type as pandas' map gave it: floats once a patient has no prompt
+        top_urgency_rank=pd.array(rank, dtype="int64[pyarrow]" if has_prompt.all() else "double[pyarrow]"),
+        top_urgency=text_column(pa.array(list(URGENCY_ORDER)), np.where(has_prompt, rank, -1)))
+    return take_rows(patients, np.lexsort((sort_rank(patients["patient_id"]), rank)))
+
+
+def to_json_dict(assessment: Assessment) -> dict:
+    """The assessment in the output format of docs/assessment-format.md (plus documented extensions).
+
+    Built from whole columns: each field is converted once for the cohort (rounding, ISO dates, None for
+    missing), then the muscles and prompts are cut into each patient's run by position. No per-patient frames:
+    a 20,000-patient cohort is ~200,000 muscle-sides.
+    """
+    patients, muscles, prompts = assessment.patients, assessment.muscles, assessment.prompts
+    muscle_rows = _muscle_records(muscles)
+    prompt_rows = _prompt_records(prompts)
+    muscle_runs = _runs_by_patient(muscles["patient_id"], patients["patient_id"],
+                                   codes_in(muscles["muscle"], list(MUSCLES)) * len(SIDES)
+                                   + codes_in(muscles["side"], list(SIDES)))
+    prompt_runs = _runs_by_patient(prompts["patient_id"], patients["patient_id"], np.arange(len(prompts)))
+    operated = patients["surgery_date"].notna().to_numpy()
+    surgeries = zip(_iso_dates(patients["surgery_date"]), _texts(patients["procedure"]),
+                    _texts(patients["levels"]), patients["instrumented"].to_numpy(dtype=object, na_value=None),
+                    strict=True)
+    days = patients["days_since_surgery"].astype("float64").to_numpy()
+    out = []
+    for i, (patient_id, (day, procedure, levels, instrumented)) in enumerate(
+            zip(patients["patient_id"].tolist(), surgeries, strict=True)):
+        out.append({
+            "patient_id": patient_id,
+            "index_surgery": {"date": day, "procedure": procedure, "levels": str(levels).split(";"),
+                              "instrumented": bool(instrumented)} if operated[i] else None,
+            "days_since_surgery": None if np.isnan(days[i]) else int(days[i]),
+            "muscles": [muscle_rows[row] for row in muscle_runs[i]],
+            "prompts": [prompt_rows[row] for row in prompt_runs[i]],
+        })
+    return {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id,
+            "patients": out}
+
+
+def _runs_by_patient(patient_ids: pd.Series, order: pd.Series, within: np.ndarray) -> list[np.ndarray]:
+    """For each patient of `order`, the rows of `patient_ids` that are theirs, sorted by `within`."""
+    patient = rows_in(patient_ids, order)
+    rows = np.lexsort((within, patient))
+    rows = rows[patient[rows] >= 0]
+    bounds = np.searchsorted(patient[rows], np.arange(len(order) + 1))
+    return [rows[bounds[i]:bounds[i + 1]] for i in range(len(order))]
+
+
+def _numbers(series: pd.Series, digits: int) -> list[float | None]:
+    """Python's round (exact decimal halves, unlike numpy's scaled rounding); NaN, unequal to itself, is None."""
+    return [None if v != v else round(v, digits) for v in series.astype("float64").to_numpy().tolist()]
+
+
+def _iso_dates(series: pd.Series) -> list[str | None]:
+    return series.dt.strftime("%Y-%m-%d").astype(object).where(series.notna(), None).tolist()
+
+
+def _texts(series: pd.Series) -> list[str | None]:
+    return series.astype(object).where(series.notna(), None).tolist()
+
+
+def _muscle_records(muscles: pd.DataFrame) -> list[dict]:
+    columns = {
+        "muscle": _texts(muscles["muscle"]), "root": _texts(muscles["root"]), "side": _texts(muscles["side"]),
+        "baseline_mrc": _numbers(muscles["baseline_mrc"], 2), "latest_mrc": _numbers(muscles["latest_mrc"], 2),
+        "latest_date": _iso_dates(muscles["latest_date"]),
+        "expected_mrc": _numbers(muscles["expected_mrc"], 1), "expected_low": _numbers(muscles["expected_low"], 1),
+        "expected_high": _numbers(muscles["expected_high"], 1),
+        "status": _texts(muscles["status"]), "curve": _texts(muscles["curve_group"]),
+    }
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _prompt_records(prompts: pd.DataFrame) -> list[dict]:
+    columns = {
+        "rule_id": _texts(prompts["rule_id"]), "category": _texts(prompts["category"]),
+        "modality": _texts(prompts["modality"]), "urgency": _texts(prompts["urgency"]),
+        "summary": _texts(prompts["summary"]), "evidence": [list(e) for e in prompts["evidence"]],
+        "source": _texts(prompts["source"]),
+        "rule_ids": [list(r) for r in prompts["rule_ids"]],  # extension: every rule behind this one scan
+    }
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def status_counts(muscles: pd.DataFrame) -> pd.Series:
+    """How many muscle-sides have each status (for the clinic overview)."""
+    return muscles["status"].value_counts().reindex(np.unique(muscles["status"]), fill_value=0)

@@ -1,0 +1,179 @@
+"""How the imaging prompts perform (issue 21): clinical safety monitoring per rule.
+
+Inputs: the prompts of the assessment day, the store's decision history (append-only), and the visits.
+Definitions (docs/outcomes.md):
+
+* A prompt's **first-seen date** is the date of the evidence that fired it: the latest ISO date written in its
+  evidence lines (every rule's evidence starts with the date of the exam or visit that fired it).
+* The **decision on a prompt** is the first decision recorded on its current evidence (same evidence hash);
+  **time to decision** = that decision's day (UTC) - first-seen date, in days (0: decided the day it fired).
+* A prompt is **open** when no decision was recorded on its current evidence, or the one in force is
+  'deferred' (as the clinic screen counts it). It is **overdue** when open longer than its urgency allows:
+  emergency 1 day ("now: within hours"), urgent 7 days ("within days"), routine 42 days (the next planned
+  review, 6 weeks). An open emergency prompt older than 1 day is an **alarm**.
+* **Fired**: prompts on the assessment day, plus patient-rule pairs with a recorded decision whose prompt no
+  longer fires (a decision proves the prompt was shown). The checklist keeps no history of its own, so a
+  prompt that fired and went away without a decision is not counted.
+* **Imaging yield**, where later visits record the result: visits may carry the extra columns
+  `imaging_modality` (a checklist modality code) and `imaging_finding` (boolean: did the imaging find what
+  was asked?), kept by the records format as extra columns (docs/format-extensions.md). A prompt's result is
+  the first visit on or after its first-seen date with its modality and a recorded finding.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from dashboard.clinical.imaging.checklist import evidence_hash
+
+OVERDUE_DAYS = {"emergency": 1, "urgent": 7, "routine": 42}
+DECISIONS = ("ordered", "already_done", "not_indicated", "deferred")
+IMAGING_MODALITY, IMAGING_FINDING = "imaging_modality", "imaging_finding"
+_TRUE = {"yes", "true", "y", "1"}
+_FALSE = {"no", "false", "n", "0"}
+RULE_COLUMNS = ["rule_id", "urgency", "modality", "prompts_now", "patients", "open", "overdue", "alarms",
+                *DECISIONS, "median_days_to_decision", "q1_days_to_decision", "q3_days_to_decision",
+                "imaging_results", "imaging_found", "imaging_yield"]
+
+
+def first_seen(prompts: pd.DataFrame) -> pd.Series:
+    """The first-seen date of each prompt: the latest ISO date in its evidence lines (NaT without one)."""
+    if prompts.empty:
+        return pd.Series(pd.NaT, index=prompts.index, dtype="datetime64[s]")
+    lines = prompts["evidence"].explode()
+    dates = lines.astype("string").str.findall(r"\d{4}-\d{2}-\d{2}").explode().dropna()
+    latest = pd.to_datetime(dates, errors="coerce").groupby(level=0).max()
+    return latest.reindex(prompts.index).astype("datetime64[s]")
+
+
+def prompt_states(prompts: pd.DataFrame, history: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """Each prompt with its first-seen date, decision in force, first decision on its evidence, days to that
+    decision, whether it is open, days open, overdue and alarm."""
+    frame = prompts[["patient_id", "rule_id", "urgency", "modality", "evidence"]].reset_index(drop=True)
+    frame["first_seen"] = first_seen(frame)
+    frame["evidence_hash"] = pd.array([evidence_hash(list(lines)) for lines in frame["evidence"]], dtype="string")
+    frame = frame.astype({"patient_id": "string", "rule_id": "string"})
+    history = history.astype({"patient_id": "string", "rule_id": "string", "evidence_hash": "string"})
+    history = history.sort_values(["decided_at", "id"], kind="stable")
+    latest = history.drop_duplicates(["patient_id", "rule_id"], keep="last")
+    frame = frame.merge(latest[["patient_id", "rule_id", "decision", "evidence_hash"]].rename(
+        columns={"evidence_hash": "decided_hash"}), on=["patient_id", "rule_id"], how="left")
+    current = (frame["decided_hash"] == frame["evidence_hash"]).fillna(False).to_numpy(dtype=bool)
+    on_evidence = history.drop_duplicates(["patient_id", "rule_id", "evidence_hash"], keep="first")
+    frame = frame.merge(on_evidence[["patient_id", "rule_id", "evidence_hash", "decided_at"]].rename(
+        columns={"decided_at": "first_decided_at"}), on=["patient_id", "rule_id", "evidence_hash"], how="left")
+    decided_day = frame["first_decided_at"].dt.tz_localize(None).dt.normalize()
+    frame["days_to_decision"] = (decided_day - frame["first_seen"]).dt.days.astype("Float64")
+    frame["decision_current"] = current
+    frame["open"] = ~current | (frame["decision"] == "deferred").fillna(False).to_numpy(dtype=bool)
+    frame["days_open"] = (pd.Timestamp(as_of) - frame["first_seen"]).dt.days.astype("Float64")
+    limit = frame["urgency"].map(OVERDUE_DAYS).astype("Float64")
+    frame["overdue"] = (frame["open"] & (frame["days_open"] > limit)).fillna(False).astype(bool)
+    frame["alarm"] = frame["overdue"] & (frame["urgency"] == "emergency")
+    return frame.drop(columns=["decided_hash"])
+
+
+def emergency_alarms(prompts_with_decisions: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """Open emergency prompts first seen more than a day before `as_of` (patient_id, rule_id, summary,
+    first_seen, days_open). `prompts_with_decisions` is decision_state.with_decisions(...): only its emergency prompts
+    are read."""
+    frame = prompts_with_decisions
+    emergency = frame[(frame["urgency"] == "emergency").to_numpy(dtype=bool)]
+    still_open = emergency[(~emergency["decision_current"] | (emergency["decision"] == "deferred")).fillna(
+        True).to_numpy(dtype=bool)]
+    seen = first_seen(still_open)
+    days = (pd.Timestamp(as_of) - seen).dt.days
+    late = (days > OVERDUE_DAYS["emergency"]).fillna(False).to_numpy(dtype=bool)
+    return pd.DataFrame({"patient_id": still_open["patient_id"].to_numpy()[late],
+                         "rule_id": still_open["rule_id"].to_numpy()[late],
+                         "summary": still_open["summary"].to_numpy()[late],
+                         "first_seen": seen.to_numpy()[late], "days_open": days.to_numpy()[late]})
+
+
+def _flag(values: pd.Series) -> pd.Series:
+    text = values.astype("string").str.strip().str.lower()
+    return pd.Series(np.where(text.isin(_TRUE).fillna(False), 1.0, np.where(text.isin(_FALSE).fillna(False), 0.0,
+                                                                            np.nan)), index=values.index)
+
+
+def imaging_results(states: pd.DataFrame, visits: pd.DataFrame) -> pd.DataFrame:
+    """Each prompt's imaging result where a visit on or after its first-seen date records one for its modality:
+    columns `imaging_date` and `imaging_found` (1.0 found, 0.0 not found, NaN no result)."""
+    out = states[["patient_id", "rule_id"]].copy()
+    out["imaging_date"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[s]")
+    out["imaging_found"] = np.nan
+    if IMAGING_MODALITY not in visits.columns or IMAGING_FINDING not in visits.columns or states.empty:
+        return out
+    results = pd.DataFrame({"patient_id": visits["patient_id"].astype("string"),
+                            "visit_date": pd.to_datetime(visits["visit_date"]).astype("datetime64[s]"),
+                            "modality": visits[IMAGING_MODALITY].astype("string").str.strip().str.lower(),
+                            "found": _flag(visits[IMAGING_FINDING])})
+    results = results[results["found"].notna() & results["visit_date"].notna()].sort_values("visit_date")
+    asked = states[["patient_id", "modality", "first_seen"]].assign(_row=np.arange(len(states)))
+    asked = asked[asked["first_seen"].notna()].astype({"patient_id": "string", "modality": "string"})
+    asked = asked.sort_values("first_seen")
+    if asked.empty or results.empty:
+        return out
+    matched = pd.merge_asof(asked, results.rename(columns={"visit_date": "imaging_date"}),
+                            left_on="first_seen", right_on="imaging_date", by=["patient_id", "modality"],
+                            direction="forward")
+    rows = matched["_row"].to_numpy()
+    out.loc[rows, "imaging_date"] = matched["imaging_date"].to_numpy()
+    out.loc[rows, "imaging_found"] = matched["found"].to_numpy(dtype=float)
+    return out
+
+
+def rule_performance(prompts: pd.DataFrame, history: pd.DataFrame, visits: pd.DataFrame, as_of: date,
+                     rules=None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per rule: prompts, patients, open, overdue, alarms, decisions in force by kind, time to decision
+    (median and quartiles, days), imaging results and yield. Also returns the prompt states (one row per
+    prompt) and the reasons given for 'not indicated' (rule_id, reason, decisions)."""
+    states = prompt_states(prompts, history, as_of)
+    found = imaging_results(states, visits)
+    states["imaging_date"] = found["imaging_date"].to_numpy()
+    states["imaging_found"] = found["imaging_found"].to_numpy()
+    latest = history.sort_values(["decided_at", "id"], kind="stable").drop_duplicates(
+        ["patient_id", "rule_id"], keep="last")
+    pairs = pd.concat([states[["rule_id", "patient_id"]], latest[["rule_id", "patient_id"]]]).drop_duplicates()
+
+    by_rule = states.groupby("rule_id", sort=True)
+    table = pd.DataFrame({
+        "prompts_now": by_rule.size(),
+        "open": by_rule["open"].sum(),
+        "overdue": by_rule["overdue"].sum(),
+        "alarms": by_rule["alarm"].sum(),
+        "median_days_to_decision": by_rule["days_to_decision"].median(),
+        "q1_days_to_decision": by_rule["days_to_decision"].quantile(0.25),
+        "q3_days_to_decision": by_rule["days_to_decision"].quantile(0.75),
+        "imaging_results": by_rule["imaging_found"].count(),
+        "imaging_found": by_rule["imaging_found"].sum(),
+    })
+    table = table.join(pairs.groupby("rule_id").size().rename("patients"), how="outer")
+    decided = pd.crosstab(latest["rule_id"], latest["decision"]).reindex(columns=list(DECISIONS), fill_value=0)
+    table = table.join(decided, how="outer")
+    attributes = _rule_attributes(states, rules)
+    if rules is not None:  # every rule of the file, also those that never fired (in file order)
+        table = table.reindex(attributes.index.append(table.index.difference(attributes.index)))
+    table = table.join(attributes, how="left")
+    counts = ["prompts_now", "open", "overdue", "alarms", "imaging_results", "imaging_found", "patients", *DECISIONS]
+    table[counts] = table[counts].fillna(0).astype(int)
+    table["imaging_yield"] = np.where(table["imaging_results"] > 0,
+                                      table["imaging_found"] / table["imaging_results"].where(
+                                          table["imaging_results"] > 0, 1), np.nan)
+    table = table.rename_axis("rule_id").reset_index()
+    reasons = latest[latest["decision"] == "not_indicated"].groupby(["rule_id", "reason"], sort=True).size()
+    reasons = reasons.rename("decisions").reset_index().sort_values(["rule_id", "decisions"],
+                                                                    ascending=[True, False], kind="stable")
+    return table[RULE_COLUMNS], states, reasons.reset_index(drop=True)
+
+
+def _rule_attributes(states: pd.DataFrame, rules) -> pd.DataFrame:
+    """Urgency and modality per rule id: from the rules file when given, else from the prompts."""
+    if rules is not None:
+        return pd.DataFrame({"urgency": [r.urgency for r in rules.rules],
+                             "modality": [r.modality for r in rules.rules]},
+                            index=pd.Index([r.id for r in rules.rules], name="rule_id"))
+    return states.drop_duplicates("rule_id").set_index("rule_id")[["urgency", "modality"]].astype(object)

@@ -1,0 +1,228 @@
+"""Conference handout of the whole demo cohort (PDF and HTML), follow-up report and the CLI commands.
+
+The handout is searched for every name, MRN, patient id, note and calendar date of the cohort; the PDF must
+have one section per case with its chart images; the HTML must open with the network cut off. Needs Debian's
+Chromium (Kaleido and print-to-PDF); under CI=true a missing browser fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import re
+import shutil
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pypdf import PdfReader
+
+from dashboard.cli import main as cli
+from dashboard.clinical.assessment import assess
+from dashboard.clinical.conference import select_cases
+from dashboard.clinical.decisions import with_decisions
+from dashboard.clinical.imaging.checklist import evidence_hash
+from dashboard.clinical.patient_view import ExamIndex
+from dashboard.clinical.records.validate import Records, validate
+from dashboard.reports import ReportError, build_handout, build_report
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "data" / "demo"
+ANCHOR = date(2026, 11, 20)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+IMAGE_DATA = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
+ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
+SECTION = re.compile(r"^Case (\d+) (?:Emergency|Urgent|Routine|No open prompt)")
+REASON = "{name} prefers to wait; discussed on 2026-11-18"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium():
+    if not Path(CHROMIUM).exists():
+        message = "Debian's chromium is not installed (apt-get install chromium): Kaleido and PDFs need it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    records, report = validate(DEMO)
+    assert records is not None, report.error_lines()
+    assessment = assess(records, as_of=ANCHOR)
+    # Decisions whose free-text reasons name the patient and a date: neither may reach the handout.
+    names = records.patients.set_index("patient_id")["name"]
+    chosen = assessment.prompts.drop_duplicates("patient_id").head(3)
+    decisions = pd.DataFrame([{
+        "patient_id": p.patient_id, "rule_id": p.rule_id, "evidence_hash": evidence_hash(list(p.evidence)),
+        "decision": decision, "reason": REASON.format(name=names[p.patient_id]), "clinician": "Dr Reviewer",
+        "decided_at": pd.Timestamp(datetime(2026, 11, 19, 8, 0, tzinfo=UTC))}
+        for p, decision in zip(chosen.itertuples(), ("not_indicated", "ordered", "deferred"), strict=True)])
+    return records, assessment, with_decisions(assessment.prompts, decisions), decisions
+
+
+@pytest.fixture(scope="module")
+def handout(cohort):
+    """The whole cohort's handout (200 cases) and its PDF, made once for the module and timed."""
+    _, assessment, prompts, _ = cohort
+    ids = select_cases(assessment, prompts, filter="all")
+    assert len(ids) == 200
+    started = time.perf_counter()
+    result = build_handout(assessment, ids, prompts, ExamIndex(assessment.records.strength).exams)
+    built = time.perf_counter() - started
+    pdf = result.pdf()
+    print(f"\nhandout of {result.cases} cases: HTML {built:.1f} s ({len(result.html) / 1e6:.1f} MB), "
+          f"PDF {result.timings['pdf']:.1f} s ({len(pdf) / 1e6:.1f} MB)")
+    return result, pdf
+
+
+@pytest.fixture(scope="module")
+def pdf_pages(handout):
+    reader = PdfReader(io.BytesIO(handout[1]))
+    return [(page.extract_text() or "", len(page.images)) for page in reader.pages]
+
+
+def _needles(records: Records, decisions: pd.DataFrame) -> dict[str, set[str]]:
+    """Everything identifying in the cohort: names, MRNs, patient ids, notes, reasons and calendar dates."""
+    patients = records.patients
+    stamps = pd.concat([records.surgeries["surgery_date"], records.surgeries["deficit_onset_date"],
+                        records.strength["exam_date"], records.visits["visit_date"],
+                        pd.to_datetime(decisions["decided_at"]).dt.tz_localize(None)]).dropna().unique()
+    dates = set()
+    for stamp in map(pd.Timestamp, stamps):
+        dates |= {f"{stamp:%Y-%m-%d}", f"{stamp:%d %b %Y}", f"{stamp.day} {stamp:%b %Y}", f"{stamp:%Y/%m/%d}"}
+    return {
+        "name": set(patients["name"].dropna()),
+        "mrn": set(patients["mrn"].dropna()),
+        "patient id": set(patients["patient_id"]),
+        "note": {n.strip() for n in records.visits["notes"].dropna() if n.strip()},
+        "decision reason or clinician": set(decisions["reason"]) | {"prefers to wait", "Dr Reviewer"},
+        "calendar date": dates,
+    }
+
+
+def _assert_clean(text: str, needles: dict[str, set[str]], where: str) -> None:
+    flat = re.sub(r"\s+", " ", text)
+    lowered = flat.lower()
+    for kind, values in needles.items():
+        hits = [v for v in values if re.sub(r"\s+", " ", v).lower() in lowered]
+        assert not hits, f"{len(hits)} {kind}(s) found in the {where}"  # counts only: no value in the log
+    assert not ISO.search(flat), f"an ISO date pattern in the {where}"
+
+
+def test_pdf_has_one_section_per_case_with_its_charts(handout, pdf_pages):
+    result, _ = handout
+    starts = [(i, int(m[1])) for i, (text, _) in enumerate(pdf_pages) if (m := SECTION.match(text))]
+    assert [number for _, number in starts] == list(range(1, result.cases + 1))
+    bounds = [i for i, _ in starts] + [len(pdf_pages)]
+    for k, (first, last) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        images = sum(count for _, count in pdf_pages[first:last])
+        assert images == result.charts[k] >= 1, f"case {k + 1}: {images} images, {result.charts[k]} charts"
+        section = " ".join(text for text, _ in pdf_pages[first:last])
+        assert "Imaging checklist" in section
+    assert sum(count for _, count in pdf_pages[:bounds[0]]) == 0  # the cover has no chart
+    metadata = PdfReader(io.BytesIO(handout[1])).metadata
+    assert metadata["/Title"] == "Case conference handout"
+    assert all(str(metadata[key]).startswith("D:1970") for key in ("/CreationDate", "/ModDate"))  # no export day
+
+
+def test_handout_html_and_pdf_carry_no_identifier_note_or_date(cohort, handout, pdf_pages):
+    records, _, _, decisions = cohort
+    result, _ = handout
+    needles = _needles(records, decisions)
+    assert len(needles["mrn"]) == len(needles["patient id"]) == 200 and len(needles["name"]) > 150  # a few share a name
+    assert needles["note"] and len(needles["calendar date"]) > 1000
+    text_part = IMAGE_DATA.sub("data:image/png;base64,", result.html)
+    assert len(text_part) < len(result.html) / 10  # the rest was image data, stripped above
+    _assert_clean(text_part, needles, "HTML handout")
+    _assert_clean("\n".join(text for text, _ in pdf_pages), needles, "PDF handout")
+    assert "Not indicated" in text_part and "A reason is recorded in the patient's chart" in text_part
+
+
+def test_handout_html_opens_with_no_network(handout, tmp_path):
+    result, _ = handout
+    html = result.html
+    assert "<script" not in html.lower() and "<link" not in html.lower() and "@import" not in html
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//", html, re.IGNORECASE)
+    path = tmp_path / "handout.html"
+    path.write_text(html, encoding="utf-8")
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+
+    def only_local(route) -> None:
+        url = route.request.url
+        if url.startswith(("file://", "data:")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.route("**/*", only_local)
+            page.goto(path.as_uri(), wait_until="load", timeout=180_000)
+            sizes = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+        finally:
+            browser.close()
+    assert outside == []
+    assert len(sizes) == sum(result.charts)
+    assert all(complete and width > 0 for complete, width in sizes)
+
+
+def test_a_leak_stops_the_export_without_naming_it(cohort):
+    records, assessment, prompts, _ = cohort
+    pid = assessment.prompts["patient_id"].iloc[0]
+    name = records.patients.set_index("patient_id").loc[pid, "name"]
+    patients = assessment.patients.copy()
+    patients.loc[patients["patient_id"] == pid, "procedure"] = f"TLIF for {name}"  # a name in a shown field
+    leaky = dataclasses.replace(assessment, patients=patients)
+    with pytest.raises(ReportError) as problem:
+        build_handout(leaky, [pid], prompts)
+    assert name not in str(problem.value) and "patient identifier" in str(problem.value)
+
+
+def test_follow_up_report_is_identified_and_escapes_free_text(cohort, tmp_path):
+    records, _, _, _ = cohort
+    visits = records.visits.copy()
+    pid = visits.loc[visits["notes"].notna(), "patient_id"].iloc[0]
+    row = visits.index[visits["patient_id"] == pid][-1]
+    visits["notes"] = visits["notes"].astype(object)
+    visits.loc[row, "notes"] = "<script>alert('x')</script> & <b>bold</b>"
+    changed = dataclasses.replace(records, visits=visits)
+    assessment = assess(changed, as_of=ANCHOR)
+    report = build_report(assessment, pid)
+    patient = records.patients.set_index("patient_id").loc[pid]
+    surgery = records.surgeries[records.surgeries["patient_id"] == pid]["surgery_date"].max()
+    assert patient["name"] in report.html and patient["mrn"] in report.html
+    assert f"{surgery:%Y-%m-%d}" in report.html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in report.html
+    assert "<script" not in report.html and "<b>bold" not in report.html
+    assert report.html.count("data:image/png;base64,") == 3
+    reader = PdfReader(io.BytesIO(report.pdf()))
+    text = " ".join(page.extract_text() for page in reader.pages)
+    assert patient["name"] in text and "Follow-up report" in text
+    assert sum(len(page.images) for page in reader.pages) == 3
+
+
+def test_cli_handout_and_report(cohort, tmp_path, capsys):
+    _, assessment, _, _ = cohort
+    ids = select_cases(assessment, filter="emergency")[:2]
+    out = tmp_path / "handout.html"
+    assert cli(["handout", str(DEMO), "--as-of", ANCHOR.isoformat(), "--patients", ",".join(ids),
+                "--out", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert "Case 2" in html and "Case 3" not in html and not ISO.search(IMAGE_DATA.sub("", html))
+    assert not any(pid in html for pid in ids)
+    assert "2 de-identified cases" in capsys.readouterr().err
+    report = tmp_path / "report.pdf"
+    assert cli(["report", str(DEMO), ids[0], "--as-of", ANCHOR.isoformat(), "--out", str(report)]) == 0
+    assert report.read_bytes().startswith(b"%PDF")
+    assert cli(["handout", str(DEMO), "--out", str(tmp_path / "handout.txt")]) == 2
+    assert cli(["report", str(DEMO), "P99999", "--out", str(tmp_path / "r.html")]) == 2

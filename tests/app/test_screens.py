@@ -1,0 +1,229 @@
+"""Every screen checks its user and role itself, first, whatever runs it (issue 22.1, defence in depth).
+
+Each file of dashboard/app/screens/ is run directly — as Streamlit's legacy pages mode once ran it, without
+app.py and its sign-in — and must show only a neutral notice, without reading the store, the cohort or a
+query parameter. The role each screen lets in is SCREEN_ROLES, the table app.py's navigation is built from.
+The identified follow-up report is built only for the signed-in session that showed its button, and audited
+before it is built.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from streamlit.delta_generator import DeltaGenerator
+from streamlit.testing.v1 import AppTest
+
+from dashboard.app.auth import NOT_IN_ROLE, SCREEN_ROLES, SIGN_IN_FIRST
+from tests.app_fixtures import ROOT, app_store, entries, run_app
+
+FIXTURES = (app_store,)  # imported for pytest, which finds fixtures by name
+SCREEN_DIR = ROOT / "dashboard" / "app" / "screens"
+SCREENS = sorted(path.stem for path in SCREEN_DIR.glob("*.py"))
+#: What app.py is meant to give each role (the specification SCREEN_ROLES is checked against).
+EXPECTED_ROLES = {
+    "clinic": {"surgeon"}, "patient": {"surgeon"}, "add_exam": {"surgeon"}, "conference": {"surgeon", "conference"},
+    "import_records": {"surgeon", "admin"}, "reference": {"surgeon", "conference", "admin"}, "audit": {"admin"},
+    "users": {"admin"},
+    "outcomes": {"surgeon", "admin"},
+}
+#: Everything through which a screen reaches patient data, the store or reference files (and, on the Users
+#: screen, the accounts: the spy on dashboard.store.users.accounts). The guard itself reads only the session's
+#: own account and session row.
+DATA_ACCESS = ("engine", "cohort", "prompts_with_decisions", "patient_prompts_with_decisions", "cached_patient_view",
+               "reference_files", "store_version", "assessment_day")
+
+
+class DataRead(Exception):
+    """Raised by the spies: the screen went past its guard and asked for data."""
+
+
+@pytest.fixture
+def reads(app_store: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Spies on every way into the data: each call is listed and raises, so nothing is read."""
+    from dashboard.app import data
+
+    seen: list[str] = []
+
+    def spy(name: str):  # noqa: ANN202 - a stand-in for any of the data functions
+        def read(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            seen.append(name)
+            raise DataRead(name)
+        return read
+
+    for name in DATA_ACCESS:
+        monkeypatch.setattr(data, name, spy(name))
+    from dashboard.store import users
+
+    monkeypatch.setattr(users, "accounts", spy("accounts"))  # the Users screen's list of accounts
+    original = DeltaGenerator.download_button
+
+    def download_button(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append("download_button")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", download_button)
+    return seen
+
+
+def _direct(screen: str, **state) -> AppTest:
+    """The screen file run on its own, not through app.py, with a link's query parameter."""
+    at = AppTest.from_file(str(SCREEN_DIR / f"{screen}.py"), default_timeout=60)
+    at.query_params["patient"] = "P00001"
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def _shows_nothing_but(at: AppTest, kind: str, message: str) -> None:
+    assert [e.value for e in at.get(kind)] == [message]
+    assert not at.title and not at.markdown and not at.dataframe and not at.metric and not at.get("plotly_chart")
+    assert not at.text_input and not at.selectbox and not at.button and not at.get("download_button")
+    assert not at.exception, at.exception
+
+
+# -------------------------------------------------------------------------------------- the role table
+def test_every_screen_is_in_the_role_table_as_specified() -> None:
+    assert set(SCREENS) == set(SCREEN_ROLES) == set(EXPECTED_ROLES)
+    assert {name: set(roles) for name, roles in SCREEN_ROLES.items()} == EXPECTED_ROLES
+
+
+@pytest.mark.parametrize("screen", SCREENS)
+def test_the_guard_is_each_screens_first_statement(screen: str) -> None:
+    """Before any other statement (after imports): `require_screen(__file__)`, which looks up SCREEN_ROLES."""
+    tree = ast.parse((SCREEN_DIR / f"{screen}.py").read_text(encoding="utf-8"))
+    body = [node for node in tree.body if not isinstance(node, ast.Import | ast.ImportFrom)]
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    first = body[0]
+    assert ast.unparse(first) == "require_screen(__file__)", f"{screen}: first statement is {ast.unparse(first)!r}"
+    imports = [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "dashboard.app.auth"]
+    assert any(alias.name == "require_screen" for node in imports for alias in node.names)
+
+
+def test_app_builds_its_navigation_from_the_same_table(app_store: str) -> None:
+    for role in ("surgeon", "conference", "admin"):
+        at = run_app(user=role, role=role)
+        registered = {Path(str(info["script_path"])) for info in at._registered_pages.values()}
+        assert {path.parent for path in registered} == {SCREEN_DIR}
+        assert {path.stem for path in registered} == {s for s, roles in SCREEN_ROLES.items() if role in roles}
+
+
+# --------------------------------------------------------------------------- each screen run on its own
+@pytest.mark.parametrize("screen", SCREENS)
+def test_a_screen_run_directly_without_sign_in_shows_only_sign_in_first(screen: str, app_store: str,
+                                                                         reads: list[str]) -> None:
+    views_before = len(entries(app_store, actions=["patient_view"]))
+    _shows_nothing_but(_direct(screen), "info", SIGN_IN_FIRST)
+    assert reads == []  # neither the store, nor the cohort, nor a reference file; no download built
+    assert len(entries(app_store, actions=["patient_view"])) == views_before
+
+
+@pytest.mark.parametrize("session", [
+    {"user_name": "ghost", "role": "surgeon"},  # not in the login configuration
+    {"user_name": "conference", "role": "surgeon"},  # a role the configuration does not give this user
+    {"role": "admin"},  # a role without a user
+    {"user_name": "surgeon"},  # a user without a role
+], ids=["unknown user", "wrong role for the user", "role only", "user only"])
+def test_a_session_not_signed_in_as_configured_is_refused_by_every_screen(session: dict, reads: list[str]) -> None:
+    for screen in SCREENS:
+        _shows_nothing_but(_direct(screen, **session), "info", SIGN_IN_FIRST)
+    assert reads == []
+
+
+@pytest.mark.parametrize("role", ["surgeon", "conference", "admin"])
+def test_each_screen_lets_in_exactly_the_roles_of_the_table(role: str, reads: list[str]) -> None:
+    """Signed in as a demo user: the screens of other roles refuse before reading; the others go on to read."""
+    for screen in SCREENS:
+        reads.clear()
+        at = _direct(screen, user_name=role, role=role)
+        if role in SCREEN_ROLES[screen]:
+            assert reads, f"{screen} did not let {role} in"
+            assert at.exception  # the spy stopped it at its first read (the message is redacted)
+            assert NOT_IN_ROLE not in [e.value for e in at.error]
+        else:
+            _shows_nothing_but(at, "error", NOT_IN_ROLE)
+            assert reads == [], f"{screen} read {reads} for {role}"
+
+
+# ------------------------------------------------------------------------ the identified follow-up report
+class FakeReport:
+    html = "<html>Follow-up report</html>"
+
+    @staticmethod
+    def pdf() -> bytes:
+        return b"%PDF-1.7 follow-up"
+
+
+def test_the_follow_up_report_is_built_for_the_signed_in_session_only_and_audited_first(
+        app_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dashboard.reports import follow_up
+
+    monkeypatch.setattr(follow_up, "report_for", lambda *args, **kwargs: FakeReport())  # no charts: fast
+    buttons: dict[str, object] = {}
+    original = DeltaGenerator.download_button
+
+    def download_button(self, label, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        buttons[label] = kwargs["data"]
+        return original(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", download_button)
+    at = run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id="P00001")
+    patient = at.session_state["patient_id"]
+    html = buttons["Follow-up report HTML"]
+    assert callable(html)  # built on the click, not with the page
+    before = len(entries(app_store, actions=["export"]))
+    assert html() == FakeReport.html.encode()
+    exports = entries(app_store, actions=["export"])
+    assert len(exports) == before + 1
+    entry = exports[0]
+    assert (entry["user_name"], entry["role"], entry["patient_id"]) == ("surgeon", "surgeon", patient)
+    assert entry["details"]["kind"] == "follow_up_report" and entry["details"]["format"] == "html"
+    assert entry["details"]["identified"] is True
+    assert buttons["Follow-up report PDF"]() == FakeReport.pdf()
+    assert len(entries(app_store, actions=["export"])) == before + 2
+
+    from dashboard.store import get_engine, users
+
+    engine = get_engine(app_store)
+    surgeon = users.account(engine, "surgeon")
+    users.change_user(engine, "admin", "admin", "surgeon", surgeon.version, active=False)  # deactivated
+    with pytest.raises(PermissionError, match="session has ended"):
+        html()
+    users.change_user(engine, "admin", "admin", "surgeon", surgeon.version + 1, active=True)
+    with pytest.raises(PermissionError, match="session has ended"):  # its sessions stay ended
+        html()
+    at = run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id="P00001")
+    html = buttons["Follow-up report HTML"]
+    assert html() == FakeReport.html.encode()
+    at.sidebar.button(key="sign_out").click().run()  # the button's callable outlives the screen in Streamlit
+    with pytest.raises(PermissionError, match="signed out"):
+        html()
+    assert len(entries(app_store, actions=["export"])) == before + 3  # refused: nothing built, nothing logged
+
+
+def test_no_follow_up_report_without_an_audit_entry(app_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dashboard.reports import follow_up
+    from dashboard.store import audit
+
+    built: list[bool] = []
+    monkeypatch.setattr(follow_up, "report_for", lambda *args, **kwargs: built.append(True) or FakeReport())
+    buttons: dict[str, object] = {}
+    original = DeltaGenerator.download_button
+
+    def download_button(self, label, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        buttons[label] = kwargs["data"]
+        return original(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", download_button)
+    run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id="P00001")
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("the audit log cannot be written")
+
+    monkeypatch.setattr(audit, "record", broken)
+    with pytest.raises(RuntimeError, match="cannot be written"):
+        buttons["Follow-up report HTML"]()
+    assert built == []

@@ -1,0 +1,34 @@
+"""The checked-in assessment of the shipped demo cohort: any change to a curve, a rule or the output shows
+here as a diff to review (CHIME-style golden output; issue 17 and 19).
+
+After a deliberate change, regenerate it and review the diff before committing:
+
+    python -m dashboard assess data/demo --as-of 2026-11-20 --format json > tests/golden/assess-demo.json
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden" / "assess-demo.json"
+ANCHOR = "2026-11-20"  # dashboard.demo.DEFAULT_ANCHOR: the demo's day
+
+
+def test_the_demo_assessment_is_the_reviewed_one() -> None:
+    done = subprocess.run([sys.executable, "-m", "dashboard", "assess", "data/demo", "--as-of", ANCHOR,
+                           "--format", "json"], cwd=ROOT, capture_output=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    if done.stdout == GOLDEN.read_bytes():
+        return
+    now, then = json.loads(done.stdout), json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert (now["as_of"], now["reference"]) == (then["as_of"], then["reference"])
+    before = {p["patient_id"]: p for p in then["patients"]}
+    changed = [p["patient_id"] for p in now["patients"] if before.get(p["patient_id"]) != p]
+    order = [p["patient_id"] for p in now["patients"]] != [p["patient_id"] for p in then["patients"]]
+    raise AssertionError(f"the demo assessment changed for {len(changed)} patient(s) {changed[:10]}"
+                         f"{' and the patient order' if order else ''}: review the diff, then regenerate "
+                         "tests/golden/assess-demo.json (see this file's docstring)")

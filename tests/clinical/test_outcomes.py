@@ -1,0 +1,333 @@
+"""Cohort outcomes and prompt performance (issue 21): hand-worked numbers, the screen, the command line."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard.cli import main
+from dashboard.clinical.assessment import known_on
+from dashboard.clinical.curves import load_reference
+from dashboard.clinical.decisions import with_decisions
+from dashboard.clinical.imaging.checklist import evidence_hash
+from dashboard.clinical.outcomes import DAYS_PER_MONTH, cohort_outcomes, window_of
+from dashboard.clinical.prompt_performance import emergency_alarms, first_seen, rule_performance
+from dashboard.store import decision_history, import_records, latest_decisions, record_decision
+from tests.app_fixtures import app_store, run_app
+from tests.browser.test_browser import SCREENSHOTS, _open, _server, browser  # the browser tests' own helpers
+from tests.builders import day, exams, make_records, patient, surgery, visit
+from tests.store_fixtures import GOOD_FILES, TODAY, records_from, store_engine, store_url
+
+FIXTURES = (app_store, store_engine, store_url, browser)  # imported for pytest, which finds fixtures by name
+AS_OF = date(2026, 11, 1)
+Z = 1.959963984540054
+
+
+# ------------------------------------------------------------------------------------- Kaplan-Meier by hand
+#: Six weak muscle-sides (baseline 3): (day, event?) — P1 recovers on day 30, P2 is last seen unrecovered on
+#: day 60, P3 recovers on day 90, P4 on day 120, P5 is last seen on day 150, P6 recovers on day 180.
+KM_CASES = {"P1": (30, True), "P2": (60, False), "P3": (90, True), "P4": (120, True), "P5": (150, False),
+            "P6": (180, True)}
+
+
+def km_records():
+    patients, surgeries, strength = [], [], []
+    for pid, (last, event) in KM_CASES.items():
+        patients.append(patient(pid, surgeon="Dr A" if pid in ("P1", "P2", "P3") else "Dr B"))
+        surgeries.append(surgery(pid))
+        grades = {-5: "3", 10: "3"}  # an unrecovered exam first: the event is the first exam that qualifies
+        grades[last] = "4" if event else "3"
+        if pid == "P1":
+            grades[200] = "5"  # after the event: changes nothing for 'recovered', is the event for 'normal'
+        strength += exams(pid, "ankle_dorsiflexion", "R", grades)
+        strength += exams(pid, "great_toe_extension", "L", {-5: "5", last: "5"})  # not weak: left out
+    return make_records(patients, surgeries, strength)
+
+
+def test_kaplan_meier_matches_the_hand_worked_example() -> None:
+    outcomes = cohort_outcomes(km_records(), AS_OF, load_reference())
+    assert len(outcomes.sides) == 6
+    assert outcomes.left_out["baseline normal or within noise of normal (5-)"] == 6
+    curves, milestones = outcomes.recovery("all")
+    # S(t): 5/6 after day 30; 5/6 * 3/4 after day 90 (4 at risk: P2 censored on 60); * 2/3 after 120; 0 after 180
+    s = {30: 5 / 6, 90: 5 / 6 * 3 / 4, 120: 5 / 6 * 3 / 4 * 2 / 3, 180: 0.0}
+    steps = curves.set_index("day")
+    for t, survival in s.items():
+        assert steps.loc[float(t), "share_recovered"] == pytest.approx(1 - survival)
+    assert steps.loc[90.0, "at_risk"] == 4 and steps.loc[120.0, "at_risk"] == 3 and steps.loc[180.0, "at_risk"] == 1
+    by_month = milestones.set_index("months")
+    # 3 months = 91.3 days: S = 0.625, at risk 3 (P4, P5, P6 still followed and unrecovered)
+    assert by_month.loc[3, "share_recovered"] == pytest.approx(0.375)
+    assert by_month.loc[3, "at_risk"] == 3 and by_month.loc[3, "recovered_by"] == 2
+    # Greenwood variance and the log(-log) interval, by hand
+    survival = 0.625
+    greenwood = 1 / (6 * 5) + 1 / (4 * 3)
+    spread = Z * math.sqrt(greenwood) / math.log(survival)
+    low_s, high_s = (math.exp(-math.exp(math.log(-math.log(survival)) + sign * spread)) for sign in (-1, 1))
+    assert by_month.loc[3, "low"] == pytest.approx(1 - max(low_s, high_s), abs=1e-6)
+    assert by_month.loc[3, "high"] == pytest.approx(1 - min(low_s, high_s), abs=1e-6)
+    assert by_month.loc[6, "share_recovered"] == pytest.approx(1.0)  # 182.6 days: past P6's recovery on day 180
+    assert by_month.loc[6, "at_risk"] == 0
+    assert by_month.loc[12, "share_recovered"] == pytest.approx(1.0)  # S fell to 0: defined from then on
+
+
+def test_endpoints_and_groups() -> None:
+    outcomes = cohort_outcomes(km_records(), AS_OF, load_reference())
+    sides = outcomes.sides.set_index("patient_id")
+    assert sides.loc["P1", "recovered_day"] == 30 and sides.loc["P1", "normal_day"] == 200
+    assert not sides.loc["P2", "normal_event"] and sides.loc["P2", "normal_day"] == 60
+    _, milestones = outcomes.recovery("surgeon")
+    dr_a = milestones[(milestones["group"] == "Dr A") & (milestones["months"] == 3)].iloc[0]
+    # Dr A: P1 recovers on 30, P2 censored on 60, P3 recovers on 90 -> S(91) = 2/3 * 0 ... = 1 - (2/3 * 0)
+    assert dr_a["muscle_sides"] == 3
+    assert dr_a["share_recovered"] == pytest.approx(1 - (2 / 3) * 0)  # at 90 the one left at risk recovers
+    assert set(outcomes.sides["severity"]) == {"moderate"}
+    with pytest.raises(ValueError):
+        outcomes.recovery("all", "better")
+
+
+# ------------------------------------------------------------------------------------------ band coverage
+def test_band_coverage_per_window_on_a_hand_made_cohort() -> None:
+    """Baseline 3 (moderate): at 2 weeks, grade 2 is below the band, 3 and 4 inside, 5 above; the 6-week exam
+    of P2 counts in its own window; an earlier exam in the same window is replaced by the latest."""
+    rows = {"P1": "2", "P2": "3", "P3": "4", "P4": "5"}
+    patients = [patient(pid, surgeon="Dr A" if pid in ("P1", "P2") else "Dr B") for pid in rows]
+    strength = []
+    for pid, grade in rows.items():
+        grades = {-3: "3", 14: grade}
+        if pid == "P1":
+            grades[10] = "4"  # earlier in the same window: replaced by day 14's grade 2
+        if pid == "P2":
+            grades[42] = "3"
+        strength += exams(pid, "ankle_dorsiflexion", "L", grades)
+    records = make_records(patients, [surgery(pid) for pid in rows], strength)
+    coverage = cohort_outcomes(records, AS_OF, load_reference()).coverage
+    two_weeks = coverage[(coverage["grouping"] == "all") & (coverage["window"] == "2 weeks")].iloc[0]
+    assert (two_weeks["muscle_sides"], two_weeks["below"], two_weeks["inside"], two_weeks["above"]) == (4, 1, 2, 1)
+    assert two_weeks["share_below"] == pytest.approx(0.25) and two_weeks["share_inside"] == pytest.approx(0.5)
+    six_weeks = coverage[(coverage["grouping"] == "all") & (coverage["window"] == "6 weeks")].iloc[0]
+    assert (six_weeks["muscle_sides"], six_weeks["inside"]) == (1, 1)
+    dr_b = coverage[(coverage["grouping"] == "surgeon") & (coverage["group"] == "Dr B")
+                    & (coverage["window"] == "2 weeks")].iloc[0]
+    assert (dr_b["inside"], dr_b["above"], dr_b["share_above"]) == (1, 1, 0.5)
+    severity = coverage[coverage["grouping"] == "severity"]
+    assert set(severity["group"]) == {"moderate"}
+
+
+def test_windows_proms_and_follow_up() -> None:
+    assert list(window_of(np.array([0, 7, 24, 25, 100, 912, 913]))) == [-1, 0, 0, 1, 2, 5, -1]
+    patients = [patient("P1", diabetes="yes"), patient("P2")]
+    surgeries = [surgery("P1"), surgery("P2")]
+    strength = exams("P1", "hip_flexion", "L", {-1: "3", 14: "3", 40: "4"}) + exams("P2", "hip_flexion", "L",
+                                                                                     {-1: "5", 14: "5"})
+    visits = [visit("P1", -2, odi="60", leg_pain_nrs="8"), visit("P1", 14, odi="40", leg_pain_nrs="4"),
+              visit("P2", 14, odi="20", leg_pain_nrs="2"), visit("P1", 100, odi="30")]
+    records = make_records(patients, surgeries, strength, visits)
+    as_of = date.fromisoformat(day(400))
+    outcomes = cohort_outcomes(known_on(records, as_of), as_of, load_reference())
+    proms = outcomes.proms.set_index(["grouping", "group", "window", "measure"])
+    assert proms.loc[("all", "all", "2 weeks", "odi"), "median"] == 30
+    assert proms.loc[("all", "all", "2 weeks", "odi"), "q1"] == 25
+    assert proms.loc[("all", "all", "before", "odi"), "n"] == 1
+    assert proms.loc[("diabetes", "yes", "3 months", "odi"), "median"] == 30
+    follow = outcomes.follow_up.set_index(["grouping", "group", "window"])
+    assert follow.loc[("all", "all", "2 weeks"), ["due", "done"]].tolist() == [2, 2]
+    assert follow.loc[("all", "all", "6 weeks"), ["due", "done"]].tolist() == [2, 1]
+    assert follow.loc[("all", "all", "12 months"), ["due", "done"]].tolist() == [0, 0]  # closes on day 547
+    lost = outcomes.lost.set_index(["grouping", "group"])
+    # P2: seen at 2 weeks only; 6 weeks, 3 and 6 months missed -> lost. P1: 3 months attended, 6 months missed.
+    assert lost.loc[("all", "all"), ["operations", "followed", "lost"]].tolist() == [2, 2, 1]
+    assert outcomes.operations.set_index("patient_id").loc["P2", "lost"]
+    assert outcomes.operations.set_index("patient_id").loc["P1", "severity"] == "moderate"
+
+
+# ------------------------------------------------------------------------------------- prompt performance
+def _prompt(pid: str, rule: str, urgency: str, modality: str, evidence: list[str]) -> dict:
+    return {"patient_id": pid, "rule_id": rule, "category": "red_flag", "modality": modality, "urgency": urgency,
+            "summary": "s", "evidence": evidence, "source": "x"}
+
+
+def test_prompt_metrics_from_decisions_in_the_store(store_engine, tmp_path: Path) -> None:
+    records = records_from(tmp_path / "r", GOOD_FILES)
+    import_records(store_engine, records, source_name="test", user="t")
+    prompts = pd.DataFrame([
+        _prompt("P1", "red-cauda-equina", "emergency", "mri", ["2026-10-20 (day 283) saddle_anesthesia: yes"]),
+        _prompt("P2", "red-cauda-equina", "emergency", "mri", ["2026-10-31 (day 272) urinary_retention: yes"]),
+        _prompt("P3", "compression-behind-expected", "routine", "mri",
+                ["2026-08-01 (day 153) hip_flexion R 3, after 3 on 2026-05-01"]),
+        _prompt("P1", "compression-behind-expected", "routine", "mri", ["2026-10-01 (day 264) x"]),
+    ])
+    at = datetime(2026, 10, 25, 9, tzinfo=UTC)
+    record_decision(store_engine, patient_id="P3", rule_id="compression-behind-expected",
+                    evidence_hash=evidence_hash(list(prompts.loc[2, "evidence"])), decision="deferred",
+                    reason="review at the next visit", clinician="dr", decided_at=datetime(2026, 8, 3, tzinfo=UTC))
+    record_decision(store_engine, patient_id="P3", rule_id="compression-behind-expected",
+                    evidence_hash=evidence_hash(list(prompts.loc[2, "evidence"])), decision="ordered",
+                    clinician="dr", decided_at=datetime(2026, 8, 11, tzinfo=UTC))
+    record_decision(store_engine, patient_id="P1", rule_id="compression-behind-expected",
+                    evidence_hash=evidence_hash(list(prompts.loc[3, "evidence"])), decision="not_indicated",
+                    reason="known, stable", clinician="dr", decided_at=at)
+    # a decision on a prompt that no longer fires (P2, another rule): counts as fired and decided
+    record_decision(store_engine, patient_id="P2", rule_id="compression-behind-expected", evidence_hash="old",
+                    decision="already_done", clinician="dr", decided_at=at)
+    history = decision_history(store_engine)
+    visits = pd.DataFrame({"patient_id": ["P3", "P3", "P1"],
+                           "visit_date": pd.to_datetime(["2026-07-01", "2026-08-20", "2026-10-28"]),
+                           "imaging_modality": ["mri", "MRI", "ct"], "imaging_finding": ["no", "yes", "yes"]})
+    table, states, reasons = rule_performance(prompts, history, visits, TODAY)
+    rules = table.set_index("rule_id")
+    cauda = rules.loc["red-cauda-equina"]
+    assert (cauda["prompts_now"], cauda["patients"], cauda["open"]) == (2, 2, 2)
+    assert (cauda["overdue"], cauda["alarms"]) == (1, 1)
+    behind = rules.loc["compression-behind-expected"]
+    assert (behind["prompts_now"], behind["patients"], behind["open"]) == (2, 3, 0)
+    assert (behind["ordered"], behind["already_done"], behind["not_indicated"], behind["deferred"]) == (1, 1, 1, 0)
+    # first decision on the evidence: P3 deferred on 3 Aug for evidence of 1 Aug (2 days); P1 25 Oct for 1 Oct (24)
+    assert behind["median_days_to_decision"] == pytest.approx(13)
+    assert (behind["imaging_results"], behind["imaging_found"], behind["imaging_yield"]) == (1, 1, 1.0)
+    assert reasons.to_dict("records") == [{"rule_id": "compression-behind-expected", "reason": "known, stable",
+                                           "decisions": 1}]
+    alarm = states[states["alarm"]]
+    assert alarm["patient_id"].tolist() == ["P1"] and alarm["days_open"].tolist() == [12]
+    # the clinic banner's function agrees (from prompts with the decision in force)
+    banner = emergency_alarms(with_decisions(prompts, latest_decisions(store_engine)), TODAY)
+    assert banner[["patient_id", "rule_id", "days_open"]].values.tolist() == [["P1", "red-cauda-equina", 12]]
+
+
+def test_first_seen_is_the_latest_date_of_the_evidence() -> None:
+    prompts = pd.DataFrame([_prompt("P1", "r", "urgent", "ct", ["2026-03-04 (day 5) a after 2 on 2026-03-01",
+                                                                  "2026-02-01 b"]),
+                            _prompt("P2", "r", "urgent", "ct", ["no date"])])
+    seen = first_seen(prompts)
+    assert seen.iloc[0] == pd.Timestamp("2026-03-04") and pd.isna(seen.iloc[1])
+
+
+# --------------------------------------------------------------------------------------- command line, app
+def test_the_command_writes_html_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "records"
+    km_records()  # the same cohort, written as files
+    from tests.store_fixtures import write_folder
+
+    rows = []
+    for pid, (last, event) in KM_CASES.items():
+        rows += [f"{pid},{day(-5)},ankle_dorsiflexion,R,3",
+                 f"{pid},{day(last)},ankle_dorsiflexion,R,{4 if event else 3}"]
+    write_folder(folder, {
+        "patients.csv": "patient_id,surgeon\n" + "".join(f"{pid},Dr A\n" for pid in KM_CASES),
+        "surgeries.csv": "patient_id,surgery_date,procedure,levels,instrumented\n"
+                         + "".join(f"{pid},{day(0)},TLIF,L4-L5,yes\n" for pid in KM_CASES),
+        "strength.csv": "patient_id,exam_date,muscle,side,mrc\n" + "\n".join(rows) + "\n"})
+    html, csv = tmp_path / "o.html", tmp_path / "o.csv"
+    assert main(["outcomes", str(folder), "--out", str(html), "--as-of", "2026-11-01"]) == 0
+    assert main(["outcomes", str(folder), "--out", str(csv), "--as-of", "2026-11-01"]) == 0
+    text = html.read_text(encoding="utf-8")
+    assert "<svg" in text and "Content-Security-Policy" in text and "<script" not in text
+    frame = pd.read_csv(csv)
+    assert set(frame["table"]) >= {"recovery", "follow_up", "prompt_performance"}
+    three = frame[(frame["table"] == "recovery") & (frame["grouping"] == "all") & (frame["months"] == 3)].iloc[0]
+    assert three["share_recovered"] == pytest.approx(0.375, abs=1e-3)
+    assert "P1" not in csv.read_text(encoding="utf-8")  # aggregates only
+    assert main(["outcomes", str(folder), "--out", str(tmp_path / "o.pdf")]) == 2
+    assert main(["outcomes"]) == 2
+    assert main(["outcomes", str(folder), "--as-of", "2026-11-01"]) == 0
+    assert "weak muscle-sides" in capsys.readouterr().out
+
+
+def test_the_command_reads_a_store(store_url: str, tmp_path: Path) -> None:
+    from dashboard.store import get_engine
+
+    engine = get_engine(store_url)
+    import_records(engine, records_from(tmp_path / "r", GOOD_FILES), source_name="test", user="t")
+    engine.dispose()
+    out = tmp_path / "store.csv"
+    assert main(["outcomes", "--database", store_url, "--out", str(out), "--as-of", "2026-11-01"]) == 0
+    frame = pd.read_csv(out)
+    lost = frame[(frame["table"] == "lost_to_follow_up") & (frame["grouping"] == "all")].iloc[0]
+    assert lost["operations"] == 4 and lost["patients"] == 3
+
+
+def test_screen_renders_for_surgeon_and_admin_only(app_store: str) -> None:
+    for user, role in (("surgeon", "surgeon"), ("admin", "admin")):
+        at = run_app("screens/outcomes.py", user=user, role=role)
+        assert at.title[0].value == "Outcomes"
+        assert any("Kaplan" in c.value for c in at.caption)
+        assert at.get("plotly_chart")
+    sections = at.radio(key="outcomes_section")
+    for section in sections.options[1:]:  # each section renders, grouped by surgeon
+        at.selectbox(key="outcomes_grouping").set_value("surgeon")
+        at.radio(key="outcomes_section").set_value(section).run()
+        assert not at.exception, (section, at.exception)
+        assert at.dataframe, section
+    at = run_app(user="conference", role="conference")
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not in the conference navigation
+        at.switch_page("screens/outcomes.py")
+
+
+def test_screen_export_is_prepared(app_store: str) -> None:
+    at = run_app("screens/outcomes.py", user="surgeon", role="surgeon")
+    at.button(key="outcomes_prepare").click().run()
+    assert not at.exception
+    html, csv = at.session_state["outcomes_export"]
+    assert html.startswith("<!DOCTYPE html>") and csv.startswith("table,")
+    assert DAYS_PER_MONTH > 30
+
+
+def test_imaging_results_survive_the_store_as_extra_columns(store_engine, tmp_path: Path) -> None:
+    """The documented extension: imaging_modality and imaging_finding on visits are kept as extra columns by the
+    reader and the store, and the imaging yield reads them back."""
+    from dashboard.store import load_records
+
+    files = dict(GOOD_FILES)
+    files["visits.csv"] = ("patient_id,visit_date,odi,imaging_modality,imaging_finding\n"
+                           "P1,2026-02-20,30,,\nP1,2026-03-01,,MRI,yes\nP3,2026-04-01,,ct,no\n")
+    records = records_from(tmp_path / "r", files)
+    assert {"imaging_modality", "imaging_finding"} <= set(records.extra_columns["visits"])
+    import_records(store_engine, records, source_name="test", user="t")
+    stored = load_records(store_engine).visits
+    assert {"imaging_modality", "imaging_finding"} <= set(stored.columns)
+    prompts = pd.DataFrame([_prompt("P1", "compression-behind-expected", "routine", "mri", ["2026-02-20 x"]),
+                            _prompt("P3", "hardware-screw-loosening", "routine", "ct", ["2026-03-20 y"])])
+    table, _, _ = rule_performance(prompts, decision_history(store_engine), stored, TODAY)
+    rules = table.set_index("rule_id")
+    assert rules.loc["compression-behind-expected", ["imaging_results", "imaging_found"]].tolist() == [1, 1]
+    assert rules.loc["hardware-screw-loosening", ["imaging_results", "imaging_found"]].tolist() == [1, 0]
+    assert rules.loc["hardware-screw-loosening", "imaging_yield"] == 0
+
+
+def test_clinic_screen_shows_the_emergency_alarm(app_store: str) -> None:
+    """The demo cohort has emergency prompts nobody decided on, fired more than a day before today."""
+    at = run_app(user="surgeon", role="surgeon")
+    alarm = [e.value for e in at.error if "ALARM" in e.value]
+    assert alarm and "emergency prompt(s) open for more than a day" in alarm[0]
+    assert "Possible cauda equina compression?" in alarm[0] and "red-" not in alarm[0]  # words, not rule ids
+
+
+@pytest.fixture(scope="module")
+def demo_app_url(tmp_path_factory: pytest.TempPathFactory):
+    """The app started as a user would, in demo mode, on its own store (seeded with the demo cohort)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('outcomes-store') / 'browser.db'}"
+    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": url, "SPINE_DASHBOARD_MODE": "demo"}
+    with _server(env, tmp_path_factory.mktemp("outcomes-log") / "server.log") as app_url:
+        yield app_url
+
+
+@pytest.mark.browser
+def test_outcomes_page_in_a_real_browser(browser, demo_app_url) -> None:
+    page = _open(browser, demo_app_url, "outcomes")
+    page.get_by_role("heading", name="Outcomes").wait_for(timeout=120_000)
+    page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                           ".some(t => t.textContent.includes('Share of weak muscle-sides recovered'))",
+                           timeout=120_000)
+    assert page.locator(".js-plotly-plot").first.locator("path.js-fill").count() >= 1  # the confidence band
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "outcomes.png"), full_page=True)
+    page.get_by_text("How the prompts perform", exact=True).click()  # the radio, not the banner
+    page.get_by_text("Prompts open past their urgency").first.wait_for(timeout=120_000)
+    assert page.get_by_text("emergency prompt(s) open for more than a day").count() >= 1
+    page.close()
