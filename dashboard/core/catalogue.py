@@ -57,6 +57,9 @@ def render_catalogue(rules: RuleSet) -> str:
         if rule.escalate_if:
             lines += ["", "Emergency (now, within hours) instead when any of: "
                       + "; ".join(_item(c) for c in rule.escalate_if)]
+        if rule.note_if:
+            lines += ["", "Otherwise, an intermediate step (an evidence line saying what to do within the "
+                      "rule's urgency) when any of: " + "; ".join(_item(c) for c in rule.note_if)]
         lines += ["", "Hazards controlled: " + ", ".join(rule.hazards) + " ([hazard log](hazard-log.md))"]
         lines += ["", "Evidence shown: " + " / ".join(f"`{t}`" for t in rule.evidence), ""]
         if rule.rationale:

@@ -77,7 +77,7 @@ MUSCLE_FIELDS = ("muscle", "root", "side", "baseline_mrc", "baseline_date", "fir
                  "gain_before_drop", "root_at_operated_level", "root_at_implant_level", "first_post_day",
                  "no_baseline", "new_vs_baseline", "newly_weak", "loss", "gain", "weaker_both_sides",
                  "leg_pain_near", "muscle_label", "side_label", "gain_since_first", "first_post_new",
-                 "start_mrc")
+                 "start_mrc", "days_since_best", "leg_pain_rise_near")
 FIELDS_BY_SCOPE = {
     "visit": set(PATIENT_FIELDS) | set(VISIT_FIELDS),
     "muscle": set(PATIENT_FIELDS) | set(MUSCLE_FIELDS),
@@ -119,11 +119,13 @@ class Rule:
     rationale: str
     hazards: tuple[str, ...] = ()
     escalate_if: tuple[dict, ...] = ()  # any of these: emergency instead of the rule's urgency
+    note_if: tuple[dict, ...] = ()  # any of these (when not escalated): its label is one more evidence line
+
 
     @functools.cached_property
     def fields(self) -> frozenset[str]:
         """The fields the rule reads: in its conditions and in its evidence templates."""
-        return frozenset(field for item in self.conditions + self.any_of + self.escalate_if
+        return frozenset(field for item in self.conditions + self.any_of + self.escalate_if + self.note_if
                          for field in _item_fields(item)) | frozenset(
             field for template in self.evidence for field in re.findall(r"{(\w+)}", template) if field != "finding")
 
@@ -212,7 +214,12 @@ def _check_rule(path: Path, position: int, entry: dict, sources: dict) -> Rule:
     if not conditions and not any_of:
         raise fail("when", "a rule needs at least one condition")
     escalate_if = tuple(entry.get("escalate_if") or ())
-    for group, name in ((conditions, "when"), (any_of, "any_of"), (escalate_if, "escalate_if")):
+    note_if = tuple(entry.get("note_if") or ())
+    for item in note_if:
+        if not isinstance(item, dict) or not item.get("label"):
+            raise fail("note_if", f"{item!r}: a note needs a 'label' (the evidence line it adds)")
+    for group, name in ((conditions, "when"), (any_of, "any_of"), (escalate_if, "escalate_if"),
+                        (note_if, "note_if")):
         for condition in group:
             _check_item(condition, scope, lambda message, name=name: fail(name, message), name != "when")
     hazards = entry.get("hazards")
@@ -229,7 +236,7 @@ def _check_rule(path: Path, position: int, entry: dict, sources: dict) -> Rule:
             raise fail("source", f"'{key}' is not in the file's 'sources'")
     return Rule(rule_id, entry["category"], entry["modality"], entry["urgency"], scope, entry["summary"],
                 conditions, any_of, tuple(evidence), tuple(source_keys), int(entry.get("window_days", 14)),
-                entry.get("rationale", ""), tuple(hazards), escalate_if)
+                entry.get("rationale", ""), tuple(hazards), escalate_if, note_if)
 
 
 def _check_item(item, scope: str, fail, groups_allowed: bool) -> None:
@@ -454,29 +461,37 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
         right = np.bincount(table.patient[weaker & (side == "R")], minlength=size) > 0
         return flag((left & right)[table.patient])
 
-    def leg_pain_near(table: Table) -> Column:
-        """The highest leg pain recorded at a visit within NEAR_VISIT_DAYS of the latest exam: each
-        trajectory's visits found by two binary searches in the visits ordered by patient and day."""
-        if "leg_pain_nrs" not in visits or not len(visits) or not len(table):
-            return number(np.full(len(table), np.nan))
-        span = np.int64(1) << 32
-        visit_day = visits["visit_date"].values.astype("datetime64[D]").astype(np.int64)
-        pain = visits["leg_pain_nrs"].values
-        dated = ~np.isnat(visits["visit_date"].values) & ~np.isnan(pain)
-        key = visits.patient[dated].astype(np.int64) * span + visit_day[dated] + (span >> 1)
-        order = np.argsort(key, kind="stable")
-        key, pain = key[order], pain[dated][order]
-        latest = table["latest_date"].values.astype("datetime64[D]").astype(np.int64)
-        at = table.patient.astype(np.int64) * span + latest + (span >> 1)
-        known = ~np.isnat(table["latest_date"].values)
-        low = np.searchsorted(key, at - NEAR_VISIT_DAYS, "left")
-        high = np.searchsorted(key, at + NEAR_VISIT_DAYS, "right")
-        high = np.where(known, high, low)
-        highest = np.full(len(table), np.nan)
-        for step in range(int((high - low).max(initial=0))):
-            inside = low + step < high
-            highest[inside] = np.fmax(highest[inside], pain[low[inside] + step])
-        return number(highest)
+    def highest_near(field: str) -> Maker:
+        """The highest `field` (leg pain, or its rise) recorded at a visit within NEAR_VISIT_DAYS of the
+        latest exam: each trajectory's visits found by two binary searches in the visits ordered by patient
+        and day."""
+        def make(table: Table) -> Column:
+            if field not in visits or not len(visits) or not len(table):
+                return number(np.full(len(table), np.nan))
+            span = np.int64(1) << 32
+            visit_day = visits["visit_date"].values.astype("datetime64[D]").astype(np.int64)
+            pain = visits[field].values
+            dated = ~np.isnat(visits["visit_date"].values) & ~np.isnan(pain)
+            key = visits.patient[dated].astype(np.int64) * span + visit_day[dated] + (span >> 1)
+            order = np.argsort(key, kind="stable")
+            key, pain = key[order], pain[dated][order]
+            latest = table["latest_date"].values.astype("datetime64[D]").astype(np.int64)
+            at = table.patient.astype(np.int64) * span + latest + (span >> 1)
+            known = ~np.isnat(table["latest_date"].values)
+            low = np.searchsorted(key, at - NEAR_VISIT_DAYS, "left")
+            high = np.searchsorted(key, at + NEAR_VISIT_DAYS, "right")
+            high = np.where(known, high, low)
+            highest = np.full(len(table), np.nan)
+            for step in range(int((high - low).max(initial=0))):
+                inside = low + step < high
+                highest[inside] = np.fmax(highest[inside], pain[low[inside] + step])
+            return number(highest)
+        return make
+
+    def days_since_best(table: Table) -> Column:
+        """Days from the best earlier post-operative exam (the latest one on a tie) to the latest exam: how
+        fast a grade was lost."""
+        return number((table["latest_date"].values - table["best_prior_date"].values) / np.timedelta64(1, "D"))
 
     return Table(patient, {  # the derived fields read the others from the table they are made for
         **frame_makers(muscles, MUSCLE_FIELDS, rows),
@@ -497,7 +512,9 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
         "gain_since_first": difference("latest_mrc", "first_post_mrc"),
         "start_mrc": lambda table: number(np.fmin(table["baseline_mrc"].values, table["first_post_mrc"].values)),
         "weaker_both_sides": weaker_both_sides,
-        "leg_pain_near": leg_pain_near,
+        "leg_pain_near": highest_near("leg_pain_nrs"),
+        "leg_pain_rise_near": highest_near("leg_pain_rise"),
+        "days_since_best": days_since_best,
         "muscle_label": lambda table: _relabelled(table["muscle"], MUSCLE_WORDS),
         "side_label": lambda table: _relabelled(table["side"], {"L": "left", "R": "right"}),
     })
@@ -626,6 +643,9 @@ def _evidence_by_patient(hits: Table, rule: Rule) -> tuple[np.ndarray, np.ndarra
     if rule.escalate_if:
         escalated, reasons = _labels(hits, rule.escalate_if)
         rendered.append(pa.array(np.where(escalated, "Emergency because: " + reasons, ""), TEXT))
+    if rule.note_if:  # an intermediate step: what to do within the rule's urgency (moot once escalated)
+        noted, notes = _labels(hits, rule.note_if)
+        rendered.append(pa.array(np.where(noted & ~escalated, notes, ""), TEXT))
     rendered = pa.concat_arrays(rendered)
     rows, templates = len(hits), len(rendered) // max(len(hits), 1)
     line = np.arange(rows * templates)
