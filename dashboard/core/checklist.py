@@ -56,7 +56,11 @@ PROMPT_COLUMNS = ["patient_id", "rule_id", "category", "modality", "urgency", "s
 #: blank does not resolve them (unknown is not resolved). Each gives `<finding>_last` (its last recorded
 #: value), `<finding>_date` and `<finding>_day` (when that was recorded).
 CARRIED_FINDINGS = ("saddle_anesthesia", "urinary_retention", "fecal_incontinence", "calf_swelling", "fever",
-                    "wound_drainage")
+                    "wound_drainage", "anal_tone_reduced", "perianal_sensation_reduced", "altered_mentation",
+                    "respiratory_rate", "systolic_bp")
+#: qSOFA (Sepsis-3): respiratory rate 22/min or more, systolic blood pressure 100 mmHg or less, altered
+#: mentation; each read as last recorded, and a criterion never recorded never counts (it is unknown).
+QSOFA_RESPIRATORY_RATE, QSOFA_SYSTOLIC_BP = 22, 100
 CARRIED_FIELDS = tuple(f"{finding}_{part}" for finding in CARRIED_FINDINGS for part in ("last", "date", "day"))
 #: The last CRP measured (a later visit without CRP leaves it in force) and when, with its rise from the
 #: lowest earlier value measured from day 3 (after the normal post-operative peak has begun to fall).
@@ -69,7 +73,9 @@ PATIENT_FIELDS = ("instrumented", "revision", "days_since_surgery", "age", "diab
 VISIT_FIELDS = ("visit_date", "day", "leg_pain_nrs", "back_pain_nrs", "odi", "radicular_pain", "numbness",
                 "saddle_anesthesia", "urinary_retention", "fecal_incontinence", "fever", "wound_drainage",
                 "crp_mg_l", "calf_swelling", "screw_lucency", "implant_migration", "rod_fracture",
-                "crp_rise_from_nadir", "back_pain_rise", "leg_pain_rise", "is_latest_visit", "days_ago",
+                "anal_tone_reduced", "perianal_sensation_reduced", "altered_mentation", "respiratory_rate",
+                "systolic_bp", "qsofa", "crp_rise_from_nadir", "back_pain_rise", "leg_pain_rise", "is_latest_visit",
+                "days_ago",
                 *CARRIED_FIELDS, *CRP_FIELDS, "new_neuro_deficit")
 MUSCLE_FIELDS = ("muscle", "root", "side", "baseline_mrc", "baseline_date", "first_post_mrc", "first_post_date",
                  "best_prior_mrc", "best_prior_date", "latest_mrc", "latest_date", "latest_day", "expected_mrc",
@@ -318,6 +324,9 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
     def carried(field: str, part: str, source: str | None = None) -> Maker:
         """`part` ('last', 'date', 'day') of the last visit up to each row that recorded `field`."""
         def make(table: Table) -> Column:
+            if field not in table:  # a frame without the column (an optional one): unknown everywhere
+                return Column("date", np.full(len(patient), np.datetime64("NaT"), "datetime64[us]")) \
+                    if part == "date" else number(np.full(len(patient), np.nan))
             at = _last_known(table[field].known, patient)
             column = table[source or field] if part == "last" else table["visit_date" if part == "date" else "day"]
             empty = np.datetime64("NaT") if column.kind == "date" else np.nan
@@ -327,6 +336,15 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
 
     def fever_visits(table: Table) -> Column:
         return number(_count_before(holds(table["fever"], {"is": True}), patient) + holds(table["fever"], {"is": True}))
+
+    def qsofa(table: Table) -> Column:
+        """How many qSOFA criteria hold on their last recorded values (unknown criteria count as not met,
+        so the score is a lower bound; a rule never reads a low score as reassurance)."""
+        with np.errstate(invalid="ignore"):
+            met = ((table["respiratory_rate_last"].values >= QSOFA_RESPIRATORY_RATE).astype(float)
+                   + (table["systolic_bp_last"].values <= QSOFA_SYSTOLIC_BP)
+                   + (table["altered_mentation_last"].values == 1))
+        return number(met)
 
     carried_makers = {f"{finding}_{part}": carried(finding, part) for finding in CARRIED_FINDINGS
                       for part in ("last", "date", "day")}
@@ -338,6 +356,7 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
         "crp_last_day": carried("crp_mg_l", "day"),
         "crp_rise_last": carried("crp_mg_l", "last", "crp_rise_from_nadir"),
         "fever_visits": fever_visits,
+        "qsofa": qsofa,
         **_patient_makers(patient_table, patient),
         # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
         "crp_rise_from_nadir": rise("crp_mg_l", from_day=3),
