@@ -39,7 +39,8 @@ def render_catalogue(rules: RuleSet) -> str:
         "trajectory), *muscle_visit* (a trajectory with a visit within the window of its latest exam).",
         "",
         "Two rules asking one patient for the same scan give one prompt with both reasons (MRI with and "
-        "without gadolinium answers an MRI prompt too); its decision key is the most urgent rule's id.",
+        "without gadolinium answers an MRI prompt too); a decision on it is matched by patient and scan, so it "
+        "stays when another of its rules becomes the most urgent.",
         "",
         "| rule | category | modality | urgency | escalates to emergency | scope | hazards |",
         "|---|---|---|---|---|---|---|",

@@ -65,6 +65,10 @@ CARRIED_FIELDS = tuple(f"{finding}_{part}" for finding in CARRIED_FINDINGS for p
 #: The last CRP measured (a later visit without CRP leaves it in force) and when, with its rise from the
 #: lowest earlier value measured from day 3 (after the normal post-operative peak has begun to fall).
 CRP_FIELDS = ("crp_last", "crp_last_date", "crp_last_day", "crp_rise_last", "fever_visits")
+#: Radiating pain and leg pain as last recorded: whether the radiating pain was new (an earlier post-operative
+#: visit recorded it absent), and the leg pain's rise from its lowest since the operation at its last record.
+PAIN_FIELDS = ("radicular_pain_last", "radicular_pain_date", "radicular_pain_day", "radicular_pain_new",
+               "radicular_pain_new_last", "leg_pain_last", "leg_pain_date", "leg_pain_rise_last")
 #: Visits within this many days of a muscle's latest exam give its `leg_pain_near` (the highest leg pain).
 NEAR_VISIT_DAYS = 7
 
@@ -76,7 +80,7 @@ VISIT_FIELDS = ("visit_date", "day", "leg_pain_nrs", "back_pain_nrs", "odi", "ra
                 "anal_tone_reduced", "perianal_sensation_reduced", "altered_mentation", "respiratory_rate",
                 "systolic_bp", "qsofa", "crp_rise_from_nadir", "back_pain_rise", "leg_pain_rise", "is_latest_visit",
                 "days_ago",
-                *CARRIED_FIELDS, *CRP_FIELDS, "new_neuro_deficit")
+                *CARRIED_FIELDS, *CRP_FIELDS, *PAIN_FIELDS, "new_neuro_deficit")
 MUSCLE_FIELDS = ("muscle", "root", "side", "baseline_mrc", "baseline_date", "first_post_mrc", "first_post_date",
                  "best_prior_mrc", "best_prior_date", "latest_mrc", "latest_date", "latest_day", "expected_mrc",
                  "expected_low", "expected_high", "status", "drop_from_best", "drop_from_first",
@@ -337,6 +341,13 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
     def fever_visits(table: Table) -> Column:
         return number(_count_before(holds(table["fever"], {"is": True}), patient) + holds(table["fever"], {"is": True}))
 
+    def radicular_pain_new(table: Table) -> Column:
+        """Radiating pain recorded at this visit after an earlier post-operative visit recorded it absent."""
+        if "radicular_pain" not in table:
+            return flag(np.full(len(patient), np.nan))
+        present, absent = holds(table["radicular_pain"], {"is": True}), holds(table["radicular_pain"], {"is": False})
+        return flag(present & (_count_before(absent, patient) > 0))
+
     def qsofa(table: Table) -> Column:
         """How many qSOFA criteria hold on their last recorded values (unknown criteria count as not met,
         so the score is a lower bound; a rule never reads a low score as reassurance)."""
@@ -357,6 +368,14 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
         "crp_rise_last": carried("crp_mg_l", "last", "crp_rise_from_nadir"),
         "fever_visits": fever_visits,
         "qsofa": qsofa,
+        "radicular_pain_last": carried("radicular_pain", "last"),
+        "radicular_pain_date": carried("radicular_pain", "date"),
+        "radicular_pain_day": carried("radicular_pain", "day"),
+        "radicular_pain_new": radicular_pain_new,
+        "radicular_pain_new_last": carried("radicular_pain", "last", "radicular_pain_new"),
+        "leg_pain_last": carried("leg_pain_nrs", "last"),
+        "leg_pain_date": carried("leg_pain_nrs", "date"),
+        "leg_pain_rise_last": carried("leg_pain_nrs", "last", "leg_pain_rise"),
         **_patient_makers(patient_table, patient),
         # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
         "crp_rise_from_nadir": rise("crp_mg_l", from_day=3),
@@ -867,6 +886,15 @@ def decision_fingerprint(prompt) -> str:
         return basis
     evidence = prompt["evidence"] if isinstance(prompt, dict) else prompt.evidence
     return evidence_hash(list(evidence))
+
+
+def decision_key(rule_id: str, rules: RuleSet | None = None) -> str:
+    """The stable key a decision is matched by, with the patient: the scan a rule asks for ('scan:mri',
+    'scan:ct', …). Rules asking one patient for one scan always give one merged prompt, so the scan names that
+    prompt whatever rule is its most urgent today (its `rule_id`, under which a decision is recorded, may
+    change). A rule id the rules file does not know keys itself ('rule:<id>')."""
+    modality = next((rule.modality for rule in (rules or load_rules()).rules if rule.id == rule_id), None)
+    return f"scan:{SCAN_OF_MODALITY.get(modality, modality)}" if modality else f"rule:{rule_id}"
 
 
 def no_prompt_text(rules: RuleSet | None = None) -> str:
