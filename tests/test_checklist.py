@@ -148,9 +148,11 @@ def test_radicular_pain_is_required_and_unknown_pain_is_not_assumed():
 def test_adjacent_level_weakness_months_after_fusion():
     strength = exams("P1", DF, "R", NORMAL_RECOVERY) + exams("P1", KNEE, "L", {-3: "5", 90: "5", 280: "3"})
     prompts = prompts_for(strength, levels="L5-S1")  # quadriceps (L3–L4) is at an L4-L5 operation
-    assert fired(prompts) == ["compression-progressive-weakness"]
+    assert fired(prompts) == ["compression-progressive-weakness", "instability-adjacent-segment"]
     assert prompts.iloc[0].rule_ids == ["compression-progressive-weakness", "compression-adjacent-level"]
     assert "left knee extension (quadriceps) (L3) 3" in prompts.iloc[0].evidence[0]
+    films = prompts.iloc[1]  # after a fusion, instability at the adjacent segment too: its own prompt
+    assert (films.modality, films.urgency) == ("flexion_extension_radiograph", "routine")
 
 
 def test_red_flags_sort_first_and_patients_sort_by_their_most_urgent_prompt():
