@@ -189,6 +189,11 @@ def test_as_of_changes_what_fires():
     (lambda r: r["rules"][5].update(id="red-cauda-equina"), "rule 'red-cauda-equina': field 'id': appears twice"),
     (lambda r: r["rules"][6].update(evidence="{visit_date} {pulse}"),
      "rule 'hardware-screw-loosening': field 'evidence': '{pulse}' is not a field of scope 'visit'"),
+    (lambda r: r["rules"][10].update(note_if=[{"field": "latest_day", "le": 28}]),
+     "rule 'compression-progressive-weakness': field 'note_if': {'field': 'latest_day', 'le': 28}: a note needs "
+     "a 'label' (the evidence line it adds)"),
+    (lambda r: r["rules"][10]["note_if"].append({"field": "pulse", "ge": 100, "label": "pulse"}),
+     "rule 'compression-progressive-weakness': field 'note_if': 'pulse' is not a field of scope 'muscle'"),
 ])
 def test_a_bad_rules_file_names_the_rule_and_field(tmp_path, change, message):
     raw = yaml.safe_load(RULES_PATH.read_text())
