@@ -38,6 +38,9 @@ FINDING_WORDS: dict[str, str] = {
     "implant_migration": "implant migration", "rod_fracture": "rod fracture",
     "crp_rise_from_nadir": "CRP rising again from its lowest", "crp_mg_l": "CRP (mg/L)",
     "leg_pain_nrs": "leg pain (0–10)", "back_pain_nrs": "back pain (0–10)", "odi": "ODI (0–100)",
+    "anal_tone_reduced": "reduced anal tone", "perianal_sensation_reduced": "reduced perianal sensation",
+    "altered_mentation": "altered mentation", "respiratory_rate": "respiratory rate (/min)",
+    "systolic_bp": "systolic blood pressure (mmHg)",
 }
 #: Muscle-side statuses of the trajectory, in words.
 STATUS_WORDS: dict[str, str] = {
@@ -50,7 +53,8 @@ FIELD_WORDS: dict[str, str] = {
     "leg_pain_nrs": "Leg pain", "back_pain_nrs": "Back pain", "odi": "ODI", "crp_mg_l": "CRP",
     "exam_date": "Date", "visit_date": "Date", "mrc": "Grade", "muscle": "Muscle", "side": "Side",
     **{code: words[0].upper() + words[1:] for code, words in FINDING_WORDS.items() if code not in
-       ("crp_mg_l", "leg_pain_nrs", "back_pain_nrs", "odi")},
+       ("crp_mg_l", "leg_pain_nrs", "back_pain_nrs", "odi", "respiratory_rate", "systolic_bp")},
+    "respiratory_rate": "Respiratory rate", "systolic_bp": "Systolic BP",
 }
 
 _MUSCLE = "|".join(sorted(MUSCLES, key=len, reverse=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dashboard.clinical.mrc import MRC_TOKENS, MUSCLE_LABELS, MUSCLES
-from dashboard.clinical.records.format import LUMBAR_SEGMENTS, VISIT_BOOLEANS
+from dashboard.clinical.records.format import LUMBAR_SEGMENTS, VISIT_BOOLEANS, VISIT_SIGN_BOOLEANS
 
 BASE = "https://spine-dashboard.example/fhir"
 LOINC = "http://loinc.org"
@@ -142,6 +142,9 @@ _FINDING_DISPLAY = {
     "screw_lucency": "Lucency around a pedicle screw on radiograph",
     "implant_migration": "Implant migration on radiograph",
     "rod_fracture": "Rod fracture on radiograph",
+    "anal_tone_reduced": "Reduced anal tone",
+    "perianal_sensation_reduced": "Reduced perianal sensation",
+    "altered_mentation": "Altered mentation (qSOFA criterion)",
 }
 _IMAGING_FINDINGS = {"screw_lucency", "implant_migration", "rod_fracture"}
 
@@ -160,7 +163,11 @@ OBSERVATIONS: tuple[ObservationCode, ...] = (
     *(ObservationCode(name, "visits", name.replace("_", "-"), _FINDING_DISPLAY[name], "boolean",
                       "imaging" if name in _IMAGING_FINDINGS else "exam",
                       ((SNOMED, *_FINDING_CODES[name]),) if name in _FINDING_CODES else ())
-      for name in VISIT_BOOLEANS),
+      for name in (*VISIT_BOOLEANS, *VISIT_SIGN_BOOLEANS)),
+    ObservationCode("respiratory_rate", "visits", "respiratory-rate", "Respiratory rate (breaths/min)", "number",
+                    "vital-signs", (), "/min"),
+    ObservationCode("systolic_bp", "visits", "systolic-bp", "Systolic blood pressure (mmHg)", "number",
+                    "vital-signs", (), "mm[Hg]"),
     ObservationCode("crp_mg_l", "visits", "crp", "C-reactive protein (mg/L)", "number", "laboratory",
                     ((LOINC, "1988-5", "C reactive protein [Mass/volume] in Serum or Plasma"),), "mg/L"),
     ObservationCode("notes", "visits", "visit-note", "Free-text visit note (identifying)", "text", "exam"),

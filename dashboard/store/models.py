@@ -162,6 +162,11 @@ class Visit(Base):
     implant_migration: Mapped[bool | None]
     rod_fracture: Mapped[bool | None]
     crp_mg_l: Mapped[float | None]
+    anal_tone_reduced: Mapped[bool | None]  # 0005: sepsis and cauda equina signs
+    perianal_sensation_reduced: Mapped[bool | None]
+    altered_mentation: Mapped[bool | None]
+    respiratory_rate: Mapped[float | None]
+    systolic_bp: Mapped[float | None]
     notes: Mapped[str | None] = mapped_column(Text)  # identifying
     extra: Mapped[dict[str, Any] | None]
     import_id: Mapped[int | None] = _import_fk()

@@ -148,9 +148,11 @@ def test_radicular_pain_is_required_and_unknown_pain_is_not_assumed():
 def test_adjacent_level_weakness_months_after_fusion():
     strength = exams("P1", DF, "R", NORMAL_RECOVERY) + exams("P1", KNEE, "L", {-3: "5", 90: "5", 280: "3"})
     prompts = prompts_for(strength, levels="L5-S1")  # quadriceps (L3–L4) is at an L4-L5 operation
-    assert fired(prompts) == ["compression-progressive-weakness"]
+    assert fired(prompts) == ["compression-progressive-weakness", "instability-adjacent-segment"]
     assert prompts.iloc[0].rule_ids == ["compression-progressive-weakness", "compression-adjacent-level"]
     assert "left knee extension (quadriceps) (L3) 3" in prompts.iloc[0].evidence[0]
+    films = prompts.iloc[1]  # after a fusion, instability at the adjacent segment too: its own prompt
+    assert (films.modality, films.urgency) == ("flexion_extension_radiograph", "routine")
 
 
 def test_red_flags_sort_first_and_patients_sort_by_their_most_urgent_prompt():
@@ -187,6 +189,11 @@ def test_as_of_changes_what_fires():
     (lambda r: r["rules"][5].update(id="red-cauda-equina"), "rule 'red-cauda-equina': field 'id': appears twice"),
     (lambda r: r["rules"][6].update(evidence="{visit_date} {pulse}"),
      "rule 'hardware-screw-loosening': field 'evidence': '{pulse}' is not a field of scope 'visit'"),
+    (lambda r: r["rules"][10].update(note_if=[{"field": "latest_day", "le": 28}]),
+     "rule 'compression-progressive-weakness': field 'note_if': {'field': 'latest_day', 'le': 28}: a note needs "
+     "a 'label' (the evidence line it adds)"),
+    (lambda r: r["rules"][10]["note_if"].append({"field": "pulse", "ge": 100, "label": "pulse"}),
+     "rule 'compression-progressive-weakness': field 'note_if': 'pulse' is not a field of scope 'muscle'"),
 ])
 def test_a_bad_rules_file_names_the_rule_and_field(tmp_path, change, message):
     raw = yaml.safe_load(RULES_PATH.read_text())

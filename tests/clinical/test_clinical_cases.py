@@ -68,6 +68,9 @@ def test_clinical_case(path):
         if wanted.get("evidence"):
             assert any(wanted["evidence"] in line for line in prompt.evidence), (
                 f"{case['id']}: evidence should mention {wanted['evidence']!r}: {list(prompt.evidence)}")
+        if wanted.get("evidence_absent"):
+            assert not any(wanted["evidence_absent"] in line for line in prompt.evidence), (
+                f"{case['id']}: evidence should not mention {wanted['evidence_absent']!r}: {list(prompt.evidence)}")
     if expect.get("only"):
         scans = {tuple(p.rule_ids) for p in prompts.itertuples()}
         wanted_scans = {p["rule"] for p in expected}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
+
 from dashboard.clinical.assessment import assess
 from dashboard.clinical.decisions import open_prompts, with_decisions
 from dashboard.clinical.imaging.checklist import decision_fingerprint, evidence_hash
@@ -98,3 +100,52 @@ def test_deferred_prompts_stay_open_and_other_patients_are_untouched():
     assert shown.loc[shown["patient_id"] == "P1", "decision_current"].all()
     assert len(open_prompts(shown)) == len(current)  # deferred stays on the list
     assert shown.loc[shown["patient_id"] == "P2", "decision"].isna().all()
+
+
+def mri_state(visits, engine, as_of, grades=None):
+    """The MRI prompt of P1 (a grade lost at an instrumented level on day 40) with its decision state."""
+    strength = exams("P1", EHL, "L", grades or {-3: "5", 2: "5", 30: "5", 40: "4"})
+    records = make_records([patient("P1")], [surgery("P1")], strength, visits)
+    shown = with_decisions(prompts(records, as_of), latest_decisions(engine))
+    return shown[shown["modality"].isin(["mri", "mri_contrast"])].iloc[0]
+
+
+def test_a_merged_prompt_keeps_its_decision_when_another_rule_becomes_the_most_urgent(tmp_path):
+    # Was: the decision key was the most urgent rule's id, so the MRI decided while wound drainage made
+    # red-infection its most urgent rule came back undecided once the drainage stopped.
+    engine = get_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    import_records(engine, make_records([patient("P1")], [surgery("P1")], exams("P1", EHL, "L", {-3: "5"})),
+                   source_name="test")
+    draining = [visit("P1", 45, wound_drainage="yes")]
+    merged = mri_state(draining, engine, date(2026, 2, 25))
+    assert merged.rule_ids == ["red-infection", "compression-progressive-weakness"]
+    assert merged.rule_id == "red-infection" and merged.urgency == "emergency"
+    record_decision(engine, patient_id="P1", rule_id=merged.rule_id, evidence_hash=decision_fingerprint(merged),
+                    decision="ordered", clinician="Dr A")
+    assert bool(mri_state(draining, engine, date(2026, 2, 25)).decision_current)
+
+    stopped = draining + [visit("P1", 50, wound_drainage="no")]
+    after = mri_state(stopped, engine, date(2026, 3, 2))
+    assert after.rule_id == "compression-progressive-weakness"  # another rule is now the most urgent
+    assert (after.decision, bool(after.decision_current)) == ("ordered", True)  # same scan, evidence no worse
+
+    worse = mri_state(stopped, engine, date(2026, 3, 7), {-3: "5", 2: "5", 30: "5", 40: "4", 55: "3"})
+    assert (worse.decision, bool(worse.decision_current)) == ("ordered", False)  # a lower grade reopens it
+    returning = stopped + [visit("P1", 52, fever="yes"), visit("P1", 53, fever="yes")]
+    new_finding = mri_state(returning, engine, date(2026, 3, 5))
+    assert not new_finding.decision_current  # a new finding (sustained fever) reopens it
+
+
+def test_the_latest_decision_of_any_rule_of_the_scan_is_the_one_in_force():
+    current = prompts(make_records([patient("P1")], [surgery("P1")], exams("P1", DF, "R", PLATEAU)))
+    row = current.iloc[0]
+    decisions = pd.DataFrame({
+        "patient_id": ["P1", "P1"], "rule_id": [row.rule_id, "compression-progressive-weakness"],
+        "evidence_hash": [decision_fingerprint(row), "basis:v1|u=1|r=compression-progressive-weakness"],
+        "decision": ["not_indicated", "ordered"], "reason": ["orthosis", None], "clinician": ["Dr A", "Dr B"],
+        "decided_at": pd.to_datetime(["2026-05-02", "2026-05-01"], utc=True)})
+    shown = with_decisions(current, decisions)
+    assert shown[["decision", "decided_by", "decision_current"]].values.tolist() == [["not_indicated", "Dr A", True]]
+    shown = with_decisions(current, decisions.assign(decided_at=pd.to_datetime(["2026-05-01", "2026-05-02"],
+                                                                                 utc=True)))
+    assert shown[["decision", "decided_by", "decision_current"]].values.tolist() == [["ordered", "Dr B", False]]

@@ -217,3 +217,26 @@ def test_empty_files_are_errors_not_crashes(tmp_path, text):
     assert records is None
     assert "strength.csv:1: patient_id: is missing (required column)" in report.error_lines() or \
         "strength.csv:1: mrc: is missing (required column)" in report.error_lines()
+
+
+def test_sepsis_and_cauda_equina_sign_columns_are_checked_and_blank_is_unknown(tmp_path):
+    """The optional visit columns of the format extension: exact messages, and a blank stays unknown."""
+    lines = errors_for(
+        tmp_path,
+        visits="patient_id,visit_date,respiratory_rate,systolic_bp,altered_mentation,anal_tone_reduced,"
+               "perianal_sensation_reduced\nP1,2026-02-01,120,high,confused,reduced,\n",
+    )
+    assert lines == [
+        "visits.csv:2: altered_mentation: 'confused' is not a boolean (yes/no, true/false, y/n, 1/0)",
+        "visits.csv:2: anal_tone_reduced: 'reduced' is not a boolean (yes/no, true/false, y/n, 1/0)",
+        "visits.csv:2: respiratory_rate: '120' is not a respiratory rate in breaths/min (0–80)",
+        "visits.csv:2: systolic_bp: 'high' is not a number",
+    ]
+    files = {**GOOD, "visits.csv": "patient_id,visit_date,respiratory_rate,systolic_bp,anal_tone_reduced\n"
+                                   "P1,2026-02-20,24,,yes\nP2,2026-03-01,,95,\n"}
+    records, report = validate(write(tmp_path / "good", files), today=TODAY)
+    assert report.ok, report.error_lines()
+    visits = records.visits.sort_values("patient_id")
+    assert visits["anal_tone_reduced"].tolist() == [True, pd.NA]
+    assert visits["systolic_bp"].isna().tolist() == [True, False]
+    assert visits["perianal_sensation_reduced"].isna().all()  # an absent column is unknown, not "no"

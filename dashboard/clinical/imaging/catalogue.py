@@ -39,7 +39,8 @@ def render_catalogue(rules: RuleSet) -> str:
         "trajectory), *muscle_visit* (a trajectory with a visit within the window of its latest exam).",
         "",
         "Two rules asking one patient for the same scan give one prompt with both reasons (MRI with and "
-        "without gadolinium answers an MRI prompt too); its decision key is the most urgent rule's id.",
+        "without gadolinium answers an MRI prompt too); a decision on it is matched by patient and scan, so it "
+        "stays when another of its rules becomes the most urgent.",
         "",
         "| rule | category | modality | urgency | escalates to emergency | scope | hazards |",
         "|---|---|---|---|---|---|---|",
@@ -57,6 +58,9 @@ def render_catalogue(rules: RuleSet) -> str:
         if rule.escalate_if:
             lines += ["", "Emergency (now, within hours) instead when any of: "
                       + "; ".join(_item(c) for c in rule.escalate_if)]
+        if rule.note_if:
+            lines += ["", "Otherwise, an intermediate step (an evidence line saying what to do within the "
+                      "rule's urgency) when any of: " + "; ".join(_item(c) for c in rule.note_if)]
         lines += ["", "Hazards controlled: " + ", ".join(rule.hazards) + " ([hazard log](hazard-log.md))"]
         lines += ["", "Evidence shown: " + " / ".join(f"`{t}`" for t in rule.evidence), ""]
         if rule.rationale:

@@ -56,11 +56,19 @@ PROMPT_COLUMNS = ["patient_id", "rule_id", "category", "modality", "urgency", "s
 #: blank does not resolve them (unknown is not resolved). Each gives `<finding>_last` (its last recorded
 #: value), `<finding>_date` and `<finding>_day` (when that was recorded).
 CARRIED_FINDINGS = ("saddle_anesthesia", "urinary_retention", "fecal_incontinence", "calf_swelling", "fever",
-                    "wound_drainage")
+                    "wound_drainage", "anal_tone_reduced", "perianal_sensation_reduced", "altered_mentation",
+                    "respiratory_rate", "systolic_bp")
+#: qSOFA (Sepsis-3): respiratory rate 22/min or more, systolic blood pressure 100 mmHg or less, altered
+#: mentation; each read as last recorded, and a criterion never recorded never counts (it is unknown).
+QSOFA_RESPIRATORY_RATE, QSOFA_SYSTOLIC_BP = 22, 100
 CARRIED_FIELDS = tuple(f"{finding}_{part}" for finding in CARRIED_FINDINGS for part in ("last", "date", "day"))
 #: The last CRP measured (a later visit without CRP leaves it in force) and when, with its rise from the
 #: lowest earlier value measured from day 3 (after the normal post-operative peak has begun to fall).
 CRP_FIELDS = ("crp_last", "crp_last_date", "crp_last_day", "crp_rise_last", "fever_visits")
+#: Radiating pain and leg pain as last recorded: whether the radiating pain was new (an earlier post-operative
+#: visit recorded it absent), and the leg pain's rise from its lowest since the operation at its last record.
+PAIN_FIELDS = ("radicular_pain_last", "radicular_pain_date", "radicular_pain_day", "radicular_pain_new",
+               "radicular_pain_new_last", "leg_pain_last", "leg_pain_date", "leg_pain_rise_last")
 #: Visits within this many days of a muscle's latest exam give its `leg_pain_near` (the highest leg pain).
 NEAR_VISIT_DAYS = 7
 
@@ -69,15 +77,17 @@ PATIENT_FIELDS = ("instrumented", "revision", "days_since_surgery", "age", "diab
 VISIT_FIELDS = ("visit_date", "day", "leg_pain_nrs", "back_pain_nrs", "odi", "radicular_pain", "numbness",
                 "saddle_anesthesia", "urinary_retention", "fecal_incontinence", "fever", "wound_drainage",
                 "crp_mg_l", "calf_swelling", "screw_lucency", "implant_migration", "rod_fracture",
-                "crp_rise_from_nadir", "back_pain_rise", "leg_pain_rise", "is_latest_visit", "days_ago",
-                *CARRIED_FIELDS, *CRP_FIELDS, "new_neuro_deficit")
+                "anal_tone_reduced", "perianal_sensation_reduced", "altered_mentation", "respiratory_rate",
+                "systolic_bp", "qsofa", "crp_rise_from_nadir", "back_pain_rise", "leg_pain_rise", "is_latest_visit",
+                "days_ago",
+                *CARRIED_FIELDS, *CRP_FIELDS, *PAIN_FIELDS, "new_neuro_deficit")
 MUSCLE_FIELDS = ("muscle", "root", "side", "baseline_mrc", "baseline_date", "first_post_mrc", "first_post_date",
                  "best_prior_mrc", "best_prior_date", "latest_mrc", "latest_date", "latest_day", "expected_mrc",
                  "expected_low", "expected_high", "status", "drop_from_best", "drop_from_first",
                  "gain_before_drop", "root_at_operated_level", "root_at_implant_level", "first_post_day",
                  "no_baseline", "new_vs_baseline", "newly_weak", "loss", "gain", "weaker_both_sides",
                  "leg_pain_near", "muscle_label", "side_label", "gain_since_first", "first_post_new",
-                 "start_mrc")
+                 "start_mrc", "days_since_best", "leg_pain_rise_near")
 FIELDS_BY_SCOPE = {
     "visit": set(PATIENT_FIELDS) | set(VISIT_FIELDS),
     "muscle": set(PATIENT_FIELDS) | set(MUSCLE_FIELDS),
@@ -119,11 +129,13 @@ class Rule:
     rationale: str
     hazards: tuple[str, ...] = ()
     escalate_if: tuple[dict, ...] = ()  # any of these: emergency instead of the rule's urgency
+    note_if: tuple[dict, ...] = ()  # any of these (when not escalated): its label is one more evidence line
+
 
     @functools.cached_property
     def fields(self) -> frozenset[str]:
         """The fields the rule reads: in its conditions and in its evidence templates."""
-        return frozenset(field for item in self.conditions + self.any_of + self.escalate_if
+        return frozenset(field for item in self.conditions + self.any_of + self.escalate_if + self.note_if
                          for field in _item_fields(item)) | frozenset(
             field for template in self.evidence for field in re.findall(r"{(\w+)}", template) if field != "finding")
 
@@ -212,7 +224,12 @@ def _check_rule(path: Path, position: int, entry: dict, sources: dict) -> Rule:
     if not conditions and not any_of:
         raise fail("when", "a rule needs at least one condition")
     escalate_if = tuple(entry.get("escalate_if") or ())
-    for group, name in ((conditions, "when"), (any_of, "any_of"), (escalate_if, "escalate_if")):
+    note_if = tuple(entry.get("note_if") or ())
+    for item in note_if:
+        if not isinstance(item, dict) or not item.get("label"):
+            raise fail("note_if", f"{item!r}: a note needs a 'label' (the evidence line it adds)")
+    for group, name in ((conditions, "when"), (any_of, "any_of"), (escalate_if, "escalate_if"),
+                        (note_if, "note_if")):
         for condition in group:
             _check_item(condition, scope, lambda message, name=name: fail(name, message), name != "when")
     hazards = entry.get("hazards")
@@ -229,7 +246,7 @@ def _check_rule(path: Path, position: int, entry: dict, sources: dict) -> Rule:
             raise fail("source", f"'{key}' is not in the file's 'sources'")
     return Rule(rule_id, entry["category"], entry["modality"], entry["urgency"], scope, entry["summary"],
                 conditions, any_of, tuple(evidence), tuple(source_keys), int(entry.get("window_days", 14)),
-                entry.get("rationale", ""), tuple(hazards), escalate_if)
+                entry.get("rationale", ""), tuple(hazards), escalate_if, note_if)
 
 
 def _check_item(item, scope: str, fail, groups_allowed: bool) -> None:
@@ -311,6 +328,9 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
     def carried(field: str, part: str, source: str | None = None) -> Maker:
         """`part` ('last', 'date', 'day') of the last visit up to each row that recorded `field`."""
         def make(table: Table) -> Column:
+            if field not in table:  # a frame without the column (an optional one): unknown everywhere
+                return Column("date", np.full(len(patient), np.datetime64("NaT"), "datetime64[us]")) \
+                    if part == "date" else number(np.full(len(patient), np.nan))
             at = _last_known(table[field].known, patient)
             column = table[source or field] if part == "last" else table["visit_date" if part == "date" else "day"]
             empty = np.datetime64("NaT") if column.kind == "date" else np.nan
@@ -320,6 +340,22 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
 
     def fever_visits(table: Table) -> Column:
         return number(_count_before(holds(table["fever"], {"is": True}), patient) + holds(table["fever"], {"is": True}))
+
+    def radicular_pain_new(table: Table) -> Column:
+        """Radiating pain recorded at this visit after an earlier post-operative visit recorded it absent."""
+        if "radicular_pain" not in table:
+            return flag(np.full(len(patient), np.nan))
+        present, absent = holds(table["radicular_pain"], {"is": True}), holds(table["radicular_pain"], {"is": False})
+        return flag(present & (_count_before(absent, patient) > 0))
+
+    def qsofa(table: Table) -> Column:
+        """How many qSOFA criteria hold on their last recorded values (unknown criteria count as not met,
+        so the score is a lower bound; a rule never reads a low score as reassurance)."""
+        with np.errstate(invalid="ignore"):
+            met = ((table["respiratory_rate_last"].values >= QSOFA_RESPIRATORY_RATE).astype(float)
+                   + (table["systolic_bp_last"].values <= QSOFA_SYSTOLIC_BP)
+                   + (table["altered_mentation_last"].values == 1))
+        return number(met)
 
     carried_makers = {f"{finding}_{part}": carried(finding, part) for finding in CARRIED_FINDINGS
                       for part in ("last", "date", "day")}
@@ -331,6 +367,15 @@ def _visit_table(patient_table: Table, patient_rank: np.ndarray, patient_ids: pd
         "crp_last_day": carried("crp_mg_l", "day"),
         "crp_rise_last": carried("crp_mg_l", "last", "crp_rise_from_nadir"),
         "fever_visits": fever_visits,
+        "qsofa": qsofa,
+        "radicular_pain_last": carried("radicular_pain", "last"),
+        "radicular_pain_date": carried("radicular_pain", "date"),
+        "radicular_pain_day": carried("radicular_pain", "day"),
+        "radicular_pain_new": radicular_pain_new,
+        "radicular_pain_new_last": carried("radicular_pain", "last", "radicular_pain_new"),
+        "leg_pain_last": carried("leg_pain_nrs", "last"),
+        "leg_pain_date": carried("leg_pain_nrs", "date"),
+        "leg_pain_rise_last": carried("leg_pain_nrs", "last", "leg_pain_rise"),
         **_patient_makers(patient_table, patient),
         # CRP normally peaks on day 2–5; a rise is measured from the lowest value after that peak.
         "crp_rise_from_nadir": rise("crp_mg_l", from_day=3),
@@ -454,29 +499,37 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
         right = np.bincount(table.patient[weaker & (side == "R")], minlength=size) > 0
         return flag((left & right)[table.patient])
 
-    def leg_pain_near(table: Table) -> Column:
-        """The highest leg pain recorded at a visit within NEAR_VISIT_DAYS of the latest exam: each
-        trajectory's visits found by two binary searches in the visits ordered by patient and day."""
-        if "leg_pain_nrs" not in visits or not len(visits) or not len(table):
-            return number(np.full(len(table), np.nan))
-        span = np.int64(1) << 32
-        visit_day = visits["visit_date"].values.astype("datetime64[D]").astype(np.int64)
-        pain = visits["leg_pain_nrs"].values
-        dated = ~np.isnat(visits["visit_date"].values) & ~np.isnan(pain)
-        key = visits.patient[dated].astype(np.int64) * span + visit_day[dated] + (span >> 1)
-        order = np.argsort(key, kind="stable")
-        key, pain = key[order], pain[dated][order]
-        latest = table["latest_date"].values.astype("datetime64[D]").astype(np.int64)
-        at = table.patient.astype(np.int64) * span + latest + (span >> 1)
-        known = ~np.isnat(table["latest_date"].values)
-        low = np.searchsorted(key, at - NEAR_VISIT_DAYS, "left")
-        high = np.searchsorted(key, at + NEAR_VISIT_DAYS, "right")
-        high = np.where(known, high, low)
-        highest = np.full(len(table), np.nan)
-        for step in range(int((high - low).max(initial=0))):
-            inside = low + step < high
-            highest[inside] = np.fmax(highest[inside], pain[low[inside] + step])
-        return number(highest)
+    def highest_near(field: str) -> Maker:
+        """The highest `field` (leg pain, or its rise) recorded at a visit within NEAR_VISIT_DAYS of the
+        latest exam: each trajectory's visits found by two binary searches in the visits ordered by patient
+        and day."""
+        def make(table: Table) -> Column:
+            if field not in visits or not len(visits) or not len(table):
+                return number(np.full(len(table), np.nan))
+            span = np.int64(1) << 32
+            visit_day = visits["visit_date"].values.astype("datetime64[D]").astype(np.int64)
+            pain = visits[field].values
+            dated = ~np.isnat(visits["visit_date"].values) & ~np.isnan(pain)
+            key = visits.patient[dated].astype(np.int64) * span + visit_day[dated] + (span >> 1)
+            order = np.argsort(key, kind="stable")
+            key, pain = key[order], pain[dated][order]
+            latest = table["latest_date"].values.astype("datetime64[D]").astype(np.int64)
+            at = table.patient.astype(np.int64) * span + latest + (span >> 1)
+            known = ~np.isnat(table["latest_date"].values)
+            low = np.searchsorted(key, at - NEAR_VISIT_DAYS, "left")
+            high = np.searchsorted(key, at + NEAR_VISIT_DAYS, "right")
+            high = np.where(known, high, low)
+            highest = np.full(len(table), np.nan)
+            for step in range(int((high - low).max(initial=0))):
+                inside = low + step < high
+                highest[inside] = np.fmax(highest[inside], pain[low[inside] + step])
+            return number(highest)
+        return make
+
+    def days_since_best(table: Table) -> Column:
+        """Days from the best earlier post-operative exam (the latest one on a tie) to the latest exam: how
+        fast a grade was lost."""
+        return number((table["latest_date"].values - table["best_prior_date"].values) / np.timedelta64(1, "D"))
 
     return Table(patient, {  # the derived fields read the others from the table they are made for
         **frame_makers(muscles, MUSCLE_FIELDS, rows),
@@ -497,7 +550,9 @@ def _muscle_table(patient_table: Table, patient_ids: pd.Series, muscles: pd.Data
         "gain_since_first": difference("latest_mrc", "first_post_mrc"),
         "start_mrc": lambda table: number(np.fmin(table["baseline_mrc"].values, table["first_post_mrc"].values)),
         "weaker_both_sides": weaker_both_sides,
-        "leg_pain_near": leg_pain_near,
+        "leg_pain_near": highest_near("leg_pain_nrs"),
+        "leg_pain_rise_near": highest_near("leg_pain_rise"),
+        "days_since_best": days_since_best,
         "muscle_label": lambda table: _relabelled(table["muscle"], MUSCLE_WORDS),
         "side_label": lambda table: _relabelled(table["side"], {"L": "left", "R": "right"}),
     })
@@ -626,6 +681,9 @@ def _evidence_by_patient(hits: Table, rule: Rule) -> tuple[np.ndarray, np.ndarra
     if rule.escalate_if:
         escalated, reasons = _labels(hits, rule.escalate_if)
         rendered.append(pa.array(np.where(escalated, "Emergency because: " + reasons, ""), TEXT))
+    if rule.note_if:  # an intermediate step: what to do within the rule's urgency (moot once escalated)
+        noted, notes = _labels(hits, rule.note_if)
+        rendered.append(pa.array(np.where(noted & ~escalated, notes, ""), TEXT))
     rendered = pa.concat_arrays(rendered)
     rows, templates = len(hits), len(rendered) // max(len(hits), 1)
     line = np.arange(rows * templates)
@@ -828,6 +886,15 @@ def decision_fingerprint(prompt) -> str:
         return basis
     evidence = prompt["evidence"] if isinstance(prompt, dict) else prompt.evidence
     return evidence_hash(list(evidence))
+
+
+def decision_key(rule_id: str, rules: RuleSet | None = None) -> str:
+    """The stable key a decision is matched by, with the patient: the scan a rule asks for ('scan:mri',
+    'scan:ct', …). Rules asking one patient for one scan always give one merged prompt, so the scan names that
+    prompt whatever rule is its most urgent today (its `rule_id`, under which a decision is recorded, may
+    change). A rule id the rules file does not know keys itself ('rule:<id>')."""
+    modality = next((rule.modality for rule in (rules or load_rules()).rules if rule.id == rule_id), None)
+    return f"scan:{SCAN_OF_MODALITY.get(modality, modality)}" if modality else f"rule:{rule_id}"
 
 
 def no_prompt_text(rules: RuleSet | None = None) -> str:

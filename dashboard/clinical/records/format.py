@@ -85,6 +85,11 @@ VISIT_BOOLEANS = (
     "radicular_pain", "numbness", "saddle_anesthesia", "urinary_retention", "fecal_incontinence", "fever",
     "wound_drainage", "calf_swelling", "screw_lucency", "implant_migration", "rod_fracture",
 )
+#: Optional signs added to the format (docs/format-extensions.md, "Sepsis and cauda equina signs"): reduced anal
+#: tone and perianal sensation for cauda equina, and the three qSOFA criteria (Sepsis-3) for sepsis. Blank is
+#: unknown, never normal.
+VISIT_SIGN_BOOLEANS = ("anal_tone_reduced", "perianal_sensation_reduced", "altered_mentation")
+VISIT_SIGN_NUMBERS = ("respiratory_rate", "systolic_bp")
 VISITS = FileSpec(
     "visits.csv", False,
     (
@@ -95,6 +100,8 @@ VISITS = FileSpec(
         Column("odi", "number"),
         *(Column(name, "boolean") for name in VISIT_BOOLEANS),
         Column("crp_mg_l", "number"),
+        *(Column(name, "boolean") for name in VISIT_SIGN_BOOLEANS),
+        *(Column(name, "number") for name in VISIT_SIGN_NUMBERS),
         Column("notes", "text", identifying=True),
     ),
     key=("patient_id", "visit_date"),
@@ -148,5 +155,7 @@ def value_schemas(today: date) -> dict[str, pa.DataFrameSchema]:
             "back_pain_nrs": col(nrs),
             "odi": col(_range(0, 100, "an ODI score")),
             "crp_mg_l": col(_range(0, None, "a CRP in mg/L")),
+            "respiratory_rate": col(_range(0, 80, "a respiratory rate in breaths/min")),
+            "systolic_bp": col(_range(0, 300, "a systolic blood pressure in mmHg")),
         }),
     }
