@@ -3,13 +3,17 @@
 A case is "Case k" (its place in the case list), time is counted in weeks or months since the index
 operation, age is a 5-year band. Name, MRN, patient id, free text (visit notes, decision reasons) and
 calendar dates are dropped, and every date inside a prompt's evidence is rewritten relative to the
-operation. The surgeon and the deciding clinician are staff, not patient identifiers: the surgeon is kept
-(conferences discuss "Dr X's patient" and filter by surgeon), the deciding clinician is dropped (not
-needed for the discussion). Pure: no Streamlit, no Plotly. Limits are in docs/conference.md.
+operation. Free-text fields that stay in a case become controlled values (dashboard.core.controlled_terms):
+the procedure a term of data/vocabulary/procedures.yaml or "other procedure", levels lumbar segments, the
+surgeon a pseudonym ("Surgeon A", the same for the whole cohort, so conferences can still discuss and
+filter "Surgeon A's patients"), because a clinician may have typed a relative's phone number into any of
+them. The deciding clinician is dropped (not needed for the discussion). Pure: no Streamlit, no Plotly.
+Limits are in docs/conference.md.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +23,7 @@ from datetime import date, datetime
 import pandas as pd
 
 from dashboard.core.assessment import URGENCY_ORDER, Assessment
+from dashboard.core.controlled_terms import SurgeonPseudonyms, levels_term, procedure_term
 from dashboard.core.decision_state import DECISION_LABELS
 from dashboard.core.patient_view import PatientView, patient_view
 from dashboard.core.summary import STATUS_SEVERITY
@@ -29,6 +34,8 @@ _MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
 TEXT_DATE = re.compile(rf"\b(\d{{1,2}}) ({_MONTHS})[a-z]* (\d{{4}})\b", re.IGNORECASE)
 SLASH_DATE = re.compile(r"\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b")
 DATE_REMOVED = "[date removed]"
+SEX_CODES = ("F", "M", "X")  # the records format's codes (dashboard.core.schema): anything else is not shown
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 # Filters for building a case list, by key (also the CLI's --filter values).
 CASE_FILTERS = {
@@ -193,22 +200,33 @@ def hand_picked(assessment: Assessment, patient_ids: Sequence[str]) -> list[str]
 
 # ---------------------------------------------------------------------------------------------- cases
 
-def deidentify_view(view: PatientView, number: int, prompts: pd.DataFrame | None = None) -> ConferenceCase:
-    """A PatientView as conference case `number`. `prompts` may carry decisions (with_decisions)."""
+def surgeon_pseudonyms(assessment: Assessment) -> SurgeonPseudonyms:
+    """The cohort's surgeons as "Surgeon A", "Surgeon B", …: one pseudonym per surgeon on every case."""
+    return SurgeonPseudonyms.of(assessment.patients["surgeon"])
+
+
+def deidentify_view(view: PatientView, number: int, prompts: pd.DataFrame | None = None, *,
+                    surgeons: SurgeonPseudonyms | None = None) -> ConferenceCase:
+    """A PatientView as conference case `number`. `prompts` may carry decisions (with_decisions).
+
+    `surgeons`: the cohort's pseudonyms; without them the surgeon is left out ("surgeon not shown"), since
+    a pseudonym made from one case alone would call every surgeon "Surgeon A".
+    """
     label = f"Case {number}"
     h = view.header
     operation = h.get("surgery_date")
+    procedure = procedure_term(h.get("procedure"))
     header = {
         "case": label,
         "age_band": age_band(h.get("age")),
-        "sex": h.get("sex"),
-        "procedure": h.get("procedure"),
-        "levels": h.get("levels"),
+        "sex": h["sex"] if isinstance(h.get("sex"), str) and h["sex"] in SEX_CODES else None,
+        "procedure": procedure,
+        "levels": levels_term(h.get("levels")),
         "instrumented": h.get("instrumented"),
         "revision": h.get("revision"),
         "diabetes": h.get("diabetes"),
         "smoker": h.get("smoker"),
-        "surgeon": h.get("surgeon"),
+        "surgeon": (surgeons or SurgeonPseudonyms({})).pseudonym(h.get("surgeon")),
         "days_since_surgery": h.get("days_since_surgery"),
         "follow_up": time_since_operation(h.get("days_since_surgery")),
         "weakness_before_operation": None if h.get("deficit_days") is None
@@ -222,15 +240,28 @@ def deidentify_view(view: PatientView, number: int, prompts: pd.DataFrame | None
     muscles["latest_day"] = ((muscles["latest_date"] - anchor).dt.days if anchor is not None
                              else pd.Series(pd.NA, index=muscles.index))
     muscles = muscles[[c for c in MUSCLE_COLUMNS if c in muscles]]
-    case_prompts = _case_prompts(view.prompts if prompts is None else prompts, operation)
+    written = str(h.get("procedure") or "").strip()
+    recorded = {written: procedure} if written else {}
+    case_prompts = _case_prompts(view.prompts if prompts is None else prompts, operation, recorded)
     missing = [rewrite_dates(note, operation) for note in view.missing]
     safe_view = replace(view, patient_id=label, header=header, exams=exams, visits=visits, muscles=muscles,
                         prompts=case_prompts, missing=missing)
     return ConferenceCase(number, label, header, safe_view, case_prompts, missing)
 
 
-def _case_prompts(prompts: pd.DataFrame, operation) -> pd.DataFrame:
+def _controlled(text: str, recorded: dict[str, str]) -> str:
+    """An evidence line with any recorded free text (a rule template quoting {procedure}) replaced by its
+    controlled term, so the case never carries the text as written. Texts under 4 characters are left:
+    replacing "R" or "4" would corrupt the evidence, and they cannot hold a name or a number to call."""
+    for written, term in recorded.items():
+        if len(written) >= 4 and written.casefold() != term.casefold():
+            text = re.sub(rf"(?<!\w){re.escape(written)}(?!\w)", lambda _: term, text, flags=re.IGNORECASE)
+    return text
+
+
+def _case_prompts(prompts: pd.DataFrame, operation, recorded: dict[str, str] | None = None) -> pd.DataFrame:
     anchor = _as_timestamp(operation)
+    recorded = recorded or {}
     rows = []
     for p in prompts.itertuples(index=False):
         decision = getattr(p, "decision", None)
@@ -240,7 +271,7 @@ def _case_prompts(prompts: pd.DataFrame, operation) -> pd.DataFrame:
         rows.append({
             "rule_id": p.rule_id, "category": p.category, "modality": p.modality, "urgency": p.urgency,
             "summary": rewrite_dates(p.summary, operation),
-            "evidence": [rewrite_dates(line, operation) for line in p.evidence],
+            "evidence": [rewrite_dates(_controlled(line, recorded), operation) for line in p.evidence],
             "source": rewrite_dates(p.source, operation),
             "decision": decision,
             "decision_label": DECISION_LABELS.get(decision) if decision else None,
@@ -262,17 +293,21 @@ def conference_cases(assessment: Assessment, patient_ids: Sequence[str], prompts
     prompts = assessment.prompts if prompts is None else prompts
     by_patient = {pid: group for pid, group in prompts.groupby("patient_id", sort=False)}
     empty = prompts.iloc[:0]
-    return [deidentify_patient(assessment, pid, k, by_patient.get(pid, empty), exams)
+    surgeons = surgeon_pseudonyms(assessment)
+    return [deidentify_patient(assessment, pid, k, by_patient.get(pid, empty), exams, surgeons=surgeons)
             for k, pid in enumerate(patient_ids, start=1)]
 
 
 def deidentify_patient(assessment: Assessment, patient_id: str, number: int, prompts: pd.DataFrame | None = None,
-                       exams: Callable[[str], pd.DataFrame] | None = None) -> ConferenceCase:
-    """One patient of an assessment as conference case `number`."""
+                       exams: Callable[[str], pd.DataFrame] | None = None, *,
+                       surgeons: SurgeonPseudonyms | None = None) -> ConferenceCase:
+    """One patient of an assessment as conference case `number`; `surgeons` the cohort's pseudonyms
+    (made from the assessment when not given: pass them when making many cases)."""
     view = patient_view(assessment, patient_id, exams(patient_id) if exams else None)
     if prompts is None:
         prompts = view.prompts
-    return deidentify_view(view, number, prompts.reset_index(drop=True))
+    return deidentify_view(view, number, prompts.reset_index(drop=True),
+                           surgeons=surgeon_pseudonyms(assessment) if surgeons is None else surgeons)
 
 
 # ---------------------------------------------------------------------------------------------- checking
@@ -287,15 +322,34 @@ def identifiers(patients: pd.DataFrame, ids: Iterable[str] | None = None) -> lis
     return values
 
 
-def leaks(text: str, identifying: Iterable[str]) -> list[str]:
-    """What of `identifying` (and any calendar date) appears in `text`: empty when the text is clean.
+_STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
 
-    Returns kinds, never the values, so that the result can be logged or shown without disclosing them.
+
+def visible_text(document: str) -> str:
+    """What a reader of an HTML document sees: no head, style or tags; entities decoded; one space."""
+    text = _TAG.sub(" ", _STYLE.sub(" ", document))
+    return " ".join(html.unescape(text).split())
+
+
+def leaks(text: str, identifying: Iterable[str]) -> list[str]:
+    """What of `identifying` (and any calendar date or e-mail address) appears in `text`: empty when clean.
+
+    `text` is read as a reader sees it (visible_text: markup, styles and entities do not count) and each
+    identifier is looked for as a whole word or phrase, case-insensitively: a patient named "Li" is found
+    in "seen by Li" but not in "<li>" or "lift". Returns kinds, never the values, so that the result can be
+    logged or shown without disclosing them.
     """
     found = []
-    lowered = text.lower()
-    if any(value.lower() in lowered for value in identifying):
-        found.append("patient identifier (id, name or MRN)")
-    if ISO_DATE.search(text) or TEXT_DATE.search(text):
+    shown = visible_text(text)
+    lowered = shown.casefold()
+    for value in identifying:
+        needle = " ".join(str(value).casefold().split())
+        if needle and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", lowered):
+            found.append("patient identifier (id, name or MRN)")
+            break
+    if ISO_DATE.search(shown) or TEXT_DATE.search(shown):
         found.append("calendar date")
+    if EMAIL.search(shown):
+        found.append("e-mail address")
     return found

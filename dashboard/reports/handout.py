@@ -6,8 +6,10 @@ weeks since the operation), imaging, urgency, source and the decision taken.
 
 The PDF is Chromium's print of the same HTML rather than a second layout in ReportLab: one layout to keep
 right, CSS page breaks give one section per case, and Chromium is needed for Kaleido anyway.
-Before the images go in, the text is checked for the cases' names, MRNs, patient ids and calendar dates;
-a leak stops the export instead of writing it.
+Free-text fields arrive as controlled values (procedure terms, lumbar segments, "Surgeon A": the core's
+dashboard.core.controlled_terms); this module shows them and never the record as written. Before the
+images go in, the text is checked for the cases' names, MRNs, patient ids, calendar dates and e-mail
+addresses; a leak stops the export instead of writing it.
 """
 
 from __future__ import annotations
@@ -23,15 +25,24 @@ import plotly.graph_objects as go
 from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
 from dashboard.core.assessment import Assessment
 from dashboard.core.checklist import no_prompt_text
-from dashboard.core.deidentify import ConferenceCase, deidentify_patient, identifiers, leaks, week_label
+from dashboard.core.deidentify import (
+    ConferenceCase,
+    deidentify_patient,
+    identifiers,
+    leaks,
+    surgeon_pseudonyms,
+    week_label,
+)
 from dashboard.reports import html as h
 from dashboard.reports.render import ReportError, data_uri, html_to_pdf, render_pngs
 
 TITLE = "Case conference handout"
 DEIDENTIFIED_NOTE = (
     "De-identified for the case conference: cases are numbered in the order of the case list; times are "
-    "weeks or months since the index operation; ages are 5-year bands; names, MRNs, patient ids, free-text "
-    "notes, decision reasons and calendar dates are left out. Decision support only: the clinician decides.")
+    "weeks or months since the index operation; ages are 5-year bands; operations are named by a controlled "
+    "list of procedures (anything else reads \"other procedure\") and surgeons by pseudonyms (Surgeon A, B, …); "
+    "names, MRNs, patient ids, free-text notes, decision reasons and calendar dates are left out. "
+    "Decision support only: the clinician decides.")
 
 
 @dataclass
@@ -63,6 +74,7 @@ def build_handout(assessment: Assessment, patient_ids: Sequence[str], prompts: p
     prompts = assessment.prompts if prompts is None else prompts
     by_patient = {pid: group for pid, group in prompts.groupby("patient_id", sort=False)}
     patients = assessment.patients.set_index("patient_id", drop=False)
+    surgeons = surgeon_pseudonyms(assessment)
     cases: list[ConferenceCase] = []
     sections: list[str] = []
     charts_per_case: list[int] = []
@@ -71,7 +83,8 @@ def build_handout(assessment: Assessment, patient_ids: Sequence[str], prompts: p
         # De-identify and draw case by case, while Chromium renders the previous figures.
         count = 0
         for number, pid in enumerate(patient_ids, start=1):
-            case = deidentify_patient(assessment, pid, number, by_patient.get(pid, prompts.iloc[:0]), exams)
+            case = deidentify_patient(assessment, pid, number, by_patient.get(pid, prompts.iloc[:0]), exams,
+                                      surgeons=surgeons)
             charts = case_figures(case)
             slots = {name: h.IMAGE_SLOT.format(count + i) for i, (name, _) in enumerate(charts)}
             count += len(charts)
@@ -109,8 +122,8 @@ def case_figures(case: ConferenceCase) -> list[tuple[str, go.Figure]]:
 
 
 def _operation(header: dict) -> str:
-    levels = str(header["levels"]).replace(";", ", ") if header.get("levels") else "levels not recorded"
-    parts = [h.esc(header.get("procedure") or "operation not recorded"), h.esc(levels)]
+    """'TLIF L4–L5, L5–S1, instrumented': controlled values only (the core made them from the record)."""
+    parts = [h.esc(header["procedure"]), h.esc(header["levels"])]
     if header.get("instrumented") is not None:
         parts.append("instrumented" if header["instrumented"] else "not instrumented")
     if header.get("revision"):
@@ -149,7 +162,7 @@ def _decision(prompt: dict) -> str:
 def _case_section(case: ConferenceCase, images: dict[str, str]) -> str:
     head = case.header
     facts = (f"<b>{h.esc(head['age_band'])}</b> · {h.esc(head['sex'])} · {_operation(head)} · "
-             f"<b>{h.esc(head['follow_up'])}</b> · surgeon {h.esc(head['surgeon'])}")
+             f"<b>{h.esc(head['follow_up'])}</b> · {h.esc(head['surgeon'])}")
     factors = (f"Diabetes {h.yes_no(head['diabetes'])} · smoker {h.yes_no(head['smoker'])} · "
                + ("duration of weakness before the operation not recorded" if head["weakness_before_operation"]
                   is None else f"weak for {h.esc(head['weakness_before_operation'])} before the operation"))
