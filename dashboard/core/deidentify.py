@@ -255,7 +255,7 @@ def _controlled(text: str, recorded: dict[str, str]) -> str:
     replacing "R" or "4" would corrupt the evidence, and they cannot hold a name or a number to call."""
     for written, term in recorded.items():
         if len(written) >= 4 and written.casefold() != term.casefold():
-            text = re.sub(rf"(?<!\w){re.escape(written)}(?!\w)", lambda _: term, text, flags=re.IGNORECASE)
+            text = re.sub(rf"(?<!\w){re.escape(written)}(?!\w)", lambda _, term=term: term, text, flags=re.IGNORECASE)
     return text
 
 
