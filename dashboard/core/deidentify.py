@@ -324,12 +324,14 @@ def identifiers(patients: pd.DataFrame, ids: Iterable[str] | None = None) -> lis
 
 _STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")  # soft hyphen, zero-width characters
 
 
 def visible_text(document: str) -> str:
-    """What a reader of an HTML document sees: no head, style or tags; entities decoded; one space."""
+    """What a reader of an HTML document sees: no head, style or tags; entities decoded; invisible characters
+    (soft hyphens, zero-width spaces) dropped, so "Jo&shy;hanna" reads, and is checked, as "Johanna"."""
     text = _TAG.sub(" ", _STYLE.sub(" ", document))
-    return " ".join(html.unescape(text).split())
+    return " ".join(_INVISIBLE.sub("", html.unescape(text)).split())
 
 
 def leaks(text: str, identifying: Iterable[str]) -> list[str]:
