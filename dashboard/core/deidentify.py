@@ -35,6 +35,7 @@ TEXT_DATE = re.compile(rf"\b(\d{{1,2}}) ({_MONTHS})[a-z]* (\d{{4}})\b", re.IGNOR
 SLASH_DATE = re.compile(r"\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b")
 DATE_REMOVED = "[date removed]"
 SEX_CODES = ("F", "M", "X")  # the records format's codes (dashboard.core.schema): anything else is not shown
+IDENTIFIER_LEAK = "patient identifier (id, name or MRN)"
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 # Filters for building a case list, by key (also the CLI's --filter values).
@@ -334,21 +335,26 @@ def visible_text(document: str) -> str:
     return " ".join(_INVISIBLE.sub("", html.unescape(text)).split())
 
 
-def leaks(text: str, identifying: Iterable[str]) -> list[str]:
+def leaks(text: str, identifying: Iterable[str], wording: Iterable[str] = ()) -> list[str]:
     """What of `identifying` (and any calendar date or e-mail address) appears in `text`: empty when clean.
 
     `text` is read as a reader sees it (visible_text: markup, styles and entities do not count) and each
     identifier is looked for as a whole word or phrase, case-insensitively: a patient named "Li" is found
-    in "seen by Li" but not in "<li>" or "lift". Returns kinds, never the values, so that the result can be
-    logged or shown without disclosing them.
+    in "seen by Li" but not in "<li>" or "lift". `wording`: texts that are not records (the rules' summaries
+    and published sources, whose authors' names and initials "Ahn", "Li", "et al." could equal a short
+    name), left out before the search. A one-word name that is a word of the rest of the wording ("An") is
+    found, and the output refused: safe, and the message says how to go on. Returns kinds, never the values,
+    so that the result can be logged or shown without disclosing them.
     """
     found = []
     shown = visible_text(text)
+    for phrase in sorted({" ".join(str(w).split()) for w in wording if str(w).strip()}, key=len, reverse=True):
+        shown = shown.replace(phrase, " \u2022 ")
     lowered = shown.casefold()
     for value in identifying:
         needle = " ".join(str(value).casefold().split())
         if needle and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", lowered):
-            found.append("patient identifier (id, name or MRN)")
+            found.append(IDENTIFIER_LEAK)
             break
     if ISO_DATE.search(shown) or TEXT_DATE.search(shown):
         found.append("calendar date")

@@ -26,6 +26,7 @@ from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
 from dashboard.core.assessment import Assessment
 from dashboard.core.checklist import no_prompt_text
 from dashboard.core.deidentify import (
+    IDENTIFIER_LEAK,
     ConferenceCase,
     deidentify_patient,
     identifiers,
@@ -43,6 +44,9 @@ DEIDENTIFIED_NOTE = (
     "list of procedures (anything else reads \"other procedure\") and surgeons by pseudonyms (Surgeon A, B, …); "
     "names, MRNs, patient ids, free-text notes, decision reasons and calendar dates are left out. "
     "Decision support only: the clinician decides.")
+
+NAME_IS_A_WORD = (" No record text is shown as written, so this is most likely a patient whose whole recorded name "
+                  "is one ordinary word of the handout (\"An\"): record the full name and make the handout again.")
 
 
 @dataclass
@@ -89,7 +93,7 @@ def build_handout(assessment: Assessment, patient_ids: Sequence[str], prompts: p
             slots = {name: h.IMAGE_SLOT.format(count + i) for i, (name, _) in enumerate(charts)}
             count += len(charts)
             section = _case_section(case, slots)
-            _refuse_leaks(section, identifiers(patients.loc[[pid]]))
+            _refuse_leaks(section, identifiers(patients.loc[[pid]]), rule_wording([case]))
             cases.append(case)
             sections.append(section)
             charts_per_case.append(len(charts))
@@ -99,16 +103,26 @@ def build_handout(assessment: Assessment, patient_ids: Sequence[str], prompts: p
     images = render_pngs(figures())
     rendered = time.perf_counter()
     text = h.page(title, "\n".join([_cover(cases, title), *sections]))
-    _refuse_leaks(text, identifiers(assessment.patients, patient_ids))
+    _refuse_leaks(text, identifiers(assessment.patients, patient_ids), rule_wording(cases))
     document = h.fill_images(text, [data_uri(png) for png in images])
     return Handout(document, len(cases), {"render": rendered - started, "html": time.perf_counter() - rendered},
                    charts_per_case)
 
 
-def _refuse_leaks(text: str, identifying: list[str]) -> None:
-    found = leaks(text, identifying)
-    if found:  # kinds only: the values themselves are never logged or shown
-        raise ReportError("The handout was not written: it would contain " + " and ".join(found) + ".")
+def rule_wording(cases: Sequence[ConferenceCase]) -> set[str]:
+    """The cases' prompt summaries and sources: the rules file's text, not records, left out of the leak
+    check (a citation's "Ahn UM", "et al." must not stop the handout of a patient named Ahn or Al)."""
+    return {text for case in cases for column in ("summary", "source") for text in case.prompts[column]}
+
+
+def _refuse_leaks(text: str, identifying: list[str], wording: set[str]) -> None:
+    found = leaks(text, identifying, wording)
+    if not found:
+        return
+    message = "The handout was not written: it would contain " + " and ".join(found) + "."
+    if found[0] == IDENTIFIER_LEAK:  # kinds only: the values themselves are never logged or shown
+        message += NAME_IS_A_WORD
+    raise ReportError(message)
 
 
 def case_figures(case: ConferenceCase) -> list[tuple[str, go.Figure]]:
