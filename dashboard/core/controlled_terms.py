@@ -156,9 +156,3 @@ class SurgeonPseudonyms:
     def labels(self) -> list[str]:
         """Every pseudonym, A first (for a filter)."""
         return sorted(self.by_key.values(), key=lambda label: (len(label), label))
-
-    def recorded(self, recorded_values: Iterable[object], labels: Iterable[str]) -> list[str]:
-        """Those of `recorded_values` (as written) whose pseudonym is one of `labels`: a filter by
-        pseudonym for code that selects by the recorded surgeon."""
-        chosen = set(labels)
-        return sorted({str(v) for v in recorded_values if not _missing(v) and self.pseudonym(v) in chosen})

@@ -167,6 +167,7 @@ def select_cases(assessment: Assessment, prompts: pd.DataFrame | None = None, *,
     """Patient ids for a case list built by filter, in the clinic's order (most urgent open prompt first).
 
     `prompts` may carry decisions (decision_state.with_decisions): decided prompts are then not open.
+    `surgeons`: recorded names or pseudonyms ("Surgeon A").
     """
     if filter not in CASE_FILTERS:
         raise ValueError(f"unknown case filter {filter!r}: use one of {', '.join(CASE_FILTERS)}")
@@ -181,10 +182,11 @@ def select_cases(assessment: Assessment, prompts: pd.DataFrame | None = None, *,
         worst = worst_status(assessment)
         chosen = set(statuses)
         ids = [pid for pid in ids if worst.get(pid) in chosen]
-    if surgeons:
+    if surgeons:  # as recorded (surgeons at the command line) or as the pseudonym a case shows ("Surgeon A")
         chosen = set(surgeons)
+        pseudonyms = surgeon_pseudonyms(assessment)
         surgeon = assessment.patients.set_index("patient_id")["surgeon"]
-        ids = [pid for pid in ids if surgeon.get(pid) in chosen]
+        ids = [pid for pid in ids if surgeon.get(pid) in chosen or pseudonyms.pseudonym(surgeon.get(pid)) in chosen]
     rank = prompts["urgency"].map(URGENCY_ORDER).groupby(prompts["patient_id"]).min()
     order = {pid: i for i, pid in enumerate(ids)}
     return sorted(ids, key=lambda pid: (rank.get(pid, len(URGENCY_ORDER)), order[pid]))

@@ -91,8 +91,7 @@ with st.expander("Case list", icon=":material/list:", expanded=False):
         statuses = columns[1].multiselect("Worst muscle status", list(STATUS_LABELS),
                                           format_func=STATUS_LABELS.get, key="conference_statuses")
         by_surgeon = columns[2].multiselect("Surgeon", surgeons.labels, key="conference_surgeons")
-        ids = select_cases(assessment, prompts, filter=chosen, statuses=statuses,
-                           surgeons=surgeons.recorded(assessment.patients["surgeon"], by_surgeon))
+        ids = select_cases(assessment, prompts, filter=chosen, statuses=statuses, surgeons=by_surgeon)
 
 if not ids:
     st.info("No case in the list: change the filter under **Case list**.")
