@@ -352,12 +352,11 @@ def leaks(text: str, identifying: Iterable[str], wording: Iterable[str] = ()) ->
     shown = visible_text(text)
     for phrase in sorted({" ".join(str(w).split()) for w in wording if str(w).strip()}, key=len, reverse=True):
         shown = shown.replace(phrase, " \u2022 ")
-    lowered = shown.casefold()
-    for value in identifying:
-        needle = " ".join(str(value).casefold().split())
-        if needle and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", lowered):
+    needles = {" ".join(str(value).casefold().split()) for value in identifying} - {""}
+    if needles:  # one pattern for all identifiers: a 200-case handout has 600 of them
+        alternatives = "|".join(map(re.escape, sorted(needles, key=len, reverse=True)))
+        if re.search(rf"(?<!\w)(?:{alternatives})(?!\w)", shown.casefold()):
             found.append(IDENTIFIER_LEAK)
-            break
     if ISO_DATE.search(shown) or TEXT_DATE.search(shown):
         found.append("calendar date")
     if EMAIL.search(shown):
