@@ -3,13 +3,17 @@
 A case is "Case k" (its place in the case list), time is counted in weeks or months since the index
 operation, age is a 5-year band. Name, MRN, patient id, free text (visit notes, decision reasons) and
 calendar dates are dropped, and every date inside a prompt's evidence is rewritten relative to the
-operation. The surgeon and the deciding clinician are staff, not patient identifiers: the surgeon is kept
-(conferences discuss "Dr X's patient" and filter by surgeon), the deciding clinician is dropped (not
-needed for the discussion). Pure: no Streamlit, no Plotly. Limits are in docs/conference.md.
+operation. Free-text fields that stay in a case become controlled values (dashboard.clinical.controlled_terms):
+the procedure a term of data/vocabulary/procedures.yaml or "other procedure", levels lumbar segments, the
+surgeon a pseudonym ("Surgeon A", the same for the whole cohort, so conferences can still discuss and
+filter "Surgeon A's patients"), because a clinician may have typed a relative's phone number into any of
+them. The deciding clinician is dropped (not needed for the discussion). Pure: no Streamlit, no Plotly.
+Limits are in docs/conference.md.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +23,7 @@ from datetime import date, datetime
 import pandas as pd
 
 from dashboard.clinical.assessment import URGENCY_ORDER, Assessment
+from dashboard.clinical.controlled_terms import SurgeonPseudonyms, levels_term, procedure_term
 from dashboard.clinical.decisions import DECISION_LABELS
 from dashboard.clinical.patient_view import PatientView, patient_view
 from dashboard.clinical.summary import STATUS_SEVERITY
@@ -29,6 +34,9 @@ _MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
 TEXT_DATE = re.compile(rf"\b(\d{{1,2}}) ({_MONTHS})[a-z]* (\d{{4}})\b", re.IGNORECASE)
 SLASH_DATE = re.compile(r"\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b")
 DATE_REMOVED = "[date removed]"
+SEX_CODES = ("F", "M", "X")  # the records format's codes (records.format): anything else is not shown
+IDENTIFIER_LEAK = "patient identifier (id, name or MRN)"
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 # Filters for building a case list, by key (also the CLI's --filter values).
 CASE_FILTERS = {
@@ -159,6 +167,7 @@ def select_cases(assessment: Assessment, prompts: pd.DataFrame | None = None, *,
     """Patient ids for a case list built by filter, in the clinic's order (most urgent open prompt first).
 
     `prompts` may carry decisions (decision_state.with_decisions): decided prompts are then not open.
+    `surgeons`: recorded names or pseudonyms ("Surgeon A").
     """
     if filter not in CASE_FILTERS:
         raise ValueError(f"unknown case filter {filter!r}: use one of {', '.join(CASE_FILTERS)}")
@@ -173,10 +182,11 @@ def select_cases(assessment: Assessment, prompts: pd.DataFrame | None = None, *,
         worst = worst_status(assessment)
         chosen = set(statuses)
         ids = [pid for pid in ids if worst.get(pid) in chosen]
-    if surgeons:
+    if surgeons:  # as recorded (surgeons at the command line) or as the pseudonym a case shows ("Surgeon A")
         chosen = set(surgeons)
+        pseudonyms = surgeon_pseudonyms(assessment)
         surgeon = assessment.patients.set_index("patient_id")["surgeon"]
-        ids = [pid for pid in ids if surgeon.get(pid) in chosen]
+        ids = [pid for pid in ids if surgeon.get(pid) in chosen or pseudonyms.pseudonym(surgeon.get(pid)) in chosen]
     rank = prompts["urgency"].map(URGENCY_ORDER).groupby(prompts["patient_id"]).min()
     order = {pid: i for i, pid in enumerate(ids)}
     return sorted(ids, key=lambda pid: (rank.get(pid, len(URGENCY_ORDER)), order[pid]))
@@ -193,22 +203,33 @@ def hand_picked(assessment: Assessment, patient_ids: Sequence[str]) -> list[str]
 
 # ---------------------------------------------------------------------------------------------- cases
 
-def deidentify_view(view: PatientView, number: int, prompts: pd.DataFrame | None = None) -> ConferenceCase:
-    """A PatientView as conference case `number`. `prompts` may carry decisions (with_decisions)."""
+def surgeon_pseudonyms(assessment: Assessment) -> SurgeonPseudonyms:
+    """The cohort's surgeons as "Surgeon A", "Surgeon B", …: one pseudonym per surgeon on every case."""
+    return SurgeonPseudonyms.of(assessment.patients["surgeon"])
+
+
+def deidentify_view(view: PatientView, number: int, prompts: pd.DataFrame | None = None, *,
+                    surgeons: SurgeonPseudonyms | None = None) -> ConferenceCase:
+    """A PatientView as conference case `number`. `prompts` may carry decisions (with_decisions).
+
+    `surgeons`: the cohort's pseudonyms; without them the surgeon is left out ("surgeon not shown"), since
+    a pseudonym made from one case alone would call every surgeon "Surgeon A".
+    """
     label = f"Case {number}"
     h = view.header
     operation = h.get("surgery_date")
+    procedure = procedure_term(h.get("procedure"))
     header = {
         "case": label,
         "age_band": age_band(h.get("age")),
-        "sex": h.get("sex"),
-        "procedure": h.get("procedure"),
-        "levels": h.get("levels"),
+        "sex": h["sex"] if isinstance(h.get("sex"), str) and h["sex"] in SEX_CODES else None,
+        "procedure": procedure,
+        "levels": levels_term(h.get("levels")),
         "instrumented": h.get("instrumented"),
         "revision": h.get("revision"),
         "diabetes": h.get("diabetes"),
         "smoker": h.get("smoker"),
-        "surgeon": h.get("surgeon"),
+        "surgeon": (surgeons or SurgeonPseudonyms({})).pseudonym(h.get("surgeon")),
         "days_since_surgery": h.get("days_since_surgery"),
         "follow_up": time_since_operation(h.get("days_since_surgery")),
         "weakness_before_operation": None if h.get("deficit_days") is None
@@ -222,15 +243,28 @@ def deidentify_view(view: PatientView, number: int, prompts: pd.DataFrame | None
     muscles["latest_day"] = ((muscles["latest_date"] - anchor).dt.days if anchor is not None
                              else pd.Series(pd.NA, index=muscles.index))
     muscles = muscles[[c for c in MUSCLE_COLUMNS if c in muscles]]
-    case_prompts = _case_prompts(view.prompts if prompts is None else prompts, operation)
+    written = str(h.get("procedure") or "").strip()
+    recorded = {written: procedure} if written else {}
+    case_prompts = _case_prompts(view.prompts if prompts is None else prompts, operation, recorded)
     missing = [rewrite_dates(note, operation) for note in view.missing]
     safe_view = replace(view, patient_id=label, header=header, exams=exams, visits=visits, muscles=muscles,
                         prompts=case_prompts, missing=missing)
     return ConferenceCase(number, label, header, safe_view, case_prompts, missing)
 
 
-def _case_prompts(prompts: pd.DataFrame, operation) -> pd.DataFrame:
+def _controlled(text: str, recorded: dict[str, str]) -> str:
+    """An evidence line with any recorded free text (a rule template quoting {procedure}) replaced by its
+    controlled term, so the case never carries the text as written. Texts under 4 characters are left:
+    replacing "R" or "4" would corrupt the evidence, and they cannot hold a name or a number to call."""
+    for written, term in recorded.items():
+        if len(written) >= 4 and written.casefold() != term.casefold():
+            text = re.sub(rf"(?<!\w){re.escape(written)}(?!\w)", lambda _, term=term: term, text, flags=re.IGNORECASE)
+    return text
+
+
+def _case_prompts(prompts: pd.DataFrame, operation, recorded: dict[str, str] | None = None) -> pd.DataFrame:
     anchor = _as_timestamp(operation)
+    recorded = recorded or {}
     rows = []
     for p in prompts.itertuples(index=False):
         decision = getattr(p, "decision", None)
@@ -240,7 +274,7 @@ def _case_prompts(prompts: pd.DataFrame, operation) -> pd.DataFrame:
         rows.append({
             "rule_id": p.rule_id, "category": p.category, "modality": p.modality, "urgency": p.urgency,
             "summary": rewrite_dates(p.summary, operation),
-            "evidence": [rewrite_dates(line, operation) for line in p.evidence],
+            "evidence": [rewrite_dates(_controlled(line, recorded), operation) for line in p.evidence],
             "source": rewrite_dates(p.source, operation),
             "decision": decision,
             "decision_label": DECISION_LABELS.get(decision) if decision else None,
@@ -262,17 +296,21 @@ def conference_cases(assessment: Assessment, patient_ids: Sequence[str], prompts
     prompts = assessment.prompts if prompts is None else prompts
     by_patient = {pid: group for pid, group in prompts.groupby("patient_id", sort=False)}
     empty = prompts.iloc[:0]
-    return [deidentify_patient(assessment, pid, k, by_patient.get(pid, empty), exams)
+    surgeons = surgeon_pseudonyms(assessment)
+    return [deidentify_patient(assessment, pid, k, by_patient.get(pid, empty), exams, surgeons=surgeons)
             for k, pid in enumerate(patient_ids, start=1)]
 
 
 def deidentify_patient(assessment: Assessment, patient_id: str, number: int, prompts: pd.DataFrame | None = None,
-                       exams: Callable[[str], pd.DataFrame] | None = None) -> ConferenceCase:
-    """One patient of an assessment as conference case `number`."""
+                       exams: Callable[[str], pd.DataFrame] | None = None, *,
+                       surgeons: SurgeonPseudonyms | None = None) -> ConferenceCase:
+    """One patient of an assessment as conference case `number`; `surgeons` the cohort's pseudonyms
+    (made from the assessment when not given: pass them when making many cases)."""
     view = patient_view(assessment, patient_id, exams(patient_id) if exams else None)
     if prompts is None:
         prompts = view.prompts
-    return deidentify_view(view, number, prompts.reset_index(drop=True))
+    return deidentify_view(view, number, prompts.reset_index(drop=True),
+                           surgeons=surgeon_pseudonyms(assessment) if surgeons is None else surgeons)
 
 
 # ---------------------------------------------------------------------------------------------- checking
@@ -287,15 +325,40 @@ def identifiers(patients: pd.DataFrame, ids: Iterable[str] | None = None) -> lis
     return values
 
 
-def leaks(text: str, identifying: Iterable[str]) -> list[str]:
-    """What of `identifying` (and any calendar date) appears in `text`: empty when the text is clean.
+_STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")  # soft hyphen, zero-width characters
 
-    Returns kinds, never the values, so that the result can be logged or shown without disclosing them.
+
+def visible_text(document: str) -> str:
+    """What a reader of an HTML document sees: no head, style or tags; entities decoded; invisible characters
+    (soft hyphens, zero-width spaces) dropped, so "Jo&shy;hanna" reads, and is checked, as "Johanna"."""
+    text = _TAG.sub(" ", _STYLE.sub(" ", document))
+    return " ".join(_INVISIBLE.sub("", html.unescape(text)).split())
+
+
+def leaks(text: str, identifying: Iterable[str], wording: Iterable[str] = ()) -> list[str]:
+    """What of `identifying` (and any calendar date or e-mail address) appears in `text`: empty when clean.
+
+    `text` is read as a reader sees it (visible_text: markup, styles and entities do not count) and each
+    identifier is looked for as a whole word or phrase, case-insensitively: a patient named "Li" is found
+    in "seen by Li" but not in "<li>" or "lift". `wording`: texts that are not records (the rules' summaries
+    and published sources, whose authors' names and initials "Ahn", "Li", "et al." could equal a short
+    name), left out before the search. A one-word name that is a word of the rest of the wording ("An") is
+    found, and the output refused: safe, and the message says how to go on. Returns kinds, never the values,
+    so that the result can be logged or shown without disclosing them.
     """
     found = []
-    lowered = text.lower()
-    if any(value.lower() in lowered for value in identifying):
-        found.append("patient identifier (id, name or MRN)")
-    if ISO_DATE.search(text) or TEXT_DATE.search(text):
+    shown = visible_text(text)
+    for phrase in sorted({" ".join(str(w).split()) for w in wording if str(w).strip()}, key=len, reverse=True):
+        shown = shown.replace(phrase, " \u2022 ")
+    needles = {" ".join(str(value).casefold().split()) for value in identifying} - {""}
+    if needles:  # one pattern for all identifiers: a 200-case handout has 600 of them
+        alternatives = "|".join(map(re.escape, sorted(needles, key=len, reverse=True)))
+        if re.search(rf"(?<!\w)(?:{alternatives})(?!\w)", shown.casefold()):
+            found.append(IDENTIFIER_LEAK)
+    if ISO_DATE.search(shown) or TEXT_DATE.search(shown):
         found.append("calendar date")
+    if EMAIL.search(shown):
+        found.append("e-mail address")
     return found

@@ -6,8 +6,10 @@ weeks since the operation), imaging, urgency, source and the decision taken.
 
 The PDF is Chromium's print of the same HTML rather than a second layout in ReportLab: one layout to keep
 right, CSS page breaks give one section per case, and Chromium is needed for Kaleido anyway.
-Before the images go in, the text is checked for the cases' names, MRNs, patient ids and calendar dates;
-a leak stops the export instead of writing it.
+Free-text fields arrive as controlled values (procedure terms, lumbar segments, "Surgeon A": the core's
+dashboard.clinical.controlled_terms); this module shows them and never the record as written. Before the
+images go in, the text is checked for the cases' names, MRNs, patient ids, calendar dates and e-mail
+addresses; a leak stops the export instead of writing it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import plotly.graph_objects as go
 
 from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
 from dashboard.clinical.assessment import Assessment
-from dashboard.clinical.conference import ConferenceCase, deidentify_patient, identifiers, leaks, week_label
+from dashboard.clinical.conference import (
+    IDENTIFIER_LEAK,
+    ConferenceCase,
+    deidentify_patient,
+    identifiers,
+    leaks,
+    surgeon_pseudonyms,
+    week_label,
+)
 from dashboard.clinical.imaging.checklist import no_prompt_text
 from dashboard.reports import html as h
 from dashboard.reports.render import ReportError, data_uri, html_to_pdf, render_pngs
@@ -30,8 +40,13 @@ from dashboard.reports.render import ReportError, data_uri, html_to_pdf, render_
 TITLE = "Case conference handout"
 DEIDENTIFIED_NOTE = (
     "De-identified for the case conference: cases are numbered in the order of the case list; times are "
-    "weeks or months since the index operation; ages are 5-year bands; names, MRNs, patient ids, free-text "
-    "notes, decision reasons and calendar dates are left out. Decision support only: the clinician decides.")
+    "weeks or months since the index operation; ages are 5-year bands; operations are named by a controlled "
+    "list of procedures (anything else reads \"other procedure\") and surgeons by pseudonyms (Surgeon A, B, …); "
+    "names, MRNs, patient ids, free-text notes, decision reasons and calendar dates are left out. "
+    "Decision support only: the clinician decides.")
+
+NAME_IS_A_WORD = (" No record text is shown as written, so this is most likely a patient whose whole recorded name "
+                  "is one ordinary word of the handout (\"An\"): record the full name and make the handout again.")
 
 
 @dataclass
@@ -63,6 +78,7 @@ def build_handout(assessment: Assessment, patient_ids: Sequence[str], prompts: p
     prompts = assessment.prompts if prompts is None else prompts
     by_patient = {pid: group for pid, group in prompts.groupby("patient_id", sort=False)}
     patients = assessment.patients.set_index("patient_id", drop=False)
+    surgeons = surgeon_pseudonyms(assessment)
     cases: list[ConferenceCase] = []
     sections: list[str] = []
     charts_per_case: list[int] = []
@@ -71,12 +87,13 @@ def build_handout(assessment: Assessment, patient_ids: Sequence[str], prompts: p
         # De-identify and draw case by case, while Chromium renders the previous figures.
         count = 0
         for number, pid in enumerate(patient_ids, start=1):
-            case = deidentify_patient(assessment, pid, number, by_patient.get(pid, prompts.iloc[:0]), exams)
+            case = deidentify_patient(assessment, pid, number, by_patient.get(pid, prompts.iloc[:0]), exams,
+                                      surgeons=surgeons)
             charts = case_figures(case)
             slots = {name: h.IMAGE_SLOT.format(count + i) for i, (name, _) in enumerate(charts)}
             count += len(charts)
             section = _case_section(case, slots)
-            _refuse_leaks(section, identifiers(patients.loc[[pid]]))
+            _refuse_leaks(section, identifiers(patients.loc[[pid]]), rule_wording([case]))
             cases.append(case)
             sections.append(section)
             charts_per_case.append(len(charts))
@@ -86,16 +103,26 @@ def build_handout(assessment: Assessment, patient_ids: Sequence[str], prompts: p
     images = render_pngs(figures())
     rendered = time.perf_counter()
     text = h.page(title, "\n".join([_cover(cases, title), *sections]))
-    _refuse_leaks(text, identifiers(assessment.patients, patient_ids))
+    _refuse_leaks(text, identifiers(assessment.patients, patient_ids), rule_wording(cases))
     document = h.fill_images(text, [data_uri(png) for png in images])
     return Handout(document, len(cases), {"render": rendered - started, "html": time.perf_counter() - rendered},
                    charts_per_case)
 
 
-def _refuse_leaks(text: str, identifying: list[str]) -> None:
-    found = leaks(text, identifying)
-    if found:  # kinds only: the values themselves are never logged or shown
-        raise ReportError("The handout was not written: it would contain " + " and ".join(found) + ".")
+def rule_wording(cases: Sequence[ConferenceCase]) -> set[str]:
+    """The cases' prompt summaries and sources: the rules file's text, not records, left out of the leak
+    check (a citation's "Ahn UM", "et al." must not stop the handout of a patient named Ahn or Al)."""
+    return {text for case in cases for column in ("summary", "source") for text in case.prompts[column]}
+
+
+def _refuse_leaks(text: str, identifying: list[str], wording: set[str]) -> None:
+    found = leaks(text, identifying, wording)
+    if not found:
+        return
+    message = "The handout was not written: it would contain " + " and ".join(found) + "."
+    if found[0] == IDENTIFIER_LEAK:  # kinds only: the values themselves are never logged or shown
+        message += NAME_IS_A_WORD
+    raise ReportError(message)
 
 
 def case_figures(case: ConferenceCase) -> list[tuple[str, go.Figure]]:
@@ -109,8 +136,8 @@ def case_figures(case: ConferenceCase) -> list[tuple[str, go.Figure]]:
 
 
 def _operation(header: dict) -> str:
-    levels = str(header["levels"]).replace(";", ", ") if header.get("levels") else "levels not recorded"
-    parts = [h.esc(header.get("procedure") or "operation not recorded"), h.esc(levels)]
+    """'TLIF L4–L5, L5–S1, instrumented': controlled values only (the core made them from the record)."""
+    parts = [h.esc(header["procedure"]), h.esc(header["levels"])]
     if header.get("instrumented") is not None:
         parts.append("instrumented" if header["instrumented"] else "not instrumented")
     if header.get("revision"):
@@ -149,7 +176,7 @@ def _decision(prompt: dict) -> str:
 def _case_section(case: ConferenceCase, images: dict[str, str]) -> str:
     head = case.header
     facts = (f"<b>{h.esc(head['age_band'])}</b> · {h.esc(head['sex'])} · {_operation(head)} · "
-             f"<b>{h.esc(head['follow_up'])}</b> · surgeon {h.esc(head['surgeon'])}")
+             f"<b>{h.esc(head['follow_up'])}</b> · {h.esc(head['surgeon'])}")
     factors = (f"Diabetes {h.yes_no(head['diabetes'])} · smoker {h.yes_no(head['smoker'])} · "
                + ("duration of weakness before the operation not recorded" if head["weakness_before_operation"]
                   is None else f"weak for {h.esc(head['weakness_before_operation'])} before the operation"))

@@ -173,10 +173,20 @@ def missing_block(notes: list[str]) -> str:
     return f'<div class="missing"><b>Missing data</b> (not shown as normal):<ul>{items}</ul></div>'
 
 
-IMAGE_SLOT = "@@image-{}@@"
-_SLOT = re.compile(r"@@image-(\d+)@@")
+# A chart's place in the text until its image is rendered. It starts with "<", which esc() turns into
+# "&lt;" in every record value, so no text in a record can forge a slot ("@@image-999@@" in a procedure
+# crashed the handout when the slot was made of characters a record can hold).
+IMAGE_SLOT = "<@image-{}@>"
+_SLOT = re.compile(r"<@image-(\d+)@>")
 
 
 def fill_images(document: str, uris: list[str]) -> str:
-    """Put the rendered images into their slots (after the text was checked without them)."""
-    return _SLOT.sub(lambda match: uris[int(match[1])], document)
+    """Put the rendered images into their slots (after the text was checked without them); a slot without
+    an image is an error naming it, never an IndexError."""
+    def image(match: re.Match) -> str:
+        number = int(match[1])
+        if number >= len(uris):
+            raise ValueError(f"image slot {number} has no rendered image ({len(uris)} rendered)")
+        return uris[number]
+
+    return _SLOT.sub(image, document)

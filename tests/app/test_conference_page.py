@@ -1,7 +1,8 @@
 """The case-conference page through Streamlit's AppTest on a store seeded with the demo cohort.
 
 Presenting must show nothing identifying: no patient id, name, MRN, note or calendar date in any text,
-table, widget or chart of the page.
+table, widget or chart of the page, and none of the identifiers planted in the procedure and surgeon fields
+(tests/planted.py) either: the operation is a controlled term, the surgeon "Surgeon A" (the filter too).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.clinical.conference import age_band
+from dashboard.clinical.controlled_terms import SurgeonPseudonyms
+from dashboard.clinical.records.validate import validate
+from dashboard.store import get_engine
+from dashboard.store.importer import import_records
+from tests.planted import NEEDLES, found, plant
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app" / "main.py")
@@ -105,16 +111,21 @@ def test_presents_case_one_deidentified_then_next_and_previous(store_url):
     assert "Case 1 of" in current_case(at)
 
 
-def test_filter_by_surgeon_restarts_at_case_one(store_url):
+def test_filter_by_surgeon_pseudonym_restarts_at_case_one(store_url):
     at = conference()
     at.button(key="conference_next").click().run()
+    pseudonyms = SurgeonPseudonyms.of(PATIENTS["surgeon"])
+    assert at.multiselect(key="conference_surgeons").options == ["Surgeon A", "Surgeon B", "Surgeon C", "Surgeon D"]
     surgeon = at.multiselect(key="conference_surgeons").options[0]
     at.selectbox(key="conference_filter").set_value("all").run()
     at.multiselect(key="conference_surgeons").set_value([surgeon]).run()
-    expected = int((PATIENTS["surgeon"] == surgeon).sum())
+    expected = int((PATIENTS["surgeon"].map(pseudonyms.pseudonym) == surgeon).sum())
+    assert 0 < expected < len(PATIENTS)
     assert current_case(at) == f"**Case 1 of {expected}**"
-    assert any(f"surgeon {surgeon}" in t.value for t in at.get("text"))  # record text: plain text
-    assert_deidentified(shown_text(at))
+    assert any(t.value.endswith(f" · {surgeon}") for t in at.get("text"))  # controlled values, plain text
+    text = shown_text(at)
+    assert_deidentified(text)
+    assert not [s for s in PATIENTS["surgeon"].unique() if s.split()[-1] in text], "a surgeon's name on the page"
 
 
 def facts_band(at: AppTest) -> str:
@@ -162,3 +173,40 @@ def test_patient_page_offers_the_identified_follow_up_report(store_url):
     assert not at.exception, at.exception
     assert any(s.value == "Follow-up report" for s in at.subheader)
     assert {b.label for b in at.get("download_button")} == {"Follow-up report PDF", "Follow-up report HTML"}
+
+
+@pytest.fixture
+def planted_store(store_url, tmp_path):
+    """A store of the demo cohort with identifiers planted in every procedure and surgeon field (for this
+    test only: the module's store and the app's caches are restored afterwards)."""
+    from dashboard.app import data
+
+    records, report = validate(DEMO)
+    assert records is not None, report.error_lines()
+    url = f"sqlite:///{tmp_path / 'planted.db'}"
+    import_records(get_engine(url), plant(records), source_name="planted", user="test")
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv("SPINE_DASHBOARD_DB_URL", url)
+    data.engine.clear()
+    data.clear_caches()
+    yield url
+    patcher.undo()
+    data.engine.clear()
+    data.clear_caches()
+
+
+def test_identifiers_planted_in_procedure_and_surgeon_never_reach_the_screen(planted_store):
+    at = conference(user="conference", role="conference")
+    filter_options = at.multiselect(key="conference_surgeons").options
+    assert filter_options == ["Surgeon A", "Surgeon B", "Surgeon C", "Surgeon D", "Surgeon E"]
+    seen = []
+    for _ in range(3):  # three cases in a row: different procedure and surgeon variants
+        text = shown_text(at) + "\n".join(json.dumps(s) for s in chart_specs(at))
+        assert found(text) == [], current_case(at)
+        assert_deidentified(text)
+        facts = next(t.value for t in at.get("text") if " · " in t.value)
+        seen.append(facts)
+        at.button(key="conference_next").click().run()
+        assert not at.exception, at.exception
+    assert all("other procedure" in facts and " · Surgeon " in facts for facts in seen)
+    assert len(NEEDLES) == 10  # the nine kinds of the review, and the forged image slot

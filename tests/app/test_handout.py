@@ -1,7 +1,9 @@
 """Conference handout of the whole demo cohort (PDF and HTML), follow-up report and the CLI commands.
 
 The handout is searched for every name, MRN, patient id, note and calendar date of the cohort; the PDF must
-have one section per case with its chart images; the HTML must open with the network cut off. Needs Debian's
+have one section per case with its chart images; the HTML must open with the network cut off. Identifiers planted
+in the procedure and surgeon fields (tests/planted.py) reach neither the HTML, the PDF nor the CLI's export;
+short names ("Li") and a forged image slot make a handout. Needs Debian's
 Chromium (Kaleido and print-to-PDF); under CI=true a missing browser fails instead of skipping.
 """
 
@@ -22,12 +24,15 @@ from pypdf import PdfReader
 
 from dashboard.cli import main as cli
 from dashboard.clinical.assessment import assess
-from dashboard.clinical.conference import select_cases
+from dashboard.clinical.conference import select_cases, visible_text
 from dashboard.clinical.decisions import with_decisions
 from dashboard.clinical.imaging.checklist import evidence_hash
 from dashboard.clinical.patient_view import ExamIndex
 from dashboard.clinical.records.validate import Records, validate
 from dashboard.reports import ReportError, build_handout, build_report
+from dashboard.reports import handout as handout_module
+from dashboard.reports import html as h
+from tests.planted import NEEDLES, found, plant
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"
@@ -176,16 +181,136 @@ def test_handout_html_opens_with_no_network(handout, tmp_path):
     assert all(complete and width > 0 for complete, width in sizes)
 
 
-def test_a_leak_stops_the_export_without_naming_it(cohort):
+def _inject_name(monkeypatch, field: str = "surgeon") -> None:
+    """A future change that let the patient's name into a shown field (nothing does today: the guard's test)."""
+    make = handout_module.deidentify_patient
+
+    def leaky(assessment, pid, *args, **kwargs):
+        case = make(assessment, pid, *args, **kwargs)
+        case.header[field] = assessment.patients.set_index("patient_id").loc[pid, "name"]
+        return case
+
+    monkeypatch.setattr(handout_module, "deidentify_patient", leaky)
+
+
+def test_a_leak_stops_the_export_without_naming_it(cohort, monkeypatch):
     records, assessment, prompts, _ = cohort
     pid = assessment.prompts["patient_id"].iloc[0]
     name = records.patients.set_index("patient_id").loc[pid, "name"]
-    patients = assessment.patients.copy()
-    patients.loc[patients["patient_id"] == pid, "procedure"] = f"TLIF for {name}"  # a name in a shown field
-    leaky = dataclasses.replace(assessment, patients=patients)
+    _inject_name(monkeypatch)
     with pytest.raises(ReportError) as problem:
-        build_handout(leaky, [pid], prompts)
-    assert name not in str(problem.value) and "patient identifier" in str(problem.value)
+        build_handout(assessment, [pid], prompts)
+    assert name not in str(problem.value)
+    assert str(problem.value) == ("The handout was not written: it would contain patient identifier (id, name or "
+                                  "MRN)." + handout_module.NAME_IS_A_WORD)
+
+
+def test_a_short_name_that_does_leak_is_still_refused(cohort, monkeypatch):
+    _, assessment, prompts, _ = cohort
+    pid = assessment.prompts["patient_id"].iloc[0]
+    patients = assessment.patients.copy()
+    patients.loc[patients["patient_id"] == pid, "name"] = "Li"
+    _inject_name(monkeypatch)
+    with pytest.raises(ReportError, match=r"^The handout was not written: it would contain patient identifier"):
+        build_handout(dataclasses.replace(assessment, patients=patients), [pid], prompts)
+
+
+SHORT_NAMES = ("Li", "Al", "O", "Ahn", "Bo", "Ng", "Wu", "Jo", "Ed", "Liu")
+
+
+@pytest.fixture(scope="module")
+def planted(cohort):
+    """The demo cohort with identifiers planted in every procedure and surgeon field, and short names
+    ("Li", and "Al", "O", "Ahn", which are also words of the rules' citations) on the cases of a handout."""
+    records, _, _, _ = cohort
+    records = plant(records)
+    assessment = assess(records, as_of=ANCHOR)
+    ids = select_cases(assessment, filter="urgent")[:len(SHORT_NAMES)]  # emergencies (cauda equina: Ahn) first
+    patients = records.patients.copy()
+    for pid, name in zip(ids, SHORT_NAMES, strict=True):
+        patients.loc[patients["patient_id"] == pid, "name"] = name
+    assessment = assess(dataclasses.replace(records, patients=patients), as_of=ANCHOR)
+    result = build_handout(assessment, ids)
+    return records, assessment, ids, result, result.pdf()
+
+
+def test_identifiers_planted_in_procedure_and_surgeon_reach_no_handout(planted):
+    records, assessment, ids, result, pdf = planted
+    chosen = records.surgeries["patient_id"].isin(ids)
+    recorded = "\n".join([*records.surgeries.loc[chosen, "procedure"],
+                          *records.patients.loc[records.patients["patient_id"].isin(ids), "surgeon"]])
+    assert found(recorded) == list(NEEDLES)  # every kind is planted in the cases of this handout
+    shown = visible_text(IMAGE_DATA.sub("", result.html))
+    assert found(shown) == []
+    assert found(IMAGE_DATA.sub("", result.html)) == []  # not in the markup either (alt texts, attributes)
+    pdf_text = " ".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert "Case 10" in pdf_text and found(pdf_text) == []
+    assert shown.count("other procedure") >= len(ids)  # cover and case pages: the operation as a term
+    shown_surgeons = set(re.findall(r"\bSurgeon [A-Z]+\b", shown))
+    assert shown_surgeons and shown_surgeons <= {f"Surgeon {letter}" for letter in "ABCDE"}  # 5 planted surgeons
+
+
+def test_short_names_and_a_forged_image_slot_make_a_handout(planted):
+    """A patient named "Li" was refused and "@@image-999@@" in a procedure crashed the handout."""
+    _, assessment, ids, result, pdf = planted
+    assert result.cases == len(ids) == len(SHORT_NAMES)
+    shown = visible_text(IMAGE_DATA.sub("", result.html))
+    assert re.search(r"\bet al\b", shown) and re.search(r"\bAhn\b", shown)  # the citations are there ...
+    assert not any(re.search(rf"(?<![\w.]){name}(?![\w.])", shown.replace("et al.", "")
+                             .replace("Ahn UM, Ahn NU", "").replace(" O,", "")) for name in ("Li", "Liu", "Bo"))
+    assert result.html.count("data:image/png;base64,") == sum(result.charts)  # every slot got its image
+    assert "@@image" not in result.html and "<@image" not in result.html
+    assert pdf.startswith(b"%PDF")
+
+
+def test_a_one_word_name_that_is_a_word_of_the_handout_is_refused_with_a_way_forward(cohort):
+    _, assessment, prompts, _ = cohort
+    pid = next(p for p in select_cases(assessment, prompts, filter="all")
+               if any(" an " in line for line in
+                      sum(assessment.prompts.loc[assessment.prompts["patient_id"] == p, "evidence"].map(list), [])))
+    patients = assessment.patients.copy()
+    patients.loc[patients["patient_id"] == pid, "name"] = "An"
+    with pytest.raises(ReportError) as problem:
+        build_handout(dataclasses.replace(assessment, patients=patients), [pid], prompts)
+    assert str(problem.value) == ("The handout was not written: it would contain patient identifier (id, name or "
+                                  "MRN). No record text is shown as written, so this is most likely a patient whose "
+                                  "whole recorded name is one ordinary word of the handout (\"An\"): record the full "
+                                  "name and make the handout again.")
+
+
+def test_image_slots_cannot_be_forged_by_record_text():
+    text = f"<p>{h.esc('@@image-0@@ <@image-0@>')}</p>{h.figure(h.IMAGE_SLOT.format(0), 'chart')}"
+    filled = h.fill_images(text, ["data:image/png;base64,AAAA"])
+    assert filled == ('<p>@@image-0@@ &lt;@image-0@&gt;</p>'
+                      '<figure><img class="chart" src="data:image/png;base64,AAAA" alt="chart"></figure>')
+    with pytest.raises(ValueError, match=r"^image slot 1 has no rendered image \(1 rendered\)$"):
+        h.fill_images(h.IMAGE_SLOT.format(1), ["data:image/png;base64,AAAA"])
+
+
+def test_cli_handout_of_planted_records_is_clean(tmp_path, capsys):
+    """The de-identified export from the command line, from a records folder with planted identifiers; the
+    surgeon filter there takes the recorded name (surgeons run it), and prints no record text either."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for path in DEMO.glob("*.csv"):
+        shutil.copy(path, folder / path.name)
+    records, report = validate(DEMO)
+    assert records is not None, report.error_lines()
+    planted_records = plant(records)
+    for name, frame, column in (("patients.csv", planted_records.patients, "surgeon"),
+                                ("surgeries.csv", planted_records.surgeries, "procedure")):
+        table = pd.read_csv(folder / name, dtype=str, keep_default_na=False)
+        table[column] = frame[column].to_numpy()
+        table.to_csv(folder / name, index=False)
+    out = tmp_path / "handout.html"
+    surgeon = planted_records.patients["surgeon"].iloc[2]  # "Dr Okafor, ward 7 bed 12B, brother …"
+    assert cli(["handout", str(folder), "--as-of", ANCHOR.isoformat(), "--filter", "all", "--surgeon", surgeon,
+                "--out", str(out)]) == 0
+    html = IMAGE_DATA.sub("", out.read_text(encoding="utf-8"))
+    expected = int((planted_records.patients["surgeon"] == surgeon).sum())
+    assert f"{expected} cases" in visible_text(html) and found(html) == []
+    streams = capsys.readouterr()
+    assert found(streams.out + streams.err) == [] and f"wrote {expected} de-identified cases" in streams.err
 
 
 def test_follow_up_report_is_identified_and_escapes_free_text(cohort, tmp_path):

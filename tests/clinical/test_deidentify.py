@@ -1,7 +1,9 @@
-"""De-identification for case conferences: wording, date rewriting, case lists and the whole demo cohort."""
+"""De-identification for case conferences: wording, date rewriting, case lists, the whole demo cohort, free text
+as controlled values (procedure vocabulary, levels, surgeon pseudonyms) and identifiers planted in it."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,19 +15,31 @@ from dashboard.clinical.assessment import assess
 from dashboard.clinical.conference import (
     age_band,
     conference_cases,
+    deidentify_patient,
+    deidentify_view,
     hand_picked,
     identifiers,
     in_follow_up,
     leaks,
     rewrite_dates,
     select_cases,
+    surgeon_pseudonyms,
     time_since_operation,
+    visible_text,
     week_label,
+)
+from dashboard.clinical.controlled_terms import (
+    SurgeonPseudonyms,
+    VocabularyError,
+    levels_term,
+    load_vocabulary,
+    procedure_term,
 )
 from dashboard.clinical.decisions import with_decisions
 from dashboard.clinical.imaging.checklist import evidence_hash
-from dashboard.clinical.patient_view import ExamIndex
+from dashboard.clinical.patient_view import ExamIndex, patient_view
 from dashboard.clinical.records.validate import validate
+from tests.planted import NEEDLES, PROCEDURES, SURGEONS, found, plant
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"
@@ -68,9 +82,132 @@ def test_every_date_in_evidence_becomes_a_week_since_the_operation():
 
 
 def test_leak_check_names_the_kind_never_the_value():
-    found = leaks("Case 1: Johanna Eklund, MRN7709378 seen 2026-01-02", ["johanna eklund", "MRN7709378"])
-    assert found == ["patient identifier (id, name or MRN)", "calendar date"]
+    kinds = leaks("Case 1: Johanna Eklund, MRN7709378 seen 2026-01-02", ["johanna eklund", "MRN7709378"])
+    assert kinds == ["patient identifier (id, name or MRN)", "calendar date"]
     assert leaks("Case 1, week 3", ["Johanna Eklund"]) == []
+    assert leaks("write to j.e@example.org", []) == ["e-mail address"]
+
+
+def test_leak_check_finds_short_names_as_words_in_what_a_reader_sees():
+    """A patient named "Li" was refused: "li" is in <li>, "lift", "decompression"'s neighbours. Names are
+    now looked for as whole words of the visible text; a short name that is really there is still found."""
+    page = ("<html><head><style>li { line-height: 1 }</style></head><body><ul><li>Lift the leg: slight "
+            "loss</li><li>Al&shy;ways</li></ul><p>Edema, bone, wound</p></body></html>")
+    for name in ("Li", "Al", "Bo", "Ng", "Wu", "Jo", "Ed", "O"):
+        assert leaks(page, [name]) == [], name
+    assert leaks("<li>seen by Li</li>", ["Li"]) == ["patient identifier (id, name or MRN)"]
+    assert leaks("<p>LI: wound</p>", ["li"]) == ["patient identifier (id, name or MRN)"]
+    assert leaks("<p>Anna&nbsp;Lee</p>", ["Anna  Lee"]) == ["patient identifier (id, name or MRN)"]
+    assert leaks("<p>Anna Leeway</p>", ["Anna Lee"]) == []
+    assert leaks("<p>P00012</p>", ["P0001"]) == []  # another id that begins with this one
+    assert visible_text("<p>a &amp; b</p>\n<b>c</b>") == "a & b c"
+    assert leaks("<p>Jo&shy;hanna Ek\u200blund</p>", ["Johanna Eklund"]) == ["patient identifier (id, name or MRN)"]
+
+
+def test_known_procedures_map_to_their_term_and_anything_else_to_other_procedure():
+    assert [procedure_term(text) for text in (
+        "TLIF", "tlif L4-L5", "MIS-TLIF at L4/5", "TLIF L4-5, L5-S1", "L4-L5 TLIF", "PLIF (L4L5)",
+        "Posterolateral fusion", "PLF", "decompression", "Laminectomy", "Decompression and fusion L3-L4 and L4-L5",
+        "XLIF", "TLIF + decompression", "TLIF + TLIF")] == [
+        "TLIF", "TLIF", "TLIF", "TLIF", "TLIF", "PLIF",
+        "posterolateral fusion", "posterolateral fusion", "decompression", "decompression",
+        "decompression and fusion", "LLIF", "TLIF + decompression", "TLIF"]
+    # A known name with anything around it is not that name: nothing of the text passes through.
+    for text in ("TLIF, call daughter Anna", "TLIF Dr Li", "fusion", "TLIF + Anna", "TLIF +", "@@image-999@@",
+                 *PROCEDURES):
+        assert procedure_term(text) == "other procedure", text
+    assert procedure_term(None) == procedure_term("  ") == procedure_term(float("nan")) == "operation not recorded"
+    assert load_vocabulary().other == "other procedure"
+
+
+def test_levels_become_lumbar_segments_and_anything_else_other_level():
+    assert levels_term("L4-L5;L5-S1") == "L4–L5, L5–S1"
+    assert levels_term("l3-l4") == "L3–L4"
+    assert levels_term("L4-L5;Bed 12B;MRN8812345") == "L4–L5, other level"
+    assert levels_term(None) == levels_term("") == "levels not recorded"
+
+
+def test_a_vocabulary_spelling_under_two_terms_is_an_error_naming_both(tmp_path):
+    path = tmp_path / "procedures.yaml"
+    path.write_text("other: other procedure\nterms:\n  - {term: TLIF, recorded: [tlif]}\n"
+                    "  - {term: PLIF, recorded: [plif, TLIF]}\n", encoding="utf-8")
+    with pytest.raises(VocabularyError) as problem:
+        load_vocabulary(path)
+    assert str(problem.value) == f"{path}: term 2 (PLIF): spelling 'TLIF' is already listed under TLIF"
+    path.write_text("terms: []\n", encoding="utf-8")
+    with pytest.raises(VocabularyError, match="needs 'other' and a list 'terms'"):
+        load_vocabulary(path)
+
+
+def test_surgeons_get_stable_pseudonyms_that_say_nothing_of_the_name():
+    recorded = ["Dr Tanaka", "Dr Okafor", "dr  tanaka", "Tanaka", "Dr Moreau", None, "Dr Lindqvist"]
+    pseudonyms = SurgeonPseudonyms.of(recorded)
+    assert pseudonyms == SurgeonPseudonyms.of(list(reversed(recorded)))  # the order of the records does not matter
+    assert pseudonyms.labels == ["Surgeon A", "Surgeon B", "Surgeon C", "Surgeon D"]
+    assert pseudonyms.pseudonym("DR TANAKA") == pseudonyms.pseudonym("Tanaka") == pseudonyms.pseudonym("Dr Tanaka")
+    assert len({pseudonyms.pseudonym(s) for s in recorded if s}) == 4
+    assert pseudonyms.pseudonym(None) == "surgeon not recorded"
+    assert pseudonyms.pseudonym("Dr Unknown") == "surgeon not shown"
+    many = SurgeonPseudonyms.of([f"Dr {i}" for i in range(30)])
+    assert many.labels[:2] == ["Surgeon A", "Surgeon B"] and many.labels[-4:] == ["Surgeon AA", "Surgeon AB",
+                                                                                    "Surgeon AC", "Surgeon AD"]
+
+
+def _case_text(case) -> str:
+    return "\n".join(_strings(case.header) + _strings(case.prompts.to_dict("records")) + case.missing)
+
+
+def test_identifiers_planted_in_procedure_and_surgeon_reach_no_conference_case(demo):
+    records, _ = demo
+    assessment = assess(plant(records), as_of=ANCHOR)
+    ids = in_follow_up(assessment)
+    cases = conference_cases(assessment, ids, exams=ExamIndex(assessment.records.strength).exams)
+    assert len(cases) == 200
+    text = "\n".join(_case_text(case) for case in cases)
+    assert found(text) == []
+    assert set(NEEDLES) == {"a relative's name", "a relative's phone number", "a date", "a hospital", "a bed number",
+                            "another MRN", "an e-mail address", "an address", "a name in the surgeon field",
+                            "a forged image slot"}
+    assert found("\n".join(PROCEDURES + SURGEONS)) == list(NEEDLES)  # each kind really is planted
+    procedures = {case.header["procedure"] for case in cases}
+    assert procedures == {"other procedure"}  # each planted text holds a known name, with identifiers around it
+    assert {case.header["surgeon"] for case in cases} == {"Surgeon A", "Surgeon B", "Surgeon C", "Surgeon D",
+                                                           "Surgeon E"}
+
+
+def test_the_same_surgeon_is_the_same_pseudonym_on_every_case(demo):
+    records, assessment = demo
+    cases = conference_cases(assessment, in_follow_up(assessment))
+    recorded = assessment.patients.set_index("patient_id")["surgeon"]
+    pairs = {(recorded[pid], case.header["surgeon"]) for pid, case in zip(in_follow_up(assessment), cases,
+                                                                          strict=True)}
+    assert len(pairs) == 4 and len({p for _, p in pairs}) == 4  # 4 surgeons, 4 pseudonyms, one each
+    assert {p for _, p in pairs} == set(surgeon_pseudonyms(assessment).labels)
+    assert {case.header["procedure"] for case in cases} == {"TLIF", "PLIF", "posterolateral fusion", "decompression"}
+    levels = {case.header["levels"] for case in cases}
+    assert levels == {"L4–L5", "L5–S1", "L4–L5, L5–S1", "L3–L4", "L3–L4, L4–L5"}
+    pid = in_follow_up(assessment)[0]
+    alone = deidentify_view(patient_view(assessment, pid), 1)  # no cohort pseudonyms: the surgeon is left out
+    assert alone.header["surgeon"] == "surgeon not shown"
+    assert deidentify_patient(assessment, pid, 1).header["surgeon"] == cases[0].header["surgeon"]
+
+
+def test_other_free_text_in_a_case_becomes_controlled_too(demo):
+    """Levels and sex are checked on import, but a case must not rely on that; and a rule whose evidence
+    quoted the recorded procedure gets the controlled term instead."""
+    _, assessment = demo
+    pid = assessment.prompts["patient_id"].iloc[0]
+    patients = assessment.patients.copy()
+    row = patients["patient_id"] == pid
+    patients.loc[row, ["levels", "sex", "procedure"]] = ["L4-L5;bed 12B", "Ingrid Halvorsen", PROCEDURES[0]]
+    changed = dataclasses.replace(assessment, patients=patients)
+    prompts = assessment.prompts[assessment.prompts["patient_id"] == pid].copy()
+    prompts["evidence"] = [[f"Operation: {PROCEDURES[0]}", *lines] for lines in prompts["evidence"]]
+    case = deidentify_patient(changed, pid, 1, prompts)
+    assert case.header["levels"] == "L4–L5, other level" and case.header["sex"] is None
+    assert case.header["procedure"] == "other procedure"
+    assert case.prompts["evidence"].iloc[0][0] == "Operation: other procedure"
+    assert found(_case_text(case)) == []
 
 
 def _strings(value) -> list[str]:
@@ -155,6 +292,9 @@ def test_case_list_by_filter_status_surgeon_and_by_hand(demo):
     surgeon = assessment.patients["surgeon"].dropna().iloc[0]
     by_surgeon = select_cases(assessment, filter="all", surgeons=[surgeon])
     assert by_surgeon and set(assessment.patients.set_index("patient_id").loc[by_surgeon, "surgeon"]) == {surgeon}
+    pseudonym = surgeon_pseudonyms(assessment).pseudonym(surgeon)
+    assert select_cases(assessment, filter="all", surgeons=[pseudonym]) == by_surgeon  # as a case shows it
+    assert select_cases(assessment, filter="all", surgeons=["Surgeon Z"]) == []
 
     picked = [urgent[2], urgent[0], urgent[2]]
     assert hand_picked(assessment, picked) == [urgent[2], urgent[0]]

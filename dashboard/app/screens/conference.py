@@ -1,7 +1,8 @@
 """Case conference: build a case list, present it one de-identified case per screen, export the handout.
 
 Everything shown while presenting comes from dashboard.clinical.conference ("Case k", weeks since the operation,
-age bands); no patient id, name, MRN, note or calendar date reaches this page's output. Picking patients
+age bands, procedures as controlled terms, "Surgeon A"); no patient id, name, MRN, note, calendar date or
+free text as recorded reaches this page's output, the surgeon filter included. Picking patients
 by hand needs their ids: only surgeons can, in an edit panel that is closed before presenting.
 """
 
@@ -23,6 +24,7 @@ from dashboard.clinical.conference import (
     hand_picked,
     in_follow_up,
     select_cases,
+    surgeon_pseudonyms,
     week_label,
 )
 from dashboard.clinical.decisions import open_prompts
@@ -49,6 +51,7 @@ PROJECTOR_CSS = """<style>
 cohort = data.cohort()
 assessment = cohort.assessment
 prompts = data.prompts_with_decisions(assessment)
+surgeons = surgeon_pseudonyms(assessment)  # "Surgeon A": the recorded surgeon field is free text
 role = auth.current_role()
 state = st.session_state
 
@@ -87,9 +90,8 @@ with st.expander("Case list", icon=":material/list:", expanded=False):
                                       key="conference_filter")
         statuses = columns[1].multiselect("Worst muscle status", list(STATUS_LABELS),
                                           format_func=STATUS_LABELS.get, key="conference_statuses")
-        surgeons = columns[2].multiselect("Surgeon", sorted(assessment.patients["surgeon"].dropna().unique()),
-                                          key="conference_surgeons")
-        ids = select_cases(assessment, prompts, filter=chosen, statuses=statuses, surgeons=surgeons)
+        by_surgeon = columns[2].multiselect("Surgeon", surgeons.labels, key="conference_surgeons")
+        ids = select_cases(assessment, prompts, filter=chosen, statuses=statuses, surgeons=by_surgeon)
 
 if not ids:
     st.info("No case in the list: change the filter under **Case list**.")
@@ -109,7 +111,7 @@ def _move(step: int) -> None:
 
 patient_prompts = prompts[prompts["patient_id"] == ids[index]]
 case: ConferenceCase = deidentify_patient(assessment, ids[index], index + 1, patient_prompts,
-                                          cohort.exam_index.exams)
+                                          cohort.exam_index.exams, surgeons=surgeons)
 head = case.header
 
 # ------------------------------------------------------------------------------------------- one case
@@ -123,12 +125,11 @@ with st.container(horizontal=True, gap="medium", vertical_alignment="center", ke
 with st.container(horizontal=True, gap="medium", vertical_alignment="center"):
     st.header(case.label, width="content", anchor=False)
     urgency_chip(head["top_urgency"])
-operation = " ".join(str(v) for v in (head["procedure"], str(head["levels"] or "").replace(";", ", ")) if v)
 extras = [("instrumented" if head["instrumented"] else "not instrumented") if head["instrumented"] is not None
           else None, "revision" if head["revision"] else None]
-# Record text (procedure, surgeon) as plain text: never Markdown or HTML.
-st.text(f"{head['age_band']} · {head['sex'] or 'sex not recorded'} · {operation}"
-        + "".join(f", {e}" for e in extras if e) + f" · {head['follow_up']} · surgeon {head['surgeon']}")
+# Controlled values only (procedure term, segments, "Surgeon A"), and still plain text: never Markdown or HTML.
+st.text(f"{head['age_band']} · {head['sex'] or 'sex not recorded'} · {head['procedure']} {head['levels']}"
+        + "".join(f", {e}" for e in extras if e) + f" · {head['follow_up']} · {head['surgeon']}")
 
 
 def _yes_no(value) -> str:
