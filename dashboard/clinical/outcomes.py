@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.clinical.calibration import band_positions
+from dashboard.clinical.controlled_terms import load_vocabulary
 from dashboard.clinical.curves import Reference, group_index, group_of, load_reference
 from dashboard.clinical.mrc import MUSCLES, SIDES
 from dashboard.clinical.records.validate import Records
@@ -114,6 +115,15 @@ def _text(values: pd.Series) -> np.ndarray:
     return text.mask(text == "").fillna(UNKNOWN).to_numpy(dtype=object)
 
 
+def _procedure_terms(values: pd.Series) -> np.ndarray:
+    """Procedures as controlled terms ("TLIF", "other procedure"): groups that mean one operation each, and
+    no free text (a name or phone number typed into the field) in a table or export of aggregates."""
+    codes, distinct = pd.factorize(values.astype("string").str.strip(), use_na_sentinel=True)
+    vocabulary = load_vocabulary()
+    terms = np.array([vocabulary.procedure(value) for value in distinct] + [UNKNOWN], dtype=object)
+    return terms[np.where(codes >= 0, codes, len(distinct))]
+
+
 def operations(records: Records, reference: Reference) -> pd.DataFrame:
     """One row per dated operation with its grouping columns and the end of its follow-up (next operation)."""
     ops = records.surgeries.loc[records.surgeries["surgery_date"].notna(),
@@ -140,7 +150,7 @@ def operations(records: Records, reference: Reference) -> pd.DataFrame:
     ops["deficit_duration"] = _bands(deficit, DEFICIT_BANDS)
     ops["diabetes"] = _yes_no(patient_column("diabetes"))
     ops["age_band"] = _bands(age, AGE_BANDS)
-    ops["procedure"] = _text(ops["procedure"])
+    ops["procedure"] = _procedure_terms(ops["procedure"])
     ops["instrumented"] = _yes_no(ops["instrumented"])
     ops["surgeon"] = _text(patient_column("surgeon"))
     return ops.drop(columns=["deficit_onset_date"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from datetime import UTC, date, datetime
@@ -331,3 +332,20 @@ def test_outcomes_page_in_a_real_browser(browser, demo_app_url) -> None:
     page.get_by_text("Prompts open past their urgency").first.wait_for(timeout=120_000)
     assert page.get_by_text("emergency prompt(s) open for more than a day").count() >= 1
     page.close()
+
+
+def test_procedure_groups_are_controlled_terms_never_the_text_as_written(tmp_path: Path) -> None:
+    # Issue 22 point 10: a name, phone number or date typed into the procedure field must not become a group
+    # label of the outcomes screen or its export (aggregates only).
+    from dashboard.reports.outcomes import outcomes_csv  # noqa: PLC0415
+    from tests.planted import PROCEDURES, found  # noqa: PLC0415
+
+    records = records_from(tmp_path / "r", GOOD_FILES)
+    surgeries = records.surgeries.copy()
+    surgeries["procedure"] = [PROCEDURES[i % len(PROCEDURES)] for i in range(len(surgeries))]
+    planted = dataclasses.replace(records, surgeries=surgeries)
+    outcomes = cohort_outcomes(planted, TODAY, load_reference())
+    groups = set(outcomes.operations["procedure"])
+    assert groups <= {"TLIF", "PLIF", "posterolateral fusion", "decompression", "other procedure"}, groups
+    no_prompts = pd.DataFrame({"rule_id": pd.Series(dtype="string")})
+    assert found(outcomes_csv(outcomes, no_prompts)) == []
