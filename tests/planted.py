@@ -53,7 +53,15 @@ def plant(records: Records) -> Records:
     return dataclasses.replace(records, patients=patients, surgeries=surgeries)
 
 
+def _as_word(piece: str) -> re.Pattern:
+    """A piece matched as a whole word where it starts or ends with a letter or digit: "Moreau" is found in
+    "Dr Moreau" but not in the citation "LaMoreaux" of the rules' sources."""
+    start = r"(?<!\w)" if re.match(r"\w", piece) else ""
+    end = r"(?!\w)" if re.search(r"\w$", piece) else ""
+    return re.compile(start + re.escape(piece.casefold()) + end)
+
+
 def found(text: str) -> list[str]:
     """The planted kinds found in `text` (kinds, not values: a failing test names what leaked)."""
     flat = re.sub(r"\s+", " ", text).casefold()
-    return [kind for kind, pieces in NEEDLES.items() if any(piece.casefold() in flat for piece in pieces)]
+    return [kind for kind, pieces in NEEDLES.items() if any(_as_word(piece).search(flat) for piece in pieces)]
