@@ -27,7 +27,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from dashboard.clinical.imaging.checklist import evidence_hash
+from dashboard.clinical.decisions import with_decisions
+from dashboard.clinical.imaging.checklist import decision_key, evidence_hash
 
 OVERDUE_DAYS = {"emergency": 1, "urgent": 7, "routine": 42}
 DECISIONS = ("ordered", "already_done", "not_indicated", "deferred")
@@ -51,20 +52,31 @@ def first_seen(prompts: pd.DataFrame) -> pd.Series:
 
 def prompt_states(prompts: pd.DataFrame, history: pd.DataFrame, as_of: date) -> pd.DataFrame:
     """Each prompt with its first-seen date, decision in force, first decision on its evidence, days to that
-    decision, whether it is open, days open, overdue and alarm."""
-    frame = prompts[["patient_id", "rule_id", "urgency", "modality", "evidence"]].reset_index(drop=True)
+    decision, whether it is open, days open, overdue and alarm.
+
+    The decision in force and whether it still holds come from `decisions.with_decisions`, the one definition
+    the screens use (matched by patient and scan, held while the evidence is no worse): a prompt counted open
+    here is the prompt the clinician sees open.
+    """
+    columns = ["patient_id", "rule_id", "urgency", "modality", "evidence"]
+    frame = prompts[columns + (["decision_basis"] if "decision_basis" in prompts else [])].reset_index(drop=True)
     frame["first_seen"] = first_seen(frame)
-    frame["evidence_hash"] = pd.array([evidence_hash(list(lines)) for lines in frame["evidence"]], dtype="string")
     frame = frame.astype({"patient_id": "string", "rule_id": "string"})
     history = history.astype({"patient_id": "string", "rule_id": "string", "evidence_hash": "string"})
     history = history.sort_values(["decided_at", "id"], kind="stable")
     latest = history.drop_duplicates(["patient_id", "rule_id"], keep="last")
-    frame = frame.merge(latest[["patient_id", "rule_id", "decision", "evidence_hash"]].rename(
-        columns={"evidence_hash": "decided_hash"}), on=["patient_id", "rule_id"], how="left")
-    current = (frame["decided_hash"] == frame["evidence_hash"]).fillna(False).to_numpy(dtype=bool)
-    on_evidence = history.drop_duplicates(["patient_id", "rule_id", "evidence_hash"], keep="first")
-    frame = frame.merge(on_evidence[["patient_id", "rule_id", "evidence_hash", "decided_at"]].rename(
-        columns={"decided_at": "first_decided_at"}), on=["patient_id", "rule_id", "evidence_hash"], how="left")
+    decided = with_decisions(frame, latest)
+    current = decided["decision_current"].to_numpy(dtype=bool)
+    frame["decision"] = decided["decision"].to_numpy()
+    # The first decision on the evidence the prompt shows now, under any rule asking for the same scan.
+    frame["evidence_hash"] = pd.array([evidence_hash(list(lines)) for lines in frame["evidence"]], dtype="string")
+    keys = {rule_id: decision_key(rule_id) for rule_id in {*history["rule_id"].dropna(), *frame["rule_id"]}}
+    on_evidence = history.assign(decision_key=history["rule_id"].map(keys)).drop_duplicates(
+        ["patient_id", "decision_key", "evidence_hash"], keep="first")
+    frame = frame.assign(decision_key=frame["rule_id"].map(keys)).merge(
+        on_evidence[["patient_id", "decision_key", "evidence_hash", "decided_at"]].rename(
+            columns={"decided_at": "first_decided_at"}), on=["patient_id", "decision_key", "evidence_hash"],
+        how="left").drop(columns=["decision_key", *(["decision_basis"] if "decision_basis" in frame else [])])
     decided_day = frame["first_decided_at"].dt.tz_localize(None).dt.normalize()
     frame["days_to_decision"] = (decided_day - frame["first_seen"]).dt.days.astype("Float64")
     frame["decision_current"] = current
@@ -73,7 +85,7 @@ def prompt_states(prompts: pd.DataFrame, history: pd.DataFrame, as_of: date) -> 
     limit = frame["urgency"].map(OVERDUE_DAYS).astype("Float64")
     frame["overdue"] = (frame["open"] & (frame["days_open"] > limit)).fillna(False).astype(bool)
     frame["alarm"] = frame["overdue"] & (frame["urgency"] == "emergency")
-    return frame.drop(columns=["decided_hash"])
+    return frame
 
 
 def emergency_alarms(prompts_with_decisions: pd.DataFrame, as_of: date) -> pd.DataFrame:
