@@ -307,7 +307,7 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
            "SPINE_DASHBOARD_MODE": "demo"}
     env.pop("SPINE_DASHBOARD_AUTH_FILE", None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", "dashboard/server.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -52,11 +52,11 @@ def browser():
 
 @contextlib.contextmanager
 def _server(env: dict[str, str], log: Path):
-    """`streamlit run dashboard/app.py` as a user starts it, a direct child process; stopped by its own PID."""
+    """`streamlit run dashboard/server.py` as a user starts it, a direct child process; stopped by its own PID."""
     port = _free_port()
     with log.open("ab") as output:
         server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", "dashboard/server.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
