@@ -104,6 +104,8 @@ async def end_session(request: Request) -> Response:
 async def report(request: Request) -> Response:
     """An identified document, once, to the session that clicked for it: 404 for an unknown, used or expired
     link, 403 when the request's cookie is missing or names another or an ended session; audited, then built."""
+    if request.method != "GET":  # Starlette also routes HEAD here: it must not use up the link
+        return _refuse(405, "GET only")
     grant = GRANTS.take(request.path_params["code"])  # taken whatever follows: one presentation per link
     if not isinstance(grant, Document):
         return _refuse(404, "unknown, used or expired link")
@@ -117,7 +119,11 @@ async def report(request: Request) -> Response:
     except Exception as problem:  # no audit entry, no document
         log.warning("could not record an identified export (%s): refused", type(problem).__name__)
         return _refuse(503, "the download could not be recorded in the audit log")
-    content = await run_in_threadpool(grant.make)
+    try:
+        content = await run_in_threadpool(grant.make)
+    except Exception as problem:  # the type only: a message could carry the record's values
+        log.warning("could not build an identified document (%s)", type(problem).__name__)
+        return _refuse(500, "the document could not be made; click again")
     disposition = f'attachment; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", grant.file_name)}"'
     return Response(content, media_type=grant.media_type,
                     headers={**DOCUMENT_HEADERS, "Content-Disposition": disposition})

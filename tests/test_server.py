@@ -185,6 +185,23 @@ def test_the_report_is_served_once_to_its_sessions_cookie_and_audited_first(stor
     again = client.get(f"/reports/{code}", headers=_cookie("spine_test", token))
     assert (again.status_code, again.json()) == (404, {"error": "unknown, used or expired link"})
     assert built == ["pdf"] and _exports(store) == 1
+    code = GRANTS.issue(_document(store, cookie, sid, built), REPORT_LIFETIME)
+    assert client.head(f"/reports/{code}", headers=_cookie("spine_test", token)).status_code == 405
+    assert GRANTS.outstanding(code) and built == ["pdf"]  # a HEAD request neither uses the link nor builds
+
+
+def test_a_report_that_cannot_be_made_says_so_without_its_message(store, client: TestClient,  # noqa: ANN001
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    cookie, token, sid = _session(store)
+
+    def broken() -> bytes:
+        raise ValueError("Jane Roe MRN123")
+
+    document = Document(**{**_document(store, cookie, sid, []).__dict__, "make": broken})
+    response = client.get(f"/reports/{GRANTS.issue(document, REPORT_LIFETIME)}",
+                          headers=_cookie("spine_test", token))
+    assert (response.status_code, response.json()) == (500, {"error": "the document could not be made; click again"})
+    assert "could not build an identified document (ValueError)" in caplog.text and "Jane" not in caplog.text
 
 
 @pytest.mark.parametrize("case", ["no cookie", "another user's cookie", "another session of the same user",
