@@ -260,7 +260,6 @@ def _login_page(config: AuthConfig) -> NoReturn:
 
 
 def _login_form(config: AuthConfig) -> None:
-    _pending_cookie()
     st.title("Spine Recovery Dashboard")
     if config.demo and config.path.resolve() == DEMO_AUTH_FILE.resolve():
         st.info("Demo mode (synthetic patients). Sign in as " + ", ".join(
@@ -273,6 +272,7 @@ def _login_form(config: AuthConfig) -> None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         _attempt(config, username, password)
+    _pending_cookie()  # last: the sign-out's one-time code for deleting the cookie
 
 
 def _client_address() -> str | None:
@@ -354,10 +354,10 @@ def _remember(account: Account, sid: str) -> None:
 
 def _signed_in_sidebar(account: Account) -> None:
     with st.sidebar:
-        _pending_cookie()
         st.caption(f"Signed in as **{account.name}** ({account.role})")
         st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out,
                   help="Signs this user out everywhere: every tab and every device.")
+        _pending_cookie()  # the sign-in's one-time code for the HttpOnly cookie
 
 
 # --------------------------------------------------------------------------------------- re-login cookie
@@ -403,7 +403,7 @@ def _pending_cookie() -> None:
     st.iframe(  # our own fixed script: nothing of a user's goes into it (the code is url-safe base64)
         "<script>fetch(" + json.dumps(path) + ", {method: 'POST', credentials: 'same-origin', "
         "headers: {'Content-Type': 'application/json'}, body: JSON.stringify({code: " + json.dumps(code) + "})})"
-        "</script>", height="content")
+        "</script>", height=1)  # "content" left an empty iframe's default height on the page
 
 
 def _sign_out() -> None:
