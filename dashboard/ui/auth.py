@@ -5,7 +5,7 @@ a successful sign-in. Each screen of dashboard/screens/ checks again itself, as 
 (`require_screen(__file__)`), whatever ran it: SCREEN_ROLES is the one table of who may open which screen, for
 app.py's navigation and for the screens' own checks. Screens read the user through `current_user()` and
 `current_role()`; downloads of identified documents go through `identified_download` (a one-time link served by
-dashboard/server.py to this signed-in session's cookie only, audited before the document is built).
+dashboard/routes.py to this signed-in session's cookie only, audited before the document is built).
 
 Roles: surgeon (everything, records decisions), conference (de-identified views only), admin (imports,
 users, audit). Accounts live in the store (dashboard.store.users), seeded from the login configuration file
@@ -81,7 +81,7 @@ LOCKOUT_FAILURES = 5
 #: attempt back). Streamlit sees the address of the connection: behind a reverse proxy every client shares it.
 CLIENT_LOCKOUT_FAILURES = 20
 LOCKOUT_WINDOW = timedelta(minutes=15)
-#: A session without a re-login cookie ends after this long (or when its tab closes).
+#: A server-side session lasts this long, or `cookie.expiry_days` if longer (sign-out and revocation end it sooner).
 SESSION_LIFETIME = timedelta(hours=12)
 #: Viewing the same patient again within this time is one access, not a new audit entry per rerun.
 PATIENT_VIEW_REPEAT = timedelta(minutes=15)
@@ -337,7 +337,7 @@ def _lifetime(config: AuthConfig) -> timedelta:
 
 
 def _start_session(config: AuthConfig, account: Account, method: str) -> str:
-    """Record a server-side session for the account; the token for a re-login cookie."""
+    """Record a server-side session for the account; the token for the session cookie."""
     engine = accounts_engine(config)
     token, sid = users.start_session(engine, account.username, method, config.cookie_key, _lifetime(config))
     audit.record(engine, account.username, "login", role=account.role, method=method)
@@ -360,10 +360,10 @@ def _signed_in_sidebar(account: Account) -> None:
         _pending_cookie()  # the sign-in's one-time code for the HttpOnly cookie
 
 
-# --------------------------------------------------------------------------------------- re-login cookie
+# ------------------------------------------------------------------------- session cookie (HttpOnly)
 def _cookie_login(config: AuthConfig) -> Account | None:
-    """A re-login cookie whose session is live (not revoked, not expired, of an active user) signs in: the new
-    tab joins that session, so revoking it ends both."""
+    """A session cookie (read server-side from the connection's request) whose session is live (not revoked, not
+    expired, of an active user) signs in: the new tab joins that session, so revoking it ends both."""
     if config.cookie_expiry_days <= 0 or st.session_state.get("logout"):
         return None
     token = dict(st.context.cookies).get(config.cookie_name)
@@ -386,11 +386,11 @@ def _session_cookie(config: AuthConfig) -> SessionCookie:
 
 def _pending_cookie() -> None:
     """Have the browser post the pending sign-in or sign-out code to the server, which sets or deletes the
-    HttpOnly cookie (dashboard/server.py).
+    HttpOnly cookie (dashboard/routes.py).
 
     An iframe of a few lines (`st.iframe`, same origin) posts the code once when it loads, so the answer's
-    Set-Cookie applies to this site. It stays on the page while the code is outstanding — taken codes and expired ones
-    drop it at the next run — so a run that follows at once cannot remove it before it has posted.
+    Set-Cookie applies to this site. It stays on the page while the code is outstanding — taken and expired
+    codes drop it at the next run — so a run that follows at once cannot remove it before it has posted.
     """
     pending = st.session_state.get("_cookie_pending")
     if not pending:
@@ -407,7 +407,7 @@ def _pending_cookie() -> None:
 
 
 def _sign_out() -> None:
-    """Button callback: every session of this user is revoked (other tabs at their next run, re-login cookies
+    """Button callback: every session of this user is revoked (other tabs at their next run, session cookies
     at once), audited; this session is forgotten at the start of the next run (widget state cannot be deleted
     from inside a widget's own callback) and its cookie deleted."""
     user, role = current_user(), current_role()
@@ -477,7 +477,7 @@ def identified_download(make: Callable[[], bytes], kind: str, format: str, *, pa
 
     Clicking the button creates a grant (dashboard.grants.Document) bound to this session's server-side session,
     the patient and the document, valid for REPORT_LIFETIME, and shows a link to /reports/<code>. The server
-    (dashboard/server.py) serves it once, only to a request whose HttpOnly cookie names that same live session:
+    (dashboard/routes.py) serves it once, only to a request whose HttpOnly cookie names that same live session:
     it writes the export to the audit log, then builds the document (no entry, no document). A link copied to
     another browser, opened after a sign-out, a second time or too late is refused. Call it only after the
     screen's `require_screen`.
