@@ -4,8 +4,8 @@ dashboard/app/main.py calls `require_login()` before `st.navigation`, so no scre
 a successful sign-in. Each screen of dashboard/app/screens/ checks again itself, as its first statement
 (`require_screen(__file__)`), whatever ran it: SCREEN_ROLES is the one table of who may open which screen, for
 app.py's navigation and for the screens' own checks. Screens read the user through `current_user()` and
-`current_role()`; downloads of identified documents go through `identified_download` (built for a signed-in
-session only, audited before they are built).
+`current_role()`; downloads of identified documents go through `identified_download` (a one-time link served by
+dashboard/app/routes.py to this signed-in session's cookie only, audited before the document is built).
 
 Roles: surgeon (everything, records decisions), conference (de-identified views only), admin (imports,
 users, audit). Accounts live in the store (dashboard.store.users), seeded from the login configuration file
@@ -13,9 +13,13 @@ users, audit). Accounts live in the store (dashboard.store.users), seeded from t
 
 Sessions are server-side (table `sessions`): a sign-in records one, every run checks it is still live, and
 sign-out, a password reset, a role change or deactivation revoke every session of that user — each open tab is
-signed out at its next run. The optional re-login cookie (`cookie.expiry_days` > 0) holds only the session's
-random token (the store keeps its HMAC): nothing to forge, and useless once revoked. Failed sign-ins are counted
-per user name (known or not) and per client before the password is checked (dashboard.store.users).
+signed out at its next run. The session cookie holds only the session's random token (the store keeps its
+HMAC): nothing to forge, and useless once revoked. The script cannot set an HttpOnly cookie itself: a sign-in
+creates a one-time code (dashboard.app.grants) that a tiny component posts to the server's /session/start route,
+which answers with the HttpOnly, SameSite=Strict cookie; a sign-out's code makes /session/end delete it. A new
+tab resumes the session from the cookie (`st.context.cookies`) when `cookie.expiry_days` > 0; with 0 the cookie
+only lasts while the browser is open and serves downloads, and every new tab signs in. Failed sign-ins are
+counted per user name (known or not) and per client before the password is checked (dashboard.store.users).
 
 Session keys: `user_name` (the login name, as recorded in the audit log), `role`, `display_name`, `_session`
 (the session id). Tests can sign in by setting `user_name` and `role` of an active account before
@@ -25,17 +29,15 @@ Session keys: `user_name` (the login name, as recorded in the audit log), `role`
 
 from __future__ import annotations
 
+import json
 import logging
-import secrets
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import streamlit as st
-from extra_streamlit_components.CookieManager import _component_func as _cookie_component
 from sqlalchemy import Engine
 
 from dashboard.access import (
@@ -51,6 +53,18 @@ from dashboard.access import (
     load_auth_config,
 )
 from dashboard.app import data
+from dashboard.app.grants import (
+    CODE_LIFETIME,
+    GRANTS,
+    REPORT_LIFETIME,
+    REPORTS_PATH,
+    SESSION_END_PATH,
+    SESSION_START_PATH,
+    ClearCookie,
+    Document,
+    SessionCookie,
+    SetCookie,
+)
 from dashboard.store import audit, get_engine, users
 from dashboard.store.db import database_url
 from dashboard.store.users import Account
@@ -67,7 +81,7 @@ LOCKOUT_FAILURES = 5
 #: attempt back). Streamlit sees the address of the connection: behind a reverse proxy every client shares it.
 CLIENT_LOCKOUT_FAILURES = 20
 LOCKOUT_WINDOW = timedelta(minutes=15)
-#: A session without a re-login cookie ends after this long (or when its tab closes).
+#: A server-side session lasts this long, or `cookie.expiry_days` if longer (sign-out and revocation end it sooner).
 SESSION_LIFETIME = timedelta(hours=12)
 #: Viewing the same patient again within this time is one access, not a new audit entry per rerun.
 PATIENT_VIEW_REPEAT = timedelta(minutes=15)
@@ -154,7 +168,8 @@ def require_login() -> str:
     if st.session_state.pop("_signing_out", False):
         _end_session()
         st.session_state["logout"] = True  # no cookie re-login in this session
-        st.session_state["_cookie_pending"] = ("delete", None, None, secrets.token_hex(4))
+        code = GRANTS.issue(ClearCookie(_session_cookie(config)), CODE_LIFETIME)
+        st.session_state["_cookie_pending"] = ("delete", None, code)
     if current_user() is not None or current_role() is not None:
         account = _session_account(config)
         if account is not None:
@@ -245,7 +260,6 @@ def _login_page(config: AuthConfig) -> NoReturn:
 
 
 def _login_form(config: AuthConfig) -> None:
-    _pending_cookie()
     st.title("Spine Recovery Dashboard")
     if config.demo and config.path.resolve() == DEMO_AUTH_FILE.resolve():
         st.info("Demo mode (synthetic patients). Sign in as " + ", ".join(
@@ -258,6 +272,7 @@ def _login_form(config: AuthConfig) -> None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         _attempt(config, username, password)
+    _pending_cookie()  # last: the sign-out's one-time code for deleting the cookie
 
 
 def _client_address() -> str | None:
@@ -311,9 +326,9 @@ def _attempt(config: AuthConfig, username: str, password: str) -> None:
         return
     st.session_state["logout"] = False
     token = _start_session(config, result, "password")
-    if config.cookie_expiry_days > 0:
-        expires = datetime.now(UTC) + timedelta(days=config.cookie_expiry_days)
-        st.session_state["_cookie_pending"] = ("set", token, expires.isoformat(), secrets.token_hex(4))
+    max_age = round(timedelta(days=config.cookie_expiry_days).total_seconds()) or None
+    grant = SetCookie(_session_cookie(config), token, st.session_state["_session"], max_age)
+    st.session_state["_cookie_pending"] = ("set", token, GRANTS.issue(grant, CODE_LIFETIME))
     st.rerun()
 
 
@@ -322,7 +337,7 @@ def _lifetime(config: AuthConfig) -> timedelta:
 
 
 def _start_session(config: AuthConfig, account: Account, method: str) -> str:
-    """Record a server-side session for the account; the token for a re-login cookie."""
+    """Record a server-side session for the account; the token for the session cookie."""
     engine = accounts_engine(config)
     token, sid = users.start_session(engine, account.username, method, config.cookie_key, _lifetime(config))
     audit.record(engine, account.username, "login", role=account.role, method=method)
@@ -339,16 +354,16 @@ def _remember(account: Account, sid: str) -> None:
 
 def _signed_in_sidebar(account: Account) -> None:
     with st.sidebar:
-        _pending_cookie()
         st.caption(f"Signed in as **{account.name}** ({account.role})")
         st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out,
                   help="Signs this user out everywhere: every tab and every device.")
+        _pending_cookie()  # the sign-in's one-time code for the HttpOnly cookie
 
 
-# --------------------------------------------------------------------------------------- re-login cookie
+# ------------------------------------------------------------------------- session cookie (HttpOnly)
 def _cookie_login(config: AuthConfig) -> Account | None:
-    """A re-login cookie whose session is live (not revoked, not expired, of an active user) signs in: the new
-    tab joins that session, so revoking it ends both."""
+    """A session cookie (read server-side from the connection's request) whose session is live (not revoked, not
+    expired, of an active user) signs in: the new tab joins that session, so revoking it ends both."""
     if config.cookie_expiry_days <= 0 or st.session_state.get("logout"):
         return None
     token = dict(st.context.cookies).get(config.cookie_name)
@@ -365,42 +380,34 @@ def _cookie_login(config: AuthConfig) -> Account | None:
     return account
 
 
-def _secure_request() -> bool:
-    """Served over HTTPS (directly or behind a proxy that says so): the cookie is then marked Secure."""
-    try:
-        url, forwarded = st.context.url, st.context.headers.get("X-Forwarded-Proto", "")
-    except Exception:
-        return False
-    return (isinstance(url, str) and url.lower().startswith("https://")) or (
-        isinstance(forwarded, str) and forwarded.lower() == "https")
+def _session_cookie(config: AuthConfig) -> SessionCookie:
+    return SessionCookie(config.cookie_name, config.cookie_key, accounts_engine(config))
 
 
 def _pending_cookie() -> None:
-    """Set or delete the re-login cookie in the browser, run after run until the browser confirms it.
+    """Have the browser post the pending sign-in or sign-out code to the server, which sets or deletes the
+    HttpOnly cookie (dashboard/app/routes.py).
 
-    The same arguments every run keep the one component instance alive; it answers True once done. A fresh
-    key per action (the nonce) keeps an earlier sign-in's answer from counting for this one. The cookie is
-    SameSite=Strict and, over HTTPS, Secure; Streamlit's components cannot make it HttpOnly, which is why it
-    holds nothing but a revocable random token.
+    An iframe of a few lines (`st.iframe`, same origin) posts the code once when it loads, so the answer's
+    Set-Cookie applies to this site. It stays on the page while the code is outstanding — taken and expired
+    codes drop it at the next run — so a run that follows at once cannot remove it before it has posted.
     """
     pending = st.session_state.get("_cookie_pending")
     if not pending:
         return
-    action, token, expires, nonce = pending
-    config = auth_config()
-    if action == "set":
-        options = {"path": "/", "expires": expires, "sameSite": "strict", "secure": _secure_request()}
-        done = _cookie_component(method="set", cookie=config.cookie_name, value=token, key=f"login_cookie_set_{nonce}",
-                                 options=options, default=False)
-    else:
-        done = _cookie_component(method="delete", cookie=config.cookie_name, key=f"login_cookie_delete_{nonce}",
-                                 default=False)
-    if done:
+    action, _token, code = pending
+    if not GRANTS.outstanding(code):
         st.session_state.pop("_cookie_pending", None)
+        return
+    path = SESSION_START_PATH if action == "set" else SESSION_END_PATH
+    st.iframe(  # our own fixed script: nothing of a user's goes into it (the code is url-safe base64)
+        "<script>fetch(" + json.dumps(path) + ", {method: 'POST', credentials: 'same-origin', "
+        "headers: {'Content-Type': 'application/json'}, body: JSON.stringify({code: " + json.dumps(code) + "})})"
+        "</script>", height=1)  # "content" left an empty iframe's default height on the page
 
 
 def _sign_out() -> None:
-    """Button callback: every session of this user is revoked (other tabs at their next run, re-login cookies
+    """Button callback: every session of this user is revoked (other tabs at their next run, session cookies
     at once), audited; this session is forgotten at the start of the next run (widget state cannot be deleted
     from inside a widget's own callback) and its cookie deleted."""
     user, role = current_user(), current_role()
@@ -415,10 +422,10 @@ def _sign_out() -> None:
 
 
 def _end_session() -> None:
-    """Forget everything the session knew, including the patient it showed last; end its downloads' grant."""
-    grant = st.session_state.get("_download_grant")
-    if isinstance(grant, _DownloadGrant):
-        grant.live = False
+    """Forget everything the session knew, including the patient it showed last; withdraw its download links."""
+    sid = st.session_state.get("_session")
+    if sid:
+        GRANTS.withdraw(sid)
     for key in list(st.session_state.keys()):
         if key not in ("logout", "_cookie_pending"):
             del st.session_state[key]
@@ -464,57 +471,40 @@ def audit_export(kind: str, format: str, *, patient_id: str | None = None, patie
 
 
 # ------------------------------------------------------------------------------ identified downloads
-@dataclass
-class _DownloadGrant:
-    """What a session's download callables may build for: its signed-in user, until the session ends."""
+def identified_download(make: Callable[[], bytes], kind: str, format: str, *, patient_id: str, label: str,
+                        file_name: str, mime: str, key: str) -> None:
+    """A button for an identified document (name, MRN, dates), then its one-time download link.
 
-    user: str
-    role: str
-    session: str | None = None
-    live: bool = True
-
-
-def _download_grant() -> _DownloadGrant:
-    user, role = current_user(), current_role()
-    if user is None or role is None:  # only after require_screen: a programming error, not a user's
+    Clicking the button creates a grant (dashboard.app.grants.Document) bound to this session's server-side session,
+    the patient and the document, valid for REPORT_LIFETIME, and shows a link to /reports/<code>. The server
+    (dashboard/app/routes.py) serves it once, only to a request whose HttpOnly cookie names that same live session:
+    it writes the export to the audit log, then builds the document (no entry, no document). A link copied to
+    another browser, opened after a sign-out, a second time or too late is refused. Call it only after the
+    screen's `require_screen`.
+    """
+    user, role, sid = current_user(), current_role(), st.session_state.get("_session")
+    if not user or not role or not sid:  # only after require_screen: a programming error, not a user's
         st.info(SIGN_IN_FIRST, icon=":material/lock:")
         st.stop()
-    grant = st.session_state.get("_download_grant")
-    if not isinstance(grant, _DownloadGrant) or not grant.live or (grant.user, grant.role) != (user, role):
-        grant = _DownloadGrant(user, role, st.session_state.get("_session"))
-        st.session_state["_download_grant"] = grant
-    return grant
+    links: dict[str, tuple[str, str]] = st.session_state.setdefault("_download_links", {})
+    shown_for, code = links.get(key, ("", ""))
+    if shown_for == patient_id and GRANTS.outstanding(code):  # another patient's link is never shown here
+        st.link_button(f"Download {label[0].lower()}{label[1:]}", f"{REPORTS_PATH}/{code}", type="primary",
+                       icon=":material/download:", width="stretch",
+                       help=f"One download, within {REPORT_LIFETIME.seconds // 60} minutes, in this signed-in "
+                            "browser.")
+        return
+    links.pop(key, None)
+    engine = data.engine()  # here, in the script run: the grant is used outside it
 
+    def record() -> int:
+        return audit.record(engine, user, "export", role=role, patient_id=patient_id, kind=kind, format=format,
+                            identified=True)
 
-def _still_signed_in(grant: _DownloadGrant, accounts: Engine) -> bool:
-    """The grant's server-side session is live, of an active account still in the grant's role."""
-    account = users.live_session(accounts, grant.session)
-    return account is not None and (account.username, account.role) == (grant.user, grant.role)
+    def grant() -> None:
+        document = Document(_session_cookie(auth_config()), sid, user, role, patient_id, file_name, mime, make,
+                            record)
+        links[key] = (patient_id, GRANTS.issue(document, REPORT_LIFETIME))
 
-
-def identified_download(make: Callable[[], bytes], kind: str, format: str, *,
-                        patient_id: str) -> Callable[[], bytes]:
-    """The `data=` of a download button for an identified document (name, MRN, dates).
-
-    Streamlit runs a callable `data` only when the button is clicked, for the session that showed the button
-    (an unguessable id sent to that browser alone), and serves the result at a short-lived media URL. The
-    callable returned here builds nothing unless the session that showed the button has not signed out and its
-    server-side session is still live (not revoked by a sign-out elsewhere, a password reset, a role change or a
-    deactivation), and it writes the export to the audit log
-    first: no entry, no document. Call it only after the screen's `require_screen`.
-    """
-    grant = _download_grant()
-    engine = data.engine()  # here, in the script run: the callable runs outside it
-    accounts = accounts_engine()
-
-    def build() -> bytes:
-        if not grant.live:
-            raise PermissionError("the session that showed this download has signed out")
-        if not _still_signed_in(grant, accounts):
-            raise PermissionError("the session has ended (signed out elsewhere, password reset, role changed or "
-                                  "user deactivated)")
-        audit.record(engine, grant.user, "export", role=grant.role, patient_id=patient_id, kind=kind,
-                     format=format, identified=True)
-        return make()
-
-    return build
+    st.button(label, key=key, icon=":material/description:", width="stretch", on_click=grant,
+              help="Prepares a one-time download link for this signed-in browser.")

@@ -284,17 +284,18 @@ def _sign_in_and_wait_for_the_cookie(page, context) -> None:  # noqa: ANN001 - P
     page.get_by_role("textbox", name="Password").fill("surgeon-demo")
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Signed in as").wait_for(timeout=90_000)
-    deadline = time.monotonic() + 90  # the re-login cookie is set by a component on the first page
+    deadline = time.monotonic() + 90  # the page posts the sign-in's one-time code; the server sets the cookie
     while "spine_dashboard_demo" not in {c["name"] for c in context.cookies()}:
-        assert time.monotonic() < deadline, "the re-login cookie was not set"
+        assert time.monotonic() < deadline, "the session cookie was not set"
         page.wait_for_timeout(200)
 
 
 @pytest.mark.browser
 def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_path: Path) -> None:
     """A fresh server's first request for a screen shows the sign-in form (Streamlit's legacy pages/ mode once
-    ran the page file directly); then the re-login cookie (an opaque token), sign-out ending every tab and the
-    cookie (a copy saved before signs nobody in), and signing in again. Several screens at
+    ran the page file directly); then the session cookie (an opaque token, HttpOnly: not in document.cookie; a
+    reload resumes the session), sign-out ending every tab and the cookie (a copy saved before signs nobody in;
+    a reload shows the form), and signing in again. Several screens at
     once after a start: tests/browser/test_browser.py."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
@@ -307,7 +308,7 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
            "SPINE_DASHBOARD_MODE": "demo"}
     env.pop("SPINE_DASHBOARD_AUTH_FILE", None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app/main.py", "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app/server.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -344,7 +345,14 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
             assert second.get_by_role("button", name="Sign in").count() == 0
             saved = next(c for c in context.cookies() if c["name"] == "spine_dashboard_demo")
             assert not saved["value"].count(".") and len(saved["value"]) >= 43  # an opaque token, not a JWT
-            assert saved["sameSite"] == "Strict" and not saved["secure"]  # plain http here: Secure over HTTPS only
+            assert saved["httpOnly"] and saved["sameSite"] == "Strict"  # set by the server's /session/start
+            assert not saved["secure"]  # plain http here: Secure over HTTPS (or SPINE_DASHBOARD_SECURE_COOKIE=1)
+            for tab in (page, second):  # page scripts cannot read it
+                assert "spine_dashboard_demo" not in tab.evaluate("document.cookie")
+                assert saved["value"] not in tab.content()
+            page.reload(timeout=90_000)  # a reload is a new connection: the cookie resumes the live session
+            page.get_by_text(f"Id {patient}", exact=True).wait_for(timeout=90_000)
+            assert page.get_by_role("button", name="Sign in").count() == 0
             # Signing out ends every session of the user: this tab, the first tab at its next run, and the cookie.
             second.get_by_role("button", name="Sign out").click()
             second.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
@@ -367,6 +375,10 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
             third = context.new_page()
             third.goto(f"{url}/patient?patient={patient}", timeout=90_000)
             third.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+            second.reload(timeout=90_000)  # signed out: a reload shows the form
+            second.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
+            second.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=90_000)
+            assert second.get_by_text("Signed in as").count() == 0
             # Signing in again in the same tab sets a new cookie (not mistaken for the first one's answer).
             _sign_in_and_wait_for_the_cookie(second, context)
             browser.close()

@@ -163,7 +163,8 @@ def test_conference_role_has_no_hand_picking(store_url):
 
 
 def test_patient_page_offers_the_identified_follow_up_report(store_url):
-    """The Patient page ends with the follow-up report downloads (made on click: deferred)."""
+    """The Patient page ends with the follow-up report's buttons (a click gives a one-time link served by
+    dashboard/app/routes.py to the session's cookie; nothing goes to Streamlit's /media: tests/app/test_server.py)."""
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["user_name"] = "surgeon"
     at.session_state["role"] = "surgeon"
@@ -172,7 +173,9 @@ def test_patient_page_offers_the_identified_follow_up_report(store_url):
     at.switch_page("screens/patient.py").run()
     assert not at.exception, at.exception
     assert any(s.value == "Follow-up report" for s in at.subheader)
-    assert {b.label for b in at.get("download_button")} == {"Follow-up report PDF", "Follow-up report HTML"}
+    assert {b.label for b in at.button if (b.key or "").startswith("follow_up_")} == {"Follow-up report PDF",
+                                                                                      "Follow-up report HTML"}
+    assert not at.get("download_button")
 
 
 @pytest.fixture

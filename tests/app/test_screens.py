@@ -3,8 +3,7 @@
 Each file of dashboard/app/screens/ is run directly — as Streamlit's legacy pages mode once ran it, without
 app.py and its sign-in — and must show only a neutral notice, without reading the store, the cohort or a
 query parameter. The role each screen lets in is SCREEN_ROLES, the table app.py's navigation is built from.
-The identified follow-up report is built only for the signed-in session that showed its button, and audited
-before it is built.
+The identified follow-up report (one-time links served to the session's cookie only): tests/app/test_server.py.
 """
 
 from __future__ import annotations
@@ -146,84 +145,3 @@ def test_each_screen_lets_in_exactly_the_roles_of_the_table(role: str, reads: li
         else:
             _shows_nothing_but(at, "error", NOT_IN_ROLE)
             assert reads == [], f"{screen} read {reads} for {role}"
-
-
-# ------------------------------------------------------------------------ the identified follow-up report
-class FakeReport:
-    html = "<html>Follow-up report</html>"
-
-    @staticmethod
-    def pdf() -> bytes:
-        return b"%PDF-1.7 follow-up"
-
-
-def test_the_follow_up_report_is_built_for_the_signed_in_session_only_and_audited_first(
-        app_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dashboard.reports import follow_up
-
-    monkeypatch.setattr(follow_up, "report_for", lambda *args, **kwargs: FakeReport())  # no charts: fast
-    buttons: dict[str, object] = {}
-    original = DeltaGenerator.download_button
-
-    def download_button(self, label, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        buttons[label] = kwargs["data"]
-        return original(self, label, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaGenerator, "download_button", download_button)
-    at = run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id="P00001")
-    patient = at.session_state["patient_id"]
-    html = buttons["Follow-up report HTML"]
-    assert callable(html)  # built on the click, not with the page
-    before = len(entries(app_store, actions=["export"]))
-    assert html() == FakeReport.html.encode()
-    exports = entries(app_store, actions=["export"])
-    assert len(exports) == before + 1
-    entry = exports[0]
-    assert (entry["user_name"], entry["role"], entry["patient_id"]) == ("surgeon", "surgeon", patient)
-    assert entry["details"]["kind"] == "follow_up_report" and entry["details"]["format"] == "html"
-    assert entry["details"]["identified"] is True
-    assert buttons["Follow-up report PDF"]() == FakeReport.pdf()
-    assert len(entries(app_store, actions=["export"])) == before + 2
-
-    from dashboard.store import get_engine, users
-
-    engine = get_engine(app_store)
-    surgeon = users.account(engine, "surgeon")
-    users.change_user(engine, "admin", "admin", "surgeon", surgeon.version, active=False)  # deactivated
-    with pytest.raises(PermissionError, match="session has ended"):
-        html()
-    users.change_user(engine, "admin", "admin", "surgeon", surgeon.version + 1, active=True)
-    with pytest.raises(PermissionError, match="session has ended"):  # its sessions stay ended
-        html()
-    at = run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id="P00001")
-    html = buttons["Follow-up report HTML"]
-    assert html() == FakeReport.html.encode()
-    at.sidebar.button(key="sign_out").click().run()  # the button's callable outlives the screen in Streamlit
-    with pytest.raises(PermissionError, match="signed out"):
-        html()
-    assert len(entries(app_store, actions=["export"])) == before + 3  # refused: nothing built, nothing logged
-
-
-def test_no_follow_up_report_without_an_audit_entry(app_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dashboard.reports import follow_up
-    from dashboard.store import audit
-
-    built: list[bool] = []
-    monkeypatch.setattr(follow_up, "report_for", lambda *args, **kwargs: built.append(True) or FakeReport())
-    buttons: dict[str, object] = {}
-    original = DeltaGenerator.download_button
-
-    def download_button(self, label, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        buttons[label] = kwargs["data"]
-        return original(self, label, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaGenerator, "download_button", download_button)
-    run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id="P00001")
-
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        raise RuntimeError("the audit log cannot be written")
-
-    monkeypatch.setattr(audit, "record", broken)
-    with pytest.raises(RuntimeError, match="cannot be written"):
-        buttons["Follow-up report HTML"]()
-    assert built == []

@@ -52,11 +52,11 @@ def browser():
 
 @contextlib.contextmanager
 def _server(env: dict[str, str], log: Path):
-    """`streamlit run dashboard/app/main.py` as a user starts it, a direct child process; stopped by its own PID."""
+    """`streamlit run dashboard/app/server.py` as a user starts it, a direct child process; stopped by its own PID."""
     port = _free_port()
     with log.open("ab") as output:
         server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard/app/main.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", "dashboard/app/server.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -96,7 +96,7 @@ def app_url(store_url, tmp_path_factory):
 
 
 def _sign_in(page, url: str) -> None:
-    """Sign in as the demo surgeon; the re-login cookie then opens any page a link asks for (issue 8)."""
+    """Sign in as the demo surgeon; the HttpOnly session cookie then opens any page a link asks for (issue 8)."""
     page.goto(url, timeout=90_000)
     page.get_by_role("button", name="Sign in").wait_for(timeout=90_000)
     page.get_by_role("textbox", name="User name").fill("surgeon")
@@ -105,7 +105,7 @@ def _sign_in(page, url: str) -> None:
     page.get_by_text("Signed in as").wait_for(timeout=90_000)
     deadline = time.monotonic() + 90
     while "spine_dashboard_demo" not in {c["name"] for c in page.context.cookies()}:
-        assert time.monotonic() < deadline, "the re-login cookie was not set"
+        assert time.monotonic() < deadline, "the session cookie was not set"
         page.wait_for_timeout(200)
 
 
@@ -206,20 +206,30 @@ def test_conference_page_presents_deidentified_cases(browser, app_url):
 
 
 
-def test_the_identified_follow_up_report_downloads_for_the_signed_in_user_and_is_audited(browser, app_url,
-                                                                                          store_url):
+def test_the_identified_follow_up_report_downloads_once_for_the_signed_in_session_only(browser, app_url, store_url):
+    """Issue 22.10: the report is no longer a Streamlit media file anyone could fetch for a while. A click gives a
+    one-time link; the server serves it to this browser's HttpOnly session cookie, once, audited first."""
+    import io
+
+    from pypdf import PdfReader
+
     from dashboard.store import get_engine
     from dashboard.store.audit import audit_log
 
     patient = _demo_patient("plateau_behind")
-    mrn = pd.read_csv(ROOT / "data" / "demo" / "patients.csv", dtype=str).set_index("patient_id").loc[patient, "mrn"]
+    identity = pd.read_csv(ROOT / "data" / "demo" / "patients.csv", dtype=str).set_index("patient_id").loc[patient]
     page = _open(browser, app_url, f"patient?patient={patient}")
-    button = page.get_by_role("button", name="Follow-up report HTML")
-    button.wait_for(timeout=90_000)
+    page.get_by_role("button", name="Follow-up report PDF").click(timeout=90_000)
+    link = page.get_by_role("link", name="Download follow-up report PDF")
+    link.wait_for(timeout=60_000)
+    url = app_url + link.get_attribute("href")
     with page.expect_download(timeout=120_000) as download:
-        button.click()
-    html = Path(download.value.path()).read_text(encoding="utf-8")
-    assert mrn in html and patient in html  # identified: for the patient's chart
+        link.click()
+    assert download.value.suggested_filename == f"follow-up-{patient}.pdf"
+    pdf = Path(download.value.path()).read_bytes()
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert pdf.startswith(b"%PDF") and identity["name"] in text and identity["mrn"] in text  # for the chart
+    assert page.locator('[data-testid="stDownloadButton"]').count() == 0  # nothing goes to /media any more
     engine = get_engine(store_url)
     try:
         exports = audit_log(engine, actions=["export"], patient_id=patient)
@@ -229,6 +239,27 @@ def test_the_identified_follow_up_report_downloads_for_the_signed_in_user_and_is
     entry = exports.iloc[0]
     assert (entry["user_name"], entry["role"]) == ("surgeon", "surgeon")
     assert entry["details"]["kind"] == "follow_up_report" and entry["details"]["identified"] is True
+    again = page.context.request.get(url)  # the same browser, its cookie: the link is spent
+    assert again.status == 404 and b"%PDF" not in again.body()
+    # A fresh link (clicked again), fetched first by a browser without the cookie: refused, and spent with it.
+    page.locator("body").press("r")  # a run that shows the button again (the link is spent)
+    page.get_by_role("button", name="Follow-up report PDF").click(timeout=90_000)
+    link.wait_for(timeout=60_000)
+    url = app_url + link.get_attribute("href")
+    stranger = browser.new_context()
+    try:
+        refused = stranger.request.get(url)
+        assert refused.status == 403 and b"%PDF" not in refused.body()
+        assert stranger.request.get(url).status == 404
+    finally:
+        stranger.close()
+    late = page.context.request.get(url)
+    assert late.status == 404 and b"%PDF" not in late.body()
+    engine = get_engine(store_url)
+    try:
+        assert len(audit_log(engine, actions=["export"], patient_id=patient)) == 1  # refused: nothing logged
+    finally:
+        engine.dispose()
     page.close()
 
 

@@ -101,7 +101,8 @@ with right:
 st.divider()
 st.subheader("Follow-up report")
 st.caption("For the patient's chart: identified (name, MRN, dates), with the charts, checklist and decisions as "
-           "shown here. Made when you click (a few seconds).")
+           "shown here. Click to get a one-time download link for this browser; the report is made when you open "
+           "it (a few seconds).")
 report_cache: dict = st.session_state.setdefault("follow_up_reports", {})
 report_key = (patient_id, str(assessment.as_of), assessment.reference.reference_id,
               prompts[["rule_id", "decision", "decided_at"]].astype(str).to_csv(index=False))
@@ -122,11 +123,12 @@ def follow_up_pdf() -> bytes:
     return report_cache["pdf"]
 
 
-# Identified (name, MRN): built only on a click from this signed-in session, after the export is audited.
+# Identified (name, MRN): a click prepares a one-time link for this signed-in browser; the server audits the
+# export, then builds the document, for the request carrying this session's cookie only (dashboard/app/server.py).
 for column, (label, fmt, make, mime) in zip(st.columns(2), (
         ("Follow-up report PDF", "pdf", follow_up_pdf, "application/pdf"),
         ("Follow-up report HTML", "html", lambda: follow_up_report().html.encode("utf-8"), "text/html")),
         strict=True):
-    column.download_button(label, data=identified_download(make, "follow_up_report", fmt, patient_id=patient_id),
-                           file_name=f"follow-up-{patient_id}.{fmt}", mime=mime, icon=":material/download:",
-                           key=f"follow_up_{fmt}", width="stretch", on_click="ignore")
+    with column:
+        identified_download(make, "follow_up_report", fmt, patient_id=patient_id, label=label,
+                            file_name=f"follow-up-{patient_id}.{fmt}", mime=mime, key=f"follow_up_{fmt}")
