@@ -35,10 +35,11 @@ from sqlalchemy import Engine
 
 from dashboard.core.records import Records, validate_frames
 from dashboard.core.schema import FILES, FileSpec
-from dashboard.store import IdentityConflictError, get_engine, import_records
-from tests.store_fixtures import GOOD_FILES, TODAY, records_from
+from dashboard.store import IdentityConflictError, get_engine, import_records, load_records
+from tests.store_fixtures import GOOD_FILES, TODAY, edited, records_from, store_engine, store_url
 from tests.test_fuzz_import import FUZZ, examples
 
+FIXTURES = (store_engine, store_url)  # imported for pytest, which finds fixtures by name
 SPECS: dict[str, FileSpec] = {spec.stem: spec for spec in FILES}
 TABLES = {"patients": "patients", "surgeries": "surgeries", "strength": "strength_exams", "visits": "visits"}
 KINDS = {stem: {c.name: c.kind for c in spec.columns} for stem, spec in SPECS.items()}
@@ -394,8 +395,9 @@ def expected_file_errors(patients: list[Row]) -> list[str]:
         else:
             earlier = first_id.setdefault(read_as(pid), (line, pid))
             if earlier[1] != pid:
-                errors.append(f"patients.csv:{line}: patient_id: '{pid}' reads the same as patient_id '{earlier[1]}' "
-                              f"on line {earlier[0]} (case or look-alike letters differ): one person cannot have two ids")
+                errors.append(f"patients.csv:{line}: patient_id: '{pid}' reads the same as patient_id "
+                              f"'{earlier[1]}' on line {earlier[0]} (case or look-alike letters differ): one person "
+                              "cannot have two ids")
         if mrn:
             earlier = first_mrn.setdefault(_mrn_key(mrn), (line, pid))
             if earlier[1] != pid:
@@ -419,12 +421,13 @@ def expected_store_problems(patients: list[Row], stored: list[Row]) -> list[str]
     for row in patients:
         pid = row["patient_id"]
         if pid in by_id:
-            changes = [f"{SHOWN[name]} is stored as {_shown(name, by_id[pid][name])}, the file has {_shown(name, row[name])}"
-                       for name in IDENTITY if by_id[pid][name] is not None and row[name] is not None
+            changes = [f"{SHOWN[name]} is stored as {_shown(name, by_id[pid][name])}, the file has "
+                       f"{_shown(name, row[name])}" for name in IDENTITY
+                       if by_id[pid][name] is not None and row[name] is not None
                        and not _same(name, by_id[pid][name], row[name])]
             if changes:
-                problems.append(f"patient {pid}: {'; '.join(changes)}. A different person under the same id? Give the new "
-                                "patient a new id; a genuine correction is an admin's `correct-patient`.")
+                problems.append(f"patient {pid}: {'; '.join(changes)}. A different person under the same id? Give "
+                                "the new patient a new id; a genuine correction is an admin's `correct-patient`.")
         else:
             twin = next((s for s in by_id if read_as(s) == read_as(pid)), None)
             if twin:
@@ -527,3 +530,27 @@ def test_the_fuzz_generated_every_outcome() -> None:
     kinds = ("refused by validation", "refused: identity differs from the store", "accepted: changed", "validated")
     total = sum(SEEN[kind] for kind in SEEN if kind != "validated")
     assert all(SEEN[kind] >= total * 0.03 for kind in kinds), SEEN
+
+
+# ----------------------------------------------------------------------------- what the fuzz found, pinned
+def test_blank_or_absent_extra_columns_keep_their_stored_values(store_engine: Engine, tmp_path: Path) -> None:
+    """Found by the fuzz: extra columns are one JSON object per row, and a re-import replaced the whole object,
+    so a blank `ward` cell, or a file with a new `bed` column but no `ward`, erased the stored wards (and a
+    re-import of the same patients counted them as updated)."""
+    import_records(store_engine, records_from(tmp_path / "v1", GOOD_FILES), "v1")
+    blank_ward = edited(GOOD_FILES, "patients.csv", "P1,Ann Example,MRN0000001,1960,F,yes,no,Dr A,W1",
+                        "P1,Ann Example,MRN0000001,1960,F,yes,no,Dr A,")
+    blank_ward = edited(blank_ward, "strength.csv", "P1,2026-01-08,ankle_dorsiflexion,R,3,physio 1",
+                        "P1,2026-01-08,ankle_dorsiflexion,R,3,")
+    second = import_records(store_engine, records_from(tmp_path / "v2", blank_ward), "v2")
+    assert (second.updated, second.changed_patients) == (0, ())
+
+    bed_only = {**GOOD_FILES, "patients.csv": "patient_id,bed\nP1,12\nP2,\nP3,\n"}
+    third = import_records(store_engine, records_from(tmp_path / "v3", bed_only), "v3")
+    assert (third.counts["patients"].updated, third.changed_patients) == (1, ("P1",))
+
+    stored = load_records(store_engine)
+    patients = stored.patients.set_index("patient_id")
+    assert patients["ward"].fillna("-").tolist() == ["W1", "-", "W2"]
+    assert patients["bed"].fillna("-").tolist() == ["12", "-", "-"]
+    assert stored.strength["examiner"].fillna("-").tolist() == ["physio 1", "-", "physio 2", "-", "-", "-"]
