@@ -324,23 +324,20 @@ def typed_records(case: Case) -> Records:
     for stem in SPECS:
         rows = case.rows[stem] if _present(case, stem) else []
         data = {name: _typed([row[name] for row in rows], kind) for name, kind in KINDS[stem].items()}
-        data.update({name: pd.Series([row[name] for row in rows], dtype="string")
+        data.update({name: pd.array([row[name] for row in rows], dtype="string")
                      for name in (case.extras[stem] if _present(case, stem) else [])})
         frames[stem] = pd.DataFrame(data)
     return Records(**frames, extra_columns={stem: list(names) if _present(case, stem) else []
                                             for stem, names in case.extras.items()})
 
 
-def _typed(values: list[Any], kind: str) -> pd.Series:
+def _typed(values: list[Any], kind: str) -> Any:
+    """One column with validation's dtype (numpy and pandas arrays: Series per column cost most of a run)."""
     if kind == "date":
-        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object)), dtype="datetime64[us]")
-    if kind == "integer":
-        return pd.Series(pd.array(values, dtype="Int64"))
-    if kind == "boolean":
-        return pd.Series(pd.array(values, dtype="boolean"))
+        return np.array([np.datetime64(v if v else "NaT") for v in values], dtype="datetime64[us]")
     if kind in ("number", "mrc"):
-        return pd.Series([np.nan if v is None else v for v in values], dtype=float)
-    return pd.Series(values, dtype="string")
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
+    return pd.array(values, dtype={"integer": "Int64", "boolean": "boolean"}.get(kind, "string"))
 
 
 def text_frames(case: Case) -> dict[str, pd.DataFrame | None]:
@@ -485,14 +482,14 @@ def test_a_reimport_leaves_exactly_the_store_of_before_or_of_after(store: Store,
     store.reset()
     engine = store.engine
     file_errors = expected_file_errors(case.rows["patients"])
-    records = typed_records(case)
+    records = None if file_errors else typed_records(case)
     if file_errors or case.validate:
         validated, report = validate_frames(text_frames(case), {}, today=TODAY)
         if file_errors:  # refused before the store is touched: every error of the file at once
             assert validated is None and sorted(report.error_lines()) == sorted(file_errors)
             SEEN["refused by validation"] += 1
             return
-        assert validated is not None, report.error_lines()
+        assert validated is not None and records is not None, report.error_lines()
         assert validated.extra_columns == records.extra_columns
         for stem, frame in records.frames().items():
             pd.testing.assert_frame_equal(validated.frames()[stem], frame)
@@ -527,9 +524,10 @@ def test_the_fuzz_generated_every_outcome() -> None:
     """The generator is worth its examples only if each outcome occurs often (run with the fuzz above)."""
     if not SEEN:
         pytest.skip("runs after the fuzz test in the same session")
-    kinds = ("refused by validation", "refused: identity differs from the store", "accepted: changed", "validated")
     total = sum(SEEN[kind] for kind in SEEN if kind != "validated")
-    assert all(SEEN[kind] >= total * 0.03 for kind in kinds), SEEN
+    shares = {"refused by validation": 0.1, "refused: identity differs from the store": 0.2, "accepted: changed": 0.2,
+              "accepted: unchanged": 0.01, "validated": 0.01}  # a run of 1,000 gave 21 %, 35 %, 41 %, 2 %, 3 %
+    assert all(SEEN[kind] >= total * share for kind, share in shares.items()), SEEN
 
 
 # ----------------------------------------------------------------------------- what the fuzz found, pinned
