@@ -293,7 +293,7 @@ def reimport(draw: st.DrawFn, base: dict[str, list[Row]]) -> Case:
     extras = {"patients": [c for c in ("ward", "bed") if c not in absent["patients"]],
               "surgeries": [], "strength": [] if "examiner" in absent["strength"] else ["examiner"], "visits": []}
     return Case(rows=_complete(rows, absent, extras), extras=extras, absent=absent,
-                visits_file=bool(visits) and draw(st.booleans()), validate=draw(st.integers(0, 19)) == 19)
+                visits_file=bool(visits) and draw(st.booleans()), validate=draw(st.integers(0, 14)) == 0)
 
 
 def _kept(draw: st.DrawFn, stored: list[Row], patient_id: str, change: Any, keep_first: bool = True) -> list[Row]:
@@ -526,7 +526,7 @@ def test_the_fuzz_generated_every_outcome() -> None:
         pytest.skip("runs after the fuzz test in the same session")
     total = sum(SEEN[kind] for kind in SEEN if kind != "validated")
     shares = {"refused by validation": 0.1, "refused: identity differs from the store": 0.2, "accepted: changed": 0.2,
-              "accepted: unchanged": 0.01, "validated": 0.01}  # a run of 1,000 gave 21 %, 35 %, 41 %, 2 %, 3 %
+              "accepted: unchanged": 0.01, "validated": 0.01}  # runs of 1,000 gave 17–21 %, 35–40 %, 41 %, 2 %
     assert all(SEEN[kind] >= total * share for kind, share in shares.items()), SEEN
 
 
