@@ -196,6 +196,31 @@ def _cli_user(user: str | None) -> str:
     return command_line_user(user)
 
 
+def _unknown_cli_user(args: argparse.Namespace) -> str | None:
+    """Why --user is refused (None: accepted). The audit log must name who acted, so --user must be an active
+    account of the store the command works on; without --user the log names the operating-system account.
+
+    Checked before the command does anything (a refused backup writes no file, a refused restore replaces
+    nothing). `outcomes` audits only with --database; without it --user is not used.
+    """
+    user = getattr(args, "user", None)
+    if user is None or (args.command == "outcomes" and not args.database):
+        return None
+    from dashboard.store import database_url
+    from dashboard.store.users import store_account
+
+    name = _terminal_safe(user.strip())
+    found = store_account(database_url(args.database), user.strip())
+    if found is None:
+        return (f"refused: --user '{name}' is not a user of this store; nothing was done (name an active user of "
+                "the Users screen, or leave --user out to be named as the system account)")
+    if not found.active:
+        return (f"refused: --user '{name}' is deactivated; nothing was done (name an active user of the Users "
+                "screen, or leave --user out to be named as the system account)")
+    args.user = found.username  # the audit log names the account as stored ('Admin.A' is 'admin.a')
+    return None
+
+
 def _audit_export(args: argparse.Namespace, kind: str, out: Path, **details: object) -> None:
     """An export from the command line is audited in the store it read (--database); a file-only run has none."""
     if not getattr(args, "database", None):
@@ -663,6 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     owner_only()  # the store, backups and reports it writes hold patient data
     keep_freed_memory()
+    refused = _unknown_cli_user(args)
+    if refused is not None:
+        print(refused, file=sys.stderr)
+        return EXIT_INVALID
     try:
         return args.run(args)
     except BrokenPipeError:  # `… | head`: the reader has what it wanted

@@ -9,6 +9,7 @@ What a re-import may change (docs/format-extensions.md, "Re-imports"):
 - a recorded value that differs from the stored one replaces it and is counted as updated;
 - a blank cell or an absent column is "not recorded in this file" and keeps the stored value: an import never
   replaces a stored value with nothing (a visits file without the cauda equina columns must not erase them);
+  extra columns too, value by value (`_merge_extras`);
 - rows the store has and the file lacks are kept (an import never deletes);
 - who a patient is (name, MRN, sex, birth year) is never changed by an import: a difference is an error
   (dashboard.store.identity) and nothing is stored.
@@ -19,6 +20,7 @@ Nothing here logs row contents: files carry names, MRNs and free-text notes.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -38,6 +40,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     cast,
     exists,
     func,
@@ -272,6 +275,7 @@ def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFr
         conn.exec_driver_sql(f"ANALYZE {staging.name}")  # temp tables get no autovacuum statistics
 
     same_key = and_(*(table.c[k] == staging.c[k] for k in key))
+    _merge_extras(conn, table, staging, key, same_key)
     differs = or_(*(and_(staging.c[v].is_not(None),
                          _comparable(table.c[v]).is_distinct_from(_comparable(staging.c[v]))) for v in values))
     is_new = ~exists().where(same_key)
@@ -294,6 +298,34 @@ def _merge_file(conn: Connection, table: Table, spec: FileSpec, frame: pd.DataFr
     staging.drop(conn)
     return (FileCounts(inserted=inserted, updated=updated, unchanged=len(frame) - inserted - updated),
             inserted_ids, updated_ids)
+
+
+def _merge_extras(conn: Connection, table: Table, staging: Table, key: Sequence[str],
+                  same_key: ColumnElement[bool]) -> None:
+    """Give extra columns the format columns' rule: a blank cell or an absent column keeps the stored value.
+
+    Extras are one JSON object per row, so COALESCE on the whole object would let a file with a blank `ward`
+    cell (JSON null), or without a `ward` column but with another extra, replace the stored ward. For each
+    stored row whose file object differs as text, the staged object becomes the stored one updated by the
+    file's recorded (non-null) values, or NULL ("nothing recorded") when that changes nothing; the set-based
+    comparison and update then treat it like any column. Only differing rows come to Python: a re-import of
+    the same file brings none.
+    """
+    rows = conn.execute(
+        select(*(staging.c[k] for k in key), cast(table.c[EXTRA], Text), cast(staging.c[EXTRA], Text))
+        .select_from(staging.join(table, same_key))
+        .where(staging.c[EXTRA].is_not(None),
+               or_(table.c[EXTRA].is_(None), _comparable(table.c[EXTRA]) != _comparable(staging.c[EXTRA])))).all()
+    if not rows:
+        return
+    changes = []
+    for *keys, stored_text, file_text in rows:
+        stored = json.loads(stored_text) if stored_text else {}
+        merged = {**stored, **{k: v for k, v in json.loads(file_text).items() if v is not None}}
+        changes.append({**{f"key_{k}": value for k, value in zip(key, keys, strict=True)},
+                        "merged_extra": None if merged == stored else merged})
+    conn.execute(update(staging).where(*(staging.c[k] == bindparam(f"key_{k}") for k in key))
+                 .values({EXTRA: bindparam("merged_extra", type_=staging.c[EXTRA].type)}), changes)
 
 
 def _comparable(column: ColumnElement[Any]) -> ColumnElement[Any]:

@@ -23,12 +23,15 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from dashboard.store import audit
+from dashboard.store.db import get_engine
 from dashboard.store.models import USER_ROLES, LoginThrottle, SignInSession, UserAccount
 
 USERS = UserAccount.__table__
@@ -94,6 +97,25 @@ def account(engine: Engine | Connection, username: str) -> Account | None:
         with engine.connect() as conn:
             row = conn.execute(query).mappings().first()
     return None if row is None else _account(row)
+
+
+def store_account(url: str, username: str) -> Account | None:
+    """The account `username` (as written, else in lower case as the Users screen stores it) of the store at
+    `url`, active or not; None when there is none, or no store there yet (nothing is created or migrated).
+
+    For the command line's --user, which names who the audit log says acted.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not (parsed.database and parsed.database != ":memory:"
+                                                      and Path(parsed.database).expanduser().is_file()):
+        return None
+    engine = get_engine(url, migrate=False)
+    try:
+        return account(engine, username) or account(engine, username.lower())
+    except DBAPIError:  # no users table: a store older than accounts
+        return None
+    finally:
+        engine.dispose()
 
 
 def sync_file_users(engine: Engine, file_users: Mapping[str, tuple[str, str, str]]) -> None:

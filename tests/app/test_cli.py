@@ -109,3 +109,89 @@ def test_assess_store_streams_chunks_and_equals_assess_on_files(tmp_path, capsys
     captured = capsys.readouterr()
     assert json.loads(captured.out) == from_files
     assert "assessed 200 patients" in captured.err
+
+
+# ------------------------------------------------------------------ --user names an active user of the store
+def _store_with_users(tmp_path):
+    """A store with the small cohort, an active admin 'admin.a' and a deactivated 'dr.gone'."""
+    from dashboard.store import get_engine, import_records
+    from dashboard.store.users import account, add_user, change_user
+    from tests.store_fixtures import GOOD_FILES, records_from
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = get_engine(url)
+    import_records(engine, records_from(tmp_path / "cohort", GOOD_FILES), "cohort")
+    add_user(engine, "setup", "admin", "admin.a", "Admin A", "admin", "unused-hash")
+    add_user(engine, "setup", "admin", "dr.gone", "Dr Gone", "surgeon", "unused-hash")
+    change_user(engine, "setup", "admin", "dr.gone", account(engine, "dr.gone").version, active=False)
+    engine.dispose()
+    return url
+
+
+def _audit_rows(url):
+    from dashboard.store import get_engine
+    from dashboard.store.backup import store_digest
+
+    engine = get_engine(url)
+    try:
+        return store_digest(engine)
+    finally:
+        engine.dispose()
+
+
+REFUSED_USER = ("refused: --user '{}' is not a user of this store; nothing was done (name an active user of the "
+                "Users screen, or leave --user out to be named as the system account)")
+DEACTIVATED_USER = ("refused: --user '{}' is deactivated; nothing was done (name an active user of the Users screen, "
+                    "or leave --user out to be named as the system account)")
+
+
+def _commands(tmp_path, url):
+    """Every command whose --user the audit log records, with an output it must not write when refused."""
+    out = tmp_path / "out"
+    return {
+        "backup": ["backup", str(out / "store.bak"), "--database", url],
+        "restore": ["restore", str(out / "missing.bak"), "--database", url, "--safety-dir", str(out / "s")],
+        "import": ["import", str(DEMO), "--database", url],
+        "correct-patient": ["correct-patient", "P1", "--name", "Ann Exemple", "--database", url],
+        "import-fhir": ["import-fhir", str(tmp_path / "none.json"), "--database", url],
+        "import-redcap": ["import-redcap", str(tmp_path / "none.csv"), "--mapping", "data/redcap/mapping.yaml",
+                          "--database", url],
+        "outcomes": ["outcomes", "--database", url, "--out", str(out / "outcomes.html")],
+    }
+
+
+def test_every_command_refuses_a_user_who_is_not_an_active_user_of_the_store(tmp_path, capsys):
+    url = _store_with_users(tmp_path)
+    before = _audit_rows(url)
+    for name, command in _commands(tmp_path, url).items():
+        for user, message in (("admin.x", REFUSED_USER), ("dr.gone", DEACTIVATED_USER),
+                              ("\x1b[2Jroot", REFUSED_USER)):
+            capsys.readouterr()
+            assert main([*command, "--user", user]) == 2, (name, user)
+            shown = user.replace("\x1b", "\\x1b")  # an escape is shown, never acted on by the terminal
+            assert capsys.readouterr().err.strip() == message.format(shown), (name, user)
+    assert _audit_rows(url) == before  # nothing stored, restored, corrected or audited
+    assert not (tmp_path / "out").exists()  # no backup, safety copy or report written
+
+
+def test_an_active_user_of_the_store_is_accepted_and_named_in_the_audit_log(tmp_path, capsys):
+    from dashboard.store import get_engine
+    from dashboard.store.audit import audit_log
+
+    url = _store_with_users(tmp_path)
+    assert main(["backup", str(tmp_path / "store.bak"), "--database", url, "--user", "admin.a"]) == 0
+    assert main(["backup", str(tmp_path / "store2.bak"), "--database", url, "--user", "Admin.A"]) == 0
+    assert main(["backup", str(tmp_path / "store3.bak"), "--database", url]) == 0  # the system account
+    engine = get_engine(url)
+    try:
+        names = audit_log(engine, actions=["backup"]).sort_values("id")["user_name"].tolist()
+    finally:
+        engine.dispose()
+    assert names[:2] == ["admin.a", "admin.a"] and names[2].startswith("cli:")
+
+
+def test_a_user_cannot_be_checked_where_there_is_no_store_and_none_is_created(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'store.db'}"
+    assert main(["backup", str(tmp_path / "store.bak"), "--database", url, "--user", "admin.a"]) == 2
+    assert capsys.readouterr().err.strip() == REFUSED_USER.format("admin.a")
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "store.bak").exists()

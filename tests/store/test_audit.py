@@ -171,9 +171,21 @@ def test_migration_0002_goes_up_and_down_keeping_the_records(store_url: str, goo
 
 
 # ----------------------------------------------------------------------------------------- command line
+def _add_user(url: str, username: str) -> None:
+    """The command line's --user must be an active user of the store."""
+    from dashboard.store.users import add_user
+
+    engine = get_engine(url)
+    try:
+        add_user(engine, "setup", "admin", username, username, "surgeon", "unused-hash")
+    finally:
+        engine.dispose()
+
+
 def test_command_line_import_is_audited_with_counts_only(store_url: str, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     folder = write_folder(tmp_path / "clinic-2026", GOOD_FILES)
+    _add_user(store_url, "dr.a")
     assert cli(["import", str(folder), "--database", store_url, "--user", "dr.a"]) == 0
     engine = get_engine(store_url)
     try:
@@ -208,6 +220,7 @@ def test_a_command_line_import_the_database_refuses_is_audited_as_failed(
 def test_command_line_exports_are_audited_in_the_store_they_read(store_url: str, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     demo = ROOT / "data" / "demo"
+    _add_user(store_url, "dr.a")
     assert cli(["import", str(demo), "--database", store_url, "--user", "dr.a"]) == 0
     patient = _patient("plateau_behind")
     assert cli(["export-fhir", str(tmp_path / "bundle.json"), "--patient", patient, "--database", store_url]) == 0

@@ -25,6 +25,7 @@ from dashboard.store import encryption, get_engine, import_records
 from dashboard.store.audit import audit_log, record
 from dashboard.store.backup import BackupError, backup, manifest_of, restore, store_digest
 from dashboard.store.db import head_revision
+from dashboard.store.users import add_user
 from tests.store_fixtures import GOOD_FILES, good_records, records_from, store_url
 
 HEAD = head_revision()
@@ -277,6 +278,9 @@ def _entries(url: str) -> list[tuple]:
 def test_audit_entries_made_after_the_backup_survive_the_restore_with_their_ids(
         stocked: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "store.bak"
+    engine = get_engine(stocked)
+    add_user(engine, "setup", "admin", "admin.a", "Admin A", "admin", "unused-hash")  # --user must be a user
+    engine.dispose()
     assert cli(["backup", str(out), "--database", stocked, "--user", "admin.a"]) == 0
     at_backup = _digest(stocked)
     engine = get_engine(stocked)

@@ -94,7 +94,7 @@ def test_kill_9_in_the_middle_of_an_import_leaves_the_store_exactly_as_before(
     engine.dispose()
 
     importer = subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "import", str(large_cohort), "--database", store_url, "--user", "killed"],
+        [sys.executable, "-m", "dashboard", "import", str(large_cohort), "--database", store_url],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     try:
@@ -143,7 +143,7 @@ def test_backup_and_restore_bring_the_store_back_exactly(store_url: str, tmp_pat
     _seed(engine)
     at_backup = store_digest(engine)
     out = tmp_path / "backups" / "store.bak"
-    assert cli(["backup", str(out), "--database", store_url, "--user", "admin.c"]) == 0
+    assert cli(["backup", str(out), "--database", store_url]) == 0
     assert f"to {out}" in capsys.readouterr().err and out.is_file()
     assert audit_log(engine, actions=["backup"]).iloc[0]["details"]["file"] == "store.bak"
 
@@ -155,7 +155,7 @@ def test_backup_and_restore_bring_the_store_back_exactly(store_url: str, tmp_pat
     engine.dispose()
 
     safety = tmp_path / "safety"
-    assert cli(["restore", str(out), "--database", store_url, "--user", "admin.c", "--safety-dir", str(safety)]) == 0
+    assert cli(["restore", str(out), "--database", store_url, "--safety-dir", str(safety)]) == 0
     assert "the store as it was before is kept in" in capsys.readouterr().err
 
     engine = get_engine(store_url)

@@ -29,8 +29,8 @@ def test_the_store_its_wal_backups_and_reports_are_owner_only(tmp_path: Path) ->
     records = write_folder(tmp_path / "records", GOOD_FILES)
     store = tmp_path / "var" / "dashboard.db"
     env = {**os.environ, "SPINE_DASHBOARD_DB_URL": f"sqlite:///{store}"}
-    assert _run("import", str(records), "--user", "admin.b", env=env).returncode == 0
-    assert _run("backup", str(tmp_path / "out" / "store.bak"), "--user", "admin.b", env=env).returncode == 0
+    assert _run("import", str(records), env=env).returncode == 0
+    assert _run("backup", str(tmp_path / "out" / "store.bak"), env=env).returncode == 0
     done = _run("report", str(records), "P1", "--out", str(tmp_path / "out" / "p1.html"), env=env)
     assert done.returncode == 0, done.stderr
 
