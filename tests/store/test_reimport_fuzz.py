@@ -33,11 +33,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from dashboard.core.records import Records, validate_frames
-from dashboard.core.schema import FILES, FileSpec
+from dashboard.clinical.records.format import FILES, FileSpec
+from dashboard.clinical.records.validate import Records, validate_frames
 from dashboard.store import IdentityConflictError, get_engine, import_records, load_records
+from tests.clinical.test_fuzz_import import FUZZ, examples
 from tests.store_fixtures import GOOD_FILES, TODAY, edited, records_from, store_engine, store_url
-from tests.test_fuzz_import import FUZZ, examples
 
 FIXTURES = (store_engine, store_url)  # imported for pytest, which finds fixtures by name
 SPECS: dict[str, FileSpec] = {spec.stem: spec for spec in FILES}
