@@ -14,6 +14,19 @@ from dashboard.ui.auth import require_screen
 require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before any data is read
 
 URGENCY_SHORT = {"emergency": "Emergency", "urgent": "Urgent", "routine": "Routine"}
+#: The table's columns and their widths in pixels. They add up to what fits at 1024×768 beside the sidebar (about
+#: 640 px once NARROW_CSS narrows the page's margins, less the row-selection column), so no column hides behind
+#: sideways scrolling; wider screens stretch every column (issue 20). Procedure and levels share one column; the
+#: number of open prompts leads the Why cell when there are several.
+#: The name, MRN and urgency are never cut at 1024; the other columns may be there, and read whole from 1440 on.
+TABLE_WIDTHS = {"name": 110, "mrn": 90, "urgency": 74, "prompt_summary": 104, "worst_status": 84, "weeks": 46,
+                "operation": 66, "surgeon": 56}
+#: Streamlit's wide layout keeps 5rem margins at every width: on a narrow screen the clinic table needs that room.
+NARROW_CSS = """<style>
+@media (max-width: 1200px) {
+  [data-testid="stMainBlockContainer"] { padding-left: 1.5rem; padding-right: 1.5rem; }
+}
+</style>"""
 
 cohort = data.cohort()
 assessment = cohort.assessment
@@ -68,30 +81,35 @@ shown = shown[(shown["days_since_surgery"] >= weeks[0] * 7) & (shown["days_since
 if only_open:
     shown = shown[shown["open_prompts"] > 0]
 
+operation = (shown["procedure"].astype("string").fillna("") + " "
+             + shown["levels"].astype("string").fillna("").str.replace(";", ", ", regex=False)).str.strip()
 display = shown.assign(
     urgency=shown["urgency"].map(URGENCY_SHORT).fillna("—"),
     worst_status=shown["worst_status"].map(STATUS_LABELS).fillna("Not examined"),
     weeks=(shown["days_since_surgery"] / 7).round(1),
-    levels=shown["levels"].astype("string").str.replace(";", ", ", regex=False),
-)[["patient_id", "name", "mrn", "urgency", "open_prompts", "prompt_summary", "worst_status", "weeks", "procedure",
-   "levels", "surgeon"]]
+    operation=operation.replace("", "—"),
+    prompt_summary=shown["prompt_summary"].where(shown["open_prompts"] <= 1,
+                                                 "(" + shown["open_prompts"].astype(str) + ") "
+                                                 + shown["prompt_summary"]),
+)[["patient_id", *TABLE_WIDTHS]]
 # Record text shown in a table can be downloaded as CSV from its toolbar: no cell may start a formula.
 display = neutralise_formulas(display)
+st.html(NARROW_CSS)
 st.caption("Select a row to open the patient.")
+labels = {"name": "Name", "mrn": "MRN", "urgency": "Urgency", "prompt_summary": "Why", "worst_status": "Muscles",
+          "weeks": "Weeks", "operation": "Operation", "surgeon": "Surgeon"}
+helps = {"urgency": "Most urgent open prompt", "prompt_summary": "The open imaging prompts; (2) when two are open",
+         "worst_status": "Worst muscle status", "weeks": "Weeks since the operation",
+         "operation": "Procedure and levels of the index operation"}
 event = st.dataframe(
     display, hide_index=True, width="stretch", height=560, on_select="rerun", selection_mode="single-row",
-    column_order=[c for c in display.columns if c != "patient_id"],
+    column_order=list(TABLE_WIDTHS),
     column_config={
-        "patient_id": "Id", "name": st.column_config.TextColumn("Name", width=135),
-        "mrn": st.column_config.TextColumn("MRN", width=90),
-        "urgency": st.column_config.TextColumn("Urgency", width=80, help="Most urgent open prompt"),
-        "open_prompts": st.column_config.NumberColumn("Open", width=50, help="Open imaging prompts"),
-        "prompt_summary": st.column_config.TextColumn("Why", width=150),
-        "worst_status": st.column_config.TextColumn("Worst muscle", width=100),
-        "weeks": st.column_config.NumberColumn("Weeks", format="%.1f", width=60, help="Weeks since the operation"),
-        "procedure": st.column_config.TextColumn("Procedure", width=100),
-        "levels": st.column_config.TextColumn("Levels", width=75),
-        "surgeon": st.column_config.TextColumn("Surgeon", width=90),
+        "patient_id": "Id",
+        **{column: st.column_config.TextColumn(labels[column], width=width, help=helps.get(column))
+           for column, width in TABLE_WIDTHS.items()},
+        "weeks": st.column_config.NumberColumn("Weeks", format="%.1f", width=TABLE_WIDTHS["weeks"],
+                                               help=helps["weeks"]),
     },
     key="clinic_table",
 )
