@@ -20,6 +20,7 @@ from dashboard.core.patient_view import CohortIndex, patient_view
 from dashboard.core.records import validate
 from dashboard.store import decision_history, get_engine, load_records
 from dashboard.ui import widgets
+from dashboard.ui.data import DEMO_ANCHOR
 from dashboard.ui.uploads import UploadRejected, check_uploads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,15 +249,36 @@ def test_add_exam_saves_valid_grades_and_refuses_invalid_ones(store_url):
                                            "Not saved: please correct the fields marked above."]
     assert not (load_records(get_engine(store_url)).strength["patient_id"].eq(patient)
                 & load_records(get_engine(store_url)).strength["mrc"].round(2).eq(4.33)
-                & load_records(get_engine(store_url)).strength["exam_date"].eq(pd.Timestamp.today().normalize())).any()
+                & load_records(get_engine(store_url)).strength["exam_date"].eq(pd.Timestamp(DEMO_ANCHOR))).any()
     at.text_input(key="v-leg_pain_nrs").input("3")
     at.button[0].click().run()
     assert not at.error
     assert at.success and at.success[0].value.startswith("Saved 1 grade and the visit of ")
     stored = load_records(get_engine(store_url)).strength
-    today = stored[(stored["patient_id"] == patient) & (stored["exam_date"] == pd.Timestamp.today().normalize())]
-    assert today[["muscle", "side"]].values.tolist() == [["ankle_dorsiflexion", "R"]]
-    assert round(today["mrc"].iloc[0], 2) == 4.33
+    # Demo mode: dated the demo's day (the form's default), not the real today.
+    saved = stored[(stored["patient_id"] == patient) & (stored["exam_date"] == pd.Timestamp(DEMO_ANCHOR))]
+    assert saved[["muscle", "side"]].values.tolist() == [["ankle_dorsiflexion", "R"]]
+    assert round(saved["mrc"].iloc[0], 2) == 4.33
+
+
+DEMO_DAY_NOTE = "Demo data: the date starts on 20 Nov 2026, the demo's day, not today (synthetic patients)."
+
+
+def test_add_exam_starts_on_the_demo_day_in_demo_mode_and_says_so(store_url):
+    """Issue 20: the form opened on today's date while every other screen showed the demo's day."""
+    assert DEMO_ANCHOR == date(2026, 11, 20) and DEMO_ANCHOR != date.today()
+    at = app("screens/add_exam.py", patient_id=demo_patient("normal_recovery"))
+    assert at.date_input(key="ae-date").value == DEMO_ANCHOR
+    assert DEMO_DAY_NOTE in [c.value for c in at.caption]
+
+
+def test_add_exam_starts_on_today_outside_demo_mode(store_url, monkeypatch):
+    from dashboard.ui import data
+
+    monkeypatch.setattr(data, "demo_mode", lambda: False)  # the day's rule only; the demo users still sign in
+    at = app("screens/add_exam.py", patient_id=demo_patient("normal_recovery"))
+    assert at.date_input(key="ae-date").value == date.today()
+    assert not [c.value for c in at.caption if c.value.startswith("Demo data")]
 
 
 def test_import_page_renders_with_its_history(store_url):
