@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
-from app_fixtures import run_app
+from app_fixtures import entries, run_app
 from streamlit.testing.v1 import AppTest
 
 from dashboard import charts
@@ -402,6 +402,59 @@ def test_a_calibrated_file_in_the_reference_folder_is_not_the_default(store_url,
         assert any("Demo data: shown as of 20 Nov 2026" in c.value for c in at.caption)  # the demo's day, said
     finally:
         data.reference_files.clear()
+
+
+@pytest.fixture
+def calibrated(tmp_path, monkeypatch):
+    """A calibrated reference file beside the published one (the sidebar then offers the choice)."""
+    from dashboard.ui import data
+
+    text = (ROOT / "data" / "reference" / "published.yaml").read_text(encoding="utf-8")
+    (tmp_path / "a-calibrated.yaml").write_text(
+        text.replace("reference_id: published-v2", "reference_id: clinic-2026")
+        .replace("title: Published motor-recovery reference", "title: A clinic calibration"), encoding="utf-8")
+    monkeypatch.setattr(data, "CALIBRATED_DIR", tmp_path)
+    data.reference_files.clear()
+    yield tmp_path / "a-calibrated.yaml"
+    data.reference_files.clear()
+
+
+def reference_box(at: AppTest):
+    return next(box for box in at.selectbox if box.label == "Expected-recovery reference")
+
+
+def titled(at: AppTest, start: str) -> str:
+    return next(title for title in reference_box(at).options if title.startswith(start))
+
+
+def test_changing_the_reference_is_audited_once_per_change(store_url, calibrated):
+    """Issue 20: the reference choice was shown but not audited. A change writes one `setting` entry (who, role,
+    which file); reruns without a change write none; going back is a change too."""
+    before = len(entries(store_url, actions=["setting"]))
+    at = app()
+    at.run()
+    assert len(entries(store_url, actions=["setting"])) == before  # the published default: no choice made
+    reference_box(at).select(titled(at, "A clinic calibration")).run()
+    assert "reference: A clinic calibration" in at.caption[0].value
+    at.run()  # a rerun is not a change
+    reference_box(at).select(titled(at, "Published")).run()
+    made = entries(store_url, actions=["setting"])[:len(entries(store_url, actions=["setting"])) - before]
+    assert [(e["user_name"], e["role"], e["details"]) for e in reversed(made)] == [
+        ("surgeon", "surgeon", {"kind": "reference", "file": "a-calibrated.yaml"}),
+        ("surgeon", "surgeon", {"kind": "reference", "file": "published.yaml"})]
+
+
+def test_a_reference_change_that_cannot_be_audited_is_not_made(store_url, calibrated, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(widgets, "audit_event", refuse)
+    at = app()
+    reference_box(at).select(titled(at, "A clinic calibration")).run()
+    assert at.session_state["reference_path"].endswith("published.yaml")
+    assert "reference: Published motor-recovery reference" in at.caption[0].value
+    assert [e.value for e in at.sidebar.error] == [
+        "The reference was not changed: the change could not be written to the audit log."]
 
 
 def test_the_plain_language_renderer_says_the_issue_examples_in_words():
