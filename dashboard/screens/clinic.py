@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard.core.prompt_performance import emergency_alarms
@@ -28,10 +29,26 @@ NARROW_CSS = """<style>
 }
 </style>"""
 
+#: Most rows the table sends to the browser, most urgent first; search and filters reach any other patient. The
+#: whole list of a 20,000-patient clinic cost more to send and draw than the rest of the screen (issue 20, Speed).
+TABLE_ROWS = 500
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def patients_table(key: tuple, decisions: int, _assessment, _prompts: pd.DataFrame) -> pd.DataFrame:
+    """The clinic list with names and MRNs, once per cohort (`key`) and state of the decisions (`decisions`): a
+    page reruns on every click, and the list of a large clinic took most of the rerun to build. Shared, not
+    copied: the page filters it into new frames and never modifies it."""
+    table = clinic_table(_assessment, _prompts)
+    people = _assessment.patients.set_index("patient_id")
+    return table.assign(name=table["patient_id"].map(people["name"]), mrn=table["patient_id"].map(people["mrn"]))
+
+
 cohort = data.cohort()
 assessment = cohort.assessment
 prompts = data.prompts_with_decisions(assessment)
-table = clinic_table(assessment, prompts)
+decided = prompts[["patient_id", "rule_id", "decision", "decision_current", "decided_at"]]
+table = patients_table(cohort.key, int(pd.util.hash_pandas_object(decided, index=False).sum()), assessment, prompts)
 alarms = emergency_alarms(prompts, assessment.as_of)  # open emergency prompts older than a day (docs/outcomes.md)
 if len(alarms):
     st.error(f"ALARM: {len(alarms)} emergency prompt(s) open for more than a day — "
@@ -65,8 +82,6 @@ max_days = int(table["days_since_surgery"].max()) if len(table) else 0
 weeks = filters[3].slider("Weeks since the operation", 0, max(1, max_days // 7 + 1), (0, max(1, max_days // 7 + 1)))
 only_open = st.toggle("Only patients with open prompts", value=False)
 
-people = assessment.patients.set_index("patient_id")
-table = table.assign(name=table["patient_id"].map(people["name"]), mrn=table["patient_id"].map(people["mrn"]))
 shown = table
 if query:
     needle = query.strip()
@@ -81,6 +96,8 @@ shown = shown[(shown["days_since_surgery"] >= weeks[0] * 7) & (shown["days_since
 if only_open:
     shown = shown[shown["open_prompts"] > 0]
 
+matching = len(shown)
+shown = shown.head(TABLE_ROWS)  # the table is sorted most urgent first
 operation = (shown["procedure"].astype("string").fillna("") + " "
              + shown["levels"].astype("string").fillna("").str.replace(";", ", ", regex=False)).str.strip()
 display = shown.assign(
@@ -95,7 +112,9 @@ display = shown.assign(
 # Record text shown in a table can be downloaded as CSV from its toolbar: no cell may start a formula.
 display = neutralise_formulas(display)
 st.html(NARROW_CSS)
-st.caption("Select a row to open the patient.")
+st.caption("Select a row to open the patient." if matching <= TABLE_ROWS else
+           f"Select a row to open the patient. The {TABLE_ROWS} most urgent of {matching:,} patients are listed: "
+           "search or filter to find the others.")
 labels = {"name": "Name", "mrn": "MRN", "urgency": "Urgency", "prompt_summary": "Why", "worst_status": "Muscles",
           "weeks": "Weeks", "operation": "Operation", "surgeon": "Surgeon"}
 helps = {"urgency": "Most urgent open prompt", "prompt_summary": "The open imaging prompts; (2) when two are open",
