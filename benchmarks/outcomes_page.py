@@ -1,4 +1,4 @@
-"""Time the outcomes screen in a real browser: `python benchmarks/outcomes_page.py STORE_URL [--shot FILE.png]`.
+"""Time the outcomes screen in a real browser: `python benchmarks/outcomes_page.py STORE_URL [--shot NAME.png]`.
 
 Starts the app (demo mode) on the store, signs in as the demo surgeon, opens /outcomes once (the cohort and the
 outcome tables are computed and cached), then opens it again `--repeat` times and prints, for each, the seconds
@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+#: The docs' one folder of screenshots (docs/*.md link to images/NAME.png).
+DOC_IMAGES = ROOT / "docs" / "images"
 
 SETTLED = ("() => document.querySelectorAll('.js-plotly-plot').length >= 1"
            " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("store_url")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--shot", default=None, help="save a screenshot of the settled page here")
+    parser.add_argument("--shot", default=None, help="save a screenshot of the settled page as docs/images/NAME.png")
     parser.add_argument("--path", default="outcomes", help="the screen to time (default outcomes; e.g. '' for the "
                         "clinic, to compare)")
     parser.add_argument("--settled", default=None, help="a JavaScript predicate for a settled page (default: a chart "
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - start)
             print(f"{'first (computes)' if attempt == 0 else 'cached'}: {times[-1]:.2f} s", flush=True)
         if args.shot:
-            page.screenshot(path=args.shot, full_page=True)
+            DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(DOC_IMAGES / Path(args.shot).name), full_page=True)
         if args.path == "outcomes":  # a rerun within the page: group the curves by surgeon, then back
             for grouping in ("Surgeon", "Pre-operative severity", "All operations"):
                 start = time.perf_counter()

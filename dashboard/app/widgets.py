@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -41,10 +42,26 @@ def sidebar_settings() -> None:
                          next((i for i, t in enumerate(titles) if files[t] == published), 0))
             chosen = st.selectbox("Expected-recovery reference", titles, index=index,
                                   help="The published reference unless you choose another; a calibrated file is "
-                                       "used only once chosen here.")
-            st.session_state["reference_path"] = files[chosen]
+                                       "used only once chosen here. Each change is audited.")
+            choose_reference(files[chosen], current)
         else:
             st.caption("Reference: " + next((t for t, path in files.items() if path == current), "published"))
+
+
+def choose_reference(path: str, current: str) -> None:
+    """Put the reference file `path` in force for this session; a change is audited first (`setting`, kind
+    reference, the file's name), and not made when the entry cannot be written (issue 20: the choice was shown but
+    not audited)."""
+    if path == current:
+        st.session_state["reference_path"] = path
+        return
+    try:
+        audit_event("setting", kind="reference", file=Path(path).name)
+    except Exception:  # noqa: BLE001 - any failure to write the entry: the change is not made
+        st.session_state["reference_path"] = current
+        st.sidebar.error("The reference was not changed: the change could not be written to the audit log.")
+        return
+    st.session_state["reference_path"] = path
 
 
 def patient_picker(cohort: data.Cohort, wanted: str | None) -> str:

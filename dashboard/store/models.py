@@ -204,7 +204,7 @@ RECORD_TABLES = {
 
 #: What the audit log records (issue 8). The database refuses any other action.
 AUDIT_ACTIONS: tuple[str, ...] = ("login", "logout", "login_failed", "patient_view", "import", "decision", "export",
-                                  "backup", "restore", "user_admin")
+                                  "backup", "restore", "user_admin", "setting")
 #: Roles a user account may have (dashboard.access.ROLES; repeated here so the store does not import the app).
 USER_ROLES: tuple[str, ...] = ("surgeon", "conference", "admin")
 
@@ -220,7 +220,7 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
     __table_args__ = (
         CheckConstraint("action IN ('login', 'logout', 'login_failed', 'patient_view', 'import', 'decision', "
-                        "'export', 'backup', 'restore', 'user_admin')", name="action"),
+                        "'export', 'backup', 'restore', 'user_admin', 'setting')", name="action"),
         Index("ix_audit_log_at", "at"),
         Index("ix_audit_log_user_at", "user_name", "at"),
         Index("ix_audit_log_patient_at", "patient_id", "at"),

@@ -15,12 +15,13 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import charts
 from dashboard.app import widgets
+from dashboard.app.data import DEMO_ANCHOR
 from dashboard.app.uploads import UploadRejected, check_uploads
 from dashboard.clinical.assessment import assess
 from dashboard.clinical.patient_view import CohortIndex, patient_view
 from dashboard.clinical.records.validate import validate
 from dashboard.store import decision_history, get_engine, load_records
-from tests.app_fixtures import run_app
+from tests.app_fixtures import entries, run_app
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app" / "main.py")
@@ -248,15 +249,36 @@ def test_add_exam_saves_valid_grades_and_refuses_invalid_ones(store_url):
                                            "Not saved: please correct the fields marked above."]
     assert not (load_records(get_engine(store_url)).strength["patient_id"].eq(patient)
                 & load_records(get_engine(store_url)).strength["mrc"].round(2).eq(4.33)
-                & load_records(get_engine(store_url)).strength["exam_date"].eq(pd.Timestamp.today().normalize())).any()
+                & load_records(get_engine(store_url)).strength["exam_date"].eq(pd.Timestamp(DEMO_ANCHOR))).any()
     at.text_input(key="v-leg_pain_nrs").input("3")
     at.button[0].click().run()
     assert not at.error
     assert at.success and at.success[0].value.startswith("Saved 1 grade and the visit of ")
     stored = load_records(get_engine(store_url)).strength
-    today = stored[(stored["patient_id"] == patient) & (stored["exam_date"] == pd.Timestamp.today().normalize())]
-    assert today[["muscle", "side"]].values.tolist() == [["ankle_dorsiflexion", "R"]]
-    assert round(today["mrc"].iloc[0], 2) == 4.33
+    # Demo mode: dated the demo's day (the form's default), not the real today.
+    saved = stored[(stored["patient_id"] == patient) & (stored["exam_date"] == pd.Timestamp(DEMO_ANCHOR))]
+    assert saved[["muscle", "side"]].values.tolist() == [["ankle_dorsiflexion", "R"]]
+    assert round(saved["mrc"].iloc[0], 2) == 4.33
+
+
+DEMO_DAY_NOTE = "Demo data: the date starts on 20 Nov 2026, the demo's day, not today (synthetic patients)."
+
+
+def test_add_exam_starts_on_the_demo_day_in_demo_mode_and_says_so(store_url):
+    """Issue 20: the form opened on today's date while every other screen showed the demo's day."""
+    assert DEMO_ANCHOR == date(2026, 11, 20) and DEMO_ANCHOR != date.today()
+    at = app("screens/add_exam.py", patient_id=demo_patient("normal_recovery"))
+    assert at.date_input(key="ae-date").value == DEMO_ANCHOR
+    assert DEMO_DAY_NOTE in [c.value for c in at.caption]
+
+
+def test_add_exam_starts_on_today_outside_demo_mode(store_url, monkeypatch):
+    from dashboard.app import data
+
+    monkeypatch.setattr(data, "demo_mode", lambda: False)  # the day's rule only; the demo users still sign in
+    at = app("screens/add_exam.py", patient_id=demo_patient("normal_recovery"))
+    assert at.date_input(key="ae-date").value == date.today()
+    assert not [c.value for c in at.caption if c.value.startswith("Demo data")]
 
 
 def test_import_page_renders_with_its_history(store_url):
@@ -380,6 +402,59 @@ def test_a_calibrated_file_in_the_reference_folder_is_not_the_default(store_url,
         assert any("Demo data: shown as of 20 Nov 2026" in c.value for c in at.caption)  # the demo's day, said
     finally:
         data.reference_files.clear()
+
+
+@pytest.fixture
+def calibrated(tmp_path, monkeypatch):
+    """A calibrated reference file beside the published one (the sidebar then offers the choice)."""
+    from dashboard.app import data
+
+    text = (ROOT / "data" / "reference" / "published.yaml").read_text(encoding="utf-8")
+    (tmp_path / "a-calibrated.yaml").write_text(
+        text.replace("reference_id: published-v2", "reference_id: clinic-2026")
+        .replace("title: Published motor-recovery reference", "title: A clinic calibration"), encoding="utf-8")
+    monkeypatch.setattr(data, "CALIBRATED_DIR", tmp_path)
+    data.reference_files.clear()
+    yield tmp_path / "a-calibrated.yaml"
+    data.reference_files.clear()
+
+
+def reference_box(at: AppTest):
+    return next(box for box in at.selectbox if box.label == "Expected-recovery reference")
+
+
+def titled(at: AppTest, start: str) -> str:
+    return next(title for title in reference_box(at).options if title.startswith(start))
+
+
+def test_changing_the_reference_is_audited_once_per_change(store_url, calibrated):
+    """Issue 20: the reference choice was shown but not audited. A change writes one `setting` entry (who, role,
+    which file); reruns without a change write none; going back is a change too."""
+    before = len(entries(store_url, actions=["setting"]))
+    at = app()
+    at.run()
+    assert len(entries(store_url, actions=["setting"])) == before  # the published default: no choice made
+    reference_box(at).select(titled(at, "A clinic calibration")).run()
+    assert "reference: A clinic calibration" in at.caption[0].value
+    at.run()  # a rerun is not a change
+    reference_box(at).select(titled(at, "Published")).run()
+    made = entries(store_url, actions=["setting"])[:len(entries(store_url, actions=["setting"])) - before]
+    assert [(e["user_name"], e["role"], e["details"]) for e in reversed(made)] == [
+        ("surgeon", "surgeon", {"kind": "reference", "file": "a-calibrated.yaml"}),
+        ("surgeon", "surgeon", {"kind": "reference", "file": "published.yaml"})]
+
+
+def test_a_reference_change_that_cannot_be_audited_is_not_made(store_url, calibrated, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(widgets, "audit_event", refuse)
+    at = app()
+    reference_box(at).select(titled(at, "A clinic calibration")).run()
+    assert at.session_state["reference_path"].endswith("published.yaml")
+    assert "reference: Published motor-recovery reference" in at.caption[0].value
+    assert [e.value for e in at.sidebar.error] == [
+        "The reference was not changed: the change could not be written to the audit log."]
 
 
 def test_the_plain_language_renderer_says_the_issue_examples_in_words():

@@ -9,6 +9,8 @@ The identified follow-up report (one-time links served to the session's cookie o
 from __future__ import annotations
 
 import ast
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,13 @@ from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
 from dashboard.app.auth import NOT_IN_ROLE, SCREEN_ROLES, SIGN_IN_FIRST
-from tests.app_fixtures import ROOT, app_store, entries, run_app
+from tests.app_fixtures import ROOT, _clear, app_store, entries, run_app
 
 FIXTURES = (app_store,)  # imported for pytest, which finds fixtures by name
 SCREEN_DIR = ROOT / "dashboard" / "app" / "screens"
 SCREENS = sorted(path.stem for path in SCREEN_DIR.glob("*.py"))
+#: The clinic table's row limit, as the screen states it.
+CLINIC_ROWS = int(re.search(r"^TABLE_ROWS = (\d+)", (SCREEN_DIR / "clinic.py").read_text(), re.M).group(1))
 #: What app.py is meant to give each role (the specification SCREEN_ROLES is checked against).
 EXPECTED_ROLES = {
     "clinic": {"surgeon"}, "patient": {"surgeon"}, "add_exam": {"surgeon"}, "conference": {"surgeon", "conference"},
@@ -145,3 +149,40 @@ def test_each_screen_lets_in_exactly_the_roles_of_the_table(role: str, reads: li
         else:
             _shows_nothing_but(at, "error", NOT_IN_ROLE)
             assert reads == [], f"{screen} read {reads} for {role}"
+
+
+# ------------------------------------------------------------------------------------ the clinic list's size
+@pytest.fixture
+def large_clinic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A store of 620 patients: the demo cohort (seeded by the app) and 420 more."""
+    from dashboard.app import auth, data
+    from dashboard.clinical.records.validate import validate
+    from dashboard.demo import write_cohort
+    from dashboard.store import get_engine, import_records
+
+    url = f"sqlite:///{tmp_path / 'large.db'}"
+    monkeypatch.setenv("SPINE_DASHBOARD_DB_URL", url)
+    monkeypatch.setenv("SPINE_DASHBOARD_MODE", "demo")
+    monkeypatch.delenv("SPINE_DASHBOARD_AUTH_FILE", raising=False)
+    _clear(data, auth)
+    data.engine()  # seeds the demo cohort
+    write_cohort(tmp_path / "more", n_patients=420, seed=7, first_id=201)
+    records, report = validate(tmp_path / "more")
+    assert records is not None, report.errors
+    import_records(get_engine(url), records, source_name="more", user="test")
+    yield url
+    _clear(data, auth)
+
+
+def test_the_clinic_sends_the_most_urgent_rows_and_says_how_many_it_left_out(large_clinic: str) -> None:
+    at = run_app(user="surgeon", role="surgeon")
+    table = at.dataframe[-1].value
+    assert len(table) == 500 == CLINIC_ROWS
+    ranks = table["urgency"].map({"Emergency": 0, "Urgent": 1, "Routine": 2, "—": 3}).tolist()
+    assert ranks == sorted(ranks) and ranks[0] == 0
+    assert ("Select a row to open the patient. The 500 most urgent of 620 patients are listed: search or filter to "
+            "find the others.") in [c.value for c in at.caption]
+    # P00600–P00620: all listed, nothing said
+    next(box for box in at.text_input if box.label == "Search").input("P006").run()
+    assert sorted(at.dataframe[-1].value["patient_id"]) == [f"P{n:05d}" for n in range(600, 621)]
+    assert "Select a row to open the patient." in [c.value for c in at.caption]

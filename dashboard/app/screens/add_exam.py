@@ -44,6 +44,9 @@ if st.session_state.get("add_exam_for") != patient_id:  # another patient: earli
 with banner:
     patient_banner(data.cached_patient_view(cohort, patient_id).header)
 errors: dict[str, str] = st.session_state.get(ERRORS, {})
+# Today; in demo mode the demo's day, the day its records are counted back from and every other screen opens on
+# (a demo exam dated today would lie weeks after the demo cohort's last visit).
+exam_day = data.default_assessment_day()
 
 
 def blank_as_dash(option: str) -> str:
@@ -58,7 +61,11 @@ def at_field(field: str, container=st) -> None:
 
 
 with st.form("add-exam", clear_on_submit=False):
-    when = st.date_input("Date of examination / visit", value=date.today(), max_value=date.today(), key="ae-date")
+    when = st.date_input("Date of examination / visit", value=exam_day, max_value=max(date.today(), exam_day),
+                         key="ae-date")
+    if data.demo_mode():
+        st.caption(f"Demo data: the date starts on {exam_day:%d %b %Y}, the demo's day, not today (synthetic "
+                   "patients).")
     at_field("date")
     st.markdown("**Strength (MRC)** — leave blank what was not examined")
     grades: dict[tuple[str, str], str] = {}
