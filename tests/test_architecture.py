@@ -120,6 +120,14 @@ def test_the_import_check_finds_every_kind_of_import(tmp_path):
         f"{where}:5 imports streamlit", f"{where}:6 imports dashboard.store", f"{where}:7 imports dashboard.charts"]
 
 
+def test_no_folder_called_pages_switches_on_streamlits_legacy_multipage_mode():
+    """A `pages/` folder beside the main script (dashboard/app.py) makes Streamlit run its files as pages,
+    without app.py's sign-in, for requests that come together after a (re)start (issue 22.1): the screens live
+    in dashboard/screens/. This check stands for the cause; tests/test_browser.py starts one fresh server."""
+    assert (ROOT / "dashboard" / "app.py").is_file()
+    assert sorted(str(p.relative_to(ROOT)) for p in (ROOT / "dashboard").rglob("pages") if p.is_dir()) == []
+
+
 # --------------------------------------------------------------------------------------- Records' routes
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory) -> Records:
