@@ -113,7 +113,8 @@ class Records:
 
     Made only by validation (`validate`, `validate_frames`) or the store's loader (`Records.from_store`, called
     by `dashboard.store.loader.load_records`); `Records(...)` raises RecordsConstructionError, so code that
-    receives Records may rely on their values having been checked. Frozen: a frame is never swapped afterwards.
+    receives Records may rely on their values having been checked. `narrowed` keeps some rows of valid records
+    (a patient, a day's view); a pickled copy is the same records. Frozen: a frame is never swapped afterwards.
     `tests/test_architecture.py` checks that `from_store` is called by the loader alone.
     """
 
