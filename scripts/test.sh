@@ -2,7 +2,9 @@
 # Install everything the tests need, then run them: the README's test command and what CI runs.
 #   pip packages (requirements-dev.txt), Debian's chromium and postgresql when missing (as root),
 #   a throwaway PostgreSQL cluster on a free local port for the store tests, then pytest.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k store).
+# Extra arguments go to pytest (e.g. scripts/test.sh -k store). Tests run in $SPINE_TEST_WORKERS processes
+# (default 2, one per core; 0 runs them in this process), a whole test file per process (--dist loadfile): a
+# module's fixtures, such as its one app server, are made once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +40,4 @@ if [ -n "$pg_bin" ]; then
   echo "PostgreSQL test cluster on port $pg_port"
 fi
 
-python -m pytest "$@"
+python -m pytest -n "${SPINE_TEST_WORKERS:-2}" --dist loadfile "$@"

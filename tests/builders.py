@@ -7,6 +7,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from dashboard.clinical.records.validate import Records, validate_frames
+from dashboard.clinical.records.write import to_text_frames
 
 SURGERY = date(2026, 1, 10)
 
@@ -46,3 +47,16 @@ def surgery(patient_id: str, instrumented: str = "yes", levels: str = "L4-L5", w
 
 def visit(patient_id: str, on_day: int, **fields: str) -> dict:
     return {"patient_id": patient_id, "visit_date": day(on_day), **fields}
+
+
+def edited_records(records: Records, file: str, row: object, column: str, text: str | None,
+                   today: date | None = None) -> Records:
+    """The records with one value replaced (`file` as "visits.csv", `row` an index label, `text` as a CSV
+    holds it), validated again: Records are made only by validation, in tests too. Fails loudly if the
+    edited records are invalid."""
+    frames = to_text_frames(records)
+    frames[file] = frames[file].copy()
+    frames[file].loc[row, column] = text
+    edited, report = validate_frames(frames, {}, today=today)
+    assert edited is not None, report.error_lines()
+    return edited

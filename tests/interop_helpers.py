@@ -30,9 +30,8 @@ def one_per_scenario() -> list[str]:
 
 
 def subset(records: Records, patient_ids: list[str]) -> Records:
-    keep = {name: frame[frame["patient_id"].isin(patient_ids)].reset_index(drop=True)
-            for name, frame in records.frames().items()}
-    return Records(extra_columns=records.extra_columns, **keep)
+    return records.narrowed({name: frame["patient_id"].isin(patient_ids).to_numpy()
+                             for name, frame in records.frames().items()}, renumber=True)
 
 
 def text_frames(records: Records, drop: tuple[str, ...] = ()) -> dict[str, pd.DataFrame]:

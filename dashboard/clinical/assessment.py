@@ -37,18 +37,9 @@ class Assessment:
 def known_on(records: Records, as_of: date) -> Records:
     """The records as they stood on `as_of`: everything dated later is left out."""
     limit = pd.Timestamp(as_of)
-
-    def until(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-        known = (frame[column] <= limit).to_numpy()
-        return frame if known.all() else frame[known]  # the same frame when nothing is later: no copy
-
-    return Records(
-        patients=records.patients,
-        surgeries=until(records.surgeries, "surgery_date"),
-        strength=until(records.strength, "exam_date"),
-        visits=until(records.visits, "visit_date"),
-        extra_columns=records.extra_columns,
-    )
+    return records.narrowed({name: (records.frames()[name][column] <= limit).to_numpy()
+                             for name, column in (("surgeries", "surgery_date"), ("strength", "exam_date"),
+                                                  ("visits", "visit_date"))})
 
 
 def assess(records: Records, as_of: date | None = None, reference: Reference | None = None,

@@ -274,9 +274,8 @@ def _prefetch_bundle(prefetch: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _one_patient(records: Records, patient_id: str) -> Records:
-    keep = {name: frame[frame["patient_id"] == patient_id].reset_index(drop=True)
-            for name, frame in records.frames().items()}
-    return Records(extra_columns=records.extra_columns, **keep)
+    return records.narrowed({name: (frame["patient_id"] == patient_id).to_numpy()
+                             for name, frame in records.frames().items()}, renumber=True)
 
 
 UNKNOWN_EHR_USER = "EHR user (not named)"

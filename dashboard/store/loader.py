@@ -39,8 +39,7 @@ def load_records(engine: Engine, as_of: date | None = None,
         for stem, table in RECORD_TABLES.items():
             frames[stem], extras[stem] = _load_table(conn, table, SPEC_BY_FRAME[stem], as_of, DATED_BY.get(stem),
                                                      patient_range)
-    return Records(patients=frames["patients"], surgeries=frames["surgeries"], strength=frames["strength"],
-                   visits=frames["visits"], extra_columns=extras)
+    return Records.from_store(frames, extras)
 
 
 def patient_chunks(engine: Engine, size: int) -> Iterator[tuple[str, str]]:

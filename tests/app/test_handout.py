@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from builders import edited_records
 from pypdf import PdfReader
 
 from dashboard.cli import main as cli
@@ -315,12 +316,10 @@ def test_cli_handout_of_planted_records_is_clean(tmp_path, capsys):
 
 def test_follow_up_report_is_identified_and_escapes_free_text(cohort, tmp_path):
     records, _, _, _ = cohort
-    visits = records.visits.copy()
+    visits = records.visits
     pid = visits.loc[visits["notes"].notna(), "patient_id"].iloc[0]
     row = visits.index[visits["patient_id"] == pid][-1]
-    visits["notes"] = visits["notes"].astype(object)
-    visits.loc[row, "notes"] = "<script>alert('x')</script> & <b>bold</b>"
-    changed = dataclasses.replace(records, visits=visits)
+    changed = edited_records(records, "visits.csv", row, "notes", "<script>alert('x')</script> & <b>bold</b>")
     assessment = assess(changed, as_of=ANCHOR)
     report = build_report(assessment, pid)
     patient = records.patients.set_index("patient_id").loc[pid]

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from dashboard.clinical.assessment import assess
 from dashboard.clinical.frames import encode, factorize, rows_in
-from dashboard.clinical.records.validate import Records, validate
+from dashboard.clinical.records.validate import validate
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 
@@ -36,8 +36,7 @@ def test_assessing_validated_records_gives_what_a_copy_of_them_gives():
     today = date(2026, 11, 20)
     records, report = validate(DEMO, today=today)
     assert report.ok
-    copied = Records(**{name: pickle.loads(pickle.dumps(frame)) for name, frame in records.frames().items()},
-                     extra_columns=records.extra_columns)  # the same values in new Arrow arrays
+    copied = pickle.loads(pickle.dumps(records))  # the same values in new Arrow arrays
     handed, afresh = assess(records, as_of=today), assess(copied, as_of=today)
     for name in ("patients", "muscles", "prompts", "visits"):
         pd.testing.assert_frame_equal(getattr(handed, name), getattr(afresh, name), obj=name)

@@ -193,10 +193,8 @@ def test_failed_first_import_leaves_an_empty_store(store_engine: Engine, good_re
 
 def test_database_errors_never_carry_identifying_values(store_engine: Engine, good_records: Records,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    broken = good_records.patients.copy()
-    broken.loc[broken["patient_id"] == "P1", "patient_id"] = pd.NA  # NOT NULL: PostgreSQL quotes the row
-    records = Records(broken, good_records.surgeries, good_records.strength, good_records.visits,
-                      good_records.extra_columns)
+    records = good_records  # validated for this test alone; its frame is broken in place, as no validation would
+    records.patients.loc[records.patients["patient_id"] == "P1", "patient_id"] = pd.NA  # NOT NULL: PostgreSQL quotes
     caplog.set_level(logging.DEBUG)
     with pytest.raises(StoreImportError) as failure:
         import_records(store_engine, records, "broken")

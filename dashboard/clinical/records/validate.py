@@ -84,15 +84,86 @@ def _format_lines(issues: pd.DataFrame) -> list[str]:
     return lines
 
 
-@dataclass
+class RecordsConstructionError(TypeError):
+    """`Records(...)` called by hand: records come only from validation or the store's loader."""
+
+
+#: Why `Records(...)` is refused, and what to call instead.
+NOT_BY_HAND = ("Records cannot be made by hand: they come only from validation (records.validate.validate "
+               "or validate_frames) or from the store's loader (dashboard.store.loader.load_records), so every "
+               "Records holds checked values; narrow valid records with Records.narrowed(...)")
+
+
+class _Route:
+    """The private construction token: how a Records came about (validation, the store's loader, narrowing)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<made by {self.name}>"
+
+
+_VALIDATION, _STORE, _NARROWED = _Route("validation"), _Route("the store's loader"), _Route("narrowing")
+
+
+@dataclass(frozen=True, init=False)
 class Records:
-    """Typed, validated records: one frame per file, columns as in the format, extra columns kept."""
+    """Typed, validated records: one frame per file, columns as in the format, extra columns kept.
+
+    Made only by validation (`validate`, `validate_frames`) or the store's loader (`Records.from_store`, called
+    by `dashboard.store.loader.load_records`); `Records(...)` raises RecordsConstructionError, so code that
+    receives Records may rely on their values having been checked. `narrowed` keeps some rows of valid records
+    (a patient, a day's view); a pickled copy is the same records. Frozen: a frame is never swapped afterwards.
+    `tests/clinical/test_architecture.py` checks that `from_store` is called by the loader alone.
+    """
 
     patients: pd.DataFrame
     surgeries: pd.DataFrame
     strength: pd.DataFrame
     visits: pd.DataFrame
     extra_columns: dict[str, list[str]] = field(default_factory=dict)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise RecordsConstructionError(NOT_BY_HAND)
+
+    @classmethod
+    def _made(cls, route: _Route, frames: Mapping[str, pd.DataFrame], extra_columns: dict[str, list[str]]
+              ) -> Records:
+        """The one place a Records instance is created; `route` is the private token of records.py."""
+        if not isinstance(route, _Route):
+            raise RecordsConstructionError(NOT_BY_HAND)
+        records = object.__new__(cls)
+        for name in ("patients", "surgeries", "strength", "visits"):
+            object.__setattr__(records, name, frames[name])
+        object.__setattr__(records, "extra_columns", extra_columns)
+        return records
+
+    @classmethod
+    def from_store(cls, frames: Mapping[str, pd.DataFrame], extra_columns: dict[str, list[str]]) -> Records:
+        """The store's loader only: rows that were validated on import, read back with the same dtypes."""
+        return cls._made(_STORE, frames, extra_columns)
+
+    def narrowed(self, keep: Mapping[str, np.ndarray | pd.Series], *, renumber: bool = False) -> Records:
+        """These records with only some rows of some files (a boolean mask per file named in `keep`; the
+        other files whole): rows of valid records, not new values, so no second validation is needed.
+
+        A file whose mask keeps every row keeps the very same frame (no copy). `renumber`: the kept rows of
+        the narrowed files are indexed 0, 1, 2, … as a freshly validated frame is.
+        """
+        frames = self.frames()
+        unknown = sorted(set(keep) - set(frames))
+        if unknown:
+            raise KeyError(f"no such records file: {', '.join(unknown)}")
+        for name, mask in keep.items():
+            rows = np.asarray(mask, dtype=bool)
+            if len(rows) != len(frames[name]):
+                raise ValueError(f"{name}: a mask of {len(rows)} rows for {len(frames[name])} rows")
+            if not rows.all():
+                frames[name] = frames[name][rows]
+            if renumber:
+                frames[name] = frames[name].reset_index(drop=True)
+        return Records._made(_NARROWED, frames, self.extra_columns)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {"patients": self.patients, "surgeries": self.surgeries, "strength": self.strength,
@@ -272,13 +343,12 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     report = out.report()
     if not report.ok:
         return None, report
-    records = Records(
-        patients=typed["patients.csv"],
-        surgeries=typed["surgeries.csv"],
-        strength=_without(typed["strength.csv"], repeats),  # identical repeats: kept once
-        visits=typed["visits.csv"],
-        extra_columns=extras,
-    )
+    records = Records._made(_VALIDATION, {
+        "patients": typed["patients.csv"],
+        "surgeries": typed["surgeries.csv"],
+        "strength": _without(typed["strength.csv"], repeats),  # identical repeats: kept once
+        "visits": typed["visits.csv"],
+    }, extras)
     return records, report
 
 
