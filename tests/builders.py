@@ -49,6 +49,19 @@ def visit(patient_id: str, on_day: int, **fields: str) -> dict:
     return {"patient_id": patient_id, "visit_date": day(on_day), **fields}
 
 
+def with_columns(records: Records, changes: dict[str, dict[str, object]], today: date | None = None) -> Records:
+    """The records with whole columns replaced (`{"patients.csv": {"surgeon": [...]}}`, values as a CSV holds
+    them), validated again: Records are made only by validation. Fails loudly if the result is invalid."""
+    frames = to_text_frames(records)
+    for file, columns in changes.items():
+        frames[file] = frames[file].copy()
+        for column, values in columns.items():
+            frames[file][column] = pd.array(list(values), dtype="string")
+    edited, report = validate_frames(frames, {}, today=today)
+    assert edited is not None, report.error_lines()
+    return edited
+
+
 def edited_records(records: Records, file: str, row: object, column: str, text: str | None,
                    today: date | None = None) -> Records:
     """The records with one value replaced (`file` as "visits.csv", `row` an index label, `text` as a CSV

@@ -8,10 +8,10 @@ any de-identified output: distinctive pieces of each, so that a partly passed va
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 from dashboard.clinical.records.validate import Records
+from tests.builders import with_columns
 
 #: Recorded procedure texts, each with identifiers around a known procedure name.
 PROCEDURES = (
@@ -46,11 +46,9 @@ NEEDLES = {
 
 def plant(records: Records) -> Records:
     """The records with every surgery's procedure and every patient's surgeon replaced by planted text."""
-    surgeries = records.surgeries.copy()
-    surgeries["procedure"] = [PROCEDURES[i % len(PROCEDURES)] for i in range(len(surgeries))]
-    patients = records.patients.copy()
-    patients["surgeon"] = [SURGEONS[i % len(SURGEONS)] for i in range(len(patients))]
-    return dataclasses.replace(records, patients=patients, surgeries=surgeries)
+    return with_columns(records, {
+        "surgeries.csv": {"procedure": [PROCEDURES[i % len(PROCEDURES)] for i in range(len(records.surgeries))]},
+        "patients.csv": {"surgeon": [SURGEONS[i % len(SURGEONS)] for i in range(len(records.patients))]}})
 
 
 def _as_word(piece: str) -> re.Pattern:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from builders import edited_records
 from pypdf import PdfReader
 
 from dashboard.cli import main as cli
@@ -33,6 +32,7 @@ from dashboard.clinical.records.validate import Records, validate
 from dashboard.reports import ReportError, build_handout, build_report
 from dashboard.reports import handout as handout_module
 from dashboard.reports import html as h
+from tests.builders import edited_records, with_columns
 from tests.planted import NEEDLES, found, plant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,10 +227,11 @@ def planted(cohort):
     records = plant(records)
     assessment = assess(records, as_of=ANCHOR)
     ids = select_cases(assessment, filter="urgent")[:len(SHORT_NAMES)]  # emergencies (cauda equina: Ahn) first
-    patients = records.patients.copy()
+    names = records.patients["name"].astype("string").copy()
     for pid, name in zip(ids, SHORT_NAMES, strict=True):
-        patients.loc[patients["patient_id"] == pid, "name"] = name
-    assessment = assess(dataclasses.replace(records, patients=patients), as_of=ANCHOR)
+        names[records.patients["patient_id"] == pid] = name
+    records = with_columns(records, {"patients.csv": {"name": names}})
+    assessment = assess(records, as_of=ANCHOR)
     result = build_handout(assessment, ids)
     return records, assessment, ids, result, result.pdf()
 

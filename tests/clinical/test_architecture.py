@@ -179,7 +179,7 @@ def test_a_pickled_copy_is_the_same_records(validated):
 
 
 def test_only_validation_and_the_store_loader_use_the_construction_routes():
-    """`Records._made` (with the private token) is called in records.py alone, `Records.from_store` by the
+    """`Records._made` (with the private token) is called in records/validate.py alone, `Records.from_store` by the
     store's loader alone, and no module of the project calls `Records(...)`."""
     callers: dict[str, set[str]] = {"_made": set(), "from_store": set(), "Records": set()}
     for path in sorted((ROOT / "dashboard").rglob("*.py")):
@@ -191,5 +191,5 @@ def test_only_validation_and_the_store_loader_use_the_construction_routes():
                 callers[func.attr].add(str(path.relative_to(ROOT)))
             elif isinstance(func, ast.Name) and func.id == "Records":
                 callers["Records"].add(str(path.relative_to(ROOT)))
-    records_module = str(package_dir().relative_to(ROOT) / "records.py")
+    records_module = str(package_dir().relative_to(ROOT) / "records" / "validate.py")
     assert callers == {"_made": {records_module}, "from_store": STORE_ROUTE_CALLERS, "Records": set()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from datetime import UTC, date, datetime
@@ -22,7 +21,7 @@ from dashboard.clinical.prompt_performance import emergency_alarms, first_seen, 
 from dashboard.store import decision_history, import_records, latest_decisions, record_decision
 from tests.app_fixtures import app_store, run_app
 from tests.browser.test_browser import SCREENSHOTS, _open, _server, browser  # the browser tests' own helpers
-from tests.builders import day, exams, make_records, patient, surgery, visit
+from tests.builders import day, exams, make_records, patient, surgery, visit, with_columns
 from tests.store_fixtures import GOOD_FILES, TODAY, records_from, store_engine, store_url
 
 FIXTURES = (app_store, store_engine, store_url, browser)  # imported for pytest, which finds fixtures by name
@@ -341,9 +340,8 @@ def test_procedure_groups_are_controlled_terms_never_the_text_as_written(tmp_pat
     from tests.planted import PROCEDURES, found  # noqa: PLC0415
 
     records = records_from(tmp_path / "r", GOOD_FILES)
-    surgeries = records.surgeries.copy()
-    surgeries["procedure"] = [PROCEDURES[i % len(PROCEDURES)] for i in range(len(surgeries))]
-    planted = dataclasses.replace(records, surgeries=surgeries)
+    planted = with_columns(records, {"surgeries.csv": {
+        "procedure": [PROCEDURES[i % len(PROCEDURES)] for i in range(len(records.surgeries))]}})
     outcomes = cohort_outcomes(planted, TODAY, load_reference())
     groups = set(outcomes.operations["procedure"])
     assert groups <= {"TLIF", "PLIF", "posterolateral fusion", "decompression", "other procedure"}, groups
