@@ -261,6 +261,28 @@ def test_add_exam_saves_valid_grades_and_refuses_invalid_ones(store_url):
     assert round(saved["mrc"].iloc[0], 2) == 4.33
 
 
+def test_add_exam_records_cauda_equina_and_sepsis_signs_the_red_flag_rules_read(store_url):
+    """Issue 17: anal tone and the qSOFA signs are visit columns; the form must be able to record them."""
+    patient = demo_patient("slow_severe")  # a patient no other test of this module writes to
+    at = app("screens/add_exam.py", patient_id=patient)
+    at.selectbox(key="f-anal_tone_reduced").set_value("yes")
+    at.text_input(key="v-respiratory_rate").input("90")  # out of range
+    at.text_input(key="v-systolic_bp").input("95")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == [RESPIRATORY_RATE_ERROR, "Not saved: please correct the fields marked above."]
+    at.text_input(key="v-respiratory_rate").input("24")
+    at.button[0].click().run()
+    assert not at.error and at.success[0].value.startswith("Saved the visit of ")
+    visits = load_records(get_engine(store_url)).visits
+    saved = visits[(visits["patient_id"] == patient) & (visits["visit_date"] == pd.Timestamp(DEMO_ANCHOR))]
+    assert saved[["anal_tone_reduced", "respiratory_rate", "systolic_bp"]].values.tolist() == [[True, 24.0, 95.0]]
+    shown = app("screens/patient.py", patient_id=patient)
+    assert any("anal tone" in text for text in texts(shown).splitlines())
+
+
+RESPIRATORY_RATE_ERROR = "Respiratory rate: '90' is not a respiratory rate in breaths/min (0–80)"
+
+
 DEMO_DAY_NOTE = "Demo data: the date starts on 20 Nov 2026, the demo's day, not today (synthetic patients)."
 
 

@@ -12,7 +12,7 @@ from dashboard.app import data
 from dashboard.app.auth import require_screen
 from dashboard.app.widgets import patient_banner
 from dashboard.clinical.mrc import MRC_TOKENS, MUSCLE_LABELS, MUSCLES, SIDES
-from dashboard.clinical.records.format import VISIT_BOOLEANS
+from dashboard.clinical.records.format import VISIT_BOOLEANS, VISIT_SIGN_BOOLEANS
 from dashboard.clinical.records.validate import Records, validate_frames
 from dashboard.clinical.records.write import to_text_frames
 from dashboard.clinical.wording import FINDING_WORDS, SIDE_WORDS, field_words, plain
@@ -23,6 +23,9 @@ require_screen(__file__)  # first: signed in, in a role of SCREEN_ROLES, before 
 #: The visit's number fields: record column, form label, key.
 NUMBERS = (("leg_pain_nrs", "Leg pain (NRS 0–10)"), ("back_pain_nrs", "Back pain (NRS 0–10)"),
            ("odi", "ODI (0–100)"), ("crp_mg_l", "CRP (mg/L)"))
+#: Cauda equina and sepsis (qSOFA) signs: optional columns the red-flag rules read as last recorded.
+SIGN_NUMBERS = (("respiratory_rate", "Respiratory rate (/min)"), ("systolic_bp", "Systolic BP (mmHg)"))
+FINDINGS = (*VISIT_BOOLEANS, *VISIT_SIGN_BOOLEANS)
 ERRORS = "add_exam_errors"  # field → message of the last refused attempt (shown at the field)
 
 cohort = data.cohort()
@@ -88,11 +91,16 @@ with st.form("add-exam", clear_on_submit=False):
         at_field(field, col)
     findings = {}
     cols = st.columns(4)
-    for i, finding in enumerate(VISIT_BOOLEANS):
+    for i, finding in enumerate(FINDINGS):
         words = FINDING_WORDS[finding]
         findings[finding] = cols[i % 4].selectbox(words[:1].upper() + words[1:], ["", "yes", "no"],
                                                   key=f"f-{finding}", format_func=blank_as_dash)
         at_field(finding, cols[i % 4])
+    st.caption("Sepsis signs (qSOFA): two or more make an infection prompt an emergency.")
+    cols = st.columns(4)
+    for col, (field, label) in zip(cols, SIGN_NUMBERS, strict=False):
+        numbers[field] = col.text_input(label, key=f"v-{field}")
+        at_field(field, col)
     at_field("form")
     submitted = st.form_submit_button("Validate and save", type="primary")
 
@@ -114,7 +122,8 @@ def field_errors(report, new_strength: pd.DataFrame, first_new_line: int) -> dic
             field = f"{row['muscle']}-{row['side']}" if column != "exam_date" else "date"
             words = (f"{SIDE_WORDS[row['side']].capitalize()} {plain(row['muscle'])}" if column != "exam_date"
                      else "Date")
-        elif issue.file == "form (visit)" and column in (*dict(NUMBERS), *VISIT_BOOLEANS, "visit_date"):
+        elif issue.file == "form (visit)" and column in (*dict(NUMBERS), *dict(SIGN_NUMBERS), *FINDINGS,
+                                                                  "visit_date"):
             field = "date" if column == "visit_date" else column
             words = "Date" if column == "visit_date" else field_words(column)
         else:
