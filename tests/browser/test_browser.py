@@ -129,6 +129,13 @@ def test_clinic_page_lists_patients_by_urgency(browser, app_url):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "clinic.png"), full_page=True)
     assert page.locator('[data-testid="stMetric"]').count() >= 4
+    # Issue 22.6: no unaudited CSV download or copy of the identified list (client.disableDataExport).
+    table = page.locator('[data-testid="stDataFrame"]:visible').first
+    table.hover()
+    toolbar = page.locator('[data-testid="stElementToolbar"]:visible').first
+    toolbar.wait_for(timeout=10_000)
+    labels = [b.get_attribute("aria-label") or b.inner_text() for b in toolbar.locator("button").all()]
+    assert labels and not [label for label in labels if "download" in label.lower()], labels
     page.close()
 
 
