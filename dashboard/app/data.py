@@ -9,7 +9,9 @@ a large cohort costs that patient's rows, not a scan of the cohort.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -32,6 +34,8 @@ from dashboard.store.models import Import, Patient
 DEMO_ANCHOR = DEFAULT_ANCHOR
 DEMO_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 CALIBRATED_DIR = Path(os.environ.get("SPINE_DASHBOARD_REFERENCE_DIR", REFERENCE_DIR))
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -130,6 +134,19 @@ def cached_patient_view(cohort: Cohort, patient_id: str) -> PatientView:
     Shared, not copied: callers must not modify its frames.
     """
     return _patient_view(cohort.key, patient_id, cohort)
+
+
+def warm_cohort() -> None:
+    """Assess the store once when the server starts (the day and reference a new session opens on), so the
+    first sign-in finds the clinic list ready instead of waiting for the store to be read (about 18 s at
+    20,000 patients). Runs on a thread of its own; a failure only means the first screen does the work."""
+    started = time.perf_counter()
+    try:
+        cohort = _cohort(store_version(), default_assessment_day(), str(PUBLISHED_REFERENCE))
+        log.info("cohort ready: %d patients assessed in %.1f s", len(cohort.assessment.patients),
+                 time.perf_counter() - started)
+    except Exception as problem:  # noqa: BLE001 — logged by type only (no patient data in logs)
+        log.warning("the cohort could not be prepared at start (%s)", type(problem).__name__)
 
 
 def default_assessment_day() -> date:

@@ -9,6 +9,9 @@ identified report downloads).
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,6 +20,16 @@ if str(ROOT) not in sys.path:  # streamlit puts only this file's folder on the p
 
 import streamlit as st  # noqa: E402
 
+from dashboard.app.data import warm_cohort  # noqa: E402
 from dashboard.app.routes import ROUTES  # noqa: E402
 
-app = st.App("main.py", routes=ROUTES)
+
+@asynccontextmanager
+async def prepare_cohort(_app: st.App) -> AsyncIterator[None]:
+    """Start assessing the store as the server starts, beside it: the first sign-in then waits for the
+    assessment only if it comes sooner than the assessment is done."""
+    threading.Thread(target=warm_cohort, name="warm-cohort", daemon=True).start()
+    yield None
+
+
+app = st.App("main.py", routes=ROUTES, lifespan=prepare_cohort)
