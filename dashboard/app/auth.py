@@ -443,18 +443,31 @@ def audit_patient_view(patient_id: str) -> None:
 
     Once per patient and session (again after PATIENT_VIEW_REPEAT): a page reruns on every click.
     """
+    _audit_view(patient_id, "This record is not shown", patient_id=patient_id)
+
+
+def audit_clinic_view(patients: int) -> None:
+    """Record that the signed-in user saw the clinic list (names and MRNs of `patients` patients), as a
+    `patient_view` of no one patient with `kind` clinic_list; stop the page if that cannot be recorded.
+
+    Once per session (again after PATIENT_VIEW_REPEAT, or when the number of patients listed changes).
+    """
+    _audit_view(("clinic_list", patients), "The clinic list is not shown", kind="clinic_list", patients=patients)
+
+
+def _audit_view(key: object, refused: str, **entry: object) -> None:
     now = datetime.now(UTC)
     last = st.session_state.get("_audited_view")
-    if last is not None and last[0] == patient_id and now - last[1] < PATIENT_VIEW_REPEAT:
+    if last is not None and last[0] == key and now - last[1] < PATIENT_VIEW_REPEAT:
         return
     try:
-        audit_event("patient_view", patient_id=patient_id)
+        audit_event("patient_view", **entry)
     except Exception as problem:
-        log.warning("could not record a patient view (%s)", type(problem).__name__)
-        st.error("This record is not shown: the access could not be written to the audit log. Please try again, "
-                 "or tell an admin.")
+        log.warning("could not record a view (%s)", type(problem).__name__)
+        st.error(f"{refused}: the access could not be written to the audit log. Please try again, or tell an "
+                 "admin.")
         st.stop()
-    st.session_state["_audited_view"] = (patient_id, now)
+    st.session_state["_audited_view"] = (key, now)
 
 
 def audit_export(kind: str, format: str, *, patient_id: str | None = None, patients: int | None = None,

@@ -254,13 +254,27 @@ def test_opening_a_patient_is_audited_once_per_patient_and_session(app_store: st
     at = run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id=first)
     at.run()  # a rerun (any click) is the same view
     at.run()
-    views = entries(app_store, actions=["patient_view"], user="surgeon")
+    views = [e for e in entries(app_store, actions=["patient_view"], user="surgeon") if e["patient_id"]]
     assert [(e["patient_id"], e["role"]) for e in views] == [(first, "surgeon")]
     at.selectbox[0].set_value(second).run()
     assert f"Id {second}" in [t.value for t in at.get("text")]  # the patient banner
     run_app("screens/patient.py", user="surgeon", role="surgeon", patient_id=first)  # another session
-    views = entries(app_store, actions=["patient_view"], user="surgeon")
+    views = [e for e in entries(app_store, actions=["patient_view"], user="surgeon") if e["patient_id"]]
     assert [e["patient_id"] for e in views] == [first, second, first]
+
+
+def test_the_clinic_list_is_audited_once_per_session_with_how_many_patients_it_showed(app_store: str) -> None:
+    """Issue 22.6: the clinic list shows every patient's name and MRN; its view is logged like a patient's."""
+    def clinic_views() -> list[dict]:
+        return [e for e in entries(app_store, actions=["patient_view"], user="surgeon")
+                if e["patient_id"] is None and e["details"].get("kind") == "clinic_list"]
+
+    before = len(clinic_views())
+    at = run_app(user="surgeon", role="surgeon")  # the surgeon's home screen is the clinic list
+    at.run()  # a rerun (any click) is the same view
+    new = clinic_views()[: len(clinic_views()) - before]
+    assert [(e["role"], e["details"]["patients"]) for e in new] == [("surgeon", len(at.dataframe[-1].value))]
+    assert new[0]["details"]["patients"] > 0
 
 
 def test_a_decision_is_audited_with_its_code_not_its_reason(app_store: str) -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.app import data
-from dashboard.app.auth import require_screen
+from dashboard.app.auth import audit_clinic_view, require_screen
 from dashboard.clinical.prompt_performance import emergency_alarms
 from dashboard.clinical.records.write import neutralise_formulas
 from dashboard.clinical.summary import clinic_table
@@ -111,6 +111,7 @@ display = shown.assign(
 )[["patient_id", *TABLE_WIDTHS]]
 # Record text shown in a table can be downloaded as CSV from its toolbar: no cell may start a formula.
 display = neutralise_formulas(display)
+audit_clinic_view(len(display))  # names and MRNs are shown below: logged first, or not shown
 st.html(NARROW_CSS)
 st.caption("Select a row to open the patient." if matching <= TABLE_ROWS else
            f"Select a row to open the patient. The {TABLE_ROWS} most urgent of {matching:,} patients are listed: "
