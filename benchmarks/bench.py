@@ -40,7 +40,7 @@ def commands(folder: Path, out: Path, store: str, first_ten: list[str]) -> dict[
         "validate": [*dashboard, "validate", str(folder)],
         "assess --format json": [*dashboard, "assess", str(folder), "--as-of", AS_OF, "--format", "json"],
         "assess --format table": [*dashboard, "assess", str(folder), "--as-of", AS_OF, "--format", "table"],
-        "import (SQLite)": [*dashboard, "import", str(folder), "--database", store, "--user", "benchmark"],
+        "import (SQLite)": [*dashboard, "import", str(folder), "--database", store],
         "export-fhir --ndjson": [*dashboard, "export-fhir", str(out / "ndjson"), "--ndjson", "--database", store],
         "handout (HTML, 10 cases)": [*dashboard, "handout", str(folder), "--out", str(out / "handout.html"),
                                      "--as-of", AS_OF, "--patients", ",".join(first_ten)],

@@ -53,7 +53,7 @@ def build_store(patients: int, folder: Path) -> str:
     subprocess.run([*run, "demo", str(folder / "cohort"), "--patients", str(patients), "--seed", "1",
                     "--first-id", "1", "--database", f"sqlite:///{folder / 'empty.db'}"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
-    subprocess.run([*run, "import", str(folder / "cohort"), "--database", store, "--user", "benchmark"], cwd=ROOT,
+    subprocess.run([*run, "import", str(folder / "cohort"), "--database", store], cwd=ROOT,
                    check=True, stdout=subprocess.DEVNULL)
     print(f"built a {patients:,}-patient store in {time.perf_counter() - started:.1f} s", flush=True)
     return store
