@@ -27,7 +27,7 @@ class Assessment:
 
     as_of: date
     patients: pd.DataFrame  # one row per patient: index operation, days since it, factors
-    muscles: pd.DataFrame  # one row per patient×muscle×side (trajectory.MUSCLE_COLUMNS)
+    muscles: pd.DataFrame  # one row per patient×muscle×side (status.MUSCLE_COLUMNS)
     prompts: pd.DataFrame  # one row per imaging prompt (checklist.PROMPT_COLUMNS)
     visits: pd.DataFrame  # visits known on the day, with day since the index operation
     reference: Reference

@@ -166,7 +166,7 @@ def select_cases(assessment: Assessment, prompts: pd.DataFrame | None = None, *,
                  statuses: Iterable[str] | None = None, surgeons: Iterable[str] | None = None) -> list[str]:
     """Patient ids for a case list built by filter, in the clinic's order (most urgent open prompt first).
 
-    `prompts` may carry decisions (decision_state.with_decisions): decided prompts are then not open.
+    `prompts` may carry decisions (decisions.with_decisions): decided prompts are then not open.
     `surgeons`: recorded names or pseudonyms ("Surgeon A").
     """
     if filter not in CASE_FILTERS:

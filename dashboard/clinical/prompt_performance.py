@@ -90,7 +90,7 @@ def prompt_states(prompts: pd.DataFrame, history: pd.DataFrame, as_of: date) -> 
 
 def emergency_alarms(prompts_with_decisions: pd.DataFrame, as_of: date) -> pd.DataFrame:
     """Open emergency prompts first seen more than a day before `as_of` (patient_id, rule_id, summary,
-    first_seen, days_open). `prompts_with_decisions` is decision_state.with_decisions(...): only its emergency prompts
+    first_seen, days_open). `prompts_with_decisions` is decisions.with_decisions(...): only its emergency prompts
     are read."""
     frame = prompts_with_decisions
     emergency = frame[(frame["urgency"] == "emergency").to_numpy(dtype=bool)]

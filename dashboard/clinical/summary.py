@@ -63,7 +63,7 @@ def _wrapped(text: str, width: int, indent: str) -> list[str]:
 def clinic_table(assessment: Assessment, prompts: pd.DataFrame) -> pd.DataFrame:
     """The clinic list: one row per patient in follow-up, most urgent open prompt first.
 
-    `prompts` are the assessment's prompts with decision state (decision_state.with_decisions).
+    `prompts` are the assessment's prompts with decision state (decisions.with_decisions).
     """
     open_ = prompts[~prompts["decision_current"] | (prompts["decision"] == "deferred")]
     rank = open_["urgency"].map(URGENCY_ORDER).groupby(open_["patient_id"]).min()

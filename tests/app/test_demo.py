@@ -111,7 +111,7 @@ def test_expected_categories_follow_the_scenario(cohort):
 
 
 def test_shipped_statuses_and_prompts_match_the_assessment(shipped_assessment):
-    """The contract with trajectory.py and the checklist: each scenario reads as intended as of the anchor."""
+    """The contract with status.py and the checklist: each scenario reads as intended as of the anchor."""
     scenarios = pd.read_csv(SHIPPED / "scenarios.csv", dtype=str, keep_default_na=False)
     muscles = shipped_assessment.muscles
     merged = scenarios.merge(muscles, left_on=["patient_id", "affected_muscle", "affected_side"],

@@ -3,7 +3,7 @@
 A rule looks at one scope of the assessment — a visit, a muscle trajectory, or a muscle trajectory with a
 visit near its latest exam — and fires when all its conditions hold. Each prompt carries the rule id,
 evidence with values and dates, modality, urgency and the published source. Vectorised: each scope is one
-whole-cohort table of plain columns (rule_columns), and each condition one numpy test over it.
+whole-cohort table of plain columns (imaging.rule_table), and each condition one numpy test over it.
 """
 
 from __future__ import annotations
@@ -905,5 +905,5 @@ def no_prompt_text(rules: RuleSet | None = None) -> str:
 def evidence_hash(evidence: list[str]) -> str:
     """A short fingerprint of a prompt's evidence: a recorded decision holds until the evidence changes.
 
-    Worked out where a decision is recorded or compared (decision_state), not for every prompt of a cohort."""
+    Worked out where a decision is recorded or compared (decisions), not for every prompt of a cohort."""
     return hashlib.sha256("\n".join(evidence).encode("utf-8")).hexdigest()[:16]
