@@ -96,7 +96,7 @@ with st.form("add-exam", clear_on_submit=False):
         findings[finding] = cols[i % 4].selectbox(words[:1].upper() + words[1:], ["", "yes", "no"],
                                                   key=f"f-{finding}", format_func=blank_as_dash)
         at_field(finding, cols[i % 4])
-    st.caption("Sepsis signs (qSOFA): two or more make an infection prompt an emergency.")
+    st.caption("Sepsis signs (qSOFA), read by the infection rule: its threshold is in the rules file.")
     cols = st.columns(4)
     for col, (field, label) in zip(cols, SIGN_NUMBERS, strict=False):
         numbers[field] = col.text_input(label, key=f"v-{field}")
