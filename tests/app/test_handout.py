@@ -9,18 +9,17 @@ Chromium (Kaleido and print-to-PDF); under CI=true a missing browser fails inste
 
 from __future__ import annotations
 
+import base64
 import dataclasses
-import io
+import json
 import os
 import re
 import shutil
-import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from pypdf import PdfReader
 
 from dashboard.cli import main as cli
 from dashboard.clinical.assessment import assess
@@ -33,6 +32,7 @@ from dashboard.reports import ReportError, build_handout, build_report
 from dashboard.reports import handout as handout_module
 from dashboard.reports import html as h
 from tests.builders import edited_records, with_columns
+from tests.pdf_pages import pdf_metadata, pdf_pages, pdf_text
 from tests.planted import NEEDLES, found, plant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,25 +70,49 @@ def cohort():
     return records, assessment, with_decisions(assessment.prompts, decisions), decisions
 
 
+#: A valid 1×1 PNG: what the recording renderer below gives for every chart.
+DOT_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0g"
+                           "AAAABJRU5ErkJggg==")
+
+
 @pytest.fixture(scope="module")
 def handout(cohort):
-    """The whole cohort's handout (200 cases) and its PDF, made once for the module and timed."""
+    """The whole cohort's handout (200 cases) and its PDF, made once for the module.
+
+    Its charts are not drawn (Chromium would take a minute and a half for the 500 images): every figure
+    specification the handout would have Kaleido draw is kept instead and searched like the text, which
+    also checks the words inside the charts (titles, axes, notes). `real_handout` draws a few cases for real.
+    """
     _, assessment, prompts, _ = cohort
     ids = select_cases(assessment, prompts, filter="all")
     assert len(ids) == 200
-    started = time.perf_counter()
-    result = build_handout(assessment, ids, prompts, ExamIndex(assessment.records.strength).exams)
-    built = time.perf_counter() - started
-    pdf = result.pdf()
-    print(f"\nhandout of {result.cases} cases: HTML {built:.1f} s ({len(result.html) / 1e6:.1f} MB), "
-          f"PDF {result.timings['pdf']:.1f} s ({len(pdf) / 1e6:.1f} MB)")
-    return result, pdf
+    specs: list[dict] = []
+
+    def recording_renderer(figures):
+        for figure in figures:
+            specs.append(figure.to_plotly_json() if hasattr(figure, "to_plotly_json") else figure)
+        return [DOT_PNG] * len(specs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(handout_module, "render_pngs", recording_renderer)
+        result = build_handout(assessment, ids, prompts, ExamIndex(assessment.records.strength).exams)
+    assert len(specs) == sum(result.charts)
+    return result, result.pdf(), specs
 
 
 @pytest.fixture(scope="module")
-def pdf_pages(handout):
-    reader = PdfReader(io.BytesIO(handout[1]))
-    return [(page.extract_text() or "", len(page.images)) for page in reader.pages]
+def real_handout(cohort):
+    """A handout of six cases whose charts Kaleido draws: the four most urgent and the last two of the list."""
+    _, assessment, prompts, _ = cohort
+    every = select_cases(assessment, prompts, filter="all")
+    ids = [*every[:4], *every[-2:]]
+    result = build_handout(assessment, ids, prompts, ExamIndex(assessment.records.strength).exams)
+    return result, result.pdf()
+
+
+@pytest.fixture(scope="module")
+def handout_pages(handout):
+    return pdf_pages(handout[1])
 
 
 def _needles(records: Records, decisions: pd.DataFrame) -> dict[str, set[str]]:
@@ -119,37 +143,40 @@ def _assert_clean(text: str, needles: dict[str, set[str]], where: str) -> None:
     assert not ISO.search(flat), f"an ISO date pattern in the {where}"
 
 
-def test_pdf_has_one_section_per_case_with_its_charts(handout, pdf_pages):
-    result, _ = handout
-    starts = [(i, int(m[1])) for i, (text, _) in enumerate(pdf_pages) if (m := SECTION.match(text))]
+@pytest.mark.parametrize("made", ["handout", "real_handout"])
+def test_pdf_has_one_section_per_case_with_its_charts(made, request):
+    result, pdf, *_ = request.getfixturevalue(made)
+    pages = request.getfixturevalue("handout_pages") if made == "handout" else pdf_pages(pdf)
+    starts = [(i, int(m[1])) for i, (text, _) in enumerate(pages) if (m := SECTION.match(text))]
     assert [number for _, number in starts] == list(range(1, result.cases + 1))
-    bounds = [i for i, _ in starts] + [len(pdf_pages)]
+    bounds = [i for i, _ in starts] + [len(pages)]
     for k, (first, last) in enumerate(zip(bounds, bounds[1:], strict=False)):
-        images = sum(count for _, count in pdf_pages[first:last])
+        images = sum(count for _, count in pages[first:last])
         assert images == result.charts[k] >= 1, f"case {k + 1}: {images} images, {result.charts[k]} charts"
-        section = " ".join(text for text, _ in pdf_pages[first:last])
+        section = " ".join(text for text, _ in pages[first:last])
         assert "Imaging checklist" in section
-    assert sum(count for _, count in pdf_pages[:bounds[0]]) == 0  # the cover has no chart
-    metadata = PdfReader(io.BytesIO(handout[1])).metadata
-    assert metadata["/Title"] == "Case conference handout"
-    assert all(str(metadata[key]).startswith("D:1970") for key in ("/CreationDate", "/ModDate"))  # no export day
+    assert sum(count for _, count in pages[:bounds[0]]) == 0  # the cover has no chart
+    metadata = pdf_metadata(pdf)
+    assert metadata["Title"] == "Case conference handout"
+    assert all(metadata[key].startswith("D:1970") for key in ("CreationDate", "ModDate"))  # no export day
 
 
-def test_handout_html_and_pdf_carry_no_identifier_note_or_date(cohort, handout, pdf_pages):
+def test_handout_html_pdf_and_charts_carry_no_identifier_note_or_date(cohort, handout, handout_pages):
     records, _, _, decisions = cohort
-    result, _ = handout
+    result, _, specs = handout
     needles = _needles(records, decisions)
     assert len(needles["mrn"]) == len(needles["patient id"]) == 200 and len(needles["name"]) > 150  # a few share a name
     assert needles["note"] and len(needles["calendar date"]) > 1000
     text_part = IMAGE_DATA.sub("data:image/png;base64,", result.html)
-    assert len(text_part) < len(result.html) / 10  # the rest was image data, stripped above
+    assert text_part.count("data:image/png;base64,") == sum(result.charts) == len(specs)  # one image per chart
     _assert_clean(text_part, needles, "HTML handout")
-    _assert_clean("\n".join(text for text, _ in pdf_pages), needles, "PDF handout")
+    _assert_clean("\n".join(text for text, _ in handout_pages), needles, "PDF handout")
+    _assert_clean(json.dumps(specs, default=str), needles, "charts (titles, axes, notes, data)")
     assert "Not indicated" in text_part and "A reason is recorded in the patient's chart" in text_part
 
 
-def test_handout_html_opens_with_no_network(handout, tmp_path):
-    result, _ = handout
+def test_handout_html_opens_with_no_network(real_handout, tmp_path):
+    result, _ = real_handout
     html = result.html
     assert "<script" not in html.lower() and "<link" not in html.lower() and "@import" not in html
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
@@ -245,8 +272,8 @@ def test_identifiers_planted_in_procedure_and_surgeon_reach_no_handout(planted):
     shown = visible_text(IMAGE_DATA.sub("", result.html))
     assert found(shown) == []
     assert found(IMAGE_DATA.sub("", result.html)) == []  # not in the markup either (alt texts, attributes)
-    pdf_text = " ".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages)
-    assert "Case 10" in pdf_text and found(pdf_text) == []
+    printed = pdf_text(pdf)
+    assert "Case 10" in printed and found(printed) == []
     assert shown.count("other procedure") >= len(ids)  # cover and case pages: the operation as a term
     shown_surgeons = set(re.findall(r"\bSurgeon [A-Z]+\b", shown))
     assert shown_surgeons and shown_surgeons <= {f"Surgeon {letter}" for letter in "ABCDE"}  # 5 planted surgeons
@@ -330,10 +357,10 @@ def test_follow_up_report_is_identified_and_escapes_free_text(cohort, tmp_path):
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in report.html
     assert "<script" not in report.html and "<b>bold" not in report.html
     assert report.html.count("data:image/png;base64,") == 3
-    reader = PdfReader(io.BytesIO(report.pdf()))
-    text = " ".join(page.extract_text() for page in reader.pages)
+    pages = pdf_pages(report.pdf())
+    text = " ".join(text for text, _ in pages)
     assert patient["name"] in text and "Follow-up report" in text
-    assert sum(len(page.images) for page in reader.pages) == 3
+    assert sum(images for _, images in pages) == 3
 
 
 def test_cli_handout_and_report(cohort, tmp_path, capsys):

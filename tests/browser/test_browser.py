@@ -20,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.pdf_pages import pdf_text
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -216,10 +218,6 @@ def test_conference_page_presents_deidentified_cases(browser, app_url):
 def test_the_identified_follow_up_report_downloads_once_for_the_signed_in_session_only(browser, app_url, store_url):
     """Issue 22.10: the report is no longer a Streamlit media file anyone could fetch for a while. A click gives a
     one-time link; the server serves it to this browser's HttpOnly session cookie, once, audited first."""
-    import io
-
-    from pypdf import PdfReader
-
     from dashboard.store import get_engine
     from dashboard.store.audit import audit_log
 
@@ -234,7 +232,7 @@ def test_the_identified_follow_up_report_downloads_once_for_the_signed_in_sessio
         link.click()
     assert download.value.suggested_filename == f"follow-up-{patient}.pdf"
     pdf = Path(download.value.path()).read_bytes()
-    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    text = pdf_text(pdf)
     assert pdf.startswith(b"%PDF") and identity["name"] in text and identity["mrn"] in text  # for the chart
     assert page.locator('[data-testid="stDownloadButton"]').count() == 0  # nothing goes to /media any more
     engine = get_engine(store_url)
