@@ -37,17 +37,15 @@ def demo_patient(scenario: str) -> str:
     return SCENARIOS.loc[SCENARIOS["scenario"] == scenario, "patient_id"].iloc[0]
 
 
-#: Screens each role opens: (url path, plots to wait for, a text that says the screen is drawn).
+#: Every screen each role may open, by its address: (address, plots to wait for). The test checks that the list
+#: is the role's whole share of SCREEN_ROLES, so a new screen cannot be left out.
 ROLE_SCREENS = {
-    "surgeon": [("", 0, "Clinic follow-up"),
-                (f"patient?patient={demo_patient('new_deficit_instrumented')}", 3, "Imaging checklist"),
-                (f"patient?patient={demo_patient('normal_recovery')}", 2, "Imaging checklist"),
-                ("add_exam", 0, "Add an examination or visit"),
-                ("conference", 2, "Case conference"),
-                ("import_records", 0, "Import records"),
-                ("reference", 1, "Expected recovery curves")],
-    "conference": [("", 2, "Case conference"), ("reference", 1, "Expected recovery curves")],
-    "admin": [("", 0, "Import records"), ("reference", 1, "Expected recovery curves"), ("audit", 0, "Audit")],
+    "surgeon": [("clinic", 0),
+                (f"patient?patient={demo_patient('new_deficit_instrumented')}", 3),
+                (f"patient?patient={demo_patient('normal_recovery')}", 2),
+                ("add_exam", 0), ("conference", 2), ("import_records", 0), ("reference", 1), ("outcomes", 1)],
+    "conference": [("conference", 2), ("reference", 1)],
+    "admin": [("import_records", 0), ("reference", 1), ("audit", 0), ("users", 0), ("outcomes", 1)],
 }
 #: Each screen's heading, to know that the screen its address names is the one drawn.
 HEADINGS = {"clinic": "Clinic follow-up", "patient": "Imaging checklist", "add_exam": "Add an examination or visit",
@@ -189,45 +187,7 @@ def settle(page, plots: int = 0) -> None:
     page.wait_for_timeout(800)  # Plotly lays out after the script run; fonts settle
 
 
-@pytest.mark.parametrize("role", list(ROLE_SCREENS))
-def test_every_screen_fits_both_sizes_without_clipped_or_overlapping_text(browser, app_url, role):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
-    timings = {"sign_in": sign_in(page, app_url, role)}
-    problems: dict[str, list[str]] = {}
-    for size, (width, height) in {**SIZES, **PROJECTOR.get(role, {})}.items():
-        page.set_viewport_size({"width": width, "height": height})
-        for path, plots, heading in ROLE_SCREENS[role]:
-            started = time.monotonic()
-            page.goto(f"{app_url}/{path}", timeout=120_000)
-            page.get_by_text(heading, exact=True).first.wait_for(timeout=120_000)
-            settle(page, plots)
-            timings[f"{size} {path or 'home'}"] = time.monotonic() - started
-            found = page.evaluate(CHECK)
-            if role == "conference":  # de-identified: no calendar day anywhere on the screen, sidebar included
-                shown = page.locator('[data-testid="stApp"]').inner_text()
-                found += [f"a calendar date on the conference screen: {d}" for d in CALENDAR_DATE.findall(shown)]
-            if (path.split("?")[0] or HOMES[role]) in ("clinic", "patient"):  # at every size (1024 included)
-                scroll = page.evaluate(TABLE_SCROLL)
-                found += [f"table scrolls sideways ({s} > {c})" for s, c in scroll[:1] if s > c + 2]
-            label = (path.split("?")[0] or "home") + ("-" + path.split("=")[-1] if "=" in path else "")
-            # The app scrolls inside its main block: a viewport as tall as the content shows the whole screen
-            # in one picture (same width, so the same layout).
-            tall = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-            page.set_viewport_size({"width": width, "height": max(height, min(int(tall), 6000))})
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(SCREENSHOTS / f"layout-{role}-{label}-{size}.png"))
-            page.set_viewport_size({"width": width, "height": height})
-            if found:
-                problems[f"{role} {label} {size}"] = sorted(set(found))
-    page.close()
-    print(json.dumps({k: round(v, 2) for k, v in timings.items()}))
-    assert not problems, json.dumps(problems, indent=1)
-
-
-
-
-def open_address(page, url: str, path: str, heading: str) -> list[str]:
+def open_address(page, url: str, path: str, heading: str, plots: int = 0) -> list[str]:
     """Open /path in the signed-in browser: what is wrong (Streamlit's "Page not found" dialog, the heading of the
     screen the address names not drawn)."""
     page.goto(f"{url}/{path}", timeout=120_000)
@@ -236,26 +196,70 @@ def open_address(page, url: str, path: str, heading: str) -> list[str]:
         page.get_by_text(heading, exact=True).first.wait_for(timeout=60_000)
     except PlaywrightTimeout:
         problems.append(f"/{path}: no heading '{heading}'")
-    settle(page)
+    settle(page, plots)
     if page.get_by_text(NOT_FOUND, exact=True).count():
         problems.append(f"/{path}: {NOT_FOUND}")
     return problems
 
 
-@pytest.mark.parametrize("role", list(HOMES))
-def test_every_screen_opens_by_its_address(browser, app_url, role):
-    """/clinic (the surgeon's home, also at "/") answered "Page not found" over the clinic list (issue 20): every
-    screen of the role opens at /its-name, with its own heading and no such dialog; an unknown address still gets
-    the dialog, so the check can fail."""
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
-    sign_in(page, app_url, role)
-    problems = []
-    for name in ["", *(screen for screen, roles in SCREEN_ROLES.items() if role in roles)]:
-        problems += open_address(page, app_url, name, HEADINGS[name or HOMES[role]])
+def layout_problems(page, role: str, screen: str) -> list[str]:
+    """The layout checks on the screen as drawn now, and the checks of the screen's kind."""
+    found = page.evaluate(CHECK)
+    if role == "conference":  # de-identified: no calendar day anywhere on the screen, sidebar included
+        shown = page.locator('[data-testid="stApp"]').inner_text()
+        found += [f"a calendar date on the conference screen: {d}" for d in CALENDAR_DATE.findall(shown)]
+    if screen in ("clinic", "patient"):  # the first table shows every column, at every size (1024 included)
+        found += [f"table scrolls sideways ({s} > {c})" for s, c in page.evaluate(TABLE_SCROLL)[:1] if s > c + 2]
+    return found
+
+
+def screenshot(page, name: str, width: int, height: int) -> None:
+    """The whole screen in one picture: the app scrolls inside its main block, so the viewport is made as tall as
+    the content (same width, so the same layout), then put back."""
+    tall = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": width, "height": max(height, min(int(tall), 6000))})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SCREENSHOTS / f"layout-{name}.png"))
+    page.set_viewport_size({"width": width, "height": height})
+
+
+@pytest.mark.parametrize("role", list(ROLE_SCREENS))
+def test_every_screen_opens_by_its_address_and_fits_every_size(browser, app_url, role):
+    """Each screen of the role is opened by its address (/clinic answered "Page not found" over the clinic list,
+    issue 20) and then checked at every size by resizing the window, as a user does: its own heading, no such
+    dialog, no clipped or overlapping text. "/" opens the role's home; an unknown address still gets the dialog,
+    so that check can fail."""
+    allowed = {screen for screen, roles in SCREEN_ROLES.items() if role in roles}
+    assert {path.split("?")[0] for path, _ in ROLE_SCREENS[role]} == allowed
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    sizes = {**SIZES, **PROJECTOR.get(role, {})}
+    first_width, first_height = next(iter(sizes.values()))
+    page = browser.new_page(viewport={"width": first_width, "height": first_height})
+    timings = {"sign_in": sign_in(page, app_url, role)}
+    problems: dict[str, list[str]] = {}
+    home = open_address(page, app_url, "", HEADINGS[HOMES[role]])
+    if home:
+        problems["/"] = home
+    for path, plots in ROLE_SCREENS[role]:
+        screen = path.split("?")[0]
+        label = screen + ("-" + path.split("=")[-1] if "=" in path else "")
+        page.set_viewport_size({"width": first_width, "height": first_height})
+        started = time.monotonic()
+        opened = open_address(page, app_url, path, HEADINGS[screen], plots)
+        timings[label] = time.monotonic() - started
+        for number, (size, (width, height)) in enumerate(sizes.items()):
+            if number:  # the window resized: Streamlit and Plotly lay the screen out again
+                page.set_viewport_size({"width": width, "height": height})
+                settle(page)
+            found = opened + layout_problems(page, role, screen)
+            screenshot(page, f"{role}-{label}-{size}", width, height)
+            if found:
+                problems[f"{label} {size}"] = sorted(set(found))
     unknown = open_address(page, app_url, "no-such-screen", HEADINGS[HOMES[role]])
-    assert unknown == [f"/no-such-screen: {NOT_FOUND}"], "an unknown address should show the dialog"
     page.close()
-    assert not problems, problems
+    print(json.dumps({k: round(v, 2) for k, v in timings.items()}))
+    assert unknown == [f"/no-such-screen: {NOT_FOUND}"], "an unknown address should show the dialog"
+    assert not problems, json.dumps(problems, indent=1)
 
 
 def test_the_checks_catch_what_the_issue_saw(browser):
