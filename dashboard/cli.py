@@ -14,7 +14,6 @@ from pathlib import Path
 
 from dashboard.clinical.records.validate import Records, validate
 from dashboard.private_files import owner_only
-from dashboard.runtime import keep_freed_memory
 
 EXIT_OK, EXIT_INVALID = 0, 2
 
@@ -687,7 +686,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     owner_only()  # the store, backups and reports it writes hold patient data
-    keep_freed_memory()
     refused = _unknown_cli_user(args)
     if refused is not None:
         print(refused, file=sys.stderr)

@@ -14,10 +14,8 @@ import streamlit as st  # noqa: E402
 from dashboard.app.auth import SCREEN_ROLES, require_login  # noqa: E402
 from dashboard.app.widgets import sidebar_settings  # noqa: E402
 from dashboard.private_files import owner_only  # noqa: E402
-from dashboard.runtime import keep_freed_memory  # noqa: E402
 
 owner_only()  # the store, reports and uploads' files hold patient data
-keep_freed_memory()
 st.set_page_config(page_title="Spine Recovery Dashboard", page_icon=":material/monitor_heart:", layout="wide")
 
 

@@ -63,7 +63,9 @@ class _ReusingKaleido(kaleido.Kaleido):
 
 
 def _kaleido_class() -> type[kaleido.Kaleido]:
-    # The override relies on a private hook: fall back to stock Kaleido if a new version drops it.
+    # The override relies on a private hook, the only one of a library the project keeps: a new version that
+    # drops it falls back to stock Kaleido here, and fails the test that shows the gain
+    # (tests/app/test_handout.py::test_kaleido_draws_figure_after_figure_…).
     return _ReusingKaleido if hasattr(kaleido.Kaleido, "_return_kaleido_tab") else kaleido.Kaleido
 
 

@@ -8,8 +8,6 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -387,16 +385,15 @@ def test_patient_views_from_the_index_are_the_views_from_the_cohort(demo_views):
         .sort_values("exam_date", kind="stable"))
 
 
-def test_figure_specifications_are_valid_plotly_and_drawn_as_built(demo_views):
-    """The figures skip Plotly's validation at run time, so every specification is validated here in full."""
+def test_every_kind_of_figure_is_valid_plotly_for_every_demo_scenario(demo_views):
+    """Plotly validates each figure as it is made: a property it does not know or a bad value raises."""
     _, _, views = demo_views
-    for view in views:
+    one_each = set(SCENARIOS.drop_duplicates("scenario")["patient_id"])  # the 12 clinical stories
+    for view in (v for v in views if v.patient_id in one_each):
         for spec in (charts.strength_spec(view), charts.strength_spec(view, show_all=True),
                      charts.strength_spec(view, large=True), charts.prom_spec(view),
                      charts.prom_spec(view, large=True), charts.timeline_spec(view)):
-            validated = go.Figure(spec)  # raises on any property Plotly does not know or any bad value
-            assert json.loads(pio.to_json(validated, validate=False)) == json.loads(
-                pio.to_json(charts.figure_from_spec(spec), validate=False))
+            assert charts.figure_from_spec(spec).to_plotly_json()["data"]
     weak = next(v for v in views if charts.muscles_with_weakness(v))
     spec = charts.strength_spec(weak)
     assert [a["text"] for a in spec["layout"]["annotations"][:2]] == [

@@ -378,3 +378,46 @@ def test_cli_handout_and_report(cohort, tmp_path, capsys):
     assert report.read_bytes().startswith(b"%PDF")
     assert cli(["handout", str(DEMO), "--out", str(tmp_path / "handout.txt")]) == 2
     assert cli(["report", str(DEMO), "P99999", "--out", str(tmp_path / "r.html")]) == 2
+
+
+def test_kaleido_draws_figure_after_figure_in_its_tabs_without_reloading_plotly_each_time(monkeypatch):
+    """The one private hook of a library the project keeps (issue 19), and the gain it is kept for.
+
+    Stock Kaleido 1.5 reloads its page, plotly.js included, after every figure it draws (its
+    `_return_kaleido_tab`): about 0.4 s a figure, most of a small chart's cost — 10 s of a 25-chart handout,
+    3 minutes of the 200-case one. The project's Kaleido reloads every RELOAD_EVERY figures instead
+    (benchmarks/bench.py times the handout and report as run). If an upgrade renames the hook or stops calling
+    it, this fails, rather than every report silently slowing down again.
+    """
+    import inspect
+
+    import kaleido
+    import plotly.graph_objects as go
+
+    from dashboard.reports import render
+
+    assert "reload" in inspect.getsource(kaleido.Kaleido._return_kaleido_tab)  # stock: a reload per figure
+    assert render._kaleido_class() is render._ReusingKaleido
+    seen = {"returned": 0, "reloads": 0}
+
+    class Counting(render._ReusingKaleido):
+        async def _return_kaleido_tab(self, tab) -> None:  # noqa: ANN001 — kaleido's private tab type
+            seen["returned"] += 1
+            reload = tab.reload
+
+            async def counted() -> None:
+                seen["reloads"] += 1
+                await reload()
+
+            tab.reload = counted
+            try:
+                await super()._return_kaleido_tab(tab)
+            finally:
+                tab.reload = reload
+
+    monkeypatch.setattr(render, "_kaleido_class", lambda: Counting)
+    monkeypatch.setattr(render, "RELOAD_EVERY", 3)
+    figures = [go.Figure(go.Scatter(x=[0, 1], y=[value, value + 1])) for value in range(7)]
+    images = render.render_pngs(figures, width=200)
+    assert len(images) == 7 and all(image.startswith(b"\x89PNG") for image in images)
+    assert seen == {"returned": 7, "reloads": 2}  # every tab came back through the hook; reloaded after 3 and 6
