@@ -58,7 +58,7 @@ def _reference(path: str | None):
 
 
 def cmd_assess(args: argparse.Namespace) -> int:
-    from dashboard.clinical.assessment import assess, to_json_dict
+    from dashboard.clinical.assessment import assess, to_json_bytes
 
     records = _load_valid(args.records)
     reference = _reference(args.reference) if records is not None else None
@@ -66,10 +66,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     result = assess(records, as_of=args.as_of or date.today(), reference=reference)
     if args.format == "json":
-        import orjson  # the same text as json.dump(indent=2, ensure_ascii=False), ten times as fast
-
-        sys.stdout.buffer.write(orjson.dumps(to_json_dict(result), option=orjson.OPT_INDENT_2
-                                             | orjson.OPT_APPEND_NEWLINE))
+        sys.stdout.buffer.write(to_json_bytes(result))  # the text of json.dump(indent=2, ensure_ascii=False)
     else:
         from dashboard.clinical.summary import assessment_lines
 

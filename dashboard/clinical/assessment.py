@@ -121,8 +121,36 @@ def to_json_dict(assessment: Assessment) -> dict:
     missing), then the muscles and prompts are cut into each patient's run by position. No per-patient frames:
     a 20,000-patient cohort is ~200,000 muscle-sides.
     """
+    muscle_rows = _muscle_records(assessment.muscles)
+    return _output(assessment, lambda rows: [muscle_rows[row] for row in rows])
+
+
+def to_json_bytes(assessment: Assessment) -> bytes:
+    """`to_json_dict` as indented JSON text, the `assess --format json` output: byte for byte
+    orjson.dumps(to_json_dict(assessment), option=OPT_INDENT_2 | OPT_APPEND_NEWLINE).
+
+    The muscles, most of the output, are written as text from whole columns (each distinct value's JSON once,
+    joined by pyarrow) and placed as orjson fragments, instead of 200,000 dicts made and then serialised.
+    """
+    import orjson  # noqa: PLC0415 — only the command line writes JSON text
+
+    objects = _muscle_objects(assessment.muscles)
+    between, indent = ",\n" + MUSCLE_INDENT, "\n" + MUSCLE_INDENT[:-2]
+
+    def muscles_of(rows: np.ndarray) -> list | orjson.Fragment:
+        if not len(rows):
+            return []
+        return orjson.Fragment("[\n" + MUSCLE_INDENT + between.join(objects[row] for row in rows) + indent + "]")
+
+    return orjson.dumps(_output(assessment, muscles_of), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+#: A muscle's object sits in a patient's "muscles" list, in "patients": four levels of two spaces.
+MUSCLE_INDENT = " " * 8
+
+
+def _output(assessment: Assessment, muscles_of) -> dict:  # noqa: ANN001 — rows → the patient's muscles value
     patients, muscles, prompts = assessment.patients, assessment.muscles, assessment.prompts
-    muscle_rows = _muscle_records(muscles)
     prompt_rows = _prompt_records(prompts)
     muscle_runs = _runs_by_patient(muscles["patient_id"], patients["patient_id"],
                                    codes_in(muscles["muscle"], list(MUSCLES)) * len(SIDES)
@@ -141,7 +169,7 @@ def to_json_dict(assessment: Assessment) -> dict:
             "index_surgery": {"date": day, "procedure": procedure, "levels": str(levels).split(";"),
                               "instrumented": bool(instrumented)} if operated[i] else None,
             "days_since_surgery": None if np.isnan(days[i]) else int(days[i]),
-            "muscles": [muscle_rows[row] for row in muscle_runs[i]],
+            "muscles": muscles_of(muscle_runs[i]),
             "prompts": [prompt_rows[row] for row in prompt_runs[i]],
         })
     return {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id,
@@ -158,20 +186,28 @@ def _runs_by_patient(patient_ids: pd.Series, order: pd.Series, within: np.ndarra
 
 
 def _numbers(series: pd.Series, digits: int) -> list[float | None]:
-    """Python's round (exact decimal halves, unlike numpy's scaled rounding); NaN, unequal to itself, is None."""
-    return [None if v != v else round(v, digits) for v in series.astype("float64").to_numpy().tolist()]
+    """Python's round (exact decimal halves, unlike numpy's scaled rounding); NaN, unequal to itself, is None.
+
+    Rounded once per distinct value: grades and band edges repeat across a cohort's muscle-sides."""
+    distinct, inverse = np.unique(series.astype("float64").to_numpy(), return_inverse=True)
+    rounded = np.array([None if v != v else round(v, digits) for v in distinct.tolist()] or [None], dtype=object)
+    return rounded[inverse].tolist()
 
 
 def _iso_dates(series: pd.Series) -> list[str | None]:
-    return series.dt.strftime("%Y-%m-%d").astype(object).where(series.notna(), None).tolist()
+    """ISO dates, each distinct day written once."""
+    codes, days = pd.factorize(series)
+    text = np.array([*days.strftime("%Y-%m-%d"), None], dtype=object)  # code -1 (missing) takes the last
+    return text[codes].tolist()
 
 
 def _texts(series: pd.Series) -> list[str | None]:
     return series.astype(object).where(series.notna(), None).tolist()
 
 
-def _muscle_records(muscles: pd.DataFrame) -> list[dict]:
-    columns = {
+def _muscle_columns(muscles: pd.DataFrame) -> dict[str, list]:
+    """Each output field of the muscles, as Python values in row order."""
+    return {
         "muscle": _texts(muscles["muscle"]), "root": _texts(muscles["root"]), "side": _texts(muscles["side"]),
         "baseline_mrc": _numbers(muscles["baseline_mrc"], 2), "latest_mrc": _numbers(muscles["latest_mrc"], 2),
         "latest_date": _iso_dates(muscles["latest_date"]),
@@ -179,8 +215,26 @@ def _muscle_records(muscles: pd.DataFrame) -> list[dict]:
         "expected_high": _numbers(muscles["expected_high"], 1),
         "status": _texts(muscles["status"]), "curve": _texts(muscles["curve_group"]),
     }
+
+
+def _muscle_records(muscles: pd.DataFrame) -> list[dict]:
+    columns = _muscle_columns(muscles)
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _muscle_objects(muscles: pd.DataFrame) -> list[str]:
+    """Each muscle-side's JSON object as orjson writes it at MUSCLE_INDENT with two-space indents."""
+    import orjson  # noqa: PLC0415
+
+    fields = []
+    for name, values in _muscle_columns(muscles).items():
+        codes, distinct = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+        texts = np.array([*(f'"{name}": ' + orjson.dumps(value).decode() for value in distinct), f'"{name}": null'],
+                         dtype=object)
+        fields.append(texts[np.where(codes < 0, len(distinct), codes)].tolist())
+    start, between, end = "{\n" + MUSCLE_INDENT + "  ", ",\n" + MUSCLE_INDENT + "  ", "\n" + MUSCLE_INDENT + "}"
+    return [start + between.join(row) + end for row in zip(*fields, strict=True)]
 
 
 def _prompt_records(prompts: pd.DataFrame) -> list[dict]:

@@ -32,13 +32,13 @@ def assessment_lines(assessment: Assessment, width: int = 100) -> list[str]:
                    + muscles["latest_mrc"].map(format_mrc) + " (before surgery "
                    + muscles["baseline_mrc"].map(lambda g: "not examined" if pd.isna(g) else format_mrc(g)) + "): "
                    + muscles["status"].map(status_words).str.lower())
-    attention = muscle_text.groupby(muscles["patient_id"]).agg("; ".join)
+    attention = _by_patient(muscles["patient_id"], muscle_text)
     prompts = assessment.prompts
     prompt_text = (prompts["urgency"].map(URGENCY_WORDS) + " · " + prompts["modality"].map(MODALITY_WORDS) + ": "
                    + prompts["summary"])
-    asked = prompt_text.groupby(prompts["patient_id"]).agg(list)
+    asked = _by_patient(prompts["patient_id"], prompt_text)
     patients = assessment.patients
-    with_prompts = int(patients["patient_id"].isin(asked.index).sum())
+    with_prompts = int(patients["patient_id"].isin(list(asked)).sum())
     lines = [f"Assessment as of {assessment.as_of:%d %b %Y} · reference {assessment.reference.reference_id} · "
              f"{len(patients)} patients, {with_prompts} with prompts", ""]
     for row in patients.itertuples(index=False):
@@ -48,14 +48,24 @@ def assessment_lines(assessment: Assessment, width: int = 100) -> list[str]:
             head = (f"{row.patient_id} · {row.procedure} {str(row.levels).replace(';', ', ')} on "
                     f"{row.surgery_date:%d %b %Y} · day {row.days_since_surgery}")
         lines += _wrapped(head, width, "")
-        if row.patient_id in attention.index:
-            lines += _wrapped("Muscles: " + attention[row.patient_id], width, "  ")
+        if row.patient_id in attention:
+            lines += _wrapped("Muscles: " + "; ".join(attention[row.patient_id]), width, "  ")
         for text in asked.get(row.patient_id, []):
             lines += _wrapped(text, width, "  ")
     return lines
 
 
+def _by_patient(patient_ids: pd.Series, texts: pd.Series) -> dict[str, list[str]]:
+    """Each patient's texts in frame order (a dict in one pass: pandas' groupby-join runs Python per group)."""
+    grouped: dict[str, list[str]] = {}
+    for patient_id, text in zip(patient_ids.to_numpy(), texts.to_numpy(), strict=True):
+        grouped.setdefault(patient_id, []).append(text)
+    return grouped
+
+
 def _wrapped(text: str, width: int, indent: str) -> list[str]:
+    if len(indent) + len(text) <= width and text and text.isprintable() and text.strip(" ") == text:
+        return [indent + text]  # most lines: what textwrap would give, without its cost
     return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "    ",
                          break_on_hyphens=False)
 

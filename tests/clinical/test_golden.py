@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,3 +33,19 @@ def test_the_demo_assessment_is_the_reviewed_one() -> None:
     raise AssertionError(f"the demo assessment changed for {len(changed)} patient(s) {changed[:10]}"
                          f"{' and the patient order' if order else ''}: review the diff, then regenerate "
                          "tests/golden/assess-demo.json (see this file's docstring)")
+
+
+def test_the_json_text_is_the_output_dict_as_orjson_writes_it() -> None:
+    """`assess --format json` writes the muscles as text built from whole columns (issue 19: the command's
+    time): it must be exactly the serialisation of the output dict the CDS service and the batch read."""
+    import orjson
+
+    from dashboard.clinical.assessment import assess, to_json_bytes, to_json_dict
+    from dashboard.clinical.records.validate import validate
+
+    records, report = validate(ROOT / "data" / "demo")
+    assert records is not None, report.error_lines()
+    assessment = assess(records, as_of=date.fromisoformat(ANCHOR))
+    assert assessment.muscles["baseline_mrc"].isna().any()  # missing values are in it (written null)
+    assert to_json_bytes(assessment) == orjson.dumps(to_json_dict(assessment),
+                                                     option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
