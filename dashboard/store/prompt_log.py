@@ -68,6 +68,12 @@ def record_prompts(engine: Engine, prompts: pd.DataFrame, as_of: date, shown_at:
     if len(logged):
         rows = rows.merge(logged.assign(_logged=True), on=KEY, how="left")
         rows = rows[rows["_logged"].isna()].drop(columns="_logged")
+    return insert_rows(engine, rows)
+
+
+def insert_rows(engine: Engine, rows: pd.DataFrame) -> int:
+    """Insert prompt-log rows (log_rows) in batches, skipping any key already there (ON CONFLICT DO NOTHING: a
+    row another process inserted since the keys were read is not an error); returns how many were added."""
     if rows.empty:
         return 0
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
