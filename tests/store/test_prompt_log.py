@@ -17,8 +17,9 @@ from dashboard.store import get_engine, import_records
 from dashboard.store.models import PromptLogEntry
 from dashboard.store.prompt_log import insert_rows, log_rows, prompt_log, prompt_log_size, record_prompts
 from tests.builders import SURGERY, exams, make_records, patient, surgery, visit
-from tests.store_fixtures import store_engine, store_url  # noqa: F401 — fixtures
+from tests.store_fixtures import store_engine, store_url
 
+FIXTURES = (store_engine, store_url)  # imported for pytest, which finds fixtures by name
 DAY_31 = SURGERY + timedelta(days=31)
 
 
