@@ -139,3 +139,24 @@ def test_log_rows_has_one_row_per_key() -> None:
     prompts = assess(_records(), as_of=DAY_31).prompts
     rows = log_rows(pd.concat([prompts, prompts]), date(2026, 2, 10), datetime(2026, 2, 10, tzinfo=UTC))
     assert len(rows) == 1 and rows.loc[0, "first_seen"] == date(2026, 2, 9)
+
+
+def test_a_backup_carries_the_prompt_log_and_a_restore_brings_it_back(store_url: str, tmp_path: Path) -> None:
+    """The log is part of the store: backed up with it, and restored as it was (a prompt logged after the backup
+    is gone again with the restore, like any other row written since)."""
+    from dashboard.store.backup import backup, restore
+
+    records = _records(saddle_day_33="yes")
+    engine = get_engine(store_url)
+    import_records(engine, records, source_name="test", user="t")
+    record_prompts(engine, assess(records, as_of=DAY_31).prompts, DAY_31)
+    saved = prompt_log(engine)
+    result = backup(tmp_path / "store.bak", store_url)
+    later = SURGERY + timedelta(days=34)
+    assert record_prompts(engine, assess(records, as_of=later).prompts, later) == 1
+    engine.dispose()
+    restore(result.path, store_url, safety_dir=tmp_path / "safety", user="t")
+    engine = get_engine(store_url)
+    pd.testing.assert_frame_equal(prompt_log(engine), saved)
+    assert record_prompts(engine, assess(records, as_of=later).prompts, later) == 1  # writable after the restore
+    engine.dispose()
