@@ -8,7 +8,7 @@ a large cohort costs that patient's rows, not a scan of the cohort.
 Each assessment's prompts are written to the store's prompt log (only those not logged yet), so a prompt that
 fires and goes away before anyone decides is still counted by prompt performance. Logging never stands between
 the clinician and the prompts: when it fails, the prompts are shown all the same, a warning goes to the server
-log, and the next rerun tries again.
+log, and a later rerun tries again (at most once a minute).
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ DEMO_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 CALIBRATED_DIR = Path(os.environ.get("SPINE_DASHBOARD_REFERENCE_DIR", REFERENCE_DIR))
 
 log = logging.getLogger(__name__)
+#: After a failure to write the prompt log, the next attempt waits this long (a store that refuses writes would
+#: otherwise cost a failed write and a warning on every rerun of every session).
+LOG_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Cohort:
     in_follow_up: list[str]  # patients with an index operation, most urgent open prompt first
     key: tuple  # (store version, assessment day, reference file): what the cohort was computed from
     prompts_logged: bool = False  # its prompts are in the store's prompt log (else the next use tries again)
+    next_log_attempt: float = 0.0  # time.monotonic() before which no new attempt is made (after a failure)
     log_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -130,8 +134,11 @@ def _cohort(version: int, as_of: date, reference_path: str) -> Cohort:
 
 def log_prompts(computed: Cohort) -> None:
     """Write the cohort's prompts to the prompt log once (insert-if-absent). A failure is a warning in the server
-    log, never an error on the page: the prompts are shown whatever happens here; the next use tries again."""
-    if computed.prompts_logged or not computed.log_lock.acquire(blocking=False):  # another session is at it
+    log, never an error on the page: the prompts are shown whatever happens here; the next use after
+    LOG_RETRY_SECONDS tries again."""
+    if computed.prompts_logged or time.monotonic() < computed.next_log_attempt:
+        return
+    if not computed.log_lock.acquire(blocking=False):  # another session is at it
         return
     started = time.perf_counter()
     try:
@@ -140,8 +147,9 @@ def log_prompts(computed: Cohort) -> None:
         log.info("prompt log: %d new of %d prompts in %.2f s", added, len(computed.assessment.prompts),
                  time.perf_counter() - started)
     except Exception as problem:  # noqa: BLE001 — logged by type only (no patient data in logs)
+        computed.next_log_attempt = time.monotonic() + LOG_RETRY_SECONDS
         log.warning("the prompts could not be written to the prompt log (%s); they are shown all the same, and "
-                    "logging is tried again on the next use", type(problem).__name__)
+                    "logging is tried again on the next use after %.0f s", type(problem).__name__, LOG_RETRY_SECONDS)
     finally:
         computed.log_lock.release()
 

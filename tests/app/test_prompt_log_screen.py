@@ -11,7 +11,7 @@ import pytest
 
 from dashboard.app import data
 from dashboard.store import get_engine
-from dashboard.store.prompt_log import insert_rows, prompt_log
+from dashboard.store.prompt_log import insert_rows, prompt_log, record_prompts
 from dashboard.theme import URGENCY_LABELS
 from tests.app_fixtures import app_store, run_app
 
@@ -25,22 +25,44 @@ def _alarm(at) -> list[str]:  # noqa: ANN001 — an AppTest
 
 def test_a_failure_to_log_hides_no_prompt_and_is_retried(app_store: str, monkeypatch: pytest.MonkeyPatch,
                                                         caplog: pytest.LogCaptureFixture) -> None:
+    calls = []
+
     def broken(*_args, **_kwargs) -> int:
+        calls.append(1)
         raise RuntimeError("the store is read-only")
 
     data.clear_caches()
     monkeypatch.setattr(data, "record_prompts", broken)
+    monkeypatch.setattr(data, "LOG_RETRY_SECONDS", 0.0)
     with caplog.at_level(logging.WARNING, logger="dashboard.app.data"):
         at = run_app(user="surgeon", role="surgeon")
     assert _alarm(at) and at.dataframe[-1].value["urgency"].iloc[0] == "Emergency"  # the prompts are on screen
     assert ("the prompts could not be written to the prompt log (RuntimeError); they are shown all the same, and "
-            "logging is tried again on the next use") in caplog.text
-    assert prompt_log(get_engine(app_store)).empty
-    monkeypatch.undo()
+            "logging is tried again on the next use after 0 s") in caplog.text
+    assert prompt_log(get_engine(app_store)).empty and len(calls) >= 1
+    monkeypatch.setattr(data, "record_prompts", record_prompts)
     run_app(user="surgeon", role="surgeon")  # the same cached cohort: logged now
     log = prompt_log(get_engine(app_store))
     assert len(log) > 0 and not log.duplicated(["patient_id", "rule_id", "evidence_hash"]).any()
     assert set(log["as_of"].dt.date) == {data.DEMO_ANCHOR}
+
+
+def test_after_a_failure_to_log_the_next_attempt_waits_a_minute(app_store: str, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """A store that refuses writes costs one failed write a minute, not one per rerun of every session."""
+    calls = []
+
+    def broken(*_args, **_kwargs) -> int:
+        calls.append(1)
+        raise RuntimeError("the store is read-only")
+
+    data.clear_caches()
+    monkeypatch.setattr(data, "record_prompts", broken)
+    assert data.LOG_RETRY_SECONDS == 60
+    for _ in range(3):
+        at = run_app(user="surgeon", role="surgeon")
+        assert _alarm(at)
+    assert len(calls) == 1
 
 
 def test_the_prompt_tab_shows_fired_and_what_went_away_undecided(app_store: str) -> None:
