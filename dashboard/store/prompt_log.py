@@ -26,6 +26,8 @@ TABLE = PromptLogEntry.__table__
 KEY = ["patient_id", "rule_id", "evidence_hash"]
 #: Rows per INSERT statement: a few thousand prompts go in a handful of round trips.
 BATCH_ROWS = 1_000
+#: Up to this many patients, only their keys are read back (a query by patient); above it the whole key list.
+FEW_PATIENTS = 100
 
 
 def log_rows(prompts: pd.DataFrame, as_of: date, shown_at: datetime) -> pd.DataFrame:
@@ -63,8 +65,12 @@ def record_prompts(engine: Engine, prompts: pd.DataFrame, as_of: date, shown_at:
     rows = log_rows(prompts, as_of, when)
     if rows.empty:
         return 0
+    query = select(*(TABLE.c[k] for k in KEY))
+    patients = rows["patient_id"].unique()
+    if len(patients) <= FEW_PATIENTS:  # one patient's prompts (the CDS service): its keys only, by the unique index
+        query = query.where(TABLE.c.patient_id.in_(patients.tolist()))
     with engine.connect() as conn:
-        logged = pd.DataFrame(conn.execute(select(*(TABLE.c[k] for k in KEY))).all(), columns=KEY)
+        logged = pd.DataFrame(conn.execute(query).all(), columns=KEY)
     if len(logged):
         rows = rows.merge(logged.assign(_logged=True), on=KEY, how="left")
         rows = rows[rows["_logged"].isna()].drop(columns="_logged")
