@@ -24,8 +24,8 @@ Definitions (docs/outcomes.md):
   have shown in force on it). A prompt still asking for the same scan on newer evidence has not gone away: it is
   counted open (or overdue) instead. This is the missed follow-through a clinic looks for: above all
   **emergencies that went away undecided**. Only prompts computed from the store are logged (the app's cohort,
-  the command line's import and assess-store); a prompt that fired and went away between two computations is
-  not seen.
+  the command line's import and assess-store, the CDS service for a stored patient); a prompt that fired and went
+  away between two computations is not seen.
 * **Imaging yield**, where later visits record the result: visits may carry the extra columns
   `imaging_modality` (a checklist modality code) and `imaging_finding` (boolean: did the imaging find what
   was asked?), kept by the records format as extra columns (docs/format-extensions.md). A prompt's result is
@@ -212,15 +212,18 @@ def went_away(log: pd.DataFrame | None, prompts: pd.DataFrame, history: pd.DataF
 
 def _fired(states: pd.DataFrame, logged: pd.DataFrame, history: pd.DataFrame) -> pd.Series:
     """Per rule: distinct prompts (patient, rule, evidence) logged, firing now, or decided on. A decision whose
-    fingerprint is the hash or basis of a logged or current prompt is that prompt."""
+    fingerprint is the hash or basis of a logged or current prompt of the same patient and scan is that prompt
+    (a merged prompt's rule may change; its scan does not)."""
     columns = ["patient_id", "rule_id", "evidence_hash", "decision_basis"]
     now = states.assign(decision_basis=states.get("decision_basis", pd.Series(pd.NA, index=states.index)))
     known = pd.concat([logged[columns].astype("string"), now[columns].astype("string")]).drop_duplicates(
         ["patient_id", "rule_id", "evidence_hash"])
-    fingerprints = {*zip(known["patient_id"], known["rule_id"], known["evidence_hash"], strict=True),
-                    *zip(known["patient_id"], known["rule_id"], known["decision_basis"].fillna(""), strict=True)}
     decisions = history[["patient_id", "rule_id", "evidence_hash"]].astype("string").drop_duplicates()
-    unseen = [(p, r, f) not in fingerprints for p, r, f in decisions.itertuples(index=False)]
+    keys = {rule_id: decision_key(rule_id) for rule_id in {*known["rule_id"], *decisions["rule_id"].dropna()}}
+    scans = known["rule_id"].map(keys)
+    fingerprints = {*zip(known["patient_id"], scans, known["evidence_hash"], strict=True),
+                    *zip(known["patient_id"], scans, known["decision_basis"].fillna(""), strict=True)}
+    unseen = [(p, keys.get(r), f) not in fingerprints for p, r, f in decisions.itertuples(index=False)]
     fired = pd.concat([known["rule_id"], decisions["rule_id"][np.array(unseen, dtype=bool)]])
     return fired.value_counts().rename("fired")
 

@@ -148,3 +148,28 @@ def test_only_emergencies_count_as_emergencies(urgency: str) -> None:
     row = table.set_index("rule_id").loc["r"]
     assert (row["fired"], row["went_away_undecided"], row["emergencies_went_away_undecided"]) == (1, 1, 0)
     assert (row["urgency"], row["modality"]) == (urgency, "ct")
+
+
+def _log_row(rule: str, basis: str | None, urgency: str = "emergency") -> dict:
+    return {"patient_id": "P9", "rule_id": rule, "decision_key": "scan:mri", "evidence_hash": "h1",
+            "decision_basis": basis, "urgency": urgency, "modality": "mri", "first_seen": pd.Timestamp("2026-02-01"),
+            "first_shown_at": pd.Timestamp("2026-02-01", tz="UTC"), "as_of": pd.Timestamp("2026-02-01")}
+
+
+def test_a_decision_under_another_rule_of_the_same_scan_is_the_logged_prompt() -> None:
+    """A merged prompt's most urgent rule may change: the decision recorded under the other rule, on this prompt's
+    basis, is a decision on the logged prompt (fired once, not undecided); one on other evidence is a second
+    prompt fired under its own rule, and the logged one stays undecided."""
+    basis = "basis:v1|u=0|r=red-cauda-equina|f:red-cauda-equina:0=1.00"
+    log = pd.DataFrame([_log_row("red-cauda-equina", basis)])
+    prompts = assess(make_records([patient("P1")], [surgery("P1")], exams("P1", "ankle_dorsiflexion", "R", {5: "5"})),
+                     as_of=on(40)).prompts
+    visits = pd.DataFrame({"patient_id": [], "visit_date": []})
+    for fingerprint, fired, undecided in ((basis, {"red-cauda-equina": 1, "compression-progressive-weakness": 0}, 0),
+                                          ("other", {"red-cauda-equina": 1, "compression-progressive-weakness": 1}, 1)):
+        history = _frame([(1, "P9", "compression-progressive-weakness", fingerprint, "ordered", None, "dr",
+                           datetime(2026, 2, 2, tzinfo=UTC))])
+        table, _, _ = rule_performance(prompts, history, visits, on(40), load_rules(), log=log)
+        rows = table.set_index("rule_id")
+        assert rows.loc[list(fired), "fired"].to_dict() == fired, fingerprint
+        assert rows.loc["red-cauda-equina", "went_away_undecided"] == undecided, fingerprint
