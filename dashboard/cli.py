@@ -157,7 +157,24 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"preview, nothing stored: {result.patients_summary()}; {result.summary()}", file=sys.stderr)
     else:
         print(f"imported {name}: {result.patients_summary()}; {result.summary()}", file=sys.stderr)
+        _log_prompts_after_import(engine)
     return EXIT_OK
+
+
+def _log_prompts_after_import(engine) -> None:  # noqa: ANN001 — a SQLAlchemy Engine, imported only when used
+    """Log the store's prompts as of today (docs/outcomes.md): a prompt the new records make is known to have
+    fired even if it is gone before anyone opens the app. The import has landed whatever happens here: a failure
+    is a warning, and the app logs the prompts when it next assesses the store."""
+    from dashboard.batch import log_store_prompts
+
+    try:
+        logged = log_store_prompts(engine, date.today())
+    except Exception as problem:  # noqa: BLE001 — named by type only (no patient data on the terminal's log)
+        print(f"warning: the prompts could not be written to the prompt log ({type(problem).__name__}); the import "
+              "is stored, and the app logs them when it next assesses the store", file=sys.stderr)
+        return
+    print(f"prompt log: {logged.added:,} new of {logged.prompts:,} prompts ({logged.patients:,} patients assessed "
+          f"as of {date.today()})", file=sys.stderr)
 
 
 def cmd_correct_patient(args: argparse.Namespace) -> int:
@@ -348,15 +365,29 @@ def cmd_serve_cds(args: argparse.Namespace) -> int:
 
 
 def cmd_assess_store(args: argparse.Namespace) -> int:
-    from dashboard.batch import assess_store
+    from dashboard.batch import LoggedPrompts, assess_store
     from dashboard.store import get_engine
 
     reference = _reference(args.reference)
     if reference is None:
         return EXIT_INVALID
-    count = assess_store(get_engine(args.database), sys.stdout, as_of=args.as_of or date.today(),
-                         chunk_patients=args.chunk_patients, reference=reference)
-    print(f"assessed {count} patients", file=sys.stderr)
+    engine = get_engine(args.database)
+    logged, failures = LoggedPrompts(), []
+
+    def log_chunk(result) -> None:  # noqa: ANN001 — an Assessment
+        """Each chunk's prompts into the prompt log; a failure never stops the assessment (a warning below)."""
+        try:
+            logged.add(result, engine)
+        except Exception as problem:  # noqa: BLE001 — named by type only
+            failures.append(type(problem).__name__)
+
+    count = assess_store(engine, sys.stdout, as_of=args.as_of or date.today(), chunk_patients=args.chunk_patients,
+                         reference=reference, on_assessed=log_chunk)
+    print(f"assessed {count} patients; prompt log: {logged.added:,} new of {logged.prompts:,} prompts",
+          file=sys.stderr)
+    if failures:
+        print(f"warning: the prompts of {len(failures)} chunk(s) could not be written to the prompt log "
+              f"({', '.join(sorted(set(failures)))}); the assessment above is complete", file=sys.stderr)
     return EXIT_OK
 
 
@@ -475,20 +506,27 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
     as_of = args.as_of or date.today()
     result = assess(records, as_of=as_of)
     outcomes = cohort_outcomes(result.records, as_of, result.reference)
+    log = None
     if engine is not None:
         from dashboard.store.decisions import decision_history
+        from dashboard.store.prompt_log import prompt_log
 
-        history = decision_history(engine)
+        history, log = decision_history(engine), prompt_log(engine)
         engine.dispose()
     else:
         history = _frame([])
-    rules, _, reasons = rule_performance(result.prompts, history, result.visits, as_of, load_rules())
+    rules, _, reasons = rule_performance(result.prompts, history, result.visits, as_of, load_rules(), log=log)
     if not args.out:
         milestones = outcomes.recovery("all", args.endpoint)[1]
         print(f"{len(outcomes.operations)} operations, {len(outcomes.sides)} weak muscle-sides as of {as_of}")
         print(milestones.to_string(index=False))
         print(outcomes.lost[outcomes.lost["grouping"] == "all"].to_string(index=False))
         print(rules.to_string(index=False))
+        gone = int(rules["emergencies_went_away_undecided"].sum())
+        print(f"prompts fired: {int(rules['fired'].sum()):,}; went away undecided: "
+              f"{int(rules['went_away_undecided'].sum()):,} (emergencies: {gone:,})"
+              + ("" if log is not None else " — no prompt log without --database: only prompts firing now and "
+                 "decided prompts are known"))
         return EXIT_OK
     path = write(args.out, outcomes, rules, reasons, result.reference.title, args.endpoint)
     print(f"wrote the cohort outcomes to {path} (aggregates: no patient identified)", file=sys.stderr)
@@ -670,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("outcomes", help="cohort outcomes and prompt performance (.html or .csv with --out)")
     p.add_argument("records", nargs="?", default=None, help="records folder or workbook (or --database)")
     p.add_argument("--database", default=None, help="read the store (URL): its records when RECORDS is not given, "
-                   "and its decisions")
+                   "its decisions and its prompt log")
     p.add_argument("--out", default=None, help="FILE.html or FILE.csv (default: a summary on standard output)")
     p.add_argument("--as-of", type=_date, default=None, help="with what was known on that day (default: today)")
     p.add_argument("--endpoint", choices=("recovered", "normal", "improved"), default="recovered",

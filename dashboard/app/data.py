@@ -4,6 +4,11 @@ The assessment of the whole cohort is computed once per store version and assess
 all sessions (st.cache_resource: no copy of large frames per rerun); an import bumps the store version,
 so the next rerun recomputes. With it comes an index of each patient's rows, so that switching patient on
 a large cohort costs that patient's rows, not a scan of the cohort.
+
+Each assessment's prompts are written to the store's prompt log (only those not logged yet), so a prompt that
+fires and goes away before anyone decides is still counted by prompt performance. Logging never stands between
+the clinician and the prompts: when it fails, the prompts are shown all the same, a warning goes to the server
+log, and a later rerun tries again (at most once a minute).
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -29,6 +35,7 @@ from dashboard.demo import DEFAULT_ANCHOR
 from dashboard.mode import demo_mode
 from dashboard.store import get_engine, import_records, latest_decisions, load_records
 from dashboard.store.models import Import, Patient
+from dashboard.store.prompt_log import record_prompts
 
 #: The demo cohort's day: every demo record is counted back from it (dashboard/demo.py, data/demo/README.md).
 DEMO_ANCHOR = DEFAULT_ANCHOR
@@ -36,6 +43,9 @@ DEMO_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 CALIBRATED_DIR = Path(os.environ.get("SPINE_DASHBOARD_REFERENCE_DIR", REFERENCE_DIR))
 
 log = logging.getLogger(__name__)
+#: After a failure to write the prompt log, the next attempt waits this long (a store that refuses writes would
+#: otherwise cost a failed write and a warning on every rerun of every session).
+LOG_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -44,6 +54,9 @@ class Cohort:
     index: CohortIndex  # each patient's rows, looked up in constant time
     in_follow_up: list[str]  # patients with an index operation, most urgent open prompt first
     key: tuple  # (store version, assessment day, reference file): what the cohort was computed from
+    prompts_logged: bool = False  # its prompts are in the store's prompt log (else the next use tries again)
+    next_log_attempt: float = 0.0  # time.monotonic() before which no new attempt is made (after a failure)
+    log_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def exam_index(self) -> CohortIndex:
@@ -114,13 +127,40 @@ def _cohort(version: int, as_of: date, reference_path: str) -> Cohort:
     result = assess(records, as_of=as_of, reference=load_reference(reference_path))
     patients = result.patients
     in_follow_up = patients.loc[patients["surgery_date"].notna(), "patient_id"].tolist()
-    return Cohort(result, CohortIndex(result), in_follow_up, (version, as_of, reference_path))
+    computed = Cohort(result, CohortIndex(result), in_follow_up, (version, as_of, reference_path))
+    log_prompts(computed)
+    return computed
+
+
+def log_prompts(computed: Cohort) -> None:
+    """Write the cohort's prompts to the prompt log once (insert-if-absent). A failure is a warning in the server
+    log, never an error on the page: the prompts are shown whatever happens here; the next use after
+    LOG_RETRY_SECONDS tries again."""
+    if computed.prompts_logged or time.monotonic() < computed.next_log_attempt:
+        return
+    if not computed.log_lock.acquire(blocking=False):  # another session is at it
+        return
+    started = time.perf_counter()
+    try:
+        added = record_prompts(engine(), computed.assessment.prompts, computed.assessment.as_of)
+        computed.prompts_logged = True
+        log.info("prompt log: %d new of %d prompts in %.2f s", added, len(computed.assessment.prompts),
+                 time.perf_counter() - started)
+    except Exception as problem:  # noqa: BLE001 — logged by type only (no patient data in logs)
+        computed.next_log_attempt = time.monotonic() + LOG_RETRY_SECONDS
+        log.warning("the prompts could not be written to the prompt log (%s); they are shown all the same, and "
+                    "logging is tried again on the next use after %.0f s", type(problem).__name__, LOG_RETRY_SECONDS)
+    finally:
+        computed.log_lock.release()
 
 
 def cohort() -> Cohort:
-    """The assessment for the day and reference chosen in the sidebar."""
-    return _cohort(store_version(), assessment_day(), st.session_state.get("reference_path",
-                                                                           str(PUBLISHED_REFERENCE)))
+    """The assessment for the day and reference chosen in the sidebar (its prompts logged: log_prompts)."""
+    computed = _cohort(store_version(), assessment_day(), st.session_state.get("reference_path",
+                                                                               str(PUBLISHED_REFERENCE)))
+    if not computed.prompts_logged:
+        log_prompts(computed)
+    return computed
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

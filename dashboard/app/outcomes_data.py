@@ -1,6 +1,7 @@
 """Cached outcome tables for the outcomes screen: computed once per cohort (store version, assessment day,
 reference) and shared by all sessions, like dashboard/app/data.py's cohort; the prompt performance once per
-cohort and decision count (decisions are appended, never changed)."""
+cohort, decision count and prompt-log size (both are appended to, never changed: a new decision or a newly logged
+prompt changes the key)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from sqlalchemy import func, select
 from dashboard.app import data
 from dashboard.clinical.imaging.checklist import load_rules
 from dashboard.clinical.outcomes import GROUPINGS, Outcomes, cohort_outcomes
-from dashboard.clinical.prompt_performance import rule_performance
+from dashboard.clinical.prompt_performance import rule_performance, went_away
 from dashboard.store.decisions import decision_history
 from dashboard.store.models import Decision
+from dashboard.store.prompt_log import prompt_log, prompt_log_size
 
 
 @st.cache_resource(show_spinner="Computing the cohort outcomes…", max_entries=4)
@@ -36,16 +38,20 @@ def decision_count() -> int:
 
 
 @st.cache_resource(show_spinner="Measuring the prompts…", max_entries=4)
-def _performance(key: tuple, decisions: int, _cohort: data.Cohort
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _performance(key: tuple, decisions: int, logged: int, _cohort: data.Cohort
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     assessment = _cohort.assessment
-    return rule_performance(assessment.prompts, decision_history(data.engine()), assessment.visits,
-                            assessment.as_of, load_rules())
+    history, log = decision_history(data.engine()), prompt_log(data.engine())
+    rules, states, reasons = rule_performance(assessment.prompts, history, assessment.visits, assessment.as_of,
+                                              load_rules(), log=log)
+    away = went_away(log, assessment.prompts, history, assessment.as_of)
+    return rules, states, reasons, away[away["went_away_undecided"].to_numpy(dtype=bool)].reset_index(drop=True)
 
 
-def prompt_performance(cohort: data.Cohort) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(per-rule table, prompt states, not-indicated reasons) for the cohort and the decisions recorded now."""
-    return _performance(cohort.key, decision_count(), cohort)
+def prompt_performance(cohort: data.Cohort) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(per-rule table, prompt states, not-indicated reasons, logged prompts that went away undecided) for the
+    cohort, the decisions recorded and the prompts logged now."""
+    return _performance(cohort.key, decision_count(), prompt_log_size(data.engine()), cohort)
 
 
 def clear() -> None:

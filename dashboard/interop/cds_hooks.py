@@ -436,13 +436,28 @@ class _Checklist:
             log.info("patient-view: patient not known; no cards")
             return []
         as_of = self.as_of or date.today()
-        result = to_json_dict(assess(_one_patient(records, patient_id), as_of=as_of, reference=self.reference,
-                                     rules=self.rules))
+        assessment = assess(_one_patient(records, patient_id), as_of=as_of, reference=self.reference,
+                            rules=self.rules)
+        result = to_json_dict(assessment)
         patient = next(p for p in result["patients"] if p["patient_id"] == patient_id)
         cards = prompt_cards(patient, result["as_of"], self.source_url)
         self.registry.issued(cards, patient_id, request.context.userId)
+        if bundle is None:
+            self._log_prompts(assessment)
         log.info("patient-view: %d card(s)", len(cards))
         return cards
+
+    def _log_prompts(self, assessment) -> None:  # noqa: ANN001 — an Assessment
+        """A stored patient's prompts into the store's prompt log (docs/outcomes.md: a prompt that goes away
+        undecided is still counted). Prefetched FHIR data is not the store's and is not logged. A failure is a
+        warning: the cards are answered all the same."""
+        from dashboard.store.prompt_log import record_prompts  # noqa: PLC0415 — only when the store is used
+
+        try:
+            record_prompts(self.engine(), assessment.prompts, assessment.as_of)
+        except Exception as problem:  # noqa: BLE001 — named by type only (no patient data in logs)
+            log.warning("patient-view: the prompts could not be written to the prompt log (%s); the cards are "
+                        "answered all the same", type(problem).__name__)
 
 
 def _patient_in_bundle(bundle: dict[str, Any], records: Records, requested: str) -> str | None:

@@ -121,9 +121,11 @@ def outcomes_html(outcomes: Outcomes, rules: pd.DataFrame, reasons: pd.DataFrame
     sections.append("<h2>Follow-up completeness</h2><p>Windows (days after the operation): " + html.escape("; ".join(
         f"{label} {first}–{last}" for label, _, first, last in SCHEDULE)) + ".</p>" + _table(tables["follow_up"])
         + "<h3>Lost to follow-up</h3>" + _table(tables["lost_to_follow_up"]))
-    sections.append("<h2>How the prompts perform</h2><p>Per rule: prompts on the assessment day, patients ever "
-                    "prompted, decisions in force, days from the evidence to the first decision, prompts open past "
-                    "their urgency (emergency 1 day, urgent 7, routine 42), imaging yield where visits record the "
+    sections.append("<h2>How the prompts perform</h2><p>Per rule: prompts fired (ever logged, firing on the "
+                    "assessment day or decided on), prompts on the assessment day, patients ever prompted, decisions "
+                    "in force, days from the evidence to the first decision, prompts open past their urgency "
+                    "(emergency 1 day, urgent 7, routine 42), logged prompts that went away with no decision on them "
+                    "(and how many were emergencies: missed follow-through), imaging yield where visits record the "
                     "result. Reasons for 'not indicated' are counted, not quoted.</p>" + _table(rules))
     style = ("body{font-family:Arial,sans-serif;margin:24px;color:#1a1a1a}table{border-collapse:collapse;"
              "font-size:12px;margin:8px 0 20px}td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"

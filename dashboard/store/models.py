@@ -1,4 +1,4 @@
-"""Tables of the store: the four record files, the import log and the clinicians' decisions.
+"""Tables of the store: the four record files, the import log, the clinicians' decisions and the prompt log.
 
 Record rows keep the natural key of the records format (schema.FileSpec.key) as a unique constraint, so
 re-importing a file can only add or change rows, never duplicate them. Columns mirror the format one to one
@@ -191,6 +191,33 @@ class Decision(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     clinician: Mapped[str]
     decided_at: Mapped[datetime]
+
+
+class PromptLogEntry(Base):
+    """An imaging prompt the first time it was computed from the store (migration 0007). Append-only: a prompt is
+    logged once per patient, rule and evidence (dashboard.store.prompt_log inserts only keys not yet there), so a
+    prompt that fired and went away without a decision is still known to have fired (prompt performance, issue 21).
+
+    Holds ids, rule ids, fingerprints and dates only: never the evidence lines, names or notes.
+    """
+
+    __tablename__ = "prompt_log"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "rule_id", "evidence_hash"),
+        CheckConstraint("urgency IN ('emergency', 'urgent', 'routine')", name="urgency"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = _patient_fk()
+    rule_id: Mapped[str]
+    decision_key: Mapped[str]  # the scan asked for (checklist.decision_key): decisions are matched by it
+    evidence_hash: Mapped[str]  # checklist.evidence_hash of the evidence lines
+    decision_basis: Mapped[str | None] = mapped_column(Text)  # what a decision on it is recorded against
+    urgency: Mapped[str]
+    modality: Mapped[str]
+    first_seen: Mapped[date | None]  # the date of the evidence that fired it (prompt_performance.first_seen)
+    first_shown_at: Mapped[datetime]  # UTC, when it was first written
+    as_of: Mapped[date]  # the assessment day it was computed for
 
 
 #: Records frame name (Records.frames()) → table.

@@ -170,8 +170,8 @@ def test_a_backup_with_one_flipped_bit_is_refused_naming_the_check_and_later_res
 def test_a_file_with_only_the_revision_table_is_refused_even_with_a_matching_manifest(
         stocked: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     expected = ("hollow.bak is not a complete dashboard store: it has no table audit_log, decisions, imports, "
-                f"login_throttle, patients, sessions, strength_exams, surgeries, users, visits (a store at schema "
-                f"revision {HEAD} has them)")
+                "login_throttle, patients, prompt_log, sessions, strength_exams, surgeries, users, visits (a store at "
+                f"schema revision {HEAD} has them)")
     hollow = tmp_path / "hollow.bak"
     if _is_sqlite(stocked):
         out = backup(tmp_path / "store.bak", stocked).path
@@ -184,8 +184,8 @@ def test_a_file_with_only_the_revision_table_is_refused_even_with_a_matching_man
     else:  # a genuine backup, manifest and all, of a schema holding nothing but the revision table
         engine = create_engine(stocked)
         with engine.begin() as conn:
-            for table in ("strength_exams", "surgeries", "visits", "decisions", "patients", "imports", "audit_log",
-                          "sessions", "users", "login_throttle"):
+            for table in ("strength_exams", "surgeries", "visits", "decisions", "prompt_log", "patients", "imports",
+                          "audit_log", "sessions", "users", "login_throttle"):
                 conn.exec_driver_sql(f"DROP TABLE {table} CASCADE")
         engine.dispose()
         backup(hollow, stocked)

@@ -16,7 +16,7 @@ MAX_ROWS = 1_000
 
 cohort = data.cohort()
 outcomes = outcomes_data.outcomes(cohort)
-rules, states, reasons = outcomes_data.prompt_performance(cohort)
+rules, states, reasons, undecided = outcomes_data.prompt_performance(cohort)
 
 st.title("Outcomes")
 st.caption(f"The clinic's own patients as known on {outcomes.as_of:%d %b %Y} · reference: "
@@ -38,6 +38,10 @@ alarm_count = int(states["alarm"].sum())
 if alarm_count:
     st.error(f"{alarm_count} emergency prompt(s) open for more than a day: see 'How the prompts perform'.",
              icon=":material/emergency:")
+gone_emergencies = int(rules["emergencies_went_away_undecided"].sum())
+if gone_emergencies:
+    st.warning(f"{gone_emergencies} emergency prompt(s) went away with no decision recorded (missed follow-through?): "
+               "see 'How the prompts perform'.", icon=":material/history:")
 section = st.radio("Show", SECTIONS, horizontal=True, key="outcomes_section", label_visibility="collapsed")
 
 if section == SECTIONS[0]:
@@ -110,12 +114,16 @@ elif section == SECTIONS[3]:
         "followed": st.column_config.NumberColumn("followed ≥ 2 windows")})
 
 else:
-    st.caption("Per rule: prompts on the assessment day, patients ever prompted (including decided prompts that no "
-               "longer fire), decisions in force, days from the evidence that fired the prompt to the first decision "
-               "on it, prompts open past their urgency (emergency 1 day, urgent 7, routine 42) and, where visits "
-               "record `imaging_modality` and `imaging_finding`, how often the imaging found what was asked.")
+    st.caption("Per rule: prompts fired (every prompt ever logged, firing now or decided on), prompts on the "
+               "assessment day, patients ever prompted, decisions in force, days from the evidence that fired the "
+               "prompt to the first decision on it, prompts open past their urgency (emergency 1 day, urgent 7, "
+               "routine 42), logged prompts that went away with no decision on them (emergencies counted apart) "
+               "and, where visits record `imaging_modality` and `imaging_finding`, how often the imaging found what "
+               "was asked.")
     st.dataframe(rules, hide_index=True, width="stretch", column_config={
-        "rule_id": "Rule", "urgency": st.column_config.TextColumn("Urgency"), "prompts_now": "Prompts now",
+        "rule_id": "Rule", "urgency": st.column_config.TextColumn("Urgency"), "fired": "Fired",
+        "prompts_now": "Prompts now", "went_away_undecided": "Went away undecided",
+        "emergencies_went_away_undecided": "of them emergencies",
         "imaging_yield": st.column_config.NumberColumn("Imaging yield", format="percent"),
         "median_days_to_decision": st.column_config.NumberColumn("Median days to decision", format="%.1f"),
         "q1_days_to_decision": st.column_config.NumberColumn("Q1", format="%.1f"),
@@ -130,6 +138,16 @@ else:
             width="stretch")
         if len(overdue) > MAX_ROWS:
             st.caption(f"The first {MAX_ROWS:,} of {len(overdue):,}.")
+    with st.expander(f"Prompts that went away with no decision ({len(undecided):,}; emergency first, the latest "
+                     "first)", expanded=bool(gone_emergencies)):
+        gone = undecided.assign(_rank=undecided["urgency"].map({"emergency": 0, "urgent": 1, "routine": 2})
+                                ).sort_values(["_rank", "first_seen"], ascending=[True, False]).head(MAX_ROWS)
+        st.dataframe(gone.assign(urgency=gone["urgency"].map(URGENCY_LABELS))[
+            ["patient_id", "rule_id", "urgency", "first_seen", "first_shown_at"]], hide_index=True, width="stretch",
+            column_config={"first_seen": st.column_config.DateColumn("Evidence of"),
+                           "first_shown_at": st.column_config.DatetimeColumn("First shown (UTC)")})
+        if len(undecided) > MAX_ROWS:
+            st.caption(f"The first {MAX_ROWS:,} of {len(undecided):,}.")
     with st.expander(f"Reasons given for 'not indicated' ({int(reasons['decisions'].sum()) if len(reasons) else 0})"):
         st.dataframe(reasons, hide_index=True, width="stretch")
 
