@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 
 #: Replicates. 400 puts the Monte-Carlo error of each percentile endpoint near 0.13 standard errors of the
@@ -50,8 +49,8 @@ class Counts:
 
 def counts(patient_ids: np.ndarray, day: np.ndarray, event: np.ndarray) -> Counts:
     """Gather one row per muscle-side into counts per patient and day. Patients are numbered in sorted order of
-    their ids, so the resampling does not depend on the order of the rows."""
-    patient, ids = pd.factorize(pd.Series(patient_ids, dtype="string"), sort=True)
+    their ids (or of numbers standing for them), so the resampling does not depend on the order of the rows."""
+    ids, patient = np.unique(np.asarray(patient_ids), return_inverse=True)
     times, day_index = np.unique(np.asarray(day, dtype=float), return_inverse=True)
     event = np.asarray(event, dtype=bool)
     rows = np.r_[day_index[event], day_index + len(times)]

@@ -292,22 +292,24 @@ def recovery_curves(sides: pd.DataFrame, grouping: str = "all", endpoint: str = 
     if endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, not {endpoint!r}")
     curves, milestones = [], []
-    for group, part in sides.groupby(grouping, sort=True):
+    times = np.array(MILESTONE_MONTHS) * DAYS_PER_MONTH
+    # patients numbered once, in sorted order of their ids: the bootstrap's draws do not depend on row order
+    numbered = sides.assign(patient_number=pd.factorize(sides["patient_id"], sort=True)[0])
+    for group, part in numbered.groupby(grouping, sort=True):
         day = part[f"{endpoint}_day"].to_numpy(dtype=float)
         event = part[f"{endpoint}_event"].to_numpy(dtype=bool)
         fitter = KaplanMeierFitter().fit(day, event)
         survival = fitter.survival_function_.iloc[:, 0]
         table = fitter.event_table
-        counts = cluster_bootstrap.counts(part["patient_id"].to_numpy(), day, event)
-        resampled = cluster_bootstrap.replicates(counts)
-        low, high = cluster_bootstrap.interval_at(counts, resampled, survival.index.to_numpy(dtype=float))
+        counts = cluster_bootstrap.counts(part["patient_number"].to_numpy(), day, event)
+        steps = survival.index.to_numpy(dtype=float)
+        low, high = cluster_bootstrap.interval_at(counts, cluster_bootstrap.replicates(counts), np.r_[steps, times])
         curves.append(pd.DataFrame({
-            "group": group, "day": survival.index.to_numpy(dtype=float),
-            "share_recovered": 1 - survival.to_numpy(), "low": low, "high": high,
+            "group": group, "day": steps, "share_recovered": 1 - survival.to_numpy(),
+            "low": low[:len(steps)], "high": high[:len(steps)],
             "at_risk": table["at_risk"].reindex(survival.index).to_numpy()}))
-        times = np.array(MILESTONE_MONTHS) * DAYS_PER_MONTH
-        low, high = cluster_bootstrap.interval_at(counts, resampled, times)
-        for months, t, t_low, t_high in zip(MILESTONE_MONTHS, times, low, high, strict=True):
+        for months, t, t_low, t_high in zip(MILESTONE_MONTHS, times, low[len(steps):], high[len(steps):],
+                                            strict=True):
             estimable = t <= day.max() or survival.iloc[-1] == 0  # beyond the last exam only if S fell to 0
             milestones.append({
                 "group": group, "months": months, "day": round(t), "muscle_sides": len(part),
