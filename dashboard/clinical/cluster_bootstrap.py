@@ -31,6 +31,8 @@ SEED = 21
 #: long as chunks of 0.5 M).
 CHUNK_CELLS = 500_000
 LEVEL = 0.95
+#: Whole numbers below this are exact in float32 (its 24-bit significand).
+FLOAT32_EXACT = 2**24
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,9 @@ class Counts:
 
     times: np.ndarray  # distinct days, ascending
     patients: int  # patients in the group (columns of the weights)
-    matrix: sparse.csc_array  # (2 × days) × patients, counts: muscle-sides with their event on that
+    matrix: sparse.csc_array  # (2 × days) × patients, counts (float32): muscle-sides with their event on that
     #                            day, then all muscle-sides leaving the risk set that day (event or censoring)
+    most_sides: int  # the most muscle-sides one patient has in the group
 
 
 def counts(patient_ids: np.ndarray, day: np.ndarray, event: np.ndarray) -> Counts:
@@ -55,9 +58,10 @@ def counts(patient_ids: np.ndarray, day: np.ndarray, event: np.ndarray) -> Count
     event = np.asarray(event, dtype=bool)
     rows = np.r_[day_index[event], day_index + len(times)]
     columns = np.r_[patient[event], patient]
-    matrix = sparse.csc_array((np.ones(len(rows)), (rows, columns)), shape=(2 * len(times), len(ids)))
+    matrix = sparse.csc_array((np.ones(len(rows), dtype=np.float32), (rows, columns)),
+                              shape=(2 * len(times), len(ids)))
     matrix.sum_duplicates()
-    return Counts(times, len(ids), matrix)
+    return Counts(times, len(ids), matrix, int(np.bincount(patient).max()) if len(patient) else 0)
 
 
 def product_limit(group: Counts, weights: np.ndarray) -> np.ndarray:
@@ -66,14 +70,22 @@ def product_limit(group: Counts, weights: np.ndarray) -> np.ndarray:
 
     With all weights 1 this is the ordinary Kaplan-Meier estimate. A day on which a replicate has nobody at
     risk (its weighted number at risk is 0) contributes no step: S carries on unchanged. Weights are patient-
-    major and floats, like the sparse counts, so the product copies nothing; sums of counts are exact in floats.
+    major, like the sparse counts, so the product copies nothing; the sums are whole numbers, exact in float32
+    below FLOAT32_EXACT (see `replicates`), and the ratios are taken in float64.
     """
-    sums = np.asarray(group.matrix @ weights).T
+    sums = np.asarray(group.matrix @ weights, dtype=float).T
     days = len(group.times)
     died, left = sums[:, :days], sums[:, days:]
     at_risk = np.cumsum(left[:, ::-1], axis=1)[:, ::-1]
     hazard = np.divide(died, at_risk, out=np.zeros_like(died), where=at_risk > 0)
     return np.cumprod(1 - hazard, axis=1)
+
+
+def weight_type(group: Counts) -> type:
+    """float32 while no weighted sum can reach FLOAT32_EXACT (at most, every draw is the patient with the most
+    muscle-sides), float64 beyond: float32 halves the memory traffic (the bootstrap took about half the time on
+    the 20,000-patient demo) and is exact for whole numbers in that range."""
+    return np.float32 if group.patients * group.most_sides < FLOAT32_EXACT else np.float64
 
 
 def replicates(group: Counts, count: int = REPLICATES, seed: int = SEED) -> np.ndarray:
@@ -87,12 +99,13 @@ def replicates(group: Counts, count: int = REPLICATES, seed: int = SEED) -> np.n
     n = group.patients
     out = np.empty((count, len(group.times)))
     chunk = max(1, CHUNK_CELLS // max(n, 2 * len(group.times), 1))
+    dtype = weight_type(group)
     for first in range(0, count, chunk):
         rows = min(chunk, count - first)
         drawn = rng.integers(0, n, size=(rows, n))
         drawn *= rows
         drawn += np.arange(rows)[:, None]  # patient p drawn in replicate r counts in cell p * rows + r
-        weights = np.bincount(drawn.ravel(), minlength=n * rows).reshape(n, rows).astype(float)
+        weights = np.bincount(drawn.ravel(), minlength=n * rows).reshape(n, rows).astype(dtype)
         out[first:first + rows] = product_limit(group, weights)
     return out
 

@@ -214,6 +214,25 @@ def test_with_one_side_per_patient_the_bootstrap_is_close_to_greenwood() -> None
         assert (row["high"] - row["low"]) / width == pytest.approx(1, abs=0.15), months
 
 
+def test_float32_sums_give_the_same_replicates_as_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bootstrap sums counts in float32 while they stay below 2**24 (exact there) and falls back to float64
+    beyond: both give the same numbers (a cohort too large for float32 is forced by lowering the bound)."""
+    outcomes = copied_cohort(2)
+    sides = outcomes.sides
+    counts = cluster_bootstrap.counts(sides["patient_id"].to_numpy(), sides["recovered_day"].to_numpy(),
+                                      sides["recovered_event"].to_numpy())
+    assert (counts.patients, counts.most_sides) == (80, 2)
+    assert cluster_bootstrap.weight_type(counts) is np.float32
+    single = cluster_bootstrap.replicates(counts)
+    monkeypatch.setattr(cluster_bootstrap, "FLOAT32_EXACT", 161)  # 80 patients x 2 sides = 160: still below
+    assert cluster_bootstrap.weight_type(counts) is np.float32
+    monkeypatch.setattr(cluster_bootstrap, "FLOAT32_EXACT", 160)  # no longer below
+    assert cluster_bootstrap.weight_type(counts) is np.float64
+    double = cluster_bootstrap.replicates(counts)
+    assert single.shape == (cluster_bootstrap.REPLICATES, len(counts.times))
+    np.testing.assert_array_equal(single, double)
+
+
 def test_the_bootstrap_interval_is_reproducible_and_holds_the_estimate() -> None:
     """Same records, same interval (fixed seed), whatever the order of the rows (patients are numbered by id);
     the estimate lies inside its interval at every step and milestone. With the last patient censored (seen
