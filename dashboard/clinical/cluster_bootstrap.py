@@ -114,7 +114,11 @@ def interval_at(group: Counts, survival: np.ndarray, t: np.ndarray) -> tuple[np.
     """Percentile interval of the share recovered, 1 - S, at times t (S of every replicate is 1 before the first
     distinct day). Returns (low, high)."""
     at = np.searchsorted(group.times, np.asarray(t, dtype=float), side="right") - 1
-    values = np.where(at >= 0, survival[:, np.clip(at, 0, None)], 1.0)
+    ordered = np.sort(np.where(at >= 0, survival[:, np.clip(at, 0, None)], 1.0), axis=0)
+    # numpy's default ('linear') percentile, from one sort: several times faster than np.quantile along axis 0
     tail = (1 - LEVEL) / 2
-    low_s, high_s = np.quantile(values, [tail, 1 - tail], axis=0)
+    position = np.array([tail, 1 - tail]) * (len(ordered) - 1)
+    below = np.floor(position).astype(int)
+    above = np.minimum(below + 1, len(ordered) - 1)
+    low_s, high_s = ordered[below] + (position - below)[:, None] * (ordered[above] - ordered[below])
     return 1 - high_s, 1 - low_s

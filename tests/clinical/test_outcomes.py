@@ -214,7 +214,7 @@ def test_with_one_side_per_patient_the_bootstrap_is_close_to_greenwood() -> None
         assert (row["high"] - row["low"]) / width == pytest.approx(1, abs=0.15), months
 
 
-def test_float32_sums_give_the_same_replicates_as_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_float32_sums_give_the_same_replicates_as_float64_and_the_percentiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bootstrap sums counts in float32 while they stay below 2**24 (exact there) and falls back to float64
     beyond: both give the same numbers (a cohort too large for float32 is forced by lowering the bound)."""
     outcomes = copied_cohort(2)
@@ -231,6 +231,11 @@ def test_float32_sums_give_the_same_replicates_as_float64(monkeypatch: pytest.Mo
     double = cluster_bootstrap.replicates(counts)
     assert single.shape == (cluster_bootstrap.REPLICATES, len(counts.times))
     np.testing.assert_array_equal(single, double)
+    # the interval is numpy's percentile of the replicates (2.5 and 97.5, linear), of 1 - S; 1 before day one
+    low, high = cluster_bootstrap.interval_at(counts, single, np.r_[0, counts.times])
+    expected = np.percentile(1 - np.c_[np.ones(len(single)), single], [2.5, 97.5], axis=0)
+    np.testing.assert_allclose(low, expected[0], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(high, expected[1], rtol=0, atol=1e-14)
 
 
 def test_the_bootstrap_interval_is_reproducible_and_holds_the_estimate() -> None:
