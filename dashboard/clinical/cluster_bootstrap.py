@@ -20,8 +20,9 @@ import numpy as np
 from scipy import sparse
 
 #: Replicates. 400 puts the Monte-Carlo error of each percentile endpoint near 0.13 standard errors of the
-#: estimate (the 2.5% quantile of 400 draws), small beside the interval's half-width of 1.96, while all eight
-#: groupings of a 20,000-patient cohort stay well under a second (docs/outcomes.md).
+#: estimate (the 2.5% quantile of 400 draws), small beside the interval's half-width of 1.96, while the
+#: intervals of all eight groupings of the 20,000-patient demo cost about half a second (docs/outcomes.md);
+#: the cost grows in proportion to the replicates.
 REPLICATES = 400
 #: Fixed seed: the same records give the same interval on every screen, export and run (a clinician comparing
 #: the screen with last week's export must not see the interval move by chance).
