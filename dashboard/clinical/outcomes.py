@@ -15,8 +15,10 @@ Definitions (docs/outcomes.md gives them with their limits):
   available alone: `normal` (full recovery, as counted by Postacchini 2002 and Dubourg 2002) and `improved`
   (>= 1 grade: the "improved / not improved" of Liu 2013 and Macki 2016; a whole grade is the smallest change
   the dashboard treats as real). Time is days from the operation to that exam; a muscle-side without it is
-  censored at its last post-operative exam. Kaplan-Meier estimates with lifelines (KaplanMeierFitter,
-  Greenwood variance, log(-log) 95% intervals); the share recovered at t is 1 - S(t).
+  censored at its last post-operative exam. Kaplan-Meier estimates with lifelines (KaplanMeierFitter); the share
+  recovered at t is 1 - S(t). Its 95% interval resamples patients, not muscle-sides (cluster_bootstrap.py):
+  a patient's muscle-sides share one lesion, so Greenwood's variance, which treats them as independent, is
+  too narrow.
 * Follow-up schedule: 2 and 6 weeks, 3, 6, 12 and 24 months after the operation, each with a tolerance
   window (SCHEDULE: contiguous, about halfway to the neighbouring visits). A window is **due** once its last
   day has passed on the assessment day and the operation's follow-up was not ended by a later operation; it
@@ -32,6 +34,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from dashboard.clinical import cluster_bootstrap
 from dashboard.clinical.calibration import band_positions
 from dashboard.clinical.controlled_terms import load_vocabulary
 from dashboard.clinical.curves import Reference, group_index, group_of, load_reference
@@ -280,35 +283,39 @@ def recovery_curves(sides: pd.DataFrame, grouping: str = "all", endpoint: str = 
 
     Returns the curves (group, day, share_recovered, low, high, at_risk: a step function) and the milestones
     (group, months, day, muscle_sides, at_risk, recovered_by, share_recovered, low, high; NaN past the group's
-    longest follow-up, where the estimate is not defined).
+    longest follow-up, where the estimate is not defined). The estimate and the numbers at risk are lifelines';
+    low and high are the patient-cluster bootstrap's percentile interval (cluster_bootstrap.py), because one
+    patient's muscle-sides are not independent observations.
     """
     from lifelines import KaplanMeierFitter  # noqa: PLC0415 — a heavy import, only where curves are drawn
 
     if endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, not {endpoint!r}")
     curves, milestones = [], []
-    for group, part in sides.groupby(grouping, sort=True):
+    times = np.array(MILESTONE_MONTHS) * DAYS_PER_MONTH
+    # patients numbered once, in sorted order of their ids: the bootstrap's draws do not depend on row order
+    numbered = sides.assign(patient_number=pd.factorize(sides["patient_id"], sort=True)[0])
+    for group, part in numbered.groupby(grouping, sort=True):
         day = part[f"{endpoint}_day"].to_numpy(dtype=float)
         event = part[f"{endpoint}_event"].to_numpy(dtype=bool)
         fitter = KaplanMeierFitter().fit(day, event)
         survival = fitter.survival_function_.iloc[:, 0]
-        interval = fitter.confidence_interval_survival_function_
         table = fitter.event_table
+        counts = cluster_bootstrap.counts(part["patient_number"].to_numpy(), day, event)
+        steps = survival.index.to_numpy(dtype=float)
+        low, high = cluster_bootstrap.interval_at(counts, cluster_bootstrap.replicates(counts), np.r_[steps, times])
         curves.append(pd.DataFrame({
-            "group": group, "day": survival.index.to_numpy(dtype=float),
-            "share_recovered": 1 - survival.to_numpy(),
-            "low": 1 - interval.iloc[:, 1].to_numpy(), "high": 1 - interval.iloc[:, 0].to_numpy(),
+            "group": group, "day": steps, "share_recovered": 1 - survival.to_numpy(),
+            "low": low[:len(steps)], "high": high[:len(steps)],
             "at_risk": table["at_risk"].reindex(survival.index).to_numpy()}))
-        for months in MILESTONE_MONTHS:
-            t = months * DAYS_PER_MONTH
+        for months, t, t_low, t_high in zip(MILESTONE_MONTHS, times, low[len(steps):], high[len(steps):],
+                                            strict=True):
             estimable = t <= day.max() or survival.iloc[-1] == 0  # beyond the last exam only if S fell to 0
-            ci = _at(interval, t)
             milestones.append({
                 "group": group, "months": months, "day": round(t), "muscle_sides": len(part),
                 "at_risk": int((day >= t).sum()), "recovered_by": int(((day <= t) & event).sum()),
                 "share_recovered": 1 - float(_at(survival.to_frame(), t).iloc[0]) if estimable else np.nan,
-                "low": 1 - float(ci.iloc[1]) if estimable else np.nan,
-                "high": 1 - float(ci.iloc[0]) if estimable else np.nan,
+                "low": t_low if estimable else np.nan, "high": t_high if estimable else np.nan,
             })
     curve_columns = ["group", "day", "share_recovered", "low", "high", "at_risk"]
     milestone_columns = ["group", "months", "day", "muscle_sides", "at_risk", "recovered_by", "share_recovered",
