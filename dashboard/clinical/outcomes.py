@@ -425,9 +425,9 @@ def proms_by_window(records: Records, ops: pd.DataFrame, index: _OpIndex) -> pd.
         has = (before >= 0) & (code[sorted_rows][np.clip(before, 0, None)] == index.code)
         parts.append(pd.DataFrame({"episode": np.flatnonzero(has), "window": -1, "measure": measure,
                                    "value": value[sorted_rows][before[has]]}))
-    if not parts:
+    long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if long.empty:  # visits, but none records a PROM
         return pd.DataFrame(columns=columns)
-    long = pd.concat(parts, ignore_index=True)
     at = long["episode"].to_numpy()
     out = []
     long["measure"] = pd.Index(present).get_indexer(long["measure"])  # integer keys group fastest

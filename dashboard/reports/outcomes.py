@@ -105,7 +105,8 @@ def outcomes_html(outcomes: Outcomes, rules: pd.DataFrame, reasons: pd.DataFrame
         f"{ops['patient_id'].nunique():,} patients. Aggregates only: no patient is identified. Definitions and "
         "limits: docs/outcomes.md.</p>",
         f"<h2>Recovery of weak muscle-sides</h2><p>Recovery: {html.escape(ENDPOINTS[endpoint])}; Kaplan–Meier "
-        "(lifelines) with 95% confidence intervals; censored at the last exam. Muscle-sides left out: "
+        "(lifelines) with 95% confidence intervals by resampling patients (a patient's muscles recover together); "
+        "censored at the last exam. Muscle-sides left out: "
         + html.escape("; ".join(f"{n:,} {why}" for why, n in outcomes.left_out.items())) + ".</p>",
     ]
     for grouping in ("all", "severity"):

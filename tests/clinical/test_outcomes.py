@@ -313,6 +313,19 @@ def test_windows_proms_and_follow_up() -> None:
     assert outcomes.operations.set_index("patient_id").loc["P1", "severity"] == "moderate"
 
 
+def test_visits_that_record_no_prom_give_empty_prom_tables_and_the_rest_of_the_outcomes() -> None:
+    """Found by the prompt-log work: a clinic whose visits record signs but no ODI or pain score crashed the
+    whole outcomes screen (KeyError in the PROM quartiles)."""
+    records = make_records([patient("P1")], [surgery("P1")], exams("P1", "hip_flexion", "L", {-1: "3", 14: "4"}),
+                           [visit("P1", 14, fever="no"), visit("P1", 40, fever="no")])
+    as_of = date.fromisoformat(day(100))
+    outcomes = cohort_outcomes(known_on(records, as_of), as_of, load_reference())
+    assert outcomes.proms.empty and list(outcomes.proms.columns) == ["grouping", "group", "window", "measure", "n",
+                                                                     "median", "q1", "q3"]
+    follow = outcomes.follow_up.set_index(["grouping", "group", "window"])
+    assert follow.loc[("all", "all", "2 weeks"), ["due", "done"]].tolist() == [1, 1]
+
+
 # ------------------------------------------------------------------------------------- prompt performance
 def _prompt(pid: str, rule: str, urgency: str, modality: str, evidence: list[str]) -> dict:
     return {"patient_id": pid, "rule_id": rule, "category": "red_flag", "modality": modality, "urgency": urgency,

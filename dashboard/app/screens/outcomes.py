@@ -47,7 +47,8 @@ section = st.radio("Show", SECTIONS, horizontal=True, key="outcomes_section", la
 if section == SECTIONS[0]:
     curves, milestones = outcomes.recovery(grouping, endpoint)
     st.caption(f"Weak muscle-sides (baseline 4+ or weaker): time from the operation to the first exam at which "
-               f"{ENDPOINTS[endpoint]}; censored at the last exam. Kaplan–Meier (lifelines), 95% CI. "
+               f"{ENDPOINTS[endpoint]}; censored at the last exam. Kaplan–Meier (lifelines); 95% CI by resampling "
+               "patients (a patient's muscles recover together). "
                "Muscle-sides left out: "
                + "; ".join(f"{n:,} {why}" for why, n in outcomes.left_out.items()) + ".")
     if curves.empty:
