@@ -111,9 +111,20 @@ def _sign_in(page, url: str) -> None:
         page.wait_for_timeout(200)
 
 
+#: App url → a browser context signed in there as the demo surgeon: each test opens its page in a new tab of it,
+#: as a clinician does once signed in (the session cookie), instead of signing in again (3 s a test).
+_SIGNED_IN: dict[str, object] = {}
+
+
 def _open(browser, url: str, path: str = ""):
-    page = browser.new_page(viewport={"width": 1600, "height": 1100})
-    _sign_in(page, url)
+    context = _SIGNED_IN.get(url)
+    if context is None or context not in browser.contexts:
+        context = browser.new_context(viewport={"width": 1600, "height": 1100})
+        first = context.new_page()
+        _sign_in(first, url)
+        first.close()
+        _SIGNED_IN[url] = context
+    page = context.new_page()
     page.goto(f"{url}/{path}", timeout=90_000)
     page.wait_for_selector('[data-testid="stApp"]', timeout=90_000)
     return page

@@ -5,8 +5,9 @@ Checked on element boxes, not only by looking: headings, buttons, metric labels,
 Markdown paragraphs, and Plotly's titles and annotations must lie inside the viewport (horizontally) and inside
 their container (scrollWidth ≤ clientWidth), no word may be broken over lines (a label wrapping a letter per
 line), no two Plotly titles/annotations of a figure may intersect, nor two labels of the page; the tables
-named in the issue must show every column without horizontal scrolling, at 1024 as at 1440. Screenshots go to
-artifacts/screenshots/layout-*.png for people to look at. One app server for the module.
+named in the issue must show every column without horizontal scrolling, at 1024 as at 1440. Screenshots of any
+screen with a problem (of every screen with SPINE_SCREENSHOTS=1) go to artifacts/screenshots/layout-*.png. One
+app server for the module.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 SIZES = {"1024x768": (1024, 768), "1440x900": (1440, 900)}
 #: And on a projector: the conference role's screens at 1920×1080.
 PROJECTOR = {"conference": {"1920x1080": (1920, 1080)}}
+EVERY_SCREENSHOT = os.environ.get("SPINE_SCREENSHOTS") == "1"
 SCENARIOS = pd.read_csv(ROOT / "data" / "demo" / "scenarios.csv", dtype=str)
 pytestmark = pytest.mark.browser
 
@@ -215,7 +217,8 @@ def layout_problems(page, role: str, screen: str) -> list[str]:
 
 def screenshot(page, name: str, width: int, height: int) -> None:
     """The whole screen in one picture: the app scrolls inside its main block, so the viewport is made as tall as
-    the content (same width, so the same layout), then put back."""
+    the content (same width, so the same layout), then put back. Taken of a screen with a problem, or of every
+    screen with SPINE_SCREENSHOTS=1 (for people to look at: about 30 s more)."""
     tall = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
     page.set_viewport_size({"width": width, "height": max(height, min(int(tall), 6000))})
     page.wait_for_timeout(500)
@@ -252,7 +255,8 @@ def test_every_screen_opens_by_its_address_and_fits_every_size(browser, app_url,
                 page.set_viewport_size({"width": width, "height": height})
                 settle(page)
             found = opened + layout_problems(page, role, screen)
-            screenshot(page, f"{role}-{label}-{size}", width, height)
+            if found or EVERY_SCREENSHOT:
+                screenshot(page, f"{role}-{label}-{size}", width, height)
             if found:
                 problems[f"{label} {size}"] = sorted(set(found))
     unknown = open_address(page, app_url, "no-such-screen", HEADINGS[HOMES[role]])
