@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dashboard.charts import prom_figure, strength_figure, timeline_figure
+from dashboard.charts import image_spec, prom_spec, strength_spec, timeline_spec
 from dashboard.clinical.assessment import Assessment
 from dashboard.clinical.decisions import DECISION_LABELS
 from dashboard.clinical.imaging.checklist import no_prompt_text
@@ -40,7 +40,7 @@ def build_report(assessment: Assessment, patient_id: str, prompts: pd.DataFrame 
     """The report for one patient; `prompts` are the patient's prompts with decisions when known."""
     view = patient_view(assessment, patient_id, exams)
     prompts = view.prompts if prompts is None else prompts[prompts["patient_id"] == patient_id]
-    figures = [strength_figure(view), prom_figure(view), timeline_figure(view)]
+    figures = [image_spec(spec) for spec in (strength_spec(view), prom_spec(view), timeline_spec(view))]
     images = [data_uri(png) for png in render_pngs(figures)]
     return FollowUpReport(report_html(assessment, view, prompts.reset_index(drop=True), images),
                           f"follow-up-{patient_id}")

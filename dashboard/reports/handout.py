@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 
-from dashboard.charts import muscles_with_weakness, prom_figure, strength_figure
+from dashboard.charts import image_spec, muscles_with_weakness, prom_spec, strength_spec
 from dashboard.clinical.assessment import Assessment
 from dashboard.clinical.conference import (
     IDENTIFIER_LEAK,
@@ -125,13 +124,13 @@ def _refuse_leaks(text: str, identifying: list[str], wording: set[str]) -> None:
     raise ReportError(message)
 
 
-def case_figures(case: ConferenceCase) -> list[tuple[str, go.Figure]]:
-    """The charts of a case, large (projector fonts). No strength chart when no muscle was ever below 5:
-    ten flat panels say less than one sentence (the section says it)."""
+def case_figures(case: ConferenceCase) -> list[tuple[str, dict]]:
+    """The charts of a case, large (projector fonts), as specifications for the image export. No strength chart
+    when no muscle was ever below 5: ten flat panels say less than one sentence (the section says it)."""
     charts = []
     if muscles_with_weakness(case.view):
-        charts.append(("strength", strength_figure(case.view, large=True)))
-    charts.append(("proms", prom_figure(case.view, large=True)))
+        charts.append(("strength", image_spec(strength_spec(case.view, large=True))))
+    charts.append(("proms", image_spec(prom_spec(case.view, large=True))))
     return charts
 
 

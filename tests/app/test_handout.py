@@ -90,7 +90,7 @@ def handout(cohort):
 
     def recording_renderer(figures):
         for figure in figures:
-            specs.append(figure.to_plotly_json() if hasattr(figure, "to_plotly_json") else figure)
+            specs.append(figure)
         return [DOT_PNG] * len(specs)
 
     with pytest.MonkeyPatch.context() as patch:
