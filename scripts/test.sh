@@ -40,4 +40,4 @@ if [ -n "$pg_bin" ]; then
   echo "PostgreSQL test cluster on port $pg_port"
 fi
 
-python -m pytest -n "${SPINE_TEST_WORKERS:-2}" --dist loadfile "$@"
+python -m pytest -n "${SPINE_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

@@ -23,3 +23,25 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     if FUZZ_SUMMARY.exists() and FUZZ_SUMMARY.stat().st_mtime >= config.stash.get(_STARTED, float("inf")):
         terminalreporter.write_line(FUZZ_SUMMARY.read_text(encoding="utf-8").rstrip())
 
+
+
+#: The longest test files (tens of seconds each: see `--durations`), collected first. scripts/test.sh hands out
+#: whole files in collection order (`--dist loadfile --no-loadscope-reorder`); by default pytest-xdist starts the
+#: files with the most tests first, so these few-test, long files came last and ran alone at the end of the run.
+LONGEST_FIRST = (
+    "tests/store/test_reimport_fuzz.py",
+    "tests/browser/test_layout.py",
+    "tests/app/test_handout.py",
+    "tests/browser/test_browser.py",
+    "tests/store/test_data_safety.py",
+    "tests/clinical/test_fuzz_import.py",
+    "tests/app/test_auth.py",
+    "tests/clinical/test_input_limits.py",
+    "tests/store/test_audit.py",
+    "tests/clinical/test_outcomes.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: number for number, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest as found
