@@ -38,7 +38,6 @@ LONGEST_FIRST = (
     "tests/app/test_auth.py",
     "tests/clinical/test_input_limits.py",
     "tests/store/test_audit.py",
-    "tests/clinical/test_outcomes.py",
 )
 
 

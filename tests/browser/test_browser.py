@@ -358,3 +358,19 @@ def test_the_demo_folder_imports_as_it_is_and_the_preview_then_goes(browser, app
     assert page.get_by_role("button", name="Import into the store").count() == 0
     assert page.get_by_text("nothing new: everything in the files is already stored").count() == 1
     page.close()
+
+
+def test_outcomes_page_in_a_real_browser(browser, app_url) -> None:
+    """Issue 21: the recovery curves with their confidence band, and the prompts tab with the alarm count."""
+    page = _open(browser, app_url, "outcomes")
+    page.get_by_role("heading", name="Outcomes").wait_for(timeout=120_000)
+    page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                           ".some(t => t.textContent.includes('Share of weak muscle-sides recovered'))",
+                           timeout=120_000)
+    assert page.locator(".js-plotly-plot").first.locator("path.js-fill").count() >= 1  # the confidence band
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "outcomes.png"), full_page=True)
+    page.get_by_text("How the prompts perform", exact=True).click()  # the radio, not the banner
+    page.get_by_text("Prompts open past their urgency").first.wait_for(timeout=120_000)
+    assert page.get_by_text("emergency prompt(s) open for more than a day").count() >= 1
+    page.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -21,11 +20,10 @@ from dashboard.clinical.outcomes import DAYS_PER_MONTH, Outcomes, cohort_outcome
 from dashboard.clinical.prompt_performance import emergency_alarms, first_seen, rule_performance
 from dashboard.store import decision_history, import_records, latest_decisions, record_decision
 from tests.app_fixtures import app_store, run_app
-from tests.browser.test_browser import SCREENSHOTS, _open, _server, browser  # the browser tests' own helpers
 from tests.builders import day, exams, make_records, patient, surgery, visit, with_columns
 from tests.store_fixtures import GOOD_FILES, TODAY, records_from, store_engine, store_url
 
-FIXTURES = (app_store, store_engine, store_url, browser)  # imported for pytest, which finds fixtures by name
+FIXTURES = (app_store, store_engine, store_url)  # imported for pytest, which finds fixtures by name
 AS_OF = date(2026, 11, 1)
 Z = 1.959963984540054
 
@@ -485,31 +483,6 @@ def test_clinic_screen_shows_the_emergency_alarm(app_store: str) -> None:
     alarm = [e.value for e in at.error if "ALARM" in e.value]
     assert alarm and "emergency prompt(s) open for more than a day" in alarm[0]
     assert "Possible cauda equina compression?" in alarm[0] and "red-" not in alarm[0]  # words, not rule ids
-
-
-@pytest.fixture(scope="module")
-def demo_app_url(tmp_path_factory: pytest.TempPathFactory):
-    """The app started as a user would, in demo mode, on its own store (seeded with the demo cohort)."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('outcomes-store') / 'browser.db'}"
-    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": url, "SPINE_DASHBOARD_MODE": "demo"}
-    with _server(env, tmp_path_factory.mktemp("outcomes-log") / "server.log") as app_url:
-        yield app_url
-
-
-@pytest.mark.browser
-def test_outcomes_page_in_a_real_browser(browser, demo_app_url) -> None:
-    page = _open(browser, demo_app_url, "outcomes")
-    page.get_by_role("heading", name="Outcomes").wait_for(timeout=120_000)
-    page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
-                           ".some(t => t.textContent.includes('Share of weak muscle-sides recovered'))",
-                           timeout=120_000)
-    assert page.locator(".js-plotly-plot").first.locator("path.js-fill").count() >= 1  # the confidence band
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "outcomes.png"), full_page=True)
-    page.get_by_text("How the prompts perform", exact=True).click()  # the radio, not the banner
-    page.get_by_text("Prompts open past their urgency").first.wait_for(timeout=120_000)
-    assert page.get_by_text("emergency prompt(s) open for more than a day").count() >= 1
-    page.close()
 
 
 def test_procedure_groups_are_controlled_terms_never_the_text_as_written(tmp_path: Path) -> None:
