@@ -29,8 +29,9 @@ def recovery_figure(curves: pd.DataFrame, title: str = "Share of weak muscle-sid
                                     hoverinfo="skip", showlegend=False, legendgroup=str(group)))
         figure.add_trace(go.Scatter(
             x=months, y=curve["share_recovered"], mode="lines", line=dict(color=colour, width=2.5, shape="hv"),
-            name=str(group), legendgroup=str(group), customdata=curve["at_risk"],
-            hovertemplate="%{x:.1f} months: %{y:.0%} recovered (at risk %{customdata})<extra>" + str(group)
+            name=str(group), legendgroup=str(group), customdata=curve[["at_risk", "patients_at_risk"]].to_numpy(),
+            hovertemplate="%{x:.1f} months: %{y:.0%} recovered (at risk %{customdata[0]} muscle-sides of "
+                          "%{customdata[1]} patients)<extra>" + str(group)
                           + "</extra>"))
     figure.update_layout(
         title=title, font=FONT, height=430, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white",

@@ -281,8 +281,9 @@ def recovery_curves(sides: pd.DataFrame, grouping: str = "all", endpoint: str = 
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kaplan-Meier estimate of the share recovered over time, per group of `grouping`.
 
-    Returns the curves (group, day, share_recovered, low, high, at_risk: a step function) and the milestones
-    (group, months, day, muscle_sides, at_risk, recovered_by, share_recovered, low, high; NaN past the group's
+    Returns the curves (group, day, share_recovered, low, high, at_risk, patients_at_risk: a step function) and
+    the milestones (group, months, day, muscle_sides, patients, at_risk, patients_at_risk, recovered_by,
+    share_recovered, low, high; NaN past the group's
     longest follow-up, where the estimate is not defined). The estimate and the numbers at risk are lifelines';
     low and high are the patient-cluster bootstrap's percentile interval (cluster_bootstrap.py), because one
     patient's muscle-sides are not independent observations.
@@ -304,22 +305,31 @@ def recovery_curves(sides: pd.DataFrame, grouping: str = "all", endpoint: str = 
         counts = cluster_bootstrap.counts(part["patient_number"].to_numpy(), day, event)
         steps = survival.index.to_numpy(dtype=float)
         low, high = cluster_bootstrap.interval_at(counts, cluster_bootstrap.replicates(counts), np.r_[steps, times])
+        # a patient is at risk on day t while one of their muscle-sides is (still followed, not yet recovered)
+        last_days = np.sort(part.groupby("patient_number")[f"{endpoint}_day"].max().to_numpy(dtype=float))
+
+        def patients_at_risk(t: np.ndarray) -> np.ndarray:
+            return len(last_days) - np.searchsorted(last_days, t, side="left")  # noqa: B023 — used at once
+
         curves.append(pd.DataFrame({
             "group": group, "day": steps, "share_recovered": 1 - survival.to_numpy(),
             "low": low[:len(steps)], "high": high[:len(steps)],
-            "at_risk": table["at_risk"].reindex(survival.index).to_numpy()}))
-        for months, t, t_low, t_high in zip(MILESTONE_MONTHS, times, low[len(steps):], high[len(steps):],
-                                            strict=True):
+            "at_risk": table["at_risk"].reindex(survival.index).to_numpy(),
+            "patients_at_risk": patients_at_risk(steps)}))
+        milestone_patients = patients_at_risk(times)
+        for months, t, t_low, t_high, patients in zip(MILESTONE_MONTHS, times, low[len(steps):], high[len(steps):],
+                                                      milestone_patients, strict=True):
             estimable = t <= day.max() or survival.iloc[-1] == 0  # beyond the last exam only if S fell to 0
             milestones.append({
                 "group": group, "months": months, "day": round(t), "muscle_sides": len(part),
-                "at_risk": int((day >= t).sum()), "recovered_by": int(((day <= t) & event).sum()),
+                "patients": len(last_days), "at_risk": int((day >= t).sum()), "patients_at_risk": int(patients),
+                "recovered_by": int(((day <= t) & event).sum()),
                 "share_recovered": 1 - float(_at(survival.to_frame(), t).iloc[0]) if estimable else np.nan,
                 "low": t_low if estimable else np.nan, "high": t_high if estimable else np.nan,
             })
-    curve_columns = ["group", "day", "share_recovered", "low", "high", "at_risk"]
-    milestone_columns = ["group", "months", "day", "muscle_sides", "at_risk", "recovered_by", "share_recovered",
-                         "low", "high"]
+    curve_columns = ["group", "day", "share_recovered", "low", "high", "at_risk", "patients_at_risk"]
+    milestone_columns = ["group", "months", "day", "muscle_sides", "patients", "at_risk", "patients_at_risk",
+                         "recovered_by", "share_recovered", "low", "high"]
     return (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=curve_columns),
             pd.DataFrame(milestones, columns=milestone_columns))
 

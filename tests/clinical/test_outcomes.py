@@ -73,6 +73,21 @@ def test_kaplan_meier_matches_the_hand_worked_example() -> None:
     assert (milestones["share_recovered"] <= milestones["high"]).all()
 
 
+def test_patients_at_risk_count_each_patient_once_while_one_of_their_muscles_is_at_risk() -> None:
+    """Issue 21 asks for patients at risk: P1 has two weak muscle-sides (right recovers on day 30, left is last
+    seen unrecovered on day 60), P2 one (recovers on day 90)."""
+    strength = (exams("P1", "ankle_dorsiflexion", "R", {-5: "3", 10: "3", 30: "4"})
+                + exams("P1", "ankle_dorsiflexion", "L", {-5: "3", 10: "3", 60: "3"})
+                + exams("P2", "ankle_dorsiflexion", "R", {-5: "3", 10: "3", 90: "4"}))
+    records = make_records([patient("P1"), patient("P2")], [surgery("P1"), surgery("P2")], strength)
+    curves, milestones = cohort_outcomes(records, AS_OF, load_reference()).recovery("all")
+    steps = curves.set_index("day")
+    assert steps.loc[30.0, ["at_risk", "patients_at_risk"]].tolist() == [3, 2]  # three sides of two patients
+    assert steps.loc[90.0, ["at_risk", "patients_at_risk"]].tolist() == [1, 1]  # P1's left side censored on 60
+    by_month = milestones.set_index("months")
+    assert by_month.loc[3, ["muscle_sides", "patients", "at_risk", "patients_at_risk"]].tolist() == [3, 2, 0, 0]
+
+
 def test_endpoints_and_groups() -> None:
     outcomes = cohort_outcomes(km_records(), AS_OF, load_reference())
     sides = outcomes.sides.set_index("patient_id")

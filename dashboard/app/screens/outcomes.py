@@ -62,16 +62,19 @@ if section == SECTIONS[0]:
                                             strict=True)])
         wide = shown.pivot(index="group", columns="months", values="recovered")
         wide.columns = [f"{m} months" for m in wide.columns]
-        risk = shown.pivot(index="group", columns="months", values="at_risk")
+        shown["at_risk_text"] = [f"{sides:,} ({patients:,})" for sides, patients in
+                                 zip(shown["at_risk"], shown["patients_at_risk"], strict=True)]
+        risk = shown.pivot(index="group", columns="months", values="at_risk_text")
         risk.columns = [f"at risk {m} mo" for m in risk.columns]
         sides = milestones.groupby("group")["muscle_sides"].first().rename("muscle-sides")
-        table = wide.join(risk).join(sides)
+        table = wide.join(risk).join(sides).join(milestones.groupby("group")["patients"].first())
         st.dataframe(table, width="stretch")
         small = sides[sides < SMALL_GROUP]
         if len(small):
             st.caption(f"Fewer than {SMALL_GROUP} muscle-sides (unstable): " + ", ".join(map(str, small.index)))
         st.caption(f"Share recovered at {', '.join(map(str, MILESTONE_MONTHS))} months with its 95% CI; '—' past "
-                   "the group's longest follow-up. At risk: muscle-sides still followed and not yet recovered.")
+                   "the group's longest follow-up. At risk: muscle-sides (patients) still followed and not yet "
+                   "recovered.")
 
 elif section == SECTIONS[1]:
     coverage = in_grouping(outcomes.coverage)
