@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TextIO
@@ -79,12 +79,19 @@ class LoggedPrompts:
 
 
 def log_store_prompts(engine: Engine, as_of: date, chunk_patients: int = 5000,
-                      reference: Reference | None = None) -> LoggedPrompts:
-    """Assess every stored patient chunk by chunk and log the prompts not logged yet (after an import: the
-    prompts the new records make are known to have fired even if they are gone before anyone opens the app)."""
+                      reference: Reference | None = None, patient_ids: Sequence[str] | None = None) -> LoggedPrompts:
+    """Assess stored patients chunk by chunk and log the prompts not logged yet: every patient, or only
+    `patient_ids` (after an import: the patients it added or changed, whose prompts are known to have fired even
+    if they are gone before anyone opens the app; the others' prompts are logged when the app assesses them)."""
     reference = reference or load_reference()
     logged = LoggedPrompts()
-    for patient_range in patient_chunks(engine, chunk_patients):
-        records = load_records(engine, as_of=as_of, patient_range=patient_range)
+    if patient_ids is None:
+        for patient_range in patient_chunks(engine, chunk_patients):
+            logged.add(assess(load_records(engine, as_of=as_of, patient_range=patient_range), as_of=as_of,
+                              reference=reference), engine)
+        return logged
+    ids = sorted(patient_ids)
+    for first in range(0, len(ids), chunk_patients):
+        records = load_records(engine, as_of=as_of, patient_ids=ids[first:first + chunk_patients])
         logged.add(assess(records, as_of=as_of, reference=reference), engine)
     return logged

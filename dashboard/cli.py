@@ -157,18 +157,20 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"preview, nothing stored: {result.patients_summary()}; {result.summary()}", file=sys.stderr)
     else:
         print(f"imported {name}: {result.patients_summary()}; {result.summary()}", file=sys.stderr)
-        _log_prompts_after_import(engine)
+        _log_prompts_after_import(engine, [*result.new_patients, *result.changed_patients])
     return EXIT_OK
 
 
-def _log_prompts_after_import(engine) -> None:  # noqa: ANN001 — a SQLAlchemy Engine, imported only when used
-    """Log the store's prompts as of today (docs/outcomes.md): a prompt the new records make is known to have
-    fired even if it is gone before anyone opens the app. The import has landed whatever happens here: a failure
-    is a warning, and the app logs the prompts when it next assesses the store."""
+def _log_prompts_after_import(engine, patient_ids: list[str]) -> None:  # noqa: ANN001 — an Engine, imported late
+    """Log the prompts of the patients the import added or changed, as of today (docs/outcomes.md): a prompt the
+    new records make is known to have fired even if it is gone before anyone opens the app. The import has landed
+    whatever happens here: a failure is a warning, and the app logs the prompts when it next assesses the store."""
     from dashboard.batch import log_store_prompts
 
+    if not patient_ids:
+        return
     try:
-        logged = log_store_prompts(engine, date.today())
+        logged = log_store_prompts(engine, date.today(), patient_ids=patient_ids)
     except Exception as problem:  # noqa: BLE001 — named by type only (no patient data on the terminal's log)
         print(f"warning: the prompts could not be written to the prompt log ({type(problem).__name__}); the import "
               "is stored, and the app logs them when it next assesses the store", file=sys.stderr)

@@ -7,7 +7,7 @@ data exactly as on a freshly validated file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import Any
 
@@ -26,19 +26,20 @@ DATED_BY = {"surgeries": "surgery_date", "strength": "exam_date", "visits": "vis
 
 
 def load_records(engine: Engine, as_of: date | None = None,
-                 patient_range: tuple[str, str] | None = None) -> Records:
+                 patient_range: tuple[str, str] | None = None, patient_ids: Sequence[str] | None = None) -> Records:
     """All stored records as typed frames; with `as_of`, rows dated after that day are left out.
 
     `as_of` answers "what was known on that day" the way `assess --as-of` does: by the dates in the
     records (operations, examinations and visits after it are ignored), not by import time.
-    `patient_range` (first, last patient_id, inclusive) loads one chunk of patients (see patient_chunks).
+    `patient_range` (first, last patient_id, inclusive) loads one chunk of patients (see patient_chunks);
+    `patient_ids` loads just those patients (a few thousand at most per call: one IN list).
     """
     frames: dict[str, pd.DataFrame] = {}
     extras: dict[str, list[str]] = {}
     with engine.connect() as conn:
         for stem, table in RECORD_TABLES.items():
             frames[stem], extras[stem] = _load_table(conn, table, SPEC_BY_FRAME[stem], as_of, DATED_BY.get(stem),
-                                                     patient_range)
+                                                     patient_range, patient_ids)
     return Records.from_store(frames, extras)
 
 
@@ -60,13 +61,16 @@ def patient_chunks(engine: Engine, size: int) -> Iterator[tuple[str, str]]:
 
 
 def _load_table(conn: Connection, table: Table, spec: FileSpec, as_of: date | None,
-                dated_by: str | None, patient_range: tuple[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+                dated_by: str | None, patient_range: tuple[str, str] | None = None,
+                patient_ids: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     names = [c.name for c in spec.columns]
     query = select(*(table.c[n] for n in names), table.c[EXTRA]).order_by(*(table.c[k] for k in spec.key))
     if as_of is not None and dated_by is not None:
         query = query.where(table.c[dated_by] <= as_of)
     if patient_range is not None:
         query = query.where(table.c.patient_id.between(*patient_range))
+    if patient_ids is not None:
+        query = query.where(table.c.patient_id.in_(list(patient_ids)))
     result = conn.execute(query)
     try:
         # Raw driver rows: SQLAlchemy's per-value processing would cost more than the rest of the load.

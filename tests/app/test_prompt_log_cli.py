@@ -48,6 +48,25 @@ def test_import_and_assess_store_log_each_prompt_once(tmp_path: Path, capsys: py
     assert days <= {str(date.today()), ANCHOR} and (ANCHOR in days) == (new_anchor > 0)
 
 
+def test_an_import_logs_the_prompts_of_the_patients_it_added_or_changed_only(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """Assessing the whole store after every import cost 5 s at 20,000 patients; the import's own patients are the
+    ones whose prompts may have appeared (the app logs everyone's when it assesses the store)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert main(["import", str(DEMO), "--database", url]) == 0
+    assert "(200 patients assessed" in capsys.readouterr().err
+    assert main(["import", str(DEMO), "--database", url]) == 0  # the same files again: nobody new or changed
+    assert "prompt log" not in capsys.readouterr().err
+    folder = tmp_path / "one-visit"
+    folder.mkdir()
+    for name in ("patients.csv", "surgeries.csv", "strength.csv"):
+        (folder / name).write_text((DEMO / name).read_text(encoding="utf-8"), encoding="utf-8")
+    first = pd.read_csv(DEMO / "patients.csv", dtype=str)["patient_id"].iloc[0]
+    (folder / "visits.csv").write_text(f"patient_id,visit_date,leg_pain_nrs\n{first},{ANCHOR},3\n", encoding="utf-8")
+    assert main(["import", str(folder), "--database", url]) == 0
+    assert "(1 patients assessed" in capsys.readouterr().err
+
+
 def test_a_dry_run_logs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     assert main(["import", str(DEMO), "--database", url, "--dry-run"]) == 0
