@@ -23,9 +23,9 @@ def _alarm(at) -> list[str]:  # noqa: ANN001 — an AppTest
     return [e.value for e in at.error if "ALARM" in e.value]
 
 
-def test_a_failure_to_log_hides_no_prompt_and_is_retried(app_store: str, monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
-    calls = []
+def _break_logging(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The store refuses the prompt log's writes; returns the list each attempt appends to."""
+    calls: list[int] = []
 
     def broken(*_args, **_kwargs) -> int:
         calls.append(1)
@@ -33,6 +33,12 @@ def test_a_failure_to_log_hides_no_prompt_and_is_retried(app_store: str, monkeyp
 
     data.clear_caches()
     monkeypatch.setattr(data, "record_prompts", broken)
+    return calls
+
+
+def test_a_failure_to_log_hides_no_prompt_and_is_retried(app_store: str, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    calls = _break_logging(monkeypatch)
     monkeypatch.setattr(data, "LOG_RETRY_SECONDS", 0.0)
     with caplog.at_level(logging.WARNING, logger="dashboard.app.data"):
         at = run_app(user="surgeon", role="surgeon")
@@ -50,14 +56,7 @@ def test_a_failure_to_log_hides_no_prompt_and_is_retried(app_store: str, monkeyp
 def test_after_a_failure_to_log_the_next_attempt_waits_a_minute(app_store: str, monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
     """A store that refuses writes costs one failed write a minute, not one per rerun of every session."""
-    calls = []
-
-    def broken(*_args, **_kwargs) -> int:
-        calls.append(1)
-        raise RuntimeError("the store is read-only")
-
-    data.clear_caches()
-    monkeypatch.setattr(data, "record_prompts", broken)
+    calls = _break_logging(monkeypatch)
     assert data.LOG_RETRY_SECONDS == 60
     for _ in range(3):
         at = run_app(user="surgeon", role="surgeon")
