@@ -210,8 +210,10 @@ def layout_problems(page, role: str, screen: str) -> list[str]:
     if role == "conference":  # de-identified: no calendar day anywhere on the screen, sidebar included
         shown = page.locator('[data-testid="stApp"]').inner_text()
         found += [f"a calendar date on the conference screen: {d}" for d in CALENDAR_DATE.findall(shown)]
-    if screen in ("clinic", "patient"):  # the first table shows every column, at every size (1024 included)
-        found += [f"table scrolls sideways ({s} > {c})" for s, c in page.evaluate(TABLE_SCROLL)[:1] if s > c + 2]
+    if screen in ("clinic", "patient", "outcomes", "users"):  # every column shown at every size (1024
+        tables = page.evaluate(TABLE_SCROLL)  # included): the first table of the clinic and the patient, all others
+        found += [f"table scrolls sideways ({s} > {c})" for s, c in (tables if screen in ("outcomes", "users")
+                                                                      else tables[:1]) if s > c + 2]
     return found
 
 

@@ -56,25 +56,30 @@ if section == SECTIONS[0]:
     else:
         st.plotly_chart(outcomes_data.figure(cohort, outcomes, "recovery", grouping, endpoint), width="stretch",
                         config={"displayModeBar": False})
+        # Two narrow tables, so that each fits a 1024-pixel screen without sideways scrolling.
         shown = milestones.assign(
             recovered=[("—" if s != s else f"{s:.0%} ({lo:.0%}–{hi:.0%})")
                        for s, lo, hi in zip(milestones["share_recovered"], milestones["low"], milestones["high"],
-                                            strict=True)])
+                                            strict=True)],
+            at_risk_text=[f"{sides:,} ({patients:,})" for sides, patients in
+                          zip(milestones["at_risk"], milestones["patients_at_risk"], strict=True)])
         wide = shown.pivot(index="group", columns="months", values="recovered")
         wide.columns = [f"{m} months" for m in wide.columns]
-        shown["at_risk_text"] = [f"{sides:,} ({patients:,})" for sides, patients in
-                                 zip(shown["at_risk"], shown["patients_at_risk"], strict=True)]
+        st.markdown("**Share recovered (95% CI)**")
+        st.dataframe(wide, width="stretch")
+        first = milestones.groupby("group")[["muscle_sides", "patients"]].first()
         risk = shown.pivot(index="group", columns="months", values="at_risk_text")
-        risk.columns = [f"at risk {m} mo" for m in risk.columns]
-        sides = milestones.groupby("group")["muscle_sides"].first().rename("muscle-sides")
-        table = wide.join(risk).join(sides).join(milestones.groupby("group")["patients"].first())
-        st.dataframe(table, width="stretch")
-        small = sides[sides < SMALL_GROUP]
+        risk.columns = [f"{m} months" for m in risk.columns]
+        risk.insert(0, "at the start", [f"{sides:,} ({patients:,})" for sides, patients in
+                                        zip(first["muscle_sides"], first["patients"], strict=True)])
+        st.markdown("**At risk: muscle-sides (patients)**")
+        st.dataframe(risk, width="stretch")
+        small = first.index[first["muscle_sides"] < SMALL_GROUP]
         if len(small):
-            st.caption(f"Fewer than {SMALL_GROUP} muscle-sides (unstable): " + ", ".join(map(str, small.index)))
+            st.caption(f"Fewer than {SMALL_GROUP} muscle-sides (unstable): " + ", ".join(map(str, small)))
         st.caption(f"Share recovered at {', '.join(map(str, MILESTONE_MONTHS))} months with its 95% CI; '—' past "
-                   "the group's longest follow-up. At risk: muscle-sides (patients) still followed and not yet "
-                   "recovered.")
+                   "the group's longest follow-up. At risk: muscle-sides still followed and not yet recovered, and "
+                   "in brackets the patients they belong to.")
 
 elif section == SECTIONS[1]:
     coverage = in_grouping(outcomes.coverage)

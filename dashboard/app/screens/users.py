@@ -31,11 +31,18 @@ if notice:
 everyone = users.accounts(engine)
 table = pd.DataFrame([{
     "User": a.username, "Name": a.name, "Role": a.role, "Active": a.active,
-    "Last sign-in (UTC)": a.last_sign_in.strftime("%Y-%m-%d %H:%M") if a.last_sign_in else "never",
-    "Locked out": users.is_locked(engine, users.user_subject(a.username, config.cookie_key)),
-    "From file": a.from_file,
+    "Last sign-in": a.last_sign_in.strftime("%Y-%m-%d %H:%M") if a.last_sign_in else "never",
+    "Locked": users.is_locked(engine, users.user_subject(a.username, config.cookie_key)),
+    "In file": a.from_file,
 } for a in everyone])
-st.dataframe(table, hide_index=True, width="stretch", key="users_table")
+st.dataframe(table, hide_index=True, width="stretch", key="users_table", column_config={  # fits 1024 pixels
+    "User": st.column_config.TextColumn(width=80), "Name": st.column_config.TextColumn(width=115),
+    "Role": st.column_config.TextColumn(width=80), "Active": st.column_config.CheckboxColumn(width=55),
+    "Last sign-in": st.column_config.TextColumn(width=115, help="UTC"),
+    "Locked": st.column_config.CheckboxColumn(width=55, help="locked out after repeated failed sign-ins"),
+    "In file": st.column_config.CheckboxColumn(width=55, help="created from the login configuration file")})
+st.caption("Last sign-in in UTC. Locked: locked out after repeated failed sign-ins. In file: created from the "
+           "login configuration file.")
 
 # ------------------------------------------------------------------------------------------ add a user
 with st.form("users_add", clear_on_submit=True):
