@@ -175,8 +175,9 @@ def _log_prompts_after_import(engine, patient_ids: list[str]) -> None:  # noqa: 
         print(f"warning: the prompts could not be written to the prompt log ({type(problem).__name__}); the import "
               "is stored, and the app logs them when it next assesses the store", file=sys.stderr)
         return
-    print(f"prompt log: {logged.added:,} new of {logged.prompts:,} prompts ({logged.patients:,} patients assessed "
-          f"as of {date.today()})", file=sys.stderr)
+    patients = f"{logged.patients:,} patient" + ("" if logged.patients == 1 else "s")
+    print(f"prompt log: {logged.added:,} new of {logged.prompts:,} prompts ({patients} assessed as of "
+          f"{date.today()})", file=sys.stderr)
 
 
 def cmd_correct_patient(args: argparse.Namespace) -> int:

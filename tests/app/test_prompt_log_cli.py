@@ -64,7 +64,7 @@ def test_an_import_logs_the_prompts_of_the_patients_it_added_or_changed_only(tmp
     first = pd.read_csv(DEMO / "patients.csv", dtype=str)["patient_id"].iloc[0]
     (folder / "visits.csv").write_text(f"patient_id,visit_date,leg_pain_nrs\n{first},{ANCHOR},3\n", encoding="utf-8")
     assert main(["import", str(folder), "--database", url]) == 0
-    assert "(1 patients assessed" in capsys.readouterr().err
+    assert "(1 patient assessed" in capsys.readouterr().err
 
 
 def test_a_dry_run_logs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
