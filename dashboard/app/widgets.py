@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -251,3 +252,24 @@ def _decision_form(prompt, clinician: str | None, key_prefix: str) -> None:
                             decision_id=decision_id)
                 st.toast(f"Decision recorded: {DECISION_LABELS[choice]}")
                 st.rerun()
+
+
+def session_document(slot: str, key: object, build: Callable) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
+    """(html, pdf) makers of a report kept in this session under `slot` (an object with .html and .pdf()):
+    built once per `key`, so that both downloads share one build (its charts drawn once) and the PDF is printed
+    once; rebuilt when the key (case list or patient, day, reference, decisions) changes."""
+    kept: dict = st.session_state.setdefault(slot, {})
+
+    def document():  # noqa: ANN202 — a Handout or a FollowUpReport
+        if kept.get("key") != key:
+            kept.clear()
+            kept["document"], kept["key"] = build(), key
+        return kept["document"]
+
+    def pdf() -> bytes:
+        made = document()
+        if "pdf" not in kept:
+            kept["pdf"] = made.pdf()
+        return kept["pdf"]
+
+    return (lambda: document().html.encode("utf-8")), pdf

@@ -488,3 +488,29 @@ def test_the_plain_language_renderer_says_the_issue_examples_in_words():
     assert plain("Never examined: hip_flexion L, hip_flexion R.") == (
         "Never examined: left hip flexion, right hip flexion.")
     assert status_words("behind") == "Behind expected" and status_words(None) == "Not examined"
+
+
+def test_the_html_and_pdf_downloads_of_a_report_share_one_build_and_one_print(monkeypatch):
+    """The handout and the follow-up report are built once per key for both downloads (charts drawn once), the
+    PDF printed once, and both rebuilt when the key (cases or patient, day, decisions) changes."""
+    from dashboard.app import widgets
+
+    monkeypatch.setattr(widgets.st, "session_state", {})
+    made = {"builds": 0, "prints": 0}
+
+    class Report:
+        html = "<p>report</p>"
+
+        def pdf(self) -> bytes:
+            made["prints"] += 1
+            return b"%PDF-report"
+
+    def build() -> Report:
+        made["builds"] += 1
+        return Report()
+
+    html, pdf = widgets.session_document("reports", ("P1", "2026-11-20"), build)
+    assert (html(), pdf(), pdf(), html()) == (b"<p>report</p>", b"%PDF-report", b"%PDF-report", b"<p>report</p>")
+    assert made == {"builds": 1, "prints": 1}
+    html, pdf = widgets.session_document("reports", ("P1", "2026-11-21"), build)  # the next rerun, a new day
+    assert pdf() == b"%PDF-report" and made == {"builds": 2, "prints": 2}

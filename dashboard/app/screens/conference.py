@@ -15,7 +15,7 @@ import streamlit as st
 
 from dashboard.app import auth, data
 from dashboard.app.auth import require_screen
-from dashboard.app.widgets import urgency_chip
+from dashboard.app.widgets import session_document, urgency_chip
 from dashboard.charts import muscles_with_weakness, normal_line, prom_figure, strength_figure
 from dashboard.clinical.conference import (
     CASE_FILTERS,
@@ -203,29 +203,11 @@ st.subheader("Handout")
 open_count = open_prompts(prompts[prompts["patient_id"].isin(set(ids))])["patient_id"].nunique()
 st.caption(f"{len(ids)} cases ({open_count} with open prompts), de-identified like this screen. Made when you "
            "click: a few seconds to start, then up to a second per case.")
-cache: dict = state.setdefault("conference_handouts", {})
 decided = prompts.loc[prompts["patient_id"].isin(set(ids)), ["rule_id", "decision", "decided_at"]].astype(str)
 handout_key = (list_key, str(assessment.as_of), assessment.reference.reference_id,
                hashlib.sha256(decided.to_csv(index=False).encode()).hexdigest()[:16])
-
-
-def _handout():
-    """Built once per case list, decisions and assessment; the PDF reuses its HTML and images."""
-    if cache.get("key") != handout_key:
-        cache.clear()
-        cache["handout"] = build_handout(assessment, ids, prompts, cohort.exam_index.exams)
-        cache["key"] = handout_key
-    return cache["handout"]
-
-
-def _handout_html() -> bytes:
-    return _handout().html.encode("utf-8")
-
-
-def _handout_pdf() -> bytes:
-    if "pdf" not in cache or cache.get("key") != handout_key:
-        cache["pdf"] = _handout().pdf()
-    return cache["pdf"]
+_handout_html, _handout_pdf = session_document(
+    "conference_handouts", handout_key, lambda: build_handout(assessment, ids, prompts, cohort.exam_index.exams))
 
 
 downloads = st.columns(2)

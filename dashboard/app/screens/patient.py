@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard.app import data
 from dashboard.app.auth import audit_patient_view, identified_download, require_screen
-from dashboard.app.widgets import checklist_panel, patient_banner, patient_picker, signed_in_clinician
+from dashboard.app.widgets import checklist_panel, patient_banner, patient_picker, session_document, signed_in_clinician
 from dashboard.charts import muscles_with_weakness, normal_line, prom_figure, strength_figure, timeline_figure
 from dashboard.clinical.mrc import format_mrc
 from dashboard.clinical.wording import plain, status_words
@@ -103,31 +103,17 @@ st.subheader("Follow-up report")
 st.caption("For the patient's chart: identified (name, MRN, dates), with the charts, checklist and decisions as "
            "shown here. Click to get a one-time download link for this browser; the report is made when you open "
            "it (a few seconds).")
-report_cache: dict = st.session_state.setdefault("follow_up_reports", {})
 report_key = (patient_id, str(assessment.as_of), assessment.reference.reference_id,
               prompts[["rule_id", "decision", "decided_at"]].astype(str).to_csv(index=False))
-
-
-def follow_up_report():
-    """One report (and its chart images) for both formats; rebuilt when patient, day or decisions change."""
-    if report_cache.get("key") != report_key:
-        report_cache.clear()
-        report_cache["report"] = report_for(assessment, patient_id, prompts, cohort.exam_index.exams)
-        report_cache["key"] = report_key
-    return report_cache["report"]
-
-
-def follow_up_pdf() -> bytes:
-    if "pdf" not in report_cache or report_cache.get("key") != report_key:
-        report_cache["pdf"] = follow_up_report().pdf()
-    return report_cache["pdf"]
+follow_up_html, follow_up_pdf = session_document(
+    "follow_up_reports", report_key, lambda: report_for(assessment, patient_id, prompts, cohort.exam_index.exams))
 
 
 # Identified (name, MRN): a click prepares a one-time link for this signed-in browser; the server audits the
 # export, then builds the document, for the request carrying this session's cookie only (dashboard/app/server.py).
 for column, (label, fmt, make, mime) in zip(st.columns(2), (
         ("Follow-up report PDF", "pdf", follow_up_pdf, "application/pdf"),
-        ("Follow-up report HTML", "html", lambda: follow_up_report().html.encode("utf-8"), "text/html")),
+        ("Follow-up report HTML", "html", follow_up_html, "text/html")),
         strict=True):
     with column:
         identified_download(make, "follow_up_report", fmt, patient_id=patient_id, label=label,

@@ -50,7 +50,7 @@ def _audit_actions(actions: Sequence[str]) -> None:
         op.execute(f"ALTER TABLE audit_log ADD CONSTRAINT ck_audit_log_action CHECK ({_check(actions)})")
         return
     if dialect != "sqlite":
-        raise NotImplementedError(f"migration 0005 supports SQLite and PostgreSQL, not {dialect}")
+        raise NotImplementedError(f"migration 0006 supports SQLite and PostgreSQL, not {dialect}")
     op.execute(f"""
         CREATE TABLE audit_log_rebuilt (
             id INTEGER NOT NULL,
