@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from tests.browser.test_browser import CHROMIUM, _server, _sign_in
+    from tests.browser.test_browser import _sign_in
+    from tests.live_server import CHROMIUM, app_server
 
     env = {**os.environ, "SPINE_DASHBOARD_DB_URL": args.store_url, "SPINE_DASHBOARD_MODE": "demo"}
-    with _server(env, Path("/tmp/outcomes-page-server.log")) as url, sync_playwright() as playwright:
+    with app_server(env, Path("/tmp/outcomes-page-server.log")) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1600, "height": 1100})
         _sign_in(page, url)

@@ -97,14 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from tests.browser.test_browser import CHROMIUM, _server
+    from tests.live_server import CHROMIUM, app_server
 
     with tempfile.TemporaryDirectory(prefix="screens-bench-") as temp:
         store = args.store_url or build_store(args.patients, Path(temp))
         env = {**os.environ, "SPINE_DASHBOARD_DB_URL": store, "SPINE_DASHBOARD_MODE": "demo"}
         times: dict[str, list[float]] = {name: [] for name in GOALS}
         print(load(), "(before)", flush=True)
-        with _server(env, Path(temp) / "server.log") as url, sync_playwright() as playwright:
+        with app_server(env, Path(temp) / "server.log") as url, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page, cold = sign_in(browser, url)
             times["sign-in (cold)"].append(cold)

@@ -47,3 +47,14 @@ def assert_same_records(actual: Records, expected: Records, drop: tuple[str, ...
     got, want = text_frames(actual, drop), text_frames(expected, drop)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], obj=name)
+
+
+def demo_store(folder: Path) -> str:
+    """A SQLite store in `folder` holding the demo cohort (as imported by a test user); its url."""
+    from dashboard.store import get_engine, import_records  # noqa: PLC0415 — only the store tests need it
+
+    url = f"sqlite:///{folder / 'store.db'}"
+    engine = get_engine(url)
+    import_records(engine, demo_records(), source_name="data/demo", user="test")
+    engine.dispose()
+    return url

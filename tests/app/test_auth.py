@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,9 +29,9 @@ from dashboard.access import (
 )
 from dashboard.cli import main as cli
 from tests.app_fixtures import CLINIC_USERS, ROOT, app_store, entries, run_app, sign_in, write_clinic_config
+from tests.live_server import CHROMIUM, free_port, require_chromium
 
 FIXTURES = (app_store,)  # imported for pytest, which finds fixtures by name
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 # ---------------------------------------------------------------------------------------- configuration
@@ -273,12 +271,6 @@ def test_repeated_failures_lock_the_user_out_for_a_while(production: Path, app_s
 
 
 # --------------------------------------------------------------------------------------- real browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sign_in_and_wait_for_the_cookie(page, context) -> None:  # noqa: ANN001 - Playwright objects
     page.get_by_role("textbox", name="User name").fill("surgeon")
     page.get_by_role("textbox", name="Password").fill("surgeon-demo")
@@ -297,13 +289,10 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
     reload resumes the session), sign-out ending every tab and the cookie (a copy saved before signs nobody in;
     a reload shows the form), and signing in again. Several screens at
     once after a start: tests/browser/test_browser.py."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SPINE_DASHBOARD_DB_URL": f"sqlite:///{tmp_path / 'browser.db'}",
            "SPINE_DASHBOARD_MODE": "demo"}
     env.pop("SPINE_DASHBOARD_AUTH_FILE", None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import re
 import shutil
 from datetime import UTC, date, datetime
@@ -32,13 +31,13 @@ from dashboard.reports import ReportError, build_handout, build_report
 from dashboard.reports import handout as handout_module
 from dashboard.reports import html as h
 from tests.builders import edited_records, with_columns
+from tests.live_server import CHROMIUM, require_chromium
 from tests.pdf_pages import pdf_metadata, pdf_pages, pdf_text
 from tests.planted import NEEDLES, found, plant
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"
 ANCHOR = date(2026, 11, 20)
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IMAGE_DATA = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
 SECTION = re.compile(r"^Case (\d+) (?:Emergency|Urgent|Routine|No open prompt)")
@@ -47,11 +46,7 @@ REASON = "{name} prefers to wait; discussed on 2026-11-18"
 
 @pytest.fixture(scope="module", autouse=True)
 def chromium():
-    if not Path(CHROMIUM).exists():
-        message = "Debian's chromium is not installed (apt-get install chromium): Kaleido and PDFs need it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_chromium("Kaleido and PDFs need it")
 
 
 @pytest.fixture(scope="module")

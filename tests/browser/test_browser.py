@@ -6,81 +6,21 @@ fails the run instead of skipping.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.live_server import app_server, browser
 from tests.pdf_pages import pdf_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
-        yield chromium
-        chromium.close()
-
-
-@contextlib.contextmanager
-def _server(env: dict[str, str], log: Path):
-    """`streamlit run dashboard/app/server.py` as a user starts it, a direct child process; stopped by its own PID."""
-    port = _free_port()
-    with log.open("ab") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard/app/server.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("the app did not start: " + log.read_text(errors="replace")[-2000:])
-                time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=20)
+FIXTURES = (browser,)  # imported for pytest, which finds fixtures by name
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +33,7 @@ def store_url(tmp_path_factory) -> str:
 def app_url(store_url, tmp_path_factory):
     """The app started as a user would, in demo mode, on its own store."""
     env = {**os.environ, "SPINE_DASHBOARD_DB_URL": store_url, "SPINE_DASHBOARD_MODE": "demo"}
-    with _server(env, tmp_path_factory.mktemp("log") / "server.log") as url:
+    with app_server(env, tmp_path_factory.mktemp("log") / "server.log") as url:
         yield url
 
 
@@ -319,7 +259,7 @@ def test_fresh_server_screens_opened_at_once_all_ask_to_sign_in(browser, product
         contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in SCREEN_PATHS]
         pages = [context.new_page() for context in contexts]
         try:
-            with _server(production_env, tmp_path / f"server-{start}.log") as url:
+            with app_server(production_env, tmp_path / f"server-{start}.log") as url:
                 for page, path in zip(pages, SCREEN_PATHS, strict=True):  # all sent before any is answered
                     page.goto(f"{url}/{path.format(patient=patient)}", wait_until="commit", timeout=60_000)
                 for page, path in zip(pages, SCREEN_PATHS, strict=True):

@@ -21,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_browser import CHROMIUM, _server
 
 from dashboard.app.auth import SCREEN_ROLES
+from tests.live_server import app_server, browser
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -33,6 +33,7 @@ PROJECTOR = {"conference": {"1920x1080": (1920, 1080)}}
 EVERY_SCREENSHOT = os.environ.get("SPINE_SCREENSHOTS") == "1"
 SCENARIOS = pd.read_csv(ROOT / "data" / "demo" / "scenarios.csv", dtype=str)
 pytestmark = pytest.mark.browser
+FIXTURES = (browser,)  # imported for pytest, which finds fixtures by name
 
 
 def demo_patient(scenario: str) -> str:
@@ -142,27 +143,11 @@ TABLE_SCROLL = """() => [...document.querySelectorAll('[data-testid="stDataFrame
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":  # CI fails, never skips, when the browser is missing
-            pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """One app server for the module, demo mode, on its own store (seeded with the demo cohort)."""
     store = f"sqlite:///{tmp_path_factory.mktemp('store') / 'layout.db'}"
     env = {**os.environ, "SPINE_DASHBOARD_DB_URL": store, "SPINE_DASHBOARD_MODE": "demo"}
-    with _server(env, tmp_path_factory.mktemp("log") / "server.log") as url:
+    with app_server(env, tmp_path_factory.mktemp("log") / "server.log") as url:
         yield url
 
 

@@ -32,7 +32,7 @@ from dashboard.interop.cds_security import (
     load_auth_config,
     parse_auth_config,
 )
-from dashboard.store import get_engine, import_records
+from dashboard.store import get_engine
 from dashboard.store.audit import audit_log
 from dashboard.store.decisions import decision_history
 from tests.cds_auth_helpers import (
@@ -49,7 +49,8 @@ from tests.cds_auth_helpers import (
     sign,
     unsigned,
 )
-from tests.interop_helpers import ROOT, SCENARIOS, demo_records
+from tests.interop_helpers import ROOT, SCENARIOS, demo_records, demo_store
+from tests.live_server import free_port
 
 ANCHOR = date(2026, 11, 20)
 EXTENSION = "example.spine-dashboard.prompt"
@@ -69,11 +70,7 @@ def hook(patient_id: str, user: str = "Practitioner/example") -> dict:
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('cds-auth') / 'store.db'}"
-    engine = get_engine(url)
-    import_records(engine, demo_records(), source_name="data/demo", user="test")
-    engine.dispose()
-    return url
+    return demo_store(tmp_path_factory.mktemp("cds-auth"))
 
 
 @pytest.fixture
@@ -329,13 +326,9 @@ def test_a_body_over_the_limit_is_413_without_being_read(store_url, caplog):
 
 def test_host_and_size_over_real_http(store_url):
     """Under uvicorn: a rebinding Host and 20 MiB bodies (declared or streamed) refused, a good request answered."""
-    import socket  # noqa: PLC0415
-
     import uvicorn  # noqa: PLC0415
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     application = create_app(store_url, as_of=ANCHOR, auth=auth_config(ES, service_url=base),
                              allowed_hosts=default_hosts("127.0.0.1", port), max_body_bytes=1_000_000)
@@ -568,11 +561,7 @@ def test_serve_cds_refuses_to_start_without_authentication(tmp_path):
 
 
 def test_serve_cds_without_authentication_says_so_at_start(store_url):
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "dashboard", "serve-cds", "--no-auth", "--port", str(port), "--database", store_url],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "SPINE_DASHBOARD_MODE": "demo"},

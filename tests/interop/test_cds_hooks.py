@@ -6,7 +6,6 @@ import copy
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -26,10 +25,10 @@ from dashboard.clinical.assessment import assess, to_json_dict
 from dashboard.clinical.wording import plain
 from dashboard.interop.cds_hooks import INDICATOR, PREFETCH, SUMMARY_LIMIT, create_app, markdown_escape
 from dashboard.interop.fhir import records_to_bundle
-from dashboard.store import get_engine, import_records
 from tests.cds_auth_helpers import ISSUER, Signer, auth_config, ec_keys, jwks
 from tests.cds_auth_helpers import client as cds_client
-from tests.interop_helpers import ROOT, SCENARIOS, demo_records, one_per_scenario, subset
+from tests.interop_helpers import ROOT, SCENARIOS, demo_records, demo_store, one_per_scenario, subset
+from tests.live_server import free_port
 
 ANCHOR = date(2026, 11, 20)  # the demo cohort's anchor day (data/demo/README.md)
 EXTENSION = "example.spine-dashboard.prompt"
@@ -43,19 +42,9 @@ def cds_app(store_url: str, **kwargs) -> FastAPI:
     return create_app(store_url, as_of=kwargs.pop("as_of", ANCHOR), **kwargs)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('cds') / 'store.db'}"
-    engine = get_engine(url)
-    import_records(engine, demo_records(), source_name="data/demo", user="test")
-    engine.dispose()
-    return url
+    return demo_store(tmp_path_factory.mktemp("cds"))
 
 
 @pytest.fixture(scope="module")
