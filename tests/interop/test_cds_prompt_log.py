@@ -11,11 +11,11 @@ import pytest
 
 from dashboard.clinical.assessment import assess
 from dashboard.interop.fhir import records_to_bundle
-from dashboard.store import get_engine, import_records
+from dashboard.store import get_engine
 from dashboard.store.prompt_log import prompt_log
 from tests.cds_auth_helpers import auth_config, client, ec_keys
 from tests.interop.test_cds_hooks import hook, prefetch_of
-from tests.interop_helpers import SCENARIOS, demo_records, subset
+from tests.interop_helpers import SCENARIOS, demo_records, demo_store, subset
 
 ANCHOR = date(2026, 11, 20)  # the demo cohort's anchor day (data/demo/README.md)
 KEYS = ec_keys()
@@ -27,11 +27,7 @@ def _patient(scenario: str) -> str:
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    engine = get_engine(url)
-    import_records(engine, demo_records(), source_name="data/demo", user="test")
-    engine.dispose()
-    return url
+    return demo_store(tmp_path)
 
 
 def _service(store_url: str):  # noqa: ANN202 — a TestClient
