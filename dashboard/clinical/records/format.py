@@ -1,8 +1,9 @@
 """The records format v1 (docs/records-format.md) as data: files, columns, types and value checks.
 
 Parsing text into types is ours (MRC grades, yes/no booleans and ISO dates have no pandas parser that
-reports the bad value); range and code-list checks are pandera schemas, run on each column's distinct values;
-repeated keys are found by sorting (dashboard.clinical.records.parse.repeated_rows).
+reports the bad value); the code lists and ranges a column's values must keep to are data here (`Allowed`),
+checked on each column's distinct values; repeated keys are found by sorting
+(dashboard.clinical.records.parse.repeated_rows).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-import pandera.pandas as pa
+import numpy as np
+import pandas as pd
 
 from dashboard.clinical.mrc import MRC_EXPECTED, MUSCLES, SIDES
 
@@ -21,11 +23,43 @@ BOOLEAN_TEXT: dict[str, bool] = {
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """The values a column may hold once parsed: one of `codes`, or from `low` to `high` inclusive (`high` None:
+    no upper limit; `up_to_this_year`: the current year). Missing values are the parser's business."""
+
+    what: str  # in plain words, for the message: "a sex code"
+    codes: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    up_to_this_year: bool = False
+
+    def _high(self, today: date) -> float | None:
+        return today.year if self.up_to_this_year else self.high
+
+    def message(self, today: date) -> str:
+        """What a row with a value outside is told: "is not a sex code (F, M, X)", "is not a pain score (0–10)"."""
+        if self.codes:
+            return f"is not {self.what} ({', '.join(self.codes)})"
+        high = self._high(today)
+        return f"is not {self.what} (≥ {self.low:g})" if high is None else f"is not {self.what} ({self.low:g}–{high:g})"
+
+    def outside(self, values: pd.Series, today: date) -> np.ndarray:
+        """Which of the (present, parsed) `values` are not allowed."""
+        if self.codes:
+            inside = values.isin(self.codes)
+        else:
+            high = self._high(today)
+            inside = values >= self.low if high is None else (values >= self.low) & (values <= high)
+        return ~np.asarray(inside, dtype=bool)
+
+
+@dataclass(frozen=True)
 class Column:
     name: str
     kind: str  # text | code | date | boolean | integer | number | mrc | levels
     required: bool = False
     identifying: bool = False
+    allowed: Allowed | None = None
 
 
 @dataclass(frozen=True)
@@ -49,8 +83,8 @@ PATIENTS = FileSpec(
         Column("patient_id", "text", required=True),
         Column("name", "text", identifying=True),
         Column("mrn", "text", identifying=True),
-        Column("birth_year", "integer"),
-        Column("sex", "code"),
+        Column("birth_year", "integer", allowed=Allowed("a birth year", low=1900, up_to_this_year=True)),
+        Column("sex", "code", allowed=Allowed("a sex code", codes=("F", "M", "X"))),
         Column("diabetes", "boolean"),
         Column("smoker", "boolean"),
         Column("surgeon", "text"),
@@ -75,8 +109,8 @@ STRENGTH = FileSpec(
     (
         Column("patient_id", "text", required=True),
         Column("exam_date", "date", required=True),
-        Column("muscle", "code", required=True),
-        Column("side", "code", required=True),
+        Column("muscle", "code", required=True, allowed=Allowed("a muscle code", codes=MUSCLES)),
+        Column("side", "code", required=True, allowed=Allowed("a side code", codes=SIDES)),
         Column("mrc", "mrc", required=True),
     ),
     key=("patient_id", "exam_date", "muscle", "side"),
@@ -89,19 +123,23 @@ VISIT_BOOLEANS = (
 #: tone and perianal sensation for cauda equina, and the three qSOFA criteria (Sepsis-3) for sepsis. Blank is
 #: unknown, never normal.
 VISIT_SIGN_BOOLEANS = ("anal_tone_reduced", "perianal_sensation_reduced", "altered_mentation")
-VISIT_SIGN_NUMBERS = ("respiratory_rate", "systolic_bp")
+VISIT_SIGN_NUMBERS = {
+    "respiratory_rate": Allowed("a respiratory rate in breaths/min", low=0, high=80),
+    "systolic_bp": Allowed("a systolic blood pressure in mmHg", low=0, high=300),
+}
+PAIN_SCORE = Allowed("a pain score", low=0, high=10)
 VISITS = FileSpec(
     "visits.csv", False,
     (
         Column("patient_id", "text", required=True),
         Column("visit_date", "date", required=True),
-        Column("leg_pain_nrs", "number"),
-        Column("back_pain_nrs", "number"),
-        Column("odi", "number"),
+        Column("leg_pain_nrs", "number", allowed=PAIN_SCORE),
+        Column("back_pain_nrs", "number", allowed=PAIN_SCORE),
+        Column("odi", "number", allowed=Allowed("an ODI score", low=0, high=100)),
         *(Column(name, "boolean") for name in VISIT_BOOLEANS),
-        Column("crp_mg_l", "number"),
+        Column("crp_mg_l", "number", allowed=Allowed("a CRP in mg/L", low=0)),
         *(Column(name, "boolean") for name in VISIT_SIGN_BOOLEANS),
-        *(Column(name, "number") for name in VISIT_SIGN_NUMBERS),
+        *(Column(name, "number", allowed=allowed) for name, allowed in VISIT_SIGN_NUMBERS.items()),
         Column("notes", "text", identifying=True),
     ),
     key=("patient_id", "visit_date"),
@@ -120,42 +158,3 @@ EXPECTED_BY_KIND = {
     "levels": "lumbar segments L1-L2 … L5-S1 separated by ';'",
 }
 
-
-def _in(values: tuple[str, ...], what: str) -> pa.Check:
-    return pa.Check.isin(list(values), error=f"is not {what} ({', '.join(values)})")
-
-
-def _range(low: float, high: float | None, what: str) -> pa.Check:
-    if high is None:
-        return pa.Check.ge(low, error=f"is not {what} (≥ {low:g})")
-    return pa.Check.in_range(low, high, error=f"is not {what} ({low:g}–{high:g})")
-
-
-def value_schemas(today: date) -> dict[str, pa.DataFrameSchema]:
-    """Pandera schemas for the parsed values: codes, ranges and required values (the parser gave each column
-    its type; each column is checked on its distinct values, so no check may compare rows)."""
-    def col(*checks, nullable=True) -> pa.Column:
-        return pa.Column(None, checks=list(checks), nullable=nullable, required=False, coerce=False)
-
-    nrs = _range(0, 10, "a pain score")
-    return {
-        "patients.csv": pa.DataFrameSchema({
-            "birth_year": col(_range(1900, today.year, "a birth year")),
-            "sex": col(_in(("F", "M", "X"), "a sex code")),
-        }),
-        "surgeries.csv": pa.DataFrameSchema({
-            "procedure": col(nullable=False),
-        }),
-        "strength.csv": pa.DataFrameSchema({
-            "muscle": col(_in(MUSCLES, "a muscle code"), nullable=False),
-            "side": col(_in(SIDES, "a side code"), nullable=False),
-        }),
-        "visits.csv": pa.DataFrameSchema({
-            "leg_pain_nrs": col(nrs),
-            "back_pain_nrs": col(nrs),
-            "odi": col(_range(0, 100, "an ODI score")),
-            "crp_mg_l": col(_range(0, None, "a CRP in mg/L")),
-            "respiratory_rate": col(_range(0, 80, "a respiratory rate in breaths/min")),
-            "systolic_bp": col(_range(0, 300, "a systolic blood pressure in mmHg")),
-        }),
-    }

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pandera
 
 from dashboard.clinical.frames import one_array, rows_in
 from dashboard.clinical.mrc import MUSCLE_ROOTS, format_mrc
@@ -25,7 +24,6 @@ from dashboard.clinical.records.format import (
     PATIENTS,
     STRENGTH,
     FileSpec,
-    value_schemas,
 )
 from dashboard.clinical.records.parse import Parsed, absent_column, key_codes, parse_column, repeated_rows
 from dashboard.clinical.records.read import RecordsFileError, Source, read_raw
@@ -253,24 +251,19 @@ def _parse_file(spec: FileSpec, raw: pd.DataFrame, label: str, out: _Collector
     return typed, parsed
 
 
-def _check_values(schema: pandera.DataFrameSchema | None, raw: pd.DataFrame, parsed: dict[str, Parsed], label: str,
+def _check_values(spec: FileSpec, raw: pd.DataFrame, parsed: dict[str, Parsed], label: str, today: date,
                   out: _Collector) -> None:
-    """Codes and ranges (pandera), each checked column on its own distinct values; messages show the value as
-    written in the file."""
-    for name in schema.columns if schema is not None else ():
-        if name not in raw.columns:
+    """Code lists and ranges (the format's `Allowed`), each column checked on its own distinct values; messages
+    show the value as written in the file."""
+    for column in spec.columns:
+        if column.allowed is None or column.name not in raw.columns:
             continue
-        one = parsed[name]
-        try:
-            schema.validate(pd.DataFrame({name: one.uniques}), lazy=True)
-        except pandera.errors.SchemaErrors as failure:
-            cases = failure.failure_cases
-            cases = cases[cases["check"] != "not_nullable"]  # required values are reported by the parser
-            for message, group in cases.groupby("check", sort=False):
-                failing = np.zeros(len(one.uniques), dtype=bool)
-                failing[group["index"].astype(int).to_numpy()] = True
-                at_rows = one.rows_where(failing)
-                out.add("error", label, _lines(np.flatnonzero(at_rows)), name, raw[name][at_rows].to_numpy(), message)
+        one = parsed[column.name]
+        outside = column.allowed.outside(one.uniques, today)
+        if outside.any():
+            at_rows = one.rows_where(outside)
+            out.add("error", label, _lines(np.flatnonzero(at_rows)), column.name, raw[column.name][at_rows].to_numpy(),
+                    column.allowed.message(today))
 
 
 def validate(source: Source, today: date | None = None) -> tuple[Records | None, ValidationReport]:
@@ -329,11 +322,10 @@ def validate_frames(raw: dict[str, pd.DataFrame | None], labels: dict[str, str],
     parsed: dict[str, dict[str, Parsed]] = {}
     patient_rows: dict[str, np.ndarray] = {}
     repeats = np.zeros(0, dtype=np.int64)  # strength rows that repeat an earlier one, grade and all
-    schemas = value_schemas(today)
     for spec in FILES:  # patients.csv first: the others are checked against it
         label = labels.get(spec.name, spec.name)
         typed[spec.name], parsed[spec.name] = _parse_file(spec, raws[spec.name], label, out)
-        _check_values(schemas.get(spec.name), raws[spec.name], parsed[spec.name], label, out)
+        _check_values(spec, raws[spec.name], parsed[spec.name], label, today, out)
         patient_rows[spec.name], repeated = _check_rows(spec, typed, parsed, labels, today, out)
         if spec is STRENGTH:
             repeats = repeated
