@@ -71,6 +71,7 @@ from dashboard.clinical.curves import (
     modifier_flags,
     patient_factors,
 )
+from dashboard.clinical.data_files import read_yaml
 from dashboard.clinical.mrc import MRC_MAX, MRC_TOKENS
 from dashboard.clinical.records.validate import Records
 
@@ -443,7 +444,7 @@ def calibrate_reference(records: Records, out_path: str | Path, source_name: str
         reference = load_reference(base_path)
     except ReferenceError as problem:
         raise CalibrationError(f"the base reference cannot be used: {problem}") from problem
-    raw = yaml.safe_load(base_path.read_text(encoding="utf-8"))
+    raw = read_yaml(base_path.read_text(encoding="utf-8"))
     created = created or date.today()
     data = observations(records, reference)
     rows = data.rows

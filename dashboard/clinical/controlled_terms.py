@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from dashboard.clinical.data_files import read_yaml
 from dashboard.clinical.records.format import LUMBAR_SEGMENTS
 
 VOCABULARY_PATH = Path(__file__).resolve().parents[2] / "data" / "vocabulary" / "procedures.yaml"
@@ -62,7 +63,7 @@ class Vocabulary:
 def load_vocabulary(path: Path = VOCABULARY_PATH) -> Vocabulary:
     """The procedure vocabulary; a spelling listed under two terms is an error (which term would it be?)."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = read_yaml(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as problem:
         raise VocabularyError(f"{path}: cannot be read ({problem.__class__.__name__})") from problem
     if not isinstance(raw, dict) or not isinstance(raw.get("terms"), list) or not raw.get("other"):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from dashboard.clinical.data_files import read_yaml
 from dashboard.clinical.frames import join_rows, rows_in
 from dashboard.clinical.mrc import MRC_MAX
 
@@ -82,7 +83,7 @@ def _read_reference(path: str | Path | None = None) -> Reference:
     """Read and check a reference file; any problem names the group or field."""
     path = Path(path or PUBLISHED_REFERENCE)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as problem:
         raise ReferenceError(f"{path}: cannot be read: {problem}") from problem
     if not isinstance(raw, dict):

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
+from dashboard.clinical.data_files import read_yaml
 from dashboard.clinical.frames import rows_in, sort_rank, take_text, text_column
 from dashboard.clinical.imaging.rule_table import (
     COMPARISONS,
@@ -181,7 +182,7 @@ def _read_rules(path: str | Path | None = None) -> RuleSet:
     """Read and check a rules file; a problem is reported with the rule id and field."""
     path = Path(path or RULES_PATH)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as problem:
         raise RulesError(f"{path}: cannot be read: {problem}") from problem
     if not isinstance(raw, dict) or not isinstance(raw.get("rules"), list):
