@@ -11,6 +11,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dashboard.clinical.curves import Reference, load_reference, patient_factors
 from dashboard.clinical.frames import codes_in, join_rows, rows_in, sort_rank, take_rows, text_column
@@ -121,40 +122,48 @@ def to_json_dict(assessment: Assessment) -> dict:
     missing), then the muscles and prompts are cut into each patient's run by position. No per-patient frames:
     a 20,000-patient cohort is ~200,000 muscle-sides.
     """
-    muscle_rows = _muscle_records(assessment.muscles)
-    return _output(assessment, lambda rows: [muscle_rows[row] for row in rows])
+    rows, bounds = _muscle_runs(assessment)
+    fields = {name: np.array([*values, None], dtype=object)[codes]  # code -1 (null) takes the last
+              for name, (codes, values) in _muscle_fields(assessment.muscles).items()}
+    names = list(fields)
+    muscle_rows = [dict(zip(names, values, strict=True)) for values in zip(*fields.values(), strict=True)]
+    return _output(assessment, lambda i: [muscle_rows[row] for row in rows[bounds[i]:bounds[i + 1]]])
 
 
 def to_json_bytes(assessment: Assessment) -> bytes:
     """`to_json_dict` as indented JSON text, the `assess --format json` output: byte for byte
     orjson.dumps(to_json_dict(assessment), option=OPT_INDENT_2 | OPT_APPEND_NEWLINE).
 
-    The muscles, most of the output, are written as text from whole columns (each distinct value's JSON once,
-    joined by pyarrow) and placed as orjson fragments, instead of 200,000 dicts made and then serialised.
+    The muscles, most of the output, are written as text from whole columns: each distinct value's JSON once,
+    the objects joined by pyarrow in each patient's order into one buffer, and each patient's list placed as an
+    orjson fragment cut from it — instead of 200,000 dicts made and then serialised.
     """
     import orjson  # noqa: PLC0415 — only the command line writes JSON text
 
-    objects = _muscle_objects(assessment.muscles)
-    between, indent = ",\n" + MUSCLE_INDENT, "\n" + MUSCLE_INDENT[:-2]
+    rows, bounds = _muscle_runs(assessment)
+    objects = _muscle_objects(assessment.muscles).take(pa.array(rows))
+    _, offsets, data = objects.buffers()
+    text = memoryview(data) if len(objects) else b""  # cut without copying: each fragment copies its part once
+    starts = np.frombuffer(offsets, dtype=np.int64)[objects.offset:][bounds].tolist()  # each patient's, in `text`
+    between = len(_MUSCLE_BETWEEN.encode())
+    opening, closing = ("[\n" + MUSCLE_INDENT).encode(), ("\n" + MUSCLE_INDENT[:-2] + "]").encode()
 
-    def muscles_of(rows: np.ndarray) -> list | orjson.Fragment:
-        if not len(rows):
+    def muscles_of(i: int) -> list | orjson.Fragment:
+        if starts[i] == starts[i + 1]:
             return []
-        return orjson.Fragment("[\n" + MUSCLE_INDENT + between.join(objects[row] for row in rows) + indent + "]")
+        return orjson.Fragment(opening + text[starts[i]:starts[i + 1] - between] + closing)
 
     return orjson.dumps(_output(assessment, muscles_of), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
 #: A muscle's object sits in a patient's "muscles" list, in "patients": four levels of two spaces.
 MUSCLE_INDENT = " " * 8
+_MUSCLE_BETWEEN = ",\n" + MUSCLE_INDENT  # between two objects of one list
 
 
-def _output(assessment: Assessment, muscles_of) -> dict:  # noqa: ANN001 — rows → the patient's muscles value
-    patients, muscles, prompts = assessment.patients, assessment.muscles, assessment.prompts
+def _output(assessment: Assessment, muscles_of) -> dict:  # noqa: ANN001 — patient position → its muscles value
+    patients, prompts = assessment.patients, assessment.prompts
     prompt_rows = _prompt_records(prompts)
-    muscle_runs = _runs_by_patient(muscles["patient_id"], patients["patient_id"],
-                                   codes_in(muscles["muscle"], list(MUSCLES)) * len(SIDES)
-                                   + codes_in(muscles["side"], list(SIDES)))
     prompt_runs = _runs_by_patient(prompts["patient_id"], patients["patient_id"], np.arange(len(prompts)))
     operated = patients["surgery_date"].notna().to_numpy()
     surgeries = zip(_iso_dates(patients["surgery_date"]), _texts(patients["procedure"]),
@@ -169,29 +178,34 @@ def _output(assessment: Assessment, muscles_of) -> dict:  # noqa: ANN001 — row
             "index_surgery": {"date": day, "procedure": procedure, "levels": str(levels).split(";"),
                               "instrumented": bool(instrumented)} if operated[i] else None,
             "days_since_surgery": None if np.isnan(days[i]) else int(days[i]),
-            "muscles": muscles_of(muscle_runs[i]),
+            "muscles": muscles_of(i),
             "prompts": [prompt_rows[row] for row in prompt_runs[i]],
         })
     return {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id,
             "patients": out}
 
 
-def _runs_by_patient(patient_ids: pd.Series, order: pd.Series, within: np.ndarray) -> list[np.ndarray]:
-    """For each patient of `order`, the rows of `patient_ids` that are theirs, sorted by `within`."""
+def _muscle_runs(assessment: Assessment) -> tuple[np.ndarray, np.ndarray]:
+    """The muscle rows in output order (by patient as listed, then muscle and side), and where each patient's
+    run starts (one bound more than patients)."""
+    muscles = assessment.muscles
+    muscle_side = codes_in(muscles["muscle"], list(MUSCLES)) * len(SIDES) + codes_in(muscles["side"], list(SIDES))
+    return _grouped_rows(muscles["patient_id"], assessment.patients["patient_id"], muscle_side)
+
+
+def _grouped_rows(patient_ids: pd.Series, order: pd.Series, within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `patient_ids` grouped by patient in the order of `order` (rows of other patients left out),
+    sorted by `within` inside a patient; and the bounds of each patient's run."""
     patient = rows_in(patient_ids, order)
     rows = np.lexsort((within, patient))
     rows = rows[patient[rows] >= 0]
-    bounds = np.searchsorted(patient[rows], np.arange(len(order) + 1))
+    return rows, np.searchsorted(patient[rows], np.arange(len(order) + 1))
+
+
+def _runs_by_patient(patient_ids: pd.Series, order: pd.Series, within: np.ndarray) -> list[np.ndarray]:
+    """For each patient of `order`, the rows of `patient_ids` that are theirs, sorted by `within`."""
+    rows, bounds = _grouped_rows(patient_ids, order, within)
     return [rows[bounds[i]:bounds[i + 1]] for i in range(len(order))]
-
-
-def _numbers(series: pd.Series, digits: int) -> list[float | None]:
-    """Python's round (exact decimal halves, unlike numpy's scaled rounding); NaN, unequal to itself, is None.
-
-    Rounded once per distinct value: grades and band edges repeat across a cohort's muscle-sides."""
-    distinct, inverse = np.unique(series.astype("float64").to_numpy(), return_inverse=True)
-    rounded = np.array([None if v != v else round(v, digits) for v in distinct.tolist()] or [None], dtype=object)
-    return rounded[inverse].tolist()
 
 
 def _iso_dates(series: pd.Series) -> list[str | None]:
@@ -205,36 +219,51 @@ def _texts(series: pd.Series) -> list[str | None]:
     return series.astype(object).where(series.notna(), None).tolist()
 
 
-def _muscle_columns(muscles: pd.DataFrame) -> dict[str, list]:
-    """Each output field of the muscles, as Python values in row order."""
-    return {
-        "muscle": _texts(muscles["muscle"]), "root": _texts(muscles["root"]), "side": _texts(muscles["side"]),
-        "baseline_mrc": _numbers(muscles["baseline_mrc"], 2), "latest_mrc": _numbers(muscles["latest_mrc"], 2),
-        "latest_date": _iso_dates(muscles["latest_date"]),
-        "expected_mrc": _numbers(muscles["expected_mrc"], 1), "expected_low": _numbers(muscles["expected_low"], 1),
-        "expected_high": _numbers(muscles["expected_high"], 1),
-        "status": _texts(muscles["status"]), "curve": _texts(muscles["curve_group"]),
-    }
+#: The muscles' output fields: name → (column, decimals to round to; None: text, "date": ISO date).
+_MUSCLE_FIELDS = {
+    "muscle": ("muscle", None), "root": ("root", None), "side": ("side", None),
+    "baseline_mrc": ("baseline_mrc", 2), "latest_mrc": ("latest_mrc", 2), "latest_date": ("latest_date", "date"),
+    "expected_mrc": ("expected_mrc", 1), "expected_low": ("expected_low", 1), "expected_high": ("expected_high", 1),
+    "status": ("status", None), "curve": ("curve_group", None),
+}
 
 
-def _muscle_records(muscles: pd.DataFrame) -> list[dict]:
-    columns = _muscle_columns(muscles)
-    names = list(columns)
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+def _muscle_fields(muscles: pd.DataFrame) -> dict[str, tuple[np.ndarray, list]]:
+    """Each output field of the muscles as each row's code into the field's distinct values (-1: null).
+
+    Numbers take Python's round (exact decimal halves, unlike numpy's scaled rounding), once per distinct value:
+    grades and band edges repeat across a cohort's muscle-sides."""
+    fields = {}
+    for name, (column, form) in _MUSCLE_FIELDS.items():
+        series = muscles[column]
+        if form is None:
+            codes, distinct = pd.factorize(series)
+            fields[name] = (codes, [str(value) for value in distinct])
+        elif form == "date":
+            codes, days = pd.factorize(series)
+            fields[name] = (codes, list(days.strftime("%Y-%m-%d")))
+        else:
+            distinct, codes = np.unique(series.astype("float64").to_numpy(), return_inverse=True)
+            fields[name] = (codes, [None if v != v else round(v, form) for v in distinct.tolist()])  # NaN: null
+    return fields
 
 
-def _muscle_objects(muscles: pd.DataFrame) -> list[str]:
-    """Each muscle-side's JSON object as orjson writes it at MUSCLE_INDENT with two-space indents."""
+def _muscle_objects(muscles: pd.DataFrame) -> pa.LargeStringArray:
+    """Each muscle-side's JSON object as orjson writes it at MUSCLE_INDENT with two-space indents, followed by
+    what goes between two objects of a list."""
     import orjson  # noqa: PLC0415
 
-    fields = []
-    for name, values in _muscle_columns(muscles).items():
-        codes, distinct = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
-        texts = np.array([*(f'"{name}": ' + orjson.dumps(value).decode() for value in distinct), f'"{name}": null'],
-                         dtype=object)
-        fields.append(texts[np.where(codes < 0, len(distinct), codes)].tolist())
-    start, between, end = "{\n" + MUSCLE_INDENT + "  ", ",\n" + MUSCLE_INDENT + "  ", "\n" + MUSCLE_INDENT + "}"
-    return [start + between.join(row) + end for row in zip(*fields, strict=True)]
+    fields = _muscle_fields(muscles)
+    last = len(fields) - 1
+    columns = []
+    for place, (name, (codes, values)) in enumerate(fields.items()):
+        texts = [f'"{name}": ' + orjson.dumps(value).decode() for value in [*values, None]]  # null last
+        if place == 0:
+            texts = ["{\n" + MUSCLE_INDENT + "  " + t for t in texts]
+        if place == last:
+            texts = [t + "\n" + MUSCLE_INDENT + "}" + _MUSCLE_BETWEEN for t in texts]
+        columns.append(pa.array(texts, type=pa.large_string()).take(pa.array(np.where(codes < 0, len(values), codes))))
+    return pc.binary_join_element_wise(*columns, pa.scalar(",\n" + MUSCLE_INDENT + "  ", pa.large_string()))
 
 
 def _prompt_records(prompts: pd.DataFrame) -> list[dict]:
