@@ -41,17 +41,25 @@ def assessment_lines(assessment: Assessment, width: int = 100) -> list[str]:
     with_prompts = int(patients["patient_id"].isin(list(asked)).sum())
     lines = [f"Assessment as of {assessment.as_of:%d %b %Y} · reference {assessment.reference.reference_id} · "
              f"{len(patients)} patients, {with_prompts} with prompts", ""]
-    for row in patients.itertuples(index=False):
-        if pd.isna(row.surgery_date):
-            head = f"{row.patient_id} · not operated on by this day"
+    wrapped: dict[tuple[str, str], list[str]] = {}  # prompts repeat across patients: each text wrapped once
+
+    def add(text: str, indent: str) -> None:
+        if (text, indent) not in wrapped:
+            wrapped[text, indent] = _wrapped(text, width, indent)
+        lines.extend(wrapped[text, indent])
+
+    columns = ("patient_id", "procedure", "levels", "surgery_date", "days_since_surgery")
+    for patient_id, procedure, levels, surgery_date, day in zip(
+            *(patients[name].astype(object).tolist() for name in columns), strict=True):
+        if pd.isna(surgery_date):
+            add(f"{patient_id} · not operated on by this day", "")
         else:
-            head = (f"{row.patient_id} · {row.procedure} {str(row.levels).replace(';', ', ')} on "
-                    f"{row.surgery_date:%d %b %Y} · day {row.days_since_surgery}")
-        lines += _wrapped(head, width, "")
-        if row.patient_id in attention:
-            lines += _wrapped("Muscles: " + "; ".join(attention[row.patient_id]), width, "  ")
-        for text in asked.get(row.patient_id, []):
-            lines += _wrapped(text, width, "  ")
+            add(f"{patient_id} · {procedure} {str(levels).replace(';', ', ')} on {surgery_date:%d %b %Y} · day {day}",
+                "")
+        if patient_id in attention:
+            add("Muscles: " + "; ".join(attention[patient_id]), "  ")
+        for text in asked.get(patient_id, []):
+            add(text, "  ")
     return lines
 
 
