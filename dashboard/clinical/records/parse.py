@@ -70,9 +70,10 @@ def _as_written(texts: pd.Series) -> bool:
 
 
 def absent_column(kind: str, index: pd.Index) -> Parsed:
-    """A column the file does not have: missing everywhere, typed like a present one."""
-    text = pd.Series(pd.NA, index=index, dtype="string")
-    values = text if kind in ("text", "code") else PARSERS[kind](text)
+    """A column the file does not have: missing everywhere, typed like a present one (the type is the parser's
+    on no value; parsing a whole column of blanks would take as long as a present column)."""
+    text = pd.Series(pd.NA, index=index[:0], dtype="string")
+    values = (text if kind in ("text", "code") else PARSERS[kind](text)).reindex(index)
     none = np.zeros(len(index), dtype=bool)
     return Parsed(values, ~none, none, np.full(len(index), -1, dtype=np.int64), values.iloc[:0])
 
