@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import unicodedata
 
+import numpy as np
 import pandas as pd
 
 #: Cyrillic and Greek letters that render like a Latin letter, as that letter (after case folding).
@@ -40,8 +41,8 @@ def id_match_key(patient_id: str) -> str:
 
 
 def mrn_match_key(mrn: str) -> str:
-    if mrn.isascii():
-        return "".join(mrn.lower().split())
+    if mrn.isascii():  # letters and digits only (most MRNs): no white space to remove
+        return mrn.lower() if mrn.isalnum() else "".join(mrn.lower().split())
     return "".join(unicodedata.normalize("NFKC", mrn).casefold().split())
 
 
@@ -61,37 +62,41 @@ def id_problems(ids: pd.Series) -> list[tuple[int, str]]:
     Exact repeats are the duplicate-key check's business; here only ids that differ as text but match.
     """
     problems: list[tuple[int, str]] = []
-    first_by_key: dict[str, tuple[int, str]] = {}
-    for position, patient_id in enumerate(ids.tolist()):
-        if not isinstance(patient_id, str):
-            continue
-        scripts = () if patient_id.isascii() else scripts_of(patient_id)  # ASCII letters are all Latin
-        if len(scripts) > 1:
+    values = ids.tolist()
+    keys: list[str | None] = []
+    for position, patient_id in enumerate(values):
+        scripts = () if not isinstance(patient_id, str) or patient_id.isascii() else scripts_of(patient_id)
+        if len(scripts) > 1:  # ASCII letters are all Latin
             problems.append((position, f"mixes letters of different scripts ({', '.join(sorted(scripts)).lower()}): "
                                        "look-alike letters make two ids that read the same"))
-            continue
-        key = id_match_key(patient_id)
-        earlier = first_by_key.get(key)
-        if earlier is None:
-            first_by_key[key] = (position, patient_id)
-        elif earlier[1] != patient_id:
-            problems.append((position, f"reads the same as patient_id '{earlier[1]}' on line {earlier[0] + 2} "
-                                       "(case or look-alike letters differ): one person cannot have two ids"))
-    return problems
+        keys.append(id_match_key(patient_id) if isinstance(patient_id, str) and len(scripts) <= 1 else None)
+    for position, first in _matching_an_earlier_row(keys, values):
+        problems.append((position, f"reads the same as patient_id '{values[first]}' on line {first + 2} "
+                                   "(case or look-alike letters differ): one person cannot have two ids"))
+    return sorted(problems)
 
 
 def mrn_problems(patients: pd.DataFrame) -> list[tuple[int, str]]:
     """(row position, message) for each MRN that an earlier row of the file gave to another patient id."""
     if "mrn" not in patients.columns:
         return []
-    problems: list[tuple[int, str]] = []
-    first_by_key: dict[str, tuple[int, str]] = {}
-    for position, (patient_id, mrn) in enumerate(zip(patients["patient_id"].tolist(), patients["mrn"].tolist(),
-                                                     strict=True)):
-        if not isinstance(mrn, str) or not mrn.strip() or not isinstance(patient_id, str):
-            continue
-        earlier = first_by_key.setdefault(mrn_match_key(mrn), (position, patient_id))
-        if earlier[1] != patient_id:
-            problems.append((position, f"is also the MRN of patient_id '{earlier[1]}' on line {earlier[0] + 2}: "
-                                       "one MRN is one person"))
-    return problems
+    owners = patients["patient_id"].tolist()
+    keys = [mrn_match_key(mrn) if isinstance(mrn, str) and isinstance(owner, str) and mrn.strip() else None
+            for mrn, owner in zip(patients["mrn"].tolist(), owners, strict=True)]
+    return [(position, f"is also the MRN of patient_id '{owners[first]}' on line {first + 2}: one MRN is one person")
+            for position, first in _matching_an_earlier_row(keys, owners)]
+
+
+def _matching_an_earlier_row(keys: list[str | None], owners: list) -> list[tuple[int, int]]:
+    """(row, first row) for each row whose key (None: none) the first row with that key holds for another owner,
+    in row order."""
+    codes, _ = pd.factorize(np.asarray(keys, dtype=object))  # None: -1
+    rows = np.flatnonzero(codes >= 0)
+    if not len(rows):
+        return []
+    kept = codes[rows]
+    _, first_of_key = np.unique(kept, return_index=True)  # codes are 0…n-1: a code's first row, by code
+    first = rows[first_of_key][kept]
+    owner = np.asarray(owners, dtype=object)
+    other = np.flatnonzero(owner[rows] != owner[first])
+    return list(zip(rows[other].tolist(), first[other].tolist(), strict=True))
