@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -721,9 +722,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _arrow_memory_from_the_system_allocator() -> None:
+    """A command is a short process that builds its arrays once: pyarrow's default pool (mimalloc) returned and
+    re-faulted memory so often that the kernel's time for it doubled (assess at 20,000 patients: 0.8–1.6 s of
+    system time with mimalloc, 0.5 s with the system allocator; docs/performance.md). Someone who chose a pool
+    with pyarrow's own setting (ARROW_DEFAULT_MEMORY_POOL) keeps it."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    import pyarrow as pa  # noqa: PLC0415 — validation imports it anyway
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     owner_only()  # the store, backups and reports it writes hold patient data
+    _arrow_memory_from_the_system_allocator()
     refused = _unknown_cli_user(args)
     if refused is not None:
         print(refused, file=sys.stderr)

@@ -195,3 +195,16 @@ def test_a_user_cannot_be_checked_where_there_is_no_store_and_none_is_created(tm
     assert main(["backup", str(tmp_path / "store.bak"), "--database", url, "--user", "admin.a"]) == 2
     assert capsys.readouterr().err.strip() == REFUSED_USER.format("admin.a")
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "store.bak").exists()
+
+
+def test_commands_take_arrow_memory_from_the_system_allocator_unless_a_pool_was_chosen(monkeypatch, capsys):
+    """pyarrow's default pool (mimalloc) doubled the kernel time of `assess` here (docs/performance.md)."""
+    import pyarrow as pa
+
+    chosen: list[str] = []
+    monkeypatch.setattr(pa, "set_memory_pool", lambda pool: chosen.append(pool.backend_name))
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    assert main(["validate", str(DEMO)]) == 0
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    assert main(["validate", str(DEMO)]) == 0
+    assert chosen == ["system"]
