@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 import time
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from dashboard.access import (
 )
 from dashboard.cli import main as cli
 from tests.app_fixtures import CLINIC_USERS, ROOT, app_store, entries, run_app, sign_in, write_clinic_config
-from tests.live_server import CHROMIUM, free_port, require_chromium
+from tests.live_server import CHROMIUM, app_server, require_chromium
 
 FIXTURES = (app_store,)  # imported for pytest, which finds fixtures by name
 
@@ -292,24 +290,12 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
     require_chromium()
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
     env = {**os.environ, "SPINE_DASHBOARD_DB_URL": f"sqlite:///{tmp_path / 'browser.db'}",
            "SPINE_DASHBOARD_MODE": "demo"}
     env.pop("SPINE_DASHBOARD_AUTH_FILE", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app/server.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     patient = pd.read_csv(ROOT / "data" / "demo" / "scenarios.csv", dtype=str)["patient_id"].iloc[0]
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.3)
+    # A fresh server (the shared start: its output to a log, not an undrained pipe; a failed start fails here).
+    with app_server(env, tmp_path / "server.log") as url:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -371,6 +357,3 @@ def test_first_request_after_start_cannot_open_a_page_without_signing_in(tmp_pat
             # Signing in again in the same tab sets a new cookie (not mistaken for the first one's answer).
             _sign_in_and_wait_for_the_cookie(second, context)
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)

@@ -70,6 +70,16 @@ DOT_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlE
                            "AAAABJRU5ErkJggg==")
 
 
+def recording(specs: list) -> object:
+    """A chart renderer that keeps every figure specification a handout would have Kaleido draw (searched like the
+    text) and gives a dot for each: for tests whose subject is the text (real_handout and the CLI test draw)."""
+    def render(figures, **_options):  # noqa: ANN001, ANN003 — as render_pngs
+        drawn = list(figures)
+        specs.extend(drawn)
+        return [DOT_PNG] * len(drawn)
+    return render
+
+
 @pytest.fixture(scope="module")
 def handout(cohort):
     """The whole cohort's handout (200 cases) and its PDF, made once for the module.
@@ -254,12 +264,16 @@ def planted(cohort):
         names[records.patients["patient_id"] == pid] = name
     records = with_columns(records, {"patients.csv": {"name": names}})
     assessment = assess(records, as_of=ANCHOR)
-    result = build_handout(assessment, ids)
-    return records, assessment, ids, result, result.pdf()
+    specs: list = []  # the charts are kept, not drawn: their words are searched too
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(handout_module, "render_pngs", recording(specs))
+        result = build_handout(assessment, ids)
+    assert len(specs) == sum(result.charts)
+    return records, assessment, ids, result, result.pdf(), specs
 
 
 def test_identifiers_planted_in_procedure_and_surgeon_reach_no_handout(planted):
-    records, assessment, ids, result, pdf = planted
+    records, assessment, ids, result, pdf, specs = planted
     chosen = records.surgeries["patient_id"].isin(ids)
     recorded = "\n".join([*records.surgeries.loc[chosen, "procedure"],
                           *records.patients.loc[records.patients["patient_id"].isin(ids), "surgeon"]])
@@ -269,6 +283,7 @@ def test_identifiers_planted_in_procedure_and_surgeon_reach_no_handout(planted):
     assert found(IMAGE_DATA.sub("", result.html)) == []  # not in the markup either (alt texts, attributes)
     printed = pdf_text(pdf)
     assert "Case 10" in printed and found(printed) == []
+    assert specs and found(json.dumps(specs, default=str)) == []  # nor the charts' titles, axes and notes
     assert shown.count("other procedure") >= len(ids)  # cover and case pages: the operation as a term
     shown_surgeons = set(re.findall(r"\bSurgeon [A-Z]+\b", shown))
     assert shown_surgeons and shown_surgeons <= {f"Surgeon {letter}" for letter in "ABCDE"}  # 5 planted surgeons
@@ -276,7 +291,7 @@ def test_identifiers_planted_in_procedure_and_surgeon_reach_no_handout(planted):
 
 def test_short_names_and_a_forged_image_slot_make_a_handout(planted):
     """A patient named "Li" was refused and "@@image-999@@" in a procedure crashed the handout."""
-    _, assessment, ids, result, pdf = planted
+    _, assessment, ids, result, pdf, _ = planted
     assert result.cases == len(ids) == len(SHORT_NAMES)
     shown = visible_text(IMAGE_DATA.sub("", result.html))
     assert re.search(r"\bet al\b", shown) and re.search(r"\bAhn\b", shown)  # the citations are there ...
@@ -311,9 +326,12 @@ def test_image_slots_cannot_be_forged_by_record_text():
         h.fill_images(h.IMAGE_SLOT.format(1), ["data:image/png;base64,AAAA"])
 
 
-def test_cli_handout_of_planted_records_is_clean(tmp_path, capsys):
+def test_cli_handout_of_planted_records_is_clean(tmp_path, capsys, monkeypatch):
     """The de-identified export from the command line, from a records folder with planted identifiers; the
-    surgeon filter there takes the recorded name (surgeons run it), and prints no record text either."""
+    surgeon filter there takes the recorded name (surgeons run it), and prints no record text either. Its charts
+    are kept and searched, not drawn (real_handout draws a handout's, the follow-up report test a report's)."""
+    specs: list = []
+    monkeypatch.setattr(handout_module, "render_pngs", recording(specs))
     folder = tmp_path / "records"
     folder.mkdir()
     for path in DEMO.glob("*.csv"):
@@ -333,6 +351,7 @@ def test_cli_handout_of_planted_records_is_clean(tmp_path, capsys):
     html = IMAGE_DATA.sub("", out.read_text(encoding="utf-8"))
     expected = int((planted_records.patients["surgeon"] == surgeon).sum())
     assert f"{expected} cases" in visible_text(html) and found(html) == []
+    assert specs and found(json.dumps(specs, default=str)) == []
     streams = capsys.readouterr()
     assert found(streams.out + streams.err) == [] and f"wrote {expected} de-identified cases" in streams.err
 
@@ -358,7 +377,15 @@ def test_follow_up_report_is_identified_and_escapes_free_text(cohort, tmp_path):
     assert sum(images for _, images in pages) == 3
 
 
-def test_cli_handout_and_report(cohort, tmp_path, capsys):
+def test_cli_handout_and_report(cohort, tmp_path, capsys, monkeypatch):
+    """The commands' options, files and exit codes. The charts are not drawn: the command line builds them as
+    build_handout and build_report do, which real_handout and the follow-up report test draw with Kaleido; the
+    report's PDF is printed by Chromium all the same."""
+    from dashboard.reports import follow_up  # noqa: PLC0415
+
+    specs: list = []
+    for module in (handout_module, follow_up):
+        monkeypatch.setattr(module, "render_pngs", recording(specs))
     _, assessment, _, _ = cohort
     ids = select_cases(assessment, filter="emergency")[:2]
     out = tmp_path / "handout.html"
@@ -371,6 +398,7 @@ def test_cli_handout_and_report(cohort, tmp_path, capsys):
     report = tmp_path / "report.pdf"
     assert cli(["report", str(DEMO), ids[0], "--as-of", ANCHOR.isoformat(), "--out", str(report)]) == 0
     assert report.read_bytes().startswith(b"%PDF")
+    assert specs  # the charts were made (and would have been drawn)
     assert cli(["handout", str(DEMO), "--out", str(tmp_path / "handout.txt")]) == 2
     assert cli(["report", str(DEMO), "P99999", "--out", str(tmp_path / "r.html")]) == 2
 

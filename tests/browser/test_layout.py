@@ -137,6 +137,30 @@ CHECK = r"""
 RUN_FINISHED = """() => !document.querySelector(
   '[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"], [data-testid="stSkeleton"]')"""
 
+#: Resolves once the fonts are loaded and the screen has stopped moving: the main block's size, the number of
+#: elements and the boxes of the figures, their texts and the headings unchanged for 300 ms (Plotly redraws a
+#: resized figure after a 100 ms debounce). A positive marker instead of a fixed 0.8 s sleep after every run and
+#: resize; after 15 s of change it gives up and the checks run on the screen as it is.
+LAID_OUT = """async () => {
+  await document.fonts.ready;
+  const box = (el) => {
+    const r = el.getBoundingClientRect();
+    return [r.left, r.top, r.width, r.height].map(Math.round);
+  };
+  const signature = () => {
+    const main = document.querySelector('[data-testid="stMain"]');
+    return JSON.stringify([main ? [main.scrollWidth, main.scrollHeight] : null, document.querySelectorAll('*').length,
+      [...document.querySelectorAll('.js-plotly-plot .main-svg, .js-plotly-plot .gtitle, h1, h2, h3')].map(box)]);
+  };
+  const started = performance.now();
+  let last = signature(), since = started;
+  while (performance.now() - since < 300 && performance.now() - started < 15000) {
+    await new Promise((done) => setTimeout(done, 20));
+    const now = signature();
+    if (now !== last) { last = now; since = performance.now(); }
+  }
+}"""
+
 #: Horizontal scrolling of each table (Glide's scroller): [scrollWidth, clientWidth] per table, in page order.
 TABLE_SCROLL = """() => [...document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller')]
   .map(s => [s.scrollWidth, s.clientWidth])"""
@@ -171,7 +195,7 @@ def settle(page, plots: int = 0) -> None:
         page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {plots}",
                                timeout=120_000)
     page.wait_for_function(RUN_FINISHED, timeout=120_000)
-    page.wait_for_timeout(800)  # Plotly lays out after the script run; fonts settle
+    page.evaluate(LAID_OUT)  # Plotly lays out after the script run; fonts settle
 
 
 def open_address(page, url: str, path: str, heading: str, plots: int = 0) -> list[str]:

@@ -7,9 +7,6 @@ folder whose P00001 was another person imported as "50 updated", merging two peo
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
+from dashboard.cli import main
 from dashboard.clinical.assessment import assess
 from dashboard.clinical.records.identity import id_match_key
 from dashboard.clinical.records.validate import Records, validate_frames
@@ -26,7 +24,6 @@ from dashboard.store.backup import store_digest
 from tests.store_fixtures import GOOD_FILES, edited, good_records, records_from, store_engine, store_url
 
 FIXTURES = (good_records, store_engine, store_url)  # imported for pytest, which finds them by name
-ROOT = Path(__file__).resolve().parents[2]
 TODAY = date(2026, 11, 1)
 
 
@@ -198,31 +195,33 @@ def test_the_import_and_its_audit_entry_land_together(store_engine: Engine, good
 
 
 # ---------------------------------------------------------------------------------------- command line
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dashboard", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, check=False, env=env)
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """A command through the command line's own entry point, in this process (its subject is what the commands
+    do and say, not the process: tests/app/test_cli.py runs the real one); its exit code and standard error."""
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().err
 
 
 def test_a_second_demo_cohort_cannot_merge_into_the_first_and_the_generator_avoids_stored_ids(
-        tmp_path: Path) -> None:
-    store = f"sqlite:///{tmp_path / 'store.db'}"
-    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": store}
-    assert _run("demo", str(tmp_path / "a"), "--patients", "30", "--seed", "1", env=env).returncode == 0
-    assert _run("import", str(tmp_path / "a"), env=env).returncode == 0
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SPINE_DASHBOARD_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    assert _run(capsys, "demo", str(tmp_path / "a"), "--patients", "30", "--seed", "1")[0] == 0
+    assert _run(capsys, "import", str(tmp_path / "a"))[0] == 0
 
-    clash = _run("demo", str(tmp_path / "b"), "--patients", "30", "--seed", "2", "--first-id", "1", env=env)
-    assert clash.returncode == 0
-    refused = _run("import", str(tmp_path / "b"), env=env)
-    assert refused.returncode == 2
-    assert "patient P00001: name is stored as '" in refused.stderr
-    assert refused.stderr.rstrip().endswith("identity conflict(s) with stored patients; nothing was stored.")
+    clash = _run(capsys, "demo", str(tmp_path / "b"), "--patients", "30", "--seed", "2", "--first-id", "1")
+    assert clash[0] == 0
+    code, refused = _run(capsys, "import", str(tmp_path / "b"))
+    assert code == 2
+    assert "patient P00001: name is stored as '" in refused
+    assert refused.rstrip().endswith("identity conflict(s) with stored patients; nothing was stored.")
 
-    fresh = _run("demo", str(tmp_path / "c"), "--patients", "30", "--seed", "2", env=env)
-    assert "(P00031 …)" in fresh.stderr
+    fresh = _run(capsys, "demo", str(tmp_path / "c"), "--patients", "30", "--seed", "2")[1]
+    assert "(P00031 …)" in fresh
     assert pd.read_csv(tmp_path / "c" / "patients.csv")["patient_id"].iloc[0] == "P00031"
-    imported = _run("import", str(tmp_path / "c"), env=env)
-    assert imported.returncode == 0, imported.stderr
-    assert "imported c: 30 new patient(s) (P00031, P00032" in imported.stderr
+    code, imported = _run(capsys, "import", str(tmp_path / "c"))
+    assert code == 0, imported
+    assert "imported c: 30 new patient(s) (P00031, P00032" in imported
 
 
 def test_a_genuine_correction_is_an_audited_admin_action(store_engine: Engine, tmp_path: Path,

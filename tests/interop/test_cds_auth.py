@@ -21,6 +21,7 @@ import httpx
 import jwt
 import pytest
 
+from dashboard.cli import main
 from dashboard.interop.cds_hooks import CS_OVERRIDE_REASON, OVERRIDE_REASONS, create_app
 from dashboard.interop.cds_security import (
     UNAUTHORIZED_BODY,
@@ -541,23 +542,44 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
-def test_serve_cds_refuses_to_start_without_authentication(tmp_path):
-    help_text = run_cli("--help").stdout
+def test_serve_cds_refuses_to_start_without_authentication(tmp_path, monkeypatch, capsys):
+    """The refusals come before the service starts, so the command runs through dashboard.cli.main in this process
+    (a service that started anyway fails the test instead of serving); the real process's exit code and its start
+    are checked with one refusal here and in the test below."""
+    def started(*_args, **_kwargs):
+        raise AssertionError("the service started")
+    monkeypatch.setattr("dashboard.interop.cds_hooks.serve", started)
+
+    ambient = os.environ.get("SPINE_DASHBOARD_MODE")
+
+    def refused(*args: str, mode: str | None = ambient) -> tuple[int, str]:  # in the environment given, as run_cli
+        if mode is None:
+            monkeypatch.delenv("SPINE_DASHBOARD_MODE", raising=False)
+        else:
+            monkeypatch.setenv("SPINE_DASHBOARD_MODE", mode)
+        capsys.readouterr()
+        code = main(["serve-cds", *args])
+        return code, capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as helped:
+        main(["serve-cds", "--help"])
+    assert helped.value.code == 0
+    help_text = capsys.readouterr().out
     for option in ("--auth-config", "--service-url", "--allowed-host", "--max-body-bytes", "--no-auth"):
         assert option in help_text
-    missing = run_cli("--port", "1")
+    missing = run_cli("--port", "1")  # the real process
     assert missing.returncode == 2 and "--auth-config" in missing.stderr
-    production = run_cli("--no-auth", env={"SPINE_DASHBOARD_MODE": "production"})
-    assert production.returncode == 2 and "demo mode" in production.stderr
-    exposed = run_cli("--no-auth", "--host", "0.0.0.0", env={"SPINE_DASHBOARD_MODE": "demo"})  # noqa: S104
-    assert exposed.returncode == 2 and "loopback" in exposed.stderr
+    code, production = refused("--no-auth", mode="production")
+    assert code == 2 and "demo mode" in production
+    code, exposed = refused("--no-auth", "--host", "0.0.0.0", mode="demo")  # noqa: S104
+    assert code == 2 and "loopback" in exposed
     config = Path(__file__).parents[1] / "fixtures" / "no-such-cds-auth.yaml"
-    unreadable = run_cli("--auth-config", str(config))
-    assert unreadable.returncode == 2 and "cannot be read" in unreadable.stderr
+    code, unreadable = refused("--auth-config", str(config))
+    assert code == 2 and "cannot be read" in unreadable
     (tmp_path / "cds-auth.json").write_text(json.dumps({"issuers": [{"iss": ISSUER, "jwks": jwks(ES)}]}),
                                             encoding="utf-8")
-    everywhere = run_cli("--auth-config", str(tmp_path / "cds-auth.json"), "--host", "0.0.0.0")  # noqa: S104
-    assert everywhere.returncode == 2 and "--service-url" in everywhere.stderr  # the JWT audience must be known
+    code, everywhere = refused("--auth-config", str(tmp_path / "cds-auth.json"), "--host", "0.0.0.0")  # noqa: S104
+    assert code == 2 and "--service-url" in everywhere  # the JWT audience must be known
 
 
 def test_serve_cds_without_authentication_says_so_at_start(store_url):

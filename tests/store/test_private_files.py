@@ -5,34 +5,42 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+
+from dashboard.cli import main
 from dashboard.private_files import tighten
 from tests.store_fixtures import GOOD_FILES, write_folder
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """A command in a shell whose umask is the common 022 (files 0644 unless the command takes care)."""
-    return subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", sys.executable, "-m", "dashboard", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False, env=env)
+def _run(*args: str) -> int:
+    """A command through the command line's entry point in this process, started under the common umask 022
+    (files 0644 unless the command takes care), as a shell would start it; the process's umask is put back."""
+    before = os.umask(0o022)
+    try:
+        return main(list(args))
+    finally:
+        os.umask(before)
 
 
-def test_the_store_its_wal_backups_and_reports_are_owner_only(tmp_path: Path) -> None:
+def test_the_store_its_wal_backups_and_reports_are_owner_only(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from dashboard.reports import follow_up  # noqa: PLC0415
+
+    # The files' modes are the subject: the report's charts are not drawn (a Chromium start; tests/app/test_handout.py
+    # draws them), the report is written all the same.
+    monkeypatch.setattr(follow_up, "render_pngs", lambda figures: [b"" for _ in figures])
     records = write_folder(tmp_path / "records", GOOD_FILES)
     store = tmp_path / "var" / "dashboard.db"
-    env = {**os.environ, "SPINE_DASHBOARD_DB_URL": f"sqlite:///{store}"}
-    assert _run("import", str(records), env=env).returncode == 0
-    assert _run("backup", str(tmp_path / "out" / "store.bak"), env=env).returncode == 0
-    done = _run("report", str(records), "P1", "--out", str(tmp_path / "out" / "p1.html"), env=env)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("SPINE_DASHBOARD_DB_URL", f"sqlite:///{store}")
+    assert _run("import", str(records)) == 0
+    assert _run("backup", str(tmp_path / "out" / "store.bak")) == 0
+    assert _run("report", str(records), "P1", "--out", str(tmp_path / "out" / "p1.html")) == 0
 
     made = [store, tmp_path / "out" / "store.bak", tmp_path / "out" / "p1.html",
             *(p for p in store.parent.iterdir() if p.name.startswith("dashboard.db-"))]

@@ -202,17 +202,57 @@ def _id_form(form: str, patient_id: str) -> str:
     return patient_id.lower() if form == "lower" else patient_id.replace("P", LOOK_ALIKE[form], 1)
 
 
+#: Each strategy made once (by its arguments): a strategy object is validated and labelled at its first draw, which
+#: cost as much as the draws themselves (an example makes ~160). The same strategies, so the same examples.
+_MADE: dict[tuple, st.SearchStrategy] = {}
+
+
+def _once(kind: str, key: tuple, make: Any) -> st.SearchStrategy:
+    made = _MADE.get((kind, key))
+    if made is None:
+        made = _MADE[(kind, key)] = make()
+    return made
+
+
+def _typed_key(values: Any) -> tuple:
+    return tuple((type(v), v) for v in values)  # True and 1 are different values here
+
+
+def sampled(values: list[Any]) -> st.SearchStrategy:
+    """st.sampled_from(values), made once."""
+    return _once("sampled", _typed_key(values), lambda: st.sampled_from(list(values)))
+
+
+def just(value: Any) -> st.SearchStrategy:
+    return _once("just", _typed_key([value]), lambda: st.just(value))
+
+
+def either(first: st.SearchStrategy, second: st.SearchStrategy) -> st.SearchStrategy:
+    """first | second, made once (for strategies made once)."""
+    return _once("or", (id(first), id(second)), lambda: first | second)
+
+
+BOOLEANS = st.booleans()
+ONE_IN_15 = st.integers(0, 14)
+GRADES = st.integers(0, 5).map(float)
+
+
 @st.composite
-def cell(draw: st.DrawFn, stored: Any, changed: st.SearchStrategy, required: bool = False) -> Any:
+def _cell(draw: st.DrawFn, stored: Any, changed: st.SearchStrategy, required: bool = False) -> Any:
     """Keep the stored value, leave the cell blank, or record another value."""
-    action = draw(st.sampled_from(["keep", "keep", "change"] + ([] if required else ["blank"])))
+    action = draw(sampled(["keep", "keep", "change"] + ([] if required else ["blank"])))
     return stored if action == "keep" else None if action == "blank" else draw(changed)
+
+
+def cell(stored: Any, changed: st.SearchStrategy, required: bool = False) -> st.SearchStrategy:
+    """_cell, made once (`changed`: a strategy made once)."""
+    return _once("cell", (*_typed_key([stored]), id(changed), required), lambda: _cell(stored, changed, required))
 
 
 @st.composite
 def reimport(draw: st.DrawFn, base: dict[str, list[Row]]) -> Case:
     """A file against the stored cohort `base`; `trouble` says which kinds of identity error it may hold."""
-    trouble = draw(st.sampled_from(["none", "none", "identity", "id", "mrn", "store", "in-file"]))
+    trouble = draw(sampled(["none", "none", "identity", "id", "mrn", "store", "in-file"]))
 
     def allow(kind: str) -> bool:  # "store": every kind of conflict with the store, none in the file itself
         return trouble == kind or (trouble == "store" and kind != "in-file")
@@ -222,22 +262,22 @@ def reimport(draw: st.DrawFn, base: dict[str, list[Row]]) -> Case:
     patients: list[Row] = []
     exact: list[str] = []  # stored ids the file has as they are stored
     for stored in base["patients"]:
-        if not draw(st.sampled_from([True, True, True, False])):
+        if not draw(sampled([True, True, True, False])):
             continue
         forms = ["exact"] * 3 + (["lower", *LOOK_ALIKE] if allow("id") else []) + (["both"] if allow("in-file") else [])
-        form = draw(st.sampled_from(forms))
+        form = draw(sampled(forms))
         row: Row = {"patient_id": stored["patient_id"]}
         for name in IDENTITY:
             old = stored[name]
             mrns = [next(fresh_mrn)] + ([_variant("mrn", m) for m in stored_mrns if m != old] if allow("mrn") else [])
             pools = {"name": NAMES, "mrn": mrns, "sex": ["F", "M", "X"], "birth_year": [1948, 1990]}
-            changes = st.sampled_from(pools[name]) if allow("identity") or old is None else st.just(old)
-            row[name] = draw(st.sampled_from([old, old, None, _variant(name, old)]) | changes)
-        row["diabetes"] = draw(cell(stored["diabetes"], st.booleans()))
-        row["smoker"] = draw(cell(stored["smoker"], st.booleans()))
-        row["surgeon"] = draw(cell(stored["surgeon"], st.sampled_from(SURGEONS)))
-        row["ward"] = draw(cell(stored["ward"], st.sampled_from(WARDS)))
-        row["bed"] = draw(st.sampled_from([None, "12"]))
+            changes = sampled(pools[name]) if allow("identity") or old is None else just(old)
+            row[name] = draw(either(sampled([old, old, None, _variant(name, old)]), changes))
+        row["diabetes"] = draw(cell(stored["diabetes"], BOOLEANS))
+        row["smoker"] = draw(cell(stored["smoker"], BOOLEANS))
+        row["surgeon"] = draw(cell(stored["surgeon"], sampled(SURGEONS)))
+        row["ward"] = draw(cell(stored["ward"], sampled(WARDS)))
+        row["bed"] = draw(sampled([None, "12"]))
         if form in ("exact", "both"):
             patients.append(row)
             exact.append(stored["patient_id"])
@@ -245,13 +285,13 @@ def reimport(draw: st.DrawFn, base: dict[str, list[Row]]) -> Case:
             patients.append({**stored, "patient_id": _id_form("lower" if form == "both" else form,
                                                                stored["patient_id"]), "bed": None})
     new_ids = ["P8", "P9"] + (["p8", "\u04208", MIXED_ID] if allow("in-file") else [])
-    for new_id in draw(st.lists(st.sampled_from(new_ids), unique=True, max_size=2)):
+    for new_id in draw(_once("ids", _typed_key(new_ids), lambda: st.lists(sampled(new_ids), unique=True, max_size=2))):
         mrns = [next(fresh_mrn), None] + ([_variant("mrn", m) for m in stored_mrns] if allow("mrn") else []) + \
             ([p["mrn"] for p in patients if p["mrn"]] if allow("in-file") else [])
-        patients.append({"patient_id": new_id, "name": draw(st.sampled_from([*NAMES, None])),
-                         "mrn": draw(st.sampled_from(mrns)), "sex": draw(st.sampled_from(["F", "M", None])),
-                         "birth_year": draw(st.sampled_from([1948, None])), "diabetes": None, "smoker": False,
-                         "surgeon": None, "ward": draw(st.sampled_from([None, "W2"])), "bed": None})
+        patients.append({"patient_id": new_id, "name": draw(sampled([*NAMES, None])),
+                         "mrn": draw(sampled(mrns)), "sex": draw(sampled(["F", "M", None])),
+                         "birth_year": draw(sampled([1948, None])), "diabetes": None, "smoker": False,
+                         "surgeon": None, "ward": draw(sampled([None, "W2"])), "bed": None})
     if not patients:
         patients.append({**base["patients"][0], "bed": None})
         exact.append(base["patients"][0]["patient_id"])
@@ -260,47 +300,47 @@ def reimport(draw: st.DrawFn, base: dict[str, list[Row]]) -> Case:
     others = [i for i in ids if i not in exact]  # new patients and look-alikes of stored ones: fresh rows
 
     surgeries = [row for pid in exact for row in _kept(draw, base["surgeries"], pid, lambda s: {
-        **s, "procedure": draw(cell(s["procedure"], st.sampled_from(PROCEDURES), required=True)),
-        "levels": draw(cell(s["levels"], st.sampled_from(LEVELS), required=True)),
-        "instrumented": draw(cell(s["instrumented"], st.booleans(), required=True)),
-        "revision": draw(cell(s["revision"], st.booleans())),
-        "deficit_onset_date": draw(cell(s["deficit_onset_date"], st.just("2025-05-01")))})]
+        **s, "procedure": draw(cell(s["procedure"], sampled(PROCEDURES), required=True)),
+        "levels": draw(cell(s["levels"], sampled(LEVELS), required=True)),
+        "instrumented": draw(cell(s["instrumented"], BOOLEANS, required=True)),
+        "revision": draw(cell(s["revision"], BOOLEANS)),
+        "deficit_onset_date": draw(cell(s["deficit_onset_date"], just("2025-05-01")))})]
     surgeries += [{"patient_id": pid, "surgery_date": "2026-05-01", "procedure": "TLIF", "levels": "L4-L5",
                    "instrumented": True, "revision": None, "deficit_onset_date": None} for pid in others]
     surgeries += [{"patient_id": pid, "surgery_date": "2026-06-01", "procedure": "XLIF", "levels": "L3-L4",
                    "instrumented": False, "revision": True, "deficit_onset_date": None}
-                  for pid in exact if draw(st.booleans())]
-    grades = st.integers(0, 5).map(float)
+                  for pid in exact if draw(BOOLEANS)]
+    grades = GRADES
     strength = [row for pid in exact for row in _kept(draw, base["strength"], pid, lambda s: {
         **s, "mrc": draw(cell(s["mrc"], grades, required=True)),
-        "examiner": draw(cell(s["examiner"], st.just("physio 9")))})]
+        "examiner": draw(cell(s["examiner"], just("physio 9")))})]
     strength += [{"patient_id": pid, "exam_date": "2026-06-10", "muscle": "hip_flexion", "side": "L",
                   "mrc": draw(grades), "examiner": None} for pid in [*others, *exact] if pid in others or
-                 draw(st.booleans())]
+                 draw(BOOLEANS)]
     visits = [row for pid in exact for row in _kept(draw, base["visits"], pid, lambda v: {
-        **v, "leg_pain_nrs": draw(cell(v["leg_pain_nrs"], st.sampled_from([0.0, 7.5]))),
-        "saddle_anesthesia": draw(cell(v["saddle_anesthesia"], st.booleans())),
-        "numbness": draw(cell(v["numbness"], st.booleans())),
-        "notes": draw(cell(v["notes"], st.just("worse again")))}, keep_first=False)]
+        **v, "leg_pain_nrs": draw(cell(v["leg_pain_nrs"], sampled([0.0, 7.5]))),
+        "saddle_anesthesia": draw(cell(v["saddle_anesthesia"], BOOLEANS)),
+        "numbness": draw(cell(v["numbness"], BOOLEANS)),
+        "notes": draw(cell(v["notes"], just("worse again")))}, keep_first=False)]
     visits += [{"patient_id": pid, "visit_date": "2026-07-01", "leg_pain_nrs": 2.0, "saddle_anesthesia": False,
-                "notes": None} for pid in ids if draw(st.sampled_from([False, False, True]))]
+                "notes": None} for pid in ids if draw(sampled([False, False, True]))]
     rows = {"patients": patients, "surgeries": surgeries, "strength": strength, "visits": visits}
     optional = {stem: [c.name for c in spec.columns if not c.required] for stem, spec in SPECS.items()}
     optional["patients"] += ["ward", "bed"]
     optional["strength"] += ["examiner"]
-    absent = {stem: {c for c in names if not draw(st.sampled_from([True, True, False]))}
+    absent = {stem: {c for c in names if not draw(sampled([True, True, False]))}
               for stem, names in optional.items()}
     extras = {"patients": [c for c in ("ward", "bed") if c not in absent["patients"]],
               "surgeries": [], "strength": [] if "examiner" in absent["strength"] else ["examiner"], "visits": []}
     return Case(rows=_complete(rows, absent, extras), extras=extras, absent=absent,
-                visits_file=bool(visits) and draw(st.booleans()), validate=draw(st.integers(0, 14)) == 0)
+                visits_file=bool(visits) and draw(BOOLEANS), validate=draw(ONE_IN_15) == 0)
 
 
 def _kept(draw: st.DrawFn, stored: list[Row], patient_id: str, change: Any, keep_first: bool = True) -> list[Row]:
     """A stored patient's rows of one file, each kept (changed or not) or left out of the file; the first one
     kept when `keep_first` (a patient with exams needs an operation in the file)."""
     own = [row for row in stored if row["patient_id"] == patient_id]
-    return [change(row) for i, row in enumerate(own) if (keep_first and i == 0) or draw(st.booleans())]
+    return [change(row) for i, row in enumerate(own) if (keep_first and i == 0) or draw(BOOLEANS)]
 
 
 def _complete(rows: dict[str, list[Row]], absent: dict[str, set[str]], extras: dict[str, list[str]]
