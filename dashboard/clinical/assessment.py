@@ -163,23 +163,23 @@ _MUSCLE_BETWEEN = ",\n" + MUSCLE_INDENT  # between two objects of one list
 
 def _output(assessment: Assessment, muscles_of) -> dict:  # noqa: ANN001 — patient position → its muscles value
     patients, prompts = assessment.patients, assessment.prompts
-    prompt_rows = _prompt_records(prompts)
-    prompt_runs = _runs_by_patient(prompts["patient_id"], patients["patient_id"], np.arange(len(prompts)))
-    operated = patients["surgery_date"].notna().to_numpy()
-    surgeries = zip(_iso_dates(patients["surgery_date"]), _texts(patients["procedure"]),
-                    _texts(patients["levels"]), patients["instrumented"].to_numpy(dtype=object, na_value=None),
-                    strict=True)
-    days = patients["days_since_surgery"].astype("float64").to_numpy()
+    prompt_records = _prompt_records(prompts)
+    rows, bounds = _grouped_rows(prompts["patient_id"], patients["patient_id"], np.arange(len(prompts)))
+    prompts_in_order, bounds = [prompt_records[row] for row in rows.tolist()], bounds.tolist()
+    surgeries = zip(patients["surgery_date"].notna().tolist(), _iso_dates(patients["surgery_date"]),
+                    _texts(patients["procedure"]), _texts(patients["levels"]),
+                    patients["instrumented"].to_numpy(dtype=object, na_value=None).tolist(), strict=True)
+    days = patients["days_since_surgery"].to_numpy(dtype=object, na_value=None).tolist()
     out = []
-    for i, (patient_id, (day, procedure, levels, instrumented)) in enumerate(
-            zip(patients["patient_id"].tolist(), surgeries, strict=True)):
+    for i, (patient_id, (operated, day, procedure, levels, instrumented), since) in enumerate(
+            zip(patients["patient_id"].tolist(), surgeries, days, strict=True)):
         out.append({
             "patient_id": patient_id,
             "index_surgery": {"date": day, "procedure": procedure, "levels": str(levels).split(";"),
-                              "instrumented": bool(instrumented)} if operated[i] else None,
-            "days_since_surgery": None if np.isnan(days[i]) else int(days[i]),
+                              "instrumented": bool(instrumented)} if operated else None,
+            "days_since_surgery": since,
             "muscles": muscles_of(i),
-            "prompts": [prompt_rows[row] for row in prompt_runs[i]],
+            "prompts": prompts_in_order[bounds[i]:bounds[i + 1]],
         })
     return {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id,
             "patients": out}
@@ -200,12 +200,6 @@ def _grouped_rows(patient_ids: pd.Series, order: pd.Series, within: np.ndarray) 
     rows = np.lexsort((within, patient))
     rows = rows[patient[rows] >= 0]
     return rows, np.searchsorted(patient[rows], np.arange(len(order) + 1))
-
-
-def _runs_by_patient(patient_ids: pd.Series, order: pd.Series, within: np.ndarray) -> list[np.ndarray]:
-    """For each patient of `order`, the rows of `patient_ids` that are theirs, sorted by `within`."""
-    rows, bounds = _grouped_rows(patient_ids, order, within)
-    return [rows[bounds[i]:bounds[i + 1]] for i in range(len(order))]
 
 
 def _iso_dates(series: pd.Series) -> list[str | None]:

@@ -567,8 +567,10 @@ def test_the_fuzz_generated_every_outcome() -> None:
     if not SEEN:
         pytest.skip("runs after the fuzz test in the same session")
     total = sum(SEEN[kind] for kind in SEEN if kind != "validated")
-    shares = {"refused by validation": 0.1, "refused: identity differs from the store": 0.2, "accepted: changed": 0.2,
-              "accepted: unchanged": 0.01, "validated": 0.01}  # runs of 1,000 gave 17–21 %, 35–40 %, 41 %, 2 %
+    # Runs of 1,000 gave 9.4–21 %, 35–40 %, 41 %, 2 % and 16–18 % (the examples are random, not derandomised): each
+    # floor is about half the lowest share seen, so a run fails only when the generator has really drifted.
+    shares = {"refused by validation": 0.05, "refused: identity differs from the store": 0.2, "accepted: changed": 0.2,
+              "accepted: unchanged": 0.01, "validated": 0.01}
     assert all(SEEN[kind] >= total * share for kind, share in shares.items()), SEEN
 
 
