@@ -59,7 +59,7 @@ def _reference(path: str | None):
 
 
 def cmd_assess(args: argparse.Namespace) -> int:
-    from dashboard.clinical.assessment import assess, to_json_bytes
+    from dashboard.clinical.assessment import assess, json_pieces
 
     records = _load_valid(args.records)
     reference = _reference(args.reference) if records is not None else None
@@ -67,7 +67,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     result = assess(records, as_of=args.as_of or date.today(), reference=reference)
     if args.format == "json":
-        sys.stdout.buffer.write(to_json_bytes(result))  # the text of json.dump(indent=2, ensure_ascii=False)
+        sys.stdout.buffer.writelines(json_pieces(result))  # the text of json.dump(indent=2, ensure_ascii=False)
     else:
         from dashboard.clinical.summary import assessment_lines
 

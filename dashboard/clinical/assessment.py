@@ -5,6 +5,8 @@ Everything is computed from what was known on the assessment day (`as_of`): late
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -132,16 +134,24 @@ def to_json_dict(assessment: Assessment) -> dict:
 
 def to_json_bytes(assessment: Assessment) -> bytes:
     """`to_json_dict` as indented JSON text, the `assess --format json` output: byte for byte
-    orjson.dumps(to_json_dict(assessment), option=OPT_INDENT_2 | OPT_APPEND_NEWLINE).
+    orjson.dumps(to_json_dict(assessment), option=OPT_INDENT_2 | OPT_APPEND_NEWLINE)."""
+    return b"".join(json_pieces(assessment))
+
+
+def json_pieces(assessment: Assessment, patients_per_piece: int = 1000) -> Iterator[bytes]:
+    """`to_json_bytes` in pieces of a thousand patients, to be written as they come: the whole text of a
+    20,000-patient cohort (about 100 MB) is never held at once.
 
     The muscles, most of the output, are written as text from whole columns: each distinct value's JSON once,
     the objects joined by pyarrow in each patient's order into one buffer, and each patient's list placed as an
-    orjson fragment cut from it — instead of 200,000 dicts made and then serialised.
+    orjson fragment cut from it — instead of 200,000 dicts made and then serialised. Each piece is orjson's
+    indented text of a list of patients, moved one level in (orjson escapes line breaks inside strings: every
+    line break in its text starts an indented line).
     """
     import orjson  # noqa: PLC0415 — only the command line writes JSON text
 
     rows, bounds = _muscle_runs(assessment)
-    objects = _muscle_objects(assessment.muscles).take(pa.array(rows))
+    objects = _muscle_objects(assessment.muscles, rows)
     _, offsets, data = objects.buffers()
     text = memoryview(data) if len(objects) else b""  # cut without copying: each fragment copies its part once
     starts = np.frombuffer(offsets, dtype=np.int64)[objects.offset:][bounds].tolist()  # each patient's, in `text`
@@ -151,17 +161,37 @@ def to_json_bytes(assessment: Assessment) -> bytes:
     def muscles_of(i: int) -> list | orjson.Fragment:
         if starts[i] == starts[i + 1]:
             return []
-        return orjson.Fragment(opening + text[starts[i]:starts[i + 1] - between] + closing)
+        return orjson.Fragment(opening + bytes(text[starts[i]:starts[i + 1] - between]) + closing)
 
-    return orjson.dumps(_output(assessment, muscles_of), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    head = {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id}
+    patients = _patient_objects(assessment, muscles_of)
+    first = list(itertools.islice(patients, patients_per_piece))
+    yield orjson.dumps(head, option=orjson.OPT_INDENT_2)[:-2] + b',\n  "patients": '
+    if not first:
+        yield b"[]\n}\n"
+        return
+    yield b"["
+    piece, separator = first, b""
+    while piece:
+        text_of_piece = orjson.dumps(piece, option=orjson.OPT_INDENT_2)  # "[\n  {…},\n  {…}\n]"
+        yield separator + text_of_piece[1:-2].replace(b"\n", b"\n  ")
+        piece, separator = list(itertools.islice(patients, patients_per_piece)), b","
+    yield b"\n  ]\n}\n"
 
 
-#: A muscle's object sits in a patient's "muscles" list, in "patients": four levels of two spaces.
-MUSCLE_INDENT = " " * 8
+#: A muscle's object sits in a patient's "muscles" list, in a piece's list of patients: three levels of two
+#: spaces (the piece is then moved one level in, to its place in "patients").
+MUSCLE_INDENT = " " * 6
 _MUSCLE_BETWEEN = ",\n" + MUSCLE_INDENT  # between two objects of one list
 
 
 def _output(assessment: Assessment, muscles_of) -> dict:  # noqa: ANN001 — patient position → its muscles value
+    return {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id,
+            "patients": list(_patient_objects(assessment, muscles_of))}
+
+
+def _patient_objects(assessment: Assessment, muscles_of) -> Iterator[dict]:  # noqa: ANN001 — as in _output
+    """Each patient's output object, in order, made as it is asked for."""
     patients, prompts = assessment.patients, assessment.prompts
     prompt_records = _prompt_records(prompts)
     rows, bounds = _grouped_rows(prompts["patient_id"], patients["patient_id"], np.arange(len(prompts)))
@@ -170,19 +200,16 @@ def _output(assessment: Assessment, muscles_of) -> dict:  # noqa: ANN001 — pat
                     _texts(patients["procedure"]), _texts(patients["levels"]),
                     patients["instrumented"].to_numpy(dtype=object, na_value=None).tolist(), strict=True)
     days = patients["days_since_surgery"].to_numpy(dtype=object, na_value=None).tolist()
-    out = []
     for i, (patient_id, (operated, day, procedure, levels, instrumented), since) in enumerate(
             zip(patients["patient_id"].tolist(), surgeries, days, strict=True)):
-        out.append({
+        yield {
             "patient_id": patient_id,
             "index_surgery": {"date": day, "procedure": procedure, "levels": str(levels).split(";"),
                               "instrumented": bool(instrumented)} if operated else None,
             "days_since_surgery": since,
             "muscles": muscles_of(i),
             "prompts": prompts_in_order[bounds[i]:bounds[i + 1]],
-        })
-    return {"as_of": assessment.as_of.isoformat(), "reference": assessment.reference.reference_id,
-            "patients": out}
+        }
 
 
 def _muscle_runs(assessment: Assessment) -> tuple[np.ndarray, np.ndarray]:
@@ -242,9 +269,9 @@ def _muscle_fields(muscles: pd.DataFrame) -> dict[str, tuple[np.ndarray, list]]:
     return fields
 
 
-def _muscle_objects(muscles: pd.DataFrame) -> pa.LargeStringArray:
-    """Each muscle-side's JSON object as orjson writes it at MUSCLE_INDENT with two-space indents, followed by
-    what goes between two objects of a list."""
+def _muscle_objects(muscles: pd.DataFrame, rows: np.ndarray) -> pa.LargeStringArray:
+    """The JSON object of each muscle-side of `rows`, in that order, as orjson writes it at MUSCLE_INDENT with
+    two-space indents, followed by what goes between two objects of a list."""
     import orjson  # noqa: PLC0415
 
     fields = _muscle_fields(muscles)
@@ -256,7 +283,8 @@ def _muscle_objects(muscles: pd.DataFrame) -> pa.LargeStringArray:
             texts = ["{\n" + MUSCLE_INDENT + "  " + t for t in texts]
         if place == last:
             texts = [t + "\n" + MUSCLE_INDENT + "}" + _MUSCLE_BETWEEN for t in texts]
-        columns.append(pa.array(texts, type=pa.large_string()).take(pa.array(np.where(codes < 0, len(values), codes))))
+        in_order = np.where(codes < 0, len(values), codes)[rows]
+        columns.append(pa.array(texts, type=pa.large_string()).take(pa.array(in_order)))
     return pc.binary_join_element_wise(*columns, pa.scalar(",\n" + MUSCLE_INDENT + "  ", pa.large_string()))
 
 

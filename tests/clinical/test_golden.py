@@ -40,12 +40,21 @@ def test_the_json_text_is_the_output_dict_as_orjson_writes_it() -> None:
     time): it must be exactly the serialisation of the output dict the CDS service and the batch read."""
     import orjson
 
-    from dashboard.clinical.assessment import assess, to_json_bytes, to_json_dict
+    from dashboard.clinical.assessment import assess, json_pieces, to_json_bytes, to_json_dict
     from dashboard.clinical.records.validate import validate
 
     records, report = validate(ROOT / "data" / "demo")
     assert records is not None, report.error_lines()
     assessment = assess(records, as_of=date.fromisoformat(ANCHOR))
     assert assessment.muscles["baseline_mrc"].isna().any()  # missing values are in it (written null)
-    assert to_json_bytes(assessment) == orjson.dumps(to_json_dict(assessment),
-                                                     option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    expected = orjson.dumps(to_json_dict(assessment), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    assert to_json_bytes(assessment) == expected
+    for patients_per_piece in (1, 2, 7, len(assessment.patients), 10_000):  # pieces joined at every place
+        assert b"".join(json_pieces(assessment, patients_per_piece)) == expected
+
+    nobody, report = validate({"patients.csv": b"patient_id\n", "surgeries.csv": b"patient_id,surgery_date,procedure,"
+                               b"levels,instrumented\n", "strength.csv": b"patient_id,exam_date,muscle,side,mrc\n"})
+    assert nobody is not None, report.error_lines()
+    empty = assess(nobody, as_of=date.fromisoformat(ANCHOR))
+    assert to_json_bytes(empty) == orjson.dumps(to_json_dict(empty), option=orjson.OPT_INDENT_2
+                                                | orjson.OPT_APPEND_NEWLINE)
