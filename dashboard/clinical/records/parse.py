@@ -70,10 +70,8 @@ def _as_written(texts: pd.Series) -> bool:
 
 
 def absent_column(kind: str, index: pd.Index) -> Parsed:
-    """A column the file does not have: missing everywhere, typed like a present one (the type is the parser's
-    on no value; parsing a whole column of blanks would take as long as a present column)."""
-    text = pd.Series(pd.NA, index=index[:0], dtype="string")
-    values = (text if kind in ("text", "code") else PARSERS[kind](text)).reindex(index)
+    """A column the file does not have: missing everywhere, typed like a present one (PARSED_DTYPES)."""
+    values = pd.Series(index=index, dtype=PARSED_DTYPES[kind])
     none = np.zeros(len(index), dtype=bool)
     return Parsed(values, ~none, none, np.full(len(index), -1, dtype=np.int64), values.iloc[:0])
 
@@ -118,7 +116,9 @@ def _parse_date(raw: pd.Series) -> pd.Series:
 
 
 def _parse_boolean(raw: pd.Series) -> pd.Series:
-    return raw.str.lower().map(BOOLEAN_TEXT).astype("boolean")
+    """Yes/no words, case aside (a column's few distinct values: a list is cheaper than three pandas steps)."""
+    words = [BOOLEAN_TEXT.get(text.lower()) if isinstance(text, str) else None for text in raw.tolist()]
+    return pd.Series(pd.array(words, dtype="boolean"), index=raw.index)
 
 
 def _parse_integer(raw: pd.Series) -> pd.Series:
@@ -151,3 +151,7 @@ PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
     "mrc": parse_mrc,
     "levels": _parse_levels,
 }
+
+_NO_TEXT = pd.Series(pd.NA, index=pd.RangeIndex(0), dtype="string")
+#: The type each kind of column has once parsed: what its parser gives (the parser on no value, once).
+PARSED_DTYPES = {"text": _NO_TEXT.dtype, **{kind: parse(_NO_TEXT).dtype for kind, parse in PARSERS.items()}}
