@@ -74,9 +74,14 @@ def app_server(env: dict[str, str], log: Path) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=20)
+        stop(server, timeout=20)
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Ask a server the test started to stop; kill it if it has not within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)

@@ -51,7 +51,7 @@ from tests.cds_auth_helpers import (
     unsigned,
 )
 from tests.interop_helpers import ROOT, SCENARIOS, demo_records, demo_store
-from tests.live_server import free_port
+from tests.live_server import free_port, stop
 
 ANCHOR = date(2026, 11, 20)
 EXTENSION = "example.spine-dashboard.prompt"
@@ -591,12 +591,7 @@ def test_serve_cds_without_authentication_says_so_at_start(store_url):
     try:
         first = process.stderr.readline()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
     assert "WITHOUT AUTHENTICATION" in first + process.stderr.read()
 
 

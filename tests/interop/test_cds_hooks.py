@@ -28,7 +28,7 @@ from dashboard.interop.fhir import records_to_bundle
 from tests.cds_auth_helpers import ISSUER, Signer, auth_config, ec_keys, jwks
 from tests.cds_auth_helpers import client as cds_client
 from tests.interop_helpers import ROOT, SCENARIOS, demo_records, demo_store, one_per_scenario, subset
-from tests.live_server import free_port
+from tests.live_server import free_port, stop
 
 ANCHOR = date(2026, 11, 20)  # the demo cohort's anchor day (data/demo/README.md)
 EXTENSION = "example.spine-dashboard.prompt"
@@ -228,12 +228,7 @@ def test_the_documented_command_serves_the_same_cards(store_url: str, expected: 
             anonymous = httpx.post(f"{base}/cds-services/patient-view", json=hook(patient_id), timeout=60)
             assert anonymous.status_code == 401 and patient_id not in anonymous.text
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
     log = process.stderr.read().decode()
     names = demo_records().patients["name"].dropna().tolist()
     assert not any(name in log for name in names)  # the access log carries no identifying data
