@@ -16,13 +16,11 @@ from dashboard.clinical.imaging.checklist import decision_fingerprint, no_prompt
 from dashboard.clinical.wording import evidence_lines
 from dashboard.store import record_decision
 from dashboard.store.decisions import REASON_REQUIRED
-from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, URGENCY_COLOURS, URGENCY_ICONS, URGENCY_LABELS
+from dashboard.theme import CATEGORY_LABELS, MODALITY_LABELS, URGENCY_ICONS, URGENCY_LABELS
 
 #: Most patients the patient list offers at once: a search finds any other (a list of every patient in a
 #: large clinic made each rerun of the Patient page slow to build, send and draw).
 PICKER_OPTIONS = 200
-BADGE_STYLE = ("display:inline-block;padding:2px 10px;border-radius:12px;color:white;font-weight:600;"
-               "font-size:0.9rem;background:{colour}")
 
 
 def sidebar_settings() -> None:
@@ -99,13 +97,6 @@ def _open_typed_patient() -> None:
     if match is not None:
         st.session_state["patient_id"] = match
         st.query_params["patient"] = match
-
-
-def urgency_badge(urgency: str | None) -> str:
-    """The urgency badge as HTML (static theme text only: never a record value or a patient id)."""
-    if urgency is None or pd.isna(urgency):
-        return f'<span style="{BADGE_STYLE.format(colour="#009E73")}">No open prompt</span>'
-    return f'<span style="{BADGE_STYLE.format(colour=URGENCY_COLOURS[urgency])}">{URGENCY_LABELS[urgency]}</span>'
 
 
 def urgency_chip(urgency: str | None) -> None:

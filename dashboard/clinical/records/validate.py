@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.clinical.frames import one_array, rows_in
-from dashboard.clinical.mrc import MUSCLE_ROOTS, format_mrc
+from dashboard.clinical.mrc import format_mrc
 from dashboard.clinical.records import identity, limits
 from dashboard.clinical.records.format import (
     EXPECTED_BY_KIND,
@@ -503,8 +503,3 @@ def _check_strength_repeats(strength: pd.DataFrame, parsed: dict[str, Parsed], l
                  for line, code in zip(_lines(firsts).tolist(), codes[firsts].tolist(), strict=True)],
                 kind=text.format(line="…", grade="…"))
     return later
-
-
-def root_of(muscles: pd.Series) -> pd.Series:
-    """Nerve root of each muscle code."""
-    return muscles.map(MUSCLE_ROOTS)
